@@ -1,0 +1,82 @@
+"""The composition root: builds every service from Config and owns start-up and shutdown order.
+
+Start-up: close calls a crash left open and repair their recordings, load flows (refuse
+to start on a broken one), then hub → participant server → HTTP → SIP gateway. Shutdown
+runs the other way, hanging up calls first so every record is closed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+from typing import Any
+
+from appliance.calls.manager import CallManager
+from appliance.config import Config
+from appliance.console.http import HttpApi
+from appliance.flow.library import FlowLibrary
+from appliance.observability.logging import log_extra
+from appliance.recording.wavfile import repair
+from appliance.rooms.hub import Hub
+from appliance.rooms.server import ParticipantServer
+from appliance.rooms.tokens import TokenAuthority
+from appliance.speech.tts import EspeakTTS
+from appliance.storage import Storage
+from sip.gateway import Gateway
+
+log = logging.getLogger(__name__)
+
+
+class Appliance:
+    def __init__(self, config: Config):
+        self.config = config
+        config.data_dir.mkdir(parents=True, exist_ok=True)
+        config.recordings_dir.mkdir(parents=True, exist_ok=True)
+        self.flows = FlowLibrary(config.flows_dir)  # raises FlowError: never run half-configured
+        self.storage = Storage(config.database)
+        self.tokens = TokenAuthority(config.auth.api_key, config.api_secret())
+        self.tts = EspeakTTS()
+        self.hub = Hub()
+        self.calls = CallManager(config, self.hub, self.storage, self.flows, self.tts)
+        self.server = ParticipantServer(self.hub, self.tokens, self.calls)
+        self.http = HttpApi(self.storage, self.tokens, config.recordings_dir, self.health)
+        self.gateway = Gateway(config, lambda name: self.tokens.mint(f"sip-{name}", "sip"))
+
+    def health(self) -> dict[str, Any]:
+        up = len(self.server.workers)
+        return {"ok": up > 0, "workers_up": up, "workers": len(self.gateway.specs), "calls_active": len(self.calls.calls)}
+
+    def _recover(self) -> None:
+        for call in self.storage.close_orphans("appliance-restart"):
+            if call.recording_path and repair(Path(call.recording_path)):
+                log.warning("recording repaired after a crash", extra=log_extra(call_id=call.id))
+
+    async def start(self) -> None:
+        self._recover()
+        self.tts.synthesize("Welcome.")  # load espeak-ng's voice before the first caller waits on it
+        self.hub.start()
+        await self.server.start(self.config.hub_socket)
+        await self.http.start(self.config.http.host, self.config.http.port)
+        await self.gateway.start()
+        log.info(
+            "appliance started",
+            extra=log_extra(sip_port=self.config.sip.port, http=f"{self.config.http.host}:{self.config.http.port}",
+                            flows=sorted(self.flows.flows)),
+        )
+
+    async def stop(self) -> None:
+        self.calls.shutdown()
+        await asyncio.sleep(0.2)  # let the hang-ups reach the workers
+        await self.gateway.stop()
+        await self.http.stop()
+        await self.server.stop()
+        await self.hub.stop()
+        self.storage.close()
+
+    async def run(self, stop: asyncio.Event) -> None:
+        await self.start()
+        try:
+            await stop.wait()
+        finally:
+            await self.stop()

@@ -1,0 +1,1 @@
+"""Calls: admission (trunk, number → flow), and the life of each call in its room."""

@@ -1,0 +1,148 @@
+"""The life of every call: offered by a SIP worker, answered into a room, run, recorded, closed.
+
+Implements the participant server's CallHandler. Every path that ends a call goes through
+`_end`, which closes the record exactly once, whatever raced (hang-up, flow, worker loss).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from appliance.calls.admission import admit
+from appliance.calls.runner import FlowRunner
+from appliance.config import Config
+from appliance.core.clock import iso_now, utcnow
+from appliance.core.ids import new_call_id
+from appliance.flow.engine import FlowEngine
+from appliance.flow.library import FlowLibrary
+from appliance.flow.loader import LoadedFlow
+from appliance.observability import metrics
+from appliance.observability.logging import log_extra
+from appliance.recording.recorder import Recorder, recording_path
+from appliance.rooms import protocol as p
+from appliance.rooms.hub import Hub
+from appliance.rooms.room import Room
+from appliance.rooms.server import SipParticipant, WorkerConnection
+from appliance.speech.tts import EspeakTTS
+from appliance.storage import Storage
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Call:
+    id: str
+    room: Room
+    leg: SipParticipant
+    flow: LoadedFlow
+    recorder: Recorder | None = None
+    runner: FlowRunner | None = None
+
+
+class CallManager:
+    def __init__(self, config: Config, hub: Hub, storage: Storage, flows: FlowLibrary, tts: EspeakTTS):
+        self.config = config
+        self.hub = hub
+        self.storage = storage
+        self.flows = flows
+        self.tts = tts
+        self.calls: dict[str, Call] = {}
+
+    def _call(self, worker: WorkerConnection, leg: int) -> Call | None:
+        participant = worker.legs.get(leg)
+        return self.calls.get(participant.room.name) if participant and participant.room else None
+
+    async def offer(self, worker: WorkerConnection, offer: p.Offer) -> p.OfferReply:
+        decision = admit(self.config, offer.trunk, offer.source, offer.to_user)
+        loaded = self.flows.get(decision.flow) if decision.flow else None
+        if decision.code == 200 and loaded is None:
+            log.error("number routed to a flow that is not loaded", extra=log_extra(flow=decision.flow))
+            decision = type(decision)(404, "Not Found")
+        if decision.code != 200 or loaded is None:
+            metrics.sip_responses.labels(str(decision.code)).inc()
+            log.info("call refused", extra=log_extra(code=decision.code, pii={"to": offer.to_user, "from": offer.from_uri}))
+            return p.OfferReply(leg=offer.leg, code=decision.code, reason=decision.reason)
+        call_id = new_call_id()
+        self.storage.open_call(
+            call_id,
+            trunk=decision.trunk.name if decision.trunk else None,
+            from_uri=offer.from_uri,
+            to_uri=offer.to_uri,
+            flow=loaded.flow.name,
+            flow_version=loaded.version,
+            worker=worker.name,
+        )
+        self.storage.add_event(call_id, "offered", {"sip_call_id": offer.sip_call_id, "source": offer.source})
+        room = self.hub.create_room(call_id)
+        leg = SipParticipant("caller", worker, offer.leg)
+        room.join(leg)
+        worker.legs[offer.leg] = leg
+        self.calls[call_id] = Call(call_id, room, leg, loaded)
+        metrics.calls_active.set(len(self.calls))
+        log.info("call accepted", extra=log_extra(call_id=call_id, flow=loaded.flow.name, worker=worker.name,
+                                                  pii={"from": offer.from_uri, "to": offer.to_uri}))
+        return p.OfferReply(leg=offer.leg, code=200, reason="OK", call_id=call_id)
+
+    def answered(self, worker: WorkerConnection, message: p.Answered) -> None:
+        call = self._call(worker, message.leg)
+        if call is None:
+            return
+        metrics.sip_responses.labels("200").inc()
+        path = recording_path(self.config.recordings_dir, call.id, utcnow())
+        self.storage.update_call(call.id, answered_at=iso_now(), recording_path=str(path))
+        self.storage.add_event(call.id, "answered", {"codec": message.codec})
+        call.recorder = Recorder(call.room, caller=call.leg.identity, path=path)
+        engine = FlowEngine(call.flow.flow)
+        call.runner = FlowRunner(call.id, call.room, engine, self.tts, self.storage,
+                                 hangup=lambda reason: self._hangup(call, reason))
+        call.runner.start()
+        log.info("call answered", extra=log_extra(call_id=call.id, codec=message.codec))
+
+    def dtmf(self, worker: WorkerConnection, message: p.Dtmf) -> None:
+        call = self._call(worker, message.leg)
+        if call is None:
+            return
+        self.storage.add_event(call.id, "dtmf", {"digit": message.digit, "method": message.method})
+        call.room.emit("dtmf", call.leg.identity, {"digit": message.digit})
+        if call.runner:
+            call.runner.dtmf(message.digit)
+
+    def ended(self, worker: WorkerConnection, message: p.Ended) -> None:
+        call = self._call(worker, message.leg)
+        worker.legs.pop(message.leg, None)
+        if call is not None:
+            self._end(call, message.reason)
+
+    def worker_lost(self, worker: WorkerConnection) -> None:
+        for leg in list(worker.legs):
+            call = self._call(worker, leg)
+            if call is not None:
+                self._end(call, "worker-lost")
+        worker.legs.clear()
+
+    def _hangup(self, call: Call, reason: str) -> None:
+        call.leg.hangup(reason)
+        call.leg.worker.legs.pop(call.leg.leg, None)
+        self._end(call, reason)
+
+    def _end(self, call: Call, reason: str) -> None:
+        if self.calls.pop(call.id, None) is None:
+            return
+        if call.runner:
+            call.runner.stop()
+        duration = call.recorder.stop() if call.recorder else 0.0
+        self.hub.close_room(call.id)
+        self.storage.close_call(call.id, reason)
+        self.storage.add_event(call.id, "ended", {"reason": reason, "recorded_s": round(duration, 2)})
+        metrics.calls_active.set(len(self.calls))
+        metrics.calls_total.labels(reason).inc()
+        log.info("call ended", extra=log_extra(call_id=call.id, reason=reason, recorded_s=round(duration, 2)))
+
+    def shutdown(self, reason: str = "appliance-stop") -> None:
+        for call in list(self.calls.values()):
+            self._hangup(call, reason)
+
+    def recordings_root(self) -> Path:
+        return self.config.recordings_dir

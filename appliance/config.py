@@ -1,0 +1,131 @@
+"""Appliance configuration (`appliance.yaml`): one pydantic model per subsystem.
+
+Every key has a safe default, so an empty file runs the embedded default. Secrets come
+from the environment (the `*_env` keys name the variable), never from the file.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import secrets
+from pathlib import Path
+from typing import Annotated
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from appliance.core.errors import ConfigError
+
+Network = Annotated[str, Field(description="an IPv4/IPv6 network in CIDR form")]
+
+# Loopback and private LAN ranges: a fresh box answers softphones on its own network and
+# nothing from the internet until the admin names a carrier's ranges.
+DEFAULT_TRUNK_SOURCES = ["127.0.0.0/8", "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16"]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class TrunkConfig(_Model):
+    name: str = Field(pattern=r"^[A-Za-z0-9_-]+$")
+    sources: list[Network] = Field(default_factory=list)
+    username: str | None = None
+    password_env: str | None = None
+    numbers: list[str] = Field(default_factory=list, description="numbers delivered; empty = any")
+
+    @field_validator("sources")
+    @classmethod
+    def _valid_networks(cls, value: list[str]) -> list[str]:
+        for net in value:
+            ipaddress.ip_network(net, strict=False)
+        return value
+
+    @property
+    def password(self) -> str | None:
+        return os.environ.get(self.password_env) if self.password_env else None
+
+
+class SipConfig(_Model):
+    listen_host: str = "0.0.0.0"
+    port: int = 5060
+    media_address: str | None = Field(None, description="address put in SDP; default: the host's")
+    workers: int = Field(2, ge=1, le=64)
+    calls_per_worker: int = Field(4, ge=1, le=4, description="the pjsua2 wheel's compiled-in limit is 4")
+    worker_base_port: int = 5100
+    rtp_port_start: int = 20000
+    rtp_ports_per_worker: int = 100
+    poll_ms: int = Field(100, ge=1, le=1000)
+    flood_requests: int = Field(32, description="INVITEs per source per 2 s before pike drops")
+    retry_after_s: int = 5
+    edge_memory_mb: int = 64
+
+
+class HttpConfig(_Model):
+    host: str = "127.0.0.1"
+    port: int = 8080
+
+
+class AuthConfig(_Model):
+    api_key: str = "switchboard"
+    api_secret_env: str = "SWITCHBOARD_API_SECRET"
+
+
+class Config(_Model):
+    sip: SipConfig = Field(default_factory=SipConfig)
+    http: HttpConfig = Field(default_factory=HttpConfig)
+    auth: AuthConfig = Field(default_factory=AuthConfig)
+    trunks: list[TrunkConfig] = Field(
+        default_factory=lambda: [TrunkConfig(name="lan", sources=list(DEFAULT_TRUNK_SOURCES))]
+    )
+    numbers: dict[str, str] = Field(default_factory=lambda: {"100": "default"}, description="number → flow")
+    data_dir: Path = Path("data")
+    recordings_dir: Path = Path("recordings")
+    flows_dir: Path = Path("flows")
+
+    @property
+    def hub_socket(self) -> Path:
+        return self.data_dir / "hub.sock"
+
+    @property
+    def database(self) -> Path:
+        return self.data_dir / "switchboard.db"
+
+    def api_secret(self) -> str:
+        """The signing secret: from the environment, else generated once and kept in data_dir."""
+        env = os.environ.get(self.auth.api_secret_env)
+        if env:
+            return env
+        path = self.data_dir / "api_secret"
+        if not path.exists():
+            self.data_dir.mkdir(parents=True, exist_ok=True)
+            path.write_text(secrets.token_urlsafe(32))
+            path.chmod(0o600)
+        return path.read_text().strip()
+
+    def trunk(self, name: str) -> TrunkConfig | None:
+        return next((t for t in self.trunks if t.name == name), None)
+
+    @classmethod
+    def load(cls, path: Path | None) -> "Config":
+        raw: object = {}
+        if path is not None:
+            try:
+                raw = yaml.safe_load(path.read_text()) or {}
+            except OSError as exc:
+                raise ConfigError(f"{path}: cannot read: {exc.strerror}") from exc
+            except yaml.YAMLError as exc:
+                raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+        try:
+            config = cls.model_validate(raw)
+        except ValidationError as exc:
+            lines = [f"{path}: {'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()]
+            raise ConfigError("\n".join(lines)) from exc
+        if path is not None:
+            base = path.parent
+            for key in ("data_dir", "recordings_dir", "flows_dir"):
+                value = getattr(config, key)
+                if not value.is_absolute():
+                    setattr(config, key, (base / value).resolve())
+        return config

@@ -1,0 +1,134 @@
+"""HTTP API: /healthz (open), /metrics and /api/* (bearer token with a role grant).
+
+Every bad request gets a 4xx with a JSON body saying why; nothing a client sends can
+produce a 500.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import re
+from pathlib import Path
+from typing import Any, Awaitable, Callable
+
+from aiohttp import web
+
+from appliance.core.errors import AuthError
+from appliance.observability import metrics
+from appliance.rooms.tokens import Grant, TokenAuthority
+from appliance.storage import Storage
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+CALL_ID = re.compile(r"^CA[0-9a-f]{8,40}$")
+GRANT_KEY = web.AppKey("grant", Grant)
+
+
+def _error(status: int, message: str) -> web.Response:
+    return web.json_response({"error": message}, status=status)
+
+
+def _needs(*roles: str) -> Callable[[Handler], Handler]:
+    def wrap(handler: Handler) -> Handler:
+        async def checked(request: web.Request) -> web.StreamResponse:
+            grant: Grant | None = request.get("grant")
+            if grant is None:
+                return _error(401, "missing or invalid bearer token")
+            if not grant.allows(*roles):
+                return _error(403, f"needs one of the roles: {', '.join(roles)}")
+            return await handler(request)
+
+        return checked
+
+    return wrap
+
+
+class HttpApi:
+    def __init__(self, storage: Storage, tokens: TokenAuthority, recordings_dir: Path, health: Callable[[], dict[str, Any]]):
+        self.storage = storage
+        self.tokens = tokens
+        self.recordings_dir = recordings_dir.resolve()
+        self.health = health
+        self.app = web.Application(middlewares=[self._auth, self._errors])
+        self.app.router.add_get("/healthz", self.healthz)
+        self.app.router.add_get("/metrics", _needs("admin", "supervisor")(self.metrics))
+        self.app.router.add_get("/api/calls", _needs("operator", "supervisor", "admin")(self.list_calls))
+        self.app.router.add_get("/api/calls/{call_id}", _needs("operator", "supervisor", "admin")(self.get_call))
+        self.app.router.add_get("/api/calls/{call_id}/recording", _needs("supervisor", "admin")(self.recording))
+        self._runner: web.AppRunner | None = None
+
+    @web.middleware
+    async def _auth(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        header = request.headers.get("Authorization", "")
+        if header.startswith("Bearer "):
+            try:
+                request["grant"] = self.tokens.verify(header[7:].strip())
+            except AuthError:
+                return _error(401, "missing or invalid bearer token")
+        return await handler(request)
+
+    @web.middleware
+    async def _errors(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        try:
+            return await handler(request)
+        except web.HTTPException as exc:
+            if exc.status >= 400:
+                return _error(exc.status, exc.reason)
+            raise
+        except Exception:
+            log.exception("request failed", extra={"fields": {"path": request.path}})
+            return _error(503, "the appliance could not answer this request; see its log")
+
+    async def start(self, host: str, port: int) -> None:
+        self._runner = web.AppRunner(self.app, access_log=None)
+        await self._runner.setup()
+        await web.TCPSite(self._runner, host, port).start()
+
+    async def stop(self) -> None:
+        if self._runner:
+            await self._runner.cleanup()
+
+    async def healthz(self, request: web.Request) -> web.Response:
+        status = self.health()
+        return web.json_response(status, status=200 if status.get("ok") else 503)
+
+    async def metrics(self, request: web.Request) -> web.Response:
+        return web.Response(body=metrics.exposition(), content_type="text/plain", charset="utf-8")
+
+    async def list_calls(self, request: web.Request) -> web.Response:
+        try:
+            limit = int(request.query.get("limit", "50"))
+        except ValueError:
+            return _error(400, "limit must be an integer")
+        if not 1 <= limit <= 1000:
+            return _error(400, "limit must be between 1 and 1000")
+        calls = [dataclasses.asdict(c) | {"duration_s": c.duration_s} for c in self.storage.recent_calls(limit)]
+        return web.json_response({"calls": calls})
+
+    def _call_or_error(self, request: web.Request) -> Any:
+        call_id = request.match_info["call_id"]
+        if not CALL_ID.match(call_id):
+            return _error(400, "not a call id")
+        call = self.storage.get_call(call_id)
+        return call if call is not None else _error(404, "no such call")
+
+    async def get_call(self, request: web.Request) -> web.Response:
+        call = self._call_or_error(request)
+        if isinstance(call, web.Response):
+            return call
+        body = dataclasses.asdict(call) | {"duration_s": call.duration_s, "events": list(self.storage.events(call.id))}
+        return web.Response(text=json.dumps(body, default=str), content_type="application/json")
+
+    async def recording(self, request: web.Request) -> web.StreamResponse:
+        call = self._call_or_error(request)
+        if isinstance(call, web.Response):
+            return call
+        if not call.recording_path:
+            return _error(404, "this call has no recording")
+        path = Path(call.recording_path).resolve()
+        if self.recordings_dir not in path.parents or not path.exists():
+            return _error(404, "recording file is missing")
+        return web.FileResponse(path, headers={"Content-Type": "audio/wav"})

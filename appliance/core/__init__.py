@@ -1,0 +1,1 @@
+"""Vocabulary shared by every layer: audio format, ids, errors, the clock."""

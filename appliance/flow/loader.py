@@ -1,0 +1,174 @@
+"""Loading and checking flow files: every problem at once, each with file:line:col.
+
+YAML is composed into nodes first so every value keeps its position; pydantic's error
+locations and the checker's reference paths are then mapped back to those positions.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+from appliance.core.errors import FlowError, Problem
+from appliance.flow.schema import Flow
+
+Path_ = tuple[Any, ...]
+
+
+@dataclass(frozen=True)
+class LoadedFlow:
+    flow: Flow
+    file: str
+    version: str  # content hash: a call's record names exactly what it ran
+
+
+class _Positions:
+    def __init__(self, file: str):
+        self.file = file
+        self.marks: dict[Path_, tuple[int, int]] = {}
+
+    def at(self, path: Path_, message: str) -> Problem:
+        path = tuple(path)
+        while path and path not in self.marks:
+            path = path[:-1]
+        line, col = self.marks.get(path, (1, 1))
+        return Problem(self.file, line, col, message)
+
+
+_constructor = yaml.constructor.SafeConstructor()
+
+
+def _build(node: yaml.Node, path: Path_, pos: _Positions, problems: list[Problem]) -> Any:
+    pos.marks.setdefault(path, (node.start_mark.line + 1, node.start_mark.column + 1))
+    if isinstance(node, yaml.MappingNode):
+        out: dict[Any, Any] = {}
+        for key_node, value_node in node.value:
+            key = _build(key_node, path, pos, problems) if isinstance(key_node, yaml.ScalarNode) else None
+            if not isinstance(key, (str, int, float, bool)):
+                problems.append(pos.at(path, "mapping keys must be plain scalars"))
+                continue
+            key = str(key)
+            key_mark = (key_node.start_mark.line + 1, key_node.start_mark.column + 1)
+            if key in out:
+                problems.append(Problem(pos.file, *key_mark, f"duplicate key '{key}'"))
+                continue
+            pos.marks[path + (key,)] = key_mark
+            out[key] = _build(value_node, path + (key,), pos, problems)
+        return out
+    if isinstance(node, yaml.SequenceNode):
+        return [_build(item, path + (i,), pos, problems) for i, item in enumerate(node.value)]
+    return _constructor.construct_object(node)
+
+
+def _yaml_problem(file: str, exc: yaml.YAMLError) -> Problem:
+    mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+    line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
+    what = getattr(exc, "problem", None) or str(exc)
+    return Problem(file, line, col, f"YAML syntax: {what}")
+
+
+def _pydantic_message(error: dict[str, Any]) -> str:
+    loc = ".".join(str(p) for p in error["loc"] if not str(p).startswith("function-"))
+    kind = error["type"]
+    if kind == "extra_forbidden":
+        return f"unknown field '{error['loc'][-1]}'"
+    if kind == "missing":
+        return f"missing required field '{error['loc'][-1]}'"
+    message = re.sub(r"^Value error, ", "", error["msg"])
+    return f"{loc}: {message}" if loc else message
+
+
+def parse(text: str, file: str) -> tuple[Flow | None, list[Problem]]:
+    pos = _Positions(file)
+    problems: list[Problem] = []
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError as exc:
+        return None, [_yaml_problem(file, exc)]
+    except (ValueError, RecursionError) as exc:
+        return None, [Problem(file, 1, 1, f"YAML syntax: {exc}")]
+    if node is None:
+        return None, [Problem(file, 1, 1, "empty flow file")]
+    try:
+        raw = _build(node, (), pos, problems)
+    except yaml.YAMLError as exc:
+        return None, problems + [_yaml_problem(file, exc)]
+    if not isinstance(raw, dict):
+        return None, problems + [Problem(file, 1, 1, "a flow file must be a mapping (name, entry, steps)")]
+    try:
+        flow = Flow.model_validate(raw)
+    except ValidationError as exc:
+        for error in exc.errors():
+            # Union/validator wrappers put non-field names in loc; drop them for the position.
+            loc = tuple(p for p in error["loc"] if not str(p).startswith("function-"))
+            problems.append(pos.at(loc, _pydantic_message(error)))
+        return None, _sorted(problems)
+    problems += _check_references(flow, pos)
+    return (flow if not problems else None), _sorted(problems)
+
+
+def _check_references(flow: Flow, pos: _Positions) -> list[Problem]:
+    problems: list[Problem] = []
+    if flow.entry not in flow.steps:
+        problems.append(pos.at(("entry",), f"entry step '{flow.entry}' does not exist"))
+    for step_id, step in flow.steps.items():
+        for field_path, target in step.targets():
+            if target not in flow.steps:
+                problems.append(pos.at(("steps", step_id) + field_path, f"step '{target}' does not exist"))
+    reachable: set[str] = set()
+    todo = [flow.entry] if flow.entry in flow.steps else []
+    while todo:
+        step_id = todo.pop()
+        if step_id in reachable:
+            continue
+        reachable.add(step_id)
+        todo += [t for _, t in flow.steps[step_id].targets() if t in flow.steps]
+    if flow.entry in flow.steps:
+        for step_id in flow.steps:
+            if step_id not in reachable:
+                problems.append(pos.at(("steps", step_id), f"step '{step_id}' is unreachable from '{flow.entry}'"))
+    return problems
+
+
+def _sorted(problems: list[Problem]) -> list[Problem]:
+    return sorted(set(problems), key=lambda p: (p.file, p.line, p.col, p.message))
+
+
+def load_file(path: Path) -> LoadedFlow:
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise FlowError([Problem(str(path), 1, 1, f"cannot read: {exc.strerror}")]) from exc
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise FlowError([Problem(str(path), 1, 1, f"not UTF-8 text: {exc.reason}")]) from exc
+    flow, problems = parse(text, str(path))
+    if problems or flow is None:
+        raise FlowError(problems)
+    return LoadedFlow(flow=flow, file=str(path), version=hashlib.sha256(data).hexdigest()[:12])
+
+
+def load_dir(directory: Path) -> dict[str, LoadedFlow]:
+    """Every flow in `directory`, all or nothing: one broken file fails the whole load."""
+    flows: dict[str, LoadedFlow] = {}
+    problems: list[Problem] = []
+    for path in sorted(directory.glob("*.yaml")):
+        try:
+            loaded = load_file(path)
+        except FlowError as exc:
+            problems += exc.problems
+            continue
+        if loaded.flow.name in flows:
+            problems.append(Problem(str(path), 1, 1, f"flow name '{loaded.flow.name}' is also used by {flows[loaded.flow.name].file}"))
+            continue
+        flows[loaded.flow.name] = loaded
+    if problems:
+        raise FlowError(problems)
+    return flows

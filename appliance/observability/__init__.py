@@ -1,0 +1,1 @@
+"""Metrics and logs: every metric defined once, the call id on every log line."""

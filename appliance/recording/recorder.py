@@ -1,0 +1,62 @@
+"""The recorder: a hidden room participant that writes a call to a stereo WAV.
+
+Left is the caller, right is everything the caller hears, taken on the same hub tick, so
+the two channels stay aligned without timestamps.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+import numpy as np
+
+from appliance.core.audio import FRAME_BYTES, SAMPLE_RATE, SILENCE
+from appliance.observability import metrics
+from appliance.recording.wavfile import WavWriter
+from appliance.rooms.room import Participant, Room, TickView
+
+FLUSH_TICKS = 25  # write twice a second: a crash loses at most half a second
+
+
+def recording_path(root: Path, call_id: str, when: dt.datetime) -> Path:
+    return root / f"{when:%Y}" / f"{when:%m}" / f"{when:%d}" / f"{call_id}.wav"
+
+
+class Recorder(Participant):
+    def __init__(self, room: Room, caller: str, path: Path):
+        super().__init__("recorder", kind="recorder", hidden=True, subscribe=False)
+        self.caller = caller
+        self.path = path
+        self._wav = WavWriter(path, channels=2, rate=SAMPLE_RATE, header_every_bytes=SAMPLE_RATE * 4)
+        self._pending: list[np.ndarray] = []
+        self._room = room
+        room.join(self)
+        room.observers.append(self)
+
+    def on_tick(self, view: TickView) -> None:
+        left = view.published.get(self.caller) or SILENCE
+        right = view.heard.get(self.caller) or SILENCE
+        if len(left) != FRAME_BYTES:
+            left = (left + SILENCE)[:FRAME_BYTES]
+        stereo = np.empty((FRAME_BYTES // 2, 2), dtype=np.int16)
+        stereo[:, 0] = np.frombuffer(left, dtype=np.int16)
+        stereo[:, 1] = np.frombuffer(right, dtype=np.int16)
+        self._pending.append(stereo)
+        if len(self._pending) >= FLUSH_TICKS:
+            self._flush()
+
+    def _flush(self) -> None:
+        if self._pending:
+            data = np.concatenate(self._pending).tobytes()
+            self._pending = []
+            self._wav.write(data)
+            metrics.recordings_bytes.inc(len(data))
+
+    def stop(self) -> float:
+        """Finish the file; returns its duration in seconds."""
+        if self in self._room.observers:
+            self._room.observers.remove(self)
+        self._flush()
+        self._wav.close()
+        return self._wav.duration_s

@@ -1,0 +1,1 @@
+"""The room hub: LiveKit's model (rooms, participants, audio tracks, data, signed grants) on one box."""

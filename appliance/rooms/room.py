@@ -1,0 +1,196 @@
+"""A room: participants, their audio tracks, data messages and room events.
+
+Audio is pulled, not pushed: on every 20 ms tick of the hub, each publishing participant
+gives at most one frame, and each subscriber receives the mix of everyone else's frames.
+Pacing therefore lives in one place (the hub's clock), prompts can be queued whole, and a
+recorder sees exactly what each participant heard on the same tick.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any, Callable, Protocol
+
+import numpy as np
+
+from appliance.core.audio import FRAME_BYTES, SILENCE, frames_of
+from appliance.observability.logging import log_extra
+
+log = logging.getLogger(__name__)
+
+RoomListener = Callable[["RoomEvent"], None]
+
+
+@dataclass(frozen=True)
+class RoomEvent:
+    kind: str  # joined | left | track_published | dtmf | data | closed
+    room: str
+    participant: str | None = None
+    data: dict[str, Any] = field(default_factory=dict)
+
+
+class AudioSink(Protocol):
+    def push(self, frame: bytes) -> None: ...
+
+
+class AudioTrack:
+    """A participant's published audio: a queue of frames, one consumed per tick.
+
+    `max_frames` bounds the queue for live sources (a SIP leg) so latency cannot grow;
+    prompt sources queue whole utterances and leave it unbounded.
+    """
+
+    def __init__(self, name: str, max_frames: int | None = None):
+        self.name = name
+        self._frames: deque[bytes] = deque(maxlen=max_frames)
+        self._marks: deque[tuple[int, Callable[[], None]]] = deque()
+        self._pulled = 0
+        self._queued = 0
+
+    def write(self, pcm: bytes) -> None:
+        for frame in frames_of(pcm):
+            self._frames.append(frame)
+            self._queued += 1
+
+    def write_frame(self, frame: bytes) -> None:
+        self._frames.append(frame)
+        self._queued += 1
+
+    def mark(self, callback: Callable[[], None]) -> None:
+        """Call `callback` once every frame written so far has been played out."""
+        self._marks.append((self._queued, callback))
+        self._fire_marks()
+
+    def clear(self) -> int:
+        """Drop what is queued (barge-in); pending marks fire now. Returns frames dropped."""
+        dropped = len(self._frames)
+        self._frames.clear()
+        self._pulled = self._queued
+        self._fire_marks()
+        return dropped
+
+    @property
+    def pending(self) -> int:
+        return len(self._frames)
+
+    def pull(self) -> bytes | None:
+        if not self._frames:
+            self._fire_marks()
+            return None
+        frame = self._frames.popleft()
+        self._pulled += 1
+        if self._marks:
+            self._fire_marks()
+        return frame
+
+    def _fire_marks(self) -> None:
+        # A bounded queue silently drops its oldest frames; count those as played.
+        self._pulled = max(self._pulled, self._queued - len(self._frames))
+        while self._marks and self._marks[0][0] <= self._pulled:
+            self._marks.popleft()[1]()
+
+
+class Participant:
+    """Anyone in a room: the caller's SIP leg, the flow's voice, a persona, an operator, the recorder."""
+
+    def __init__(self, identity: str, kind: str, *, hidden: bool = False, subscribe: bool = True):
+        self.identity = identity
+        self.kind = kind
+        self.hidden = hidden
+        self.subscribe = subscribe
+        self.track: AudioTrack | None = None
+        self.sink: AudioSink | None = None
+        self.room: Room | None = None
+
+    def publish(self, track: AudioTrack) -> None:
+        self.track = track
+        if self.room:
+            self.room.emit("track_published", self.identity, {"track": track.name})
+
+    def on_data(self, topic: str, payload: dict[str, Any], sender: str) -> None:
+        """Data messages addressed to this participant; override to receive them."""
+
+
+@dataclass
+class TickView:
+    """What happened on one tick: each publisher's frame and what each subscriber heard."""
+
+    published: dict[str, bytes]
+    heard: dict[str, bytes | None]
+
+
+class TickObserver(Protocol):
+    def on_tick(self, view: TickView) -> None: ...
+
+
+class Room:
+    def __init__(self, name: str):
+        self.name = name
+        self.participants: dict[str, Participant] = {}
+        self.listeners: list[RoomListener] = []
+        self.observers: list[TickObserver] = []
+        self.closed = False
+
+    def join(self, participant: Participant) -> None:
+        if participant.identity in self.participants:
+            raise ValueError(f"{participant.identity} is already in room {self.name}")
+        participant.room = self
+        self.participants[participant.identity] = participant
+        self.emit("joined", participant.identity, {"kind": participant.kind})
+
+    def leave(self, identity: str) -> None:
+        participant = self.participants.pop(identity, None)
+        if participant:
+            participant.room = None
+            self.emit("left", identity, {"kind": participant.kind})
+
+    def emit(self, kind: str, participant: str | None = None, data: dict[str, Any] | None = None) -> None:
+        event = RoomEvent(kind=kind, room=self.name, participant=participant, data=data or {})
+        for listener in list(self.listeners):
+            try:
+                listener(event)
+            except Exception:
+                log.exception("room listener failed", extra=log_extra(call_id=self.name, event=kind))
+
+    def send_data(self, topic: str, payload: dict[str, Any], sender: str, to: list[str] | None = None) -> None:
+        for identity, participant in list(self.participants.items()):
+            if identity != sender and (to is None or identity in to):
+                participant.on_data(topic, payload, sender)
+        self.emit("data", sender, {"topic": topic, "payload": payload})
+
+    def tick(self) -> None:
+        published: dict[str, bytes] = {}
+        for identity, participant in self.participants.items():
+            if participant.track is not None:
+                frame = participant.track.pull()
+                if frame is not None:
+                    published[identity] = frame
+        heard: dict[str, bytes | None] = {}
+        for identity, participant in self.participants.items():
+            if not participant.subscribe:
+                continue
+            frame = _mix(f for who, f in published.items() if who != identity)
+            heard[identity] = frame
+            if frame is not None and participant.sink is not None:
+                participant.sink.push(frame)
+        if self.observers:
+            view = TickView(published=published, heard=heard)
+            for observer in self.observers:
+                observer.on_tick(view)
+
+
+def _mix(frames: Any) -> bytes | None:
+    frames = list(frames)
+    if not frames:
+        return None
+    if len(frames) == 1:
+        return frames[0]
+    total = np.zeros(FRAME_BYTES // 2, dtype=np.int32)
+    for frame in frames:
+        total += np.frombuffer(frame, dtype=np.int16)
+    return np.clip(total, -32768, 32767).astype(np.int16).tobytes()
+
+
+__all__ = ["AudioTrack", "Participant", "Room", "RoomEvent", "TickView", "SILENCE"]

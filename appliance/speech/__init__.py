@@ -1,0 +1,1 @@
+"""Offline speech: espeak-ng text-to-speech (and, later, pocketsphinx recognition)."""

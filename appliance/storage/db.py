@@ -1,0 +1,124 @@
+"""Call records and call events in SQLite (WAL), through sqlite-utils.
+
+Writes are small and synchronous on purpose: a record must be on disk before the call
+goes on, so a crash never loses that the call happened.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+import sqlite_utils
+
+from appliance.core.clock import iso_now
+
+CALL_COLUMNS = {
+    "id": str,
+    "trunk": str,
+    "from_uri": str,
+    "to_uri": str,
+    "started_at": str,
+    "answered_at": str,
+    "ended_at": str,
+    "end_reason": str,
+    "flow": str,
+    "flow_version": str,
+    "recording_path": str,
+    "worker": str,
+}
+
+
+@dataclass
+class CallRecord:
+    id: str
+    trunk: str | None
+    from_uri: str | None
+    to_uri: str | None
+    started_at: str
+    answered_at: str | None
+    ended_at: str | None
+    end_reason: str | None
+    flow: str | None
+    flow_version: str | None
+    recording_path: str | None
+    worker: str | None
+
+    @property
+    def duration_s(self) -> float | None:
+        from datetime import datetime
+
+        if not self.ended_at:
+            return None
+        start = datetime.fromisoformat(self.answered_at or self.started_at)
+        return max(0.0, (datetime.fromisoformat(self.ended_at) - start).total_seconds())
+
+
+class Storage:
+    def __init__(self, path: Path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self.db = sqlite_utils.Database(path)
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA synchronous=NORMAL")
+        self._migrate()
+
+    def _migrate(self) -> None:
+        if "calls" not in self.db.table_names():
+            self.db["calls"].create(CALL_COLUMNS, pk="id")
+            self.db["calls"].create_index(["started_at"])
+        if "call_events" not in self.db.table_names():
+            self.db["call_events"].create(
+                {"id": int, "call_id": str, "at": str, "kind": str, "data": str}, pk="id"
+            )
+            self.db["call_events"].create_index(["call_id"])
+
+    def close(self) -> None:
+        self.db.close()
+
+    # calls
+    def open_call(self, call_id: str, **fields: Any) -> None:
+        row = {c: None for c in CALL_COLUMNS} | {"id": call_id, "started_at": iso_now()} | fields
+        self.db["calls"].insert(row)
+
+    def update_call(self, call_id: str, **fields: Any) -> None:
+        self.db["calls"].update(call_id, fields)
+
+    def close_call(self, call_id: str, end_reason: str) -> None:
+        # Only the first close counts: a hang-up racing a worker loss keeps the first reason.
+        self.db.execute(
+            "UPDATE calls SET ended_at = ?, end_reason = ? WHERE id = ? AND ended_at IS NULL",
+            [iso_now(), end_reason, call_id],
+        )
+        self.db.conn.commit()
+
+    def get_call(self, call_id: str) -> CallRecord | None:
+        rows = list(self.db["calls"].rows_where("id = ?", [call_id]))
+        return CallRecord(**rows[0]) if rows else None
+
+    def recent_calls(self, limit: int = 20) -> list[CallRecord]:
+        rows = self.db["calls"].rows_where(order_by="started_at desc", limit=limit)
+        return [CallRecord(**r) for r in rows]
+
+    def open_calls(self) -> list[CallRecord]:
+        return [CallRecord(**r) for r in self.db["calls"].rows_where("ended_at IS NULL")]
+
+    def close_orphans(self, end_reason: str) -> list[CallRecord]:
+        """Close calls a previous run left open (a crash); returns them for recording repair."""
+        orphans = self.open_calls()
+        for call in orphans:
+            self.close_call(call.id, end_reason)
+            self.add_event(call.id, "closed", {"reason": end_reason})
+        return orphans
+
+    # events
+    def add_event(self, call_id: str, kind: str, data: dict[str, Any] | None = None) -> None:
+        self.db["call_events"].insert(
+            {"call_id": call_id, "at": iso_now(), "kind": kind, "data": json.dumps(data or {})}
+        )
+
+    def events(self, call_id: str) -> Iterator[dict[str, Any]]:
+        for row in self.db["call_events"].rows_where("call_id = ?", [call_id], order_by="id"):
+            yield {"at": row["at"], "kind": row["kind"], "data": json.loads(row["data"])}

@@ -1,0 +1,286 @@
+"""The pjsua2 endpoint of one worker, on the one thread that may touch pjsua2.
+
+Everything pjsua2 happens on `PjThread`: it owns the Endpoint, the account and every Call,
+and runs `libHandleEvents` in a loop. Other threads hand it work through `submit`, which
+also wakes it at once (a CRLF keep-alive to our own SIP port ends the poll early), and it
+reports call events through `on_event`, which the worker bridges to asyncio.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import re
+import socket
+import threading
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import pjsua2 as pj
+
+from appliance.core.audio import FRAME_MS, SAMPLE_RATE
+from sip.media import CallMediaPort, audio_format
+
+log = logging.getLogger(__name__)
+
+# G.722 first: wideband when the trunk offers it; PCMU/PCMA for everyone else; speex
+# never by default (peers that offer it rarely mean it and it costs CPU).
+CODEC_PRIORITIES = {"G722/16000": 255, "PCMU/8000": 254, "PCMA/8000": 253}
+
+_REQUEST_USER = re.compile(r"^INVITE\s+(?:sips?|tel):([^@;>\s]+)", re.IGNORECASE)
+_HEADER = "^{name}:[ \t]*([^\r\n]+)"
+
+
+def _header(message: str, name: str) -> str | None:
+    match = re.search(_HEADER.format(name=re.escape(name)), message, re.IGNORECASE | re.MULTILINE)
+    return match.group(1).strip() if match else None
+
+
+@dataclass
+class EndpointSettings:
+    name: str
+    sip_port: int
+    rtp_port: int
+    rtp_ports: int
+    max_calls: int
+    poll_ms: int
+    media_address: str | None = None
+    retry_after_s: int = 5
+
+
+@dataclass
+class Leg:
+    """One call on this worker, as the rest of the worker sees it."""
+
+    id: int
+    call: "WorkerCall"
+    port: CallMediaPort | None = None
+    answered: bool = False
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+EventSink = Callable[[str, int, dict[str, Any]], None]
+
+
+class WorkerCall(pj.Call):
+    def __init__(self, thread: "PjThread", account: pj.Account, call_id: int, leg_id: int):
+        super().__init__(account, call_id)
+        self.thread = thread
+        self.leg_id = leg_id
+        self.local_hangup: str | None = None
+
+    def onCallState(self, prm: pj.OnCallStateParam) -> None:
+        info = self.getInfo()
+        if info.state == pj.PJSIP_INV_STATE_DISCONNECTED:
+            reason = self.local_hangup or ("caller-hangup" if info.lastStatusCode in (200, 487) else f"sip-{info.lastStatusCode}")
+            self.thread.call_ended(self.leg_id, reason)
+
+    def onCallMediaState(self, prm: pj.OnCallMediaStateParam) -> None:
+        info = self.getInfo()
+        for media in info.media:
+            if media.type == pj.PJMEDIA_TYPE_AUDIO and media.status == pj.PJSUA_CALL_MEDIA_ACTIVE:
+                self.thread.media_active(self.leg_id, self, media.index)
+
+    def onDtmfDigit(self, prm: pj.OnDtmfDigitParam) -> None:
+        method = "info" if prm.method == pj.PJSUA_DTMF_METHOD_SIP_INFO else "rfc4733"
+        self.thread.emit("dtmf", self.leg_id, {"digit": prm.digit, "method": method})
+
+
+class WorkerAccount(pj.Account):
+    def __init__(self, thread: "PjThread"):
+        super().__init__()
+        self.thread = thread
+
+    def onIncomingCall(self, prm: pj.OnIncomingCallParam) -> None:
+        self.thread.incoming(self, prm)
+
+
+class PjThread(threading.Thread):
+    def __init__(self, settings: EndpointSettings, on_event: EventSink):
+        super().__init__(name=f"pjsua-{settings.name}", daemon=True)
+        self.settings = settings
+        self.on_event = on_event
+        self.legs: dict[int, Leg] = {}
+        self._commands: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
+        self._next_leg = 1
+        self._running = True
+        self._started = threading.Event()
+        self._failed: BaseException | None = None
+        self._graveyard: list[Any] = []  # pjsua2 objects freed on the next turn, never in their own callback
+        self._waker = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.accepting = False
+
+    # --- called from other threads
+    def submit(self, command: Callable[[], None]) -> None:
+        self._commands.put(command)
+        try:
+            self._waker.sendto(b"\r\n\r\n", ("127.0.0.1", self.settings.sip_port))
+        except OSError:
+            pass
+
+    def wait_started(self, timeout: float = 15) -> None:
+        if not self._started.wait(timeout):
+            raise RuntimeError("pjsua2 endpoint did not start")
+        if self._failed:
+            raise RuntimeError(f"pjsua2 endpoint failed: {self._failed}")
+
+    def stop(self) -> None:
+        self._running = False
+        self.submit(lambda: None)
+
+    # --- the pjsua2 thread
+    def run(self) -> None:
+        try:
+            self._create()
+        except BaseException as exc:
+            self._failed = exc
+            self._started.set()
+            return
+        self._started.set()
+        try:
+            while self._running:
+                self.ep.libHandleEvents(self.settings.poll_ms)
+                self._graveyard.clear()
+                while True:
+                    try:
+                        command = self._commands.get_nowait()
+                    except queue.Empty:
+                        break
+                    try:
+                        command()
+                    except Exception:
+                        log.exception("pjsua2 command failed")
+        finally:
+            self._destroy()
+
+    def _create(self) -> None:
+        s = self.settings
+        self.ep = pj.Endpoint()
+        self.ep.libCreate()
+        cfg = pj.EpConfig()
+        cfg.uaConfig.threadCnt = 0
+        cfg.uaConfig.mainThreadOnly = True
+        cfg.uaConfig.maxCalls = s.max_calls
+        cfg.uaConfig.userAgent = "Switchboard"
+        cfg.logConfig.level = 2
+        cfg.logConfig.consoleLevel = 2
+        med = cfg.medConfig
+        med.clockRate = SAMPLE_RATE
+        med.sndClockRate = SAMPLE_RATE
+        med.channelCount = 1
+        med.audioFramePtime = FRAME_MS
+        med.ecTailLen = 0  # no echo canceller: there is no loudspeaker next to a microphone here
+        med.noVad = True
+        med.sndAutoCloseTime = -1  # with the null device, closing it would stop the bridge clock
+        self.ep.libInit(cfg)
+        tcfg = pj.TransportConfig()
+        tcfg.port = s.sip_port
+        tcfg.boundAddress = "127.0.0.1"
+        self.ep.transportCreate(pj.PJSIP_TRANSPORT_UDP, tcfg)
+        self.ep.libStart()
+        self.ep.audDevManager().setNullDev()
+        for codec in self.ep.codecEnum2():
+            self.ep.codecSetPriority(codec.codecId, 0)
+        for codec, priority in CODEC_PRIORITIES.items():
+            self.ep.codecSetPriority(codec, priority)
+        acfg = pj.AccountConfig()
+        acfg.idUri = f"sip:switchboard@127.0.0.1:{s.sip_port}"
+        acfg.mediaConfig.transportConfig.port = s.rtp_port
+        acfg.mediaConfig.transportConfig.portRange = s.rtp_ports
+        if s.media_address:
+            acfg.mediaConfig.transportConfig.publicAddress = s.media_address
+        self.account = WorkerAccount(self)
+        self.account.create(acfg)
+
+    def _destroy(self) -> None:
+        for leg in list(self.legs.values()):
+            try:
+                leg.call.hangup(pj.CallOpParam(True))
+            except Exception:
+                pass
+        self.legs.clear()
+        self._graveyard.clear()
+        try:
+            self.account.shutdown()
+        except Exception:
+            pass
+        self.ep.libDestroy()
+
+    def emit(self, kind: str, leg_id: int, data: dict[str, Any]) -> None:
+        self.on_event(kind, leg_id, data)
+
+    def incoming(self, account: pj.Account, prm: pj.OnIncomingCallParam) -> None:
+        leg_id = self._next_leg
+        self._next_leg += 1
+        call = WorkerCall(self, account, prm.callId, leg_id)
+        message = prm.rdata.wholeMsg
+        if not self.accepting or len(self.legs) >= self.settings.max_calls:
+            self._graveyard.append(call)
+            self._reply(call, 503, retry_after=True)
+            return
+        leg = Leg(leg_id, call)
+        self.legs[leg_id] = leg
+        info = call.getInfo()
+        user = _REQUEST_USER.search(message)
+        source = _header(message, "X-Switchboard-Source") or prm.rdata.srcAddress.rsplit(":", 1)[0]
+        leg.info = {
+            "sip_call_id": info.callIdString,
+            "from_uri": info.remoteUri,
+            "to_uri": info.localUri,
+            "to_user": user.group(1) if user else "",
+            "trunk": _header(message, "X-Switchboard-Trunk"),
+            "source": source.strip("[]"),
+        }
+        self._reply(call, 180)
+        self.emit("offer", leg_id, leg.info)
+
+    def _reply(self, call: WorkerCall, code: int, retry_after: bool = False) -> None:
+        prm = pj.CallOpParam()
+        prm.statusCode = code
+        if retry_after:
+            header = pj.SipHeader()
+            header.hName = "Retry-After"
+            header.hValue = str(self.settings.retry_after_s)
+            prm.txOption.headers.append(header)
+        call.answer(prm)
+
+    def answer(self, leg_id: int, code: int) -> None:
+        leg = self.legs.get(leg_id)
+        if leg is None:
+            return
+        if code == 200:
+            self._reply(leg.call, 200)
+        else:
+            leg.call.local_hangup = f"refused-{code}"
+            self._reply(leg.call, code, retry_after=code == 503)
+
+    def hangup(self, leg_id: int, reason: str) -> None:
+        leg = self.legs.get(leg_id)
+        if leg is None:
+            return
+        leg.call.local_hangup = reason
+        prm = pj.CallOpParam()
+        prm.statusCode = 603 if not leg.answered else 200
+        leg.call.hangup(prm)
+
+    def media_active(self, leg_id: int, call: WorkerCall, index: int) -> None:
+        leg = self.legs.get(leg_id)
+        if leg is None or leg.port is not None:
+            return
+        port = CallMediaPort()
+        port.createPort(f"leg{leg_id}", audio_format())
+        media = call.getAudioMedia(index)
+        media.startTransmit(port)
+        port.startTransmit(media)
+        leg.port = port
+        leg.answered = True
+        codec = call.getStreamInfo(index).codecName
+        # Only the deques cross threads: the port itself must die on this thread.
+        self.emit("answered", leg_id, {"codec": codec, "received": port.received, "playout": port.playout})
+
+    def call_ended(self, leg_id: int, reason: str) -> None:
+        leg = self.legs.pop(leg_id, None)
+        if leg is None:
+            return
+        self._graveyard += [leg.call, leg.port]
+        self.emit("ended", leg_id, {"reason": reason})
