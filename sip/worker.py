@@ -18,7 +18,7 @@ from typing import Any
 
 from appliance.core.audio import FRAME_MS
 from appliance.observability.logging import log_extra, setup
-from appliance.rooms import protocol as p
+import appliance.rooms.protocol as p
 from sip.endpoint import EndpointSettings, PjThread
 
 log = logging.getLogger("sip.worker")

@@ -1,0 +1,186 @@
+"""The real appliance as a process for integration tests: its own ports, data dir and secret.
+
+Started with `appliance run` exactly as an admin would; stopped by its PID.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def free_port_block(count: int, kind: int = socket.SOCK_DGRAM) -> int:
+    """First port of `count` consecutive ports free for UDP (and TCP) on 127.0.0.1."""
+    for _ in range(200):
+        base = secrets.randbelow(25000) + 30000
+        sockets = []
+        try:
+            for port in range(base, base + count):
+                for k in (socket.SOCK_DGRAM, socket.SOCK_STREAM):
+                    s = socket.socket(socket.AF_INET, k)
+                    sockets.append(s)
+                    s.bind(("127.0.0.1", port))
+            return base
+        except OSError:
+            continue
+        finally:
+            for s in sockets:
+                s.close()
+    raise RuntimeError("no free port block")
+
+
+@dataclass
+class ApplianceProcess:
+    root: Path
+    workers: int = 2
+    calls_per_worker: int = 4
+    trunk_sources: list[str] = field(default_factory=lambda: ["127.0.0.0/8"])
+    numbers: dict[str, str] = field(default_factory=lambda: {"100": "default"})
+    flows_dir: Path = ROOT / "flows"
+    extra: dict[str, Any] = field(default_factory=dict)
+    process: subprocess.Popen[bytes] | None = None
+
+    def __post_init__(self) -> None:
+        self.secret = secrets.token_urlsafe(32)
+        self.sip_port = free_port_block(1)
+        self.worker_base = free_port_block(self.workers)
+        self.rtp_base = free_port_block(self.workers * 40)
+        self.http_port = free_port_block(1)
+        self.data_dir = self.root / "data"
+        self.recordings_dir = self.root / "recordings"
+        self.config_path = self.root / "appliance.yaml"
+        config = {
+            "sip": {
+                "listen_host": "127.0.0.1",
+                "port": self.sip_port,
+                "media_address": "127.0.0.1",
+                "workers": self.workers,
+                "calls_per_worker": self.calls_per_worker,
+                "worker_base_port": self.worker_base,
+                "rtp_port_start": self.rtp_base,
+                "rtp_ports_per_worker": 40,
+            },
+            "http": {"host": "127.0.0.1", "port": self.http_port},
+            "trunks": [{"name": "test", "sources": self.trunk_sources}],
+            "numbers": self.numbers,
+            "data_dir": str(self.data_dir),
+            "recordings_dir": str(self.recordings_dir),
+            "flows_dir": str(self.flows_dir),
+        } | self.extra
+        self.config_path.write_text(yaml.safe_dump(config))
+        self.log_path = self.root / "appliance.log"
+
+    @property
+    def env(self) -> dict[str, str]:
+        return dict(os.environ, SWITCHBOARD_API_SECRET=self.secret, PYTHONPATH=str(ROOT))
+
+    def start(self, timeout: float = 30) -> None:
+        self._log = open(self.log_path, "ab")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "appliance.cli", "--config", str(self.config_path), "run"],
+            cwd=ROOT, env=self.env, stdout=self._log, stderr=subprocess.STDOUT,
+        )
+        self.wait_ready(timeout)
+
+    def wait_ready(self, timeout: float = 30) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process and self.process.poll() is not None:
+                raise RuntimeError(f"appliance exited {self.process.returncode}:\n{self.log_tail()}")
+            try:
+                health = self.get("/healthz", auth=False)
+                if health["workers_up"] == self.workers:
+                    time.sleep(0.5)  # the edge's first OPTIONS round marks the workers up
+                    return
+            except (OSError, ValueError):
+                pass
+            time.sleep(0.2)
+        raise RuntimeError(f"appliance not ready in {timeout}s:\n{self.log_tail()}")
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        for pid in self.child_pids():
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        if hasattr(self, "_log"):
+            self._log.close()
+
+    def log_tail(self, lines: int = 60) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+    def token(self, role: str = "admin") -> str:
+        sys.path.insert(0, str(ROOT))
+        from appliance.rooms.tokens import TokenAuthority
+
+        return TokenAuthority("switchboard", self.secret).mint(f"test-{role}", role)
+
+    def get(self, path: str, auth: bool = True, role: str = "admin") -> Any:
+        request = urllib.request.Request(f"http://127.0.0.1:{self.http_port}{path}")
+        if auth:
+            request.add_header("Authorization", f"Bearer {self.token(role)}")
+        with urllib.request.urlopen(request, timeout=5) as response:
+            body = response.read()
+            return json.loads(body) if response.headers.get_content_type() == "application/json" else body
+
+    def child_pids(self) -> list[int]:
+        """Processes this appliance started (workers, kamailio), found by their config paths."""
+        marks = (str(self.data_dir), str(self.config_path))
+        pids = []
+        for proc in Path("/proc").iterdir():
+            if not proc.name.isdigit() or (self.process and int(proc.name) == self.process.pid):
+                continue
+            try:
+                cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            except OSError:
+                continue
+            if any(m in cmdline for m in marks):
+                pids.append(int(proc.name))
+        return pids
+
+    def worker_pid(self, name: str) -> int:
+        for pid in self.child_pids():
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+            if b"sip.worker" in cmdline and name.encode() in cmdline:
+                return pid
+        raise LookupError(f"no worker {name}")
+
+    def calls(self) -> list[dict[str, Any]]:
+        return self.get("/api/calls?limit=1000")["calls"]
+
+    def call(self, call_id: str) -> dict[str, Any]:
+        return self.get(f"/api/calls/{call_id}")
+
+    def wait_calls_closed(self, count: int, timeout: float = 30) -> list[dict[str, Any]]:
+        deadline = time.monotonic() + timeout
+        calls: list[dict[str, Any]] = []
+        while time.monotonic() < deadline:
+            calls = self.calls()
+            if len(calls) >= count and all(c["ended_at"] for c in calls):
+                return calls
+            time.sleep(0.3)
+        raise AssertionError(f"expected {count} closed calls, have {calls}\n{self.log_tail()}")
