@@ -8,6 +8,7 @@ records with `worker-lost` when its connection drops.
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import logging
 import os
 import signal
@@ -23,6 +24,16 @@ from sip.edge import Edge, EdgeSettings, EdgeTrunk
 log = logging.getLogger(__name__)
 
 RESTART_BACKOFF_S = (0.2, 1.0, 5.0)
+_PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent() -> None:
+    """In a child before exec: be sent SIGTERM when the appliance dies, even by SIGKILL.
+
+    Otherwise an orphaned worker or edge keeps its ports and the restarted appliance
+    cannot bind them.
+    """
+    ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 @dataclass
@@ -102,7 +113,7 @@ class Gateway:
         env = dict(os.environ, SWITCHBOARD_WORKER_TOKEN=self.worker_token(spec.name))
         root = str(Path(__file__).resolve().parent.parent)
         env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
-        return await asyncio.create_subprocess_exec(*args, env=env)
+        return await asyncio.create_subprocess_exec(*args, env=env, preexec_fn=die_with_parent)
 
     async def _supervise(self, spec: WorkerSpec) -> None:
         failures = 0

@@ -31,10 +31,13 @@ class LoadedFlow:
 class _Positions:
     def __init__(self, file: str):
         self.file = file
-        self.marks: dict[Path_, tuple[int, int]] = {}
+        self.marks: dict[Path_, tuple[int, int]] = {}  # where a key (or the document) starts
+        self.values: dict[Path_, tuple[int, int]] = {}  # where the value under a key starts
 
-    def at(self, path: Path_, message: str) -> Problem:
+    def at(self, path: Path_, message: str, value: bool = False) -> Problem:
         path = tuple(path)
+        if value and path in self.values:
+            return Problem(self.file, *self.values[path], message)
         while path and path not in self.marks:
             path = path[:-1]
         line, col = self.marks.get(path, (1, 1))
@@ -45,11 +48,13 @@ _constructor = yaml.constructor.SafeConstructor()
 
 
 def _build(node: yaml.Node, path: Path_, pos: _Positions, problems: list[Problem]) -> Any:
-    pos.marks.setdefault(path, (node.start_mark.line + 1, node.start_mark.column + 1))
+    mark = (node.start_mark.line + 1, node.start_mark.column + 1)
+    pos.marks.setdefault(path, mark)
+    pos.values[path] = mark
     if isinstance(node, yaml.MappingNode):
         out: dict[Any, Any] = {}
         for key_node, value_node in node.value:
-            key = _build(key_node, path, pos, problems) if isinstance(key_node, yaml.ScalarNode) else None
+            key = _constructor.construct_object(key_node) if isinstance(key_node, yaml.ScalarNode) else None
             if not isinstance(key, (str, int, float, bool)):
                 problems.append(pos.at(path, "mapping keys must be plain scalars"))
                 continue
@@ -116,11 +121,11 @@ def parse(text: str, file: str) -> tuple[Flow | None, list[Problem]]:
 def _check_references(flow: Flow, pos: _Positions) -> list[Problem]:
     problems: list[Problem] = []
     if flow.entry not in flow.steps:
-        problems.append(pos.at(("entry",), f"entry step '{flow.entry}' does not exist"))
+        problems.append(pos.at(("entry",), f"entry step '{flow.entry}' does not exist", value=True))
     for step_id, step in flow.steps.items():
         for field_path, target in step.targets():
             if target not in flow.steps:
-                problems.append(pos.at(("steps", step_id) + field_path, f"step '{target}' does not exist"))
+                problems.append(pos.at(("steps", step_id) + field_path, f"step '{target}' does not exist", value=True))
     reachable: set[str] = set()
     todo = [flow.entry] if flow.entry in flow.steps else []
     while todo:

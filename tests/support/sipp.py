@@ -64,3 +64,15 @@ def run_sipp(scenario: Path, target_port: int, workdir: Path, *, calls: int = 1,
         output=proc.stdout[-3000:] + proc.stderr[-3000:],
         stats=stats,
     )
+
+
+def refused_scenario(directory: Path, code: int, header_regexp: str | None = None) -> Path:
+    """A caller that passes only if the INVITE is answered `code` (and the header matches)."""
+    check = reference = ""
+    if header_regexp:
+        reference = '<Reference variables="matched"/>'
+        check = f'<ereg regexp="{header_regexp}" search_in="msg" check_it="true" assign_to="matched"/>'
+    text = Template((SCENARIOS / "refused.xml").read_text()).substitute(CODE=code, CHECK=check, REFERENCE=reference)
+    path = directory / f"refused_{code}.xml"
+    path.write_text(text)
+    return path

@@ -1,0 +1,135 @@
+"""Bad input and faults on the call path: refused calls, malformed SIP, a broken flow, a lost worker."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import wave
+from pathlib import Path
+
+import pytest
+
+from tests.support.appliance import ROOT, ApplianceProcess
+from tests.support.sipp import caller_scenario, refused_scenario, run_sipp
+
+pytestmark = pytest.mark.sip
+
+
+def test_source_no_trunk_allows_gets_403(appliance_factory, tmp_path: Path) -> None:
+    app = appliance_factory(trunk_sources=["10.99.0.0/16"])
+    result = run_sipp(refused_scenario(tmp_path, 403), app.sip_port, tmp_path)
+    assert result.successful == 1, result.output
+    assert app.calls() == []
+
+
+def test_unknown_number_gets_404(appliance, tmp_path: Path) -> None:
+    result = run_sipp(refused_scenario(tmp_path, 404), appliance.sip_port, tmp_path, service="999")
+    assert result.successful == 1, result.output
+    assert appliance.calls() == []
+
+
+def test_all_workers_full_gets_503_with_retry_after(appliance_factory, tmp_path: Path) -> None:
+    app = appliance_factory(workers=1, calls_per_worker=2)
+    holders = tmp_path / "holders"
+    holders.mkdir()
+    held = threading.Thread(
+        target=run_sipp,
+        args=(caller_scenario(holders, None, wait_ms=1000, bye_timeout_ms=30000), app.sip_port, holders),
+        kwargs={"calls": 2, "rate": 10},
+    )
+    held.start()
+    try:
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and len(app.calls()) < 2:
+            time.sleep(0.2)
+        assert len(app.calls()) == 2
+        result = run_sipp(refused_scenario(tmp_path, 503, r"Retry-After: *[0-9]+"), app.sip_port, tmp_path)
+        assert result.successful == 1, result.output
+    finally:
+        held.join(60)
+    assert len(app.calls()) == 2
+
+
+def test_malformed_sip_does_not_stop_the_next_call(appliance, tmp_path: Path) -> None:
+    garbage = [
+        os.urandom(700),
+        b"INVITE sip:100@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:9;branch=z9hG4bK1\r\nFrom: <sip:a@b>",
+        b"INVITE sip:100@127.0.0.1 SIP/2.0\r\nX-Huge: " + b"a" * 60000 + b"\r\n\r\n",
+        b"\x00\xff" * 300,
+        b"SIP/2.0 200 OK\r\n\r\n",
+    ]
+    worker_port = appliance.worker_base
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        for payload in garbage:
+            for port in (appliance.sip_port, worker_port):
+                s.sendto(payload, ("127.0.0.1", port))
+    time.sleep(0.5)
+    assert appliance.process.poll() is None
+    assert appliance.get("/healthz", auth=False)["workers_up"] == 2
+    result = run_sipp(caller_scenario(tmp_path, "2"), appliance.sip_port, tmp_path)
+    assert result.successful == 1, result.output
+    (call,) = appliance.wait_calls_closed(1)
+    assert call["end_reason"] == "flow-hangup"
+
+
+def test_broken_flow_refuses_to_start_naming_file_and_line(tmp_path: Path) -> None:
+    flows = tmp_path / "flows"
+    flows.mkdir()
+    (flows / "default.yaml").write_text((ROOT / "flows" / "default.yaml").read_text())
+    (flows / "broken.yaml").write_text("name: broken\nentry: start\nsteps:\n  start:\n    say: hi\n    next: nowhere\n")
+    app = ApplianceProcess(tmp_path, flows_dir=flows)
+    proc = subprocess.run(
+        [sys.executable, "-m", "appliance.cli", "--config", str(app.config_path), "run"],
+        cwd=ROOT, env=app.env, capture_output=True, text=True, timeout=60,
+    )
+    assert proc.returncode == 2
+    assert f"{flows / 'broken.yaml'}:6:11: step 'nowhere' does not exist" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_killed_worker_is_restarted_and_its_calls_closed(appliance_factory, tmp_path: Path) -> None:
+    app = appliance_factory(workers=2)
+    callers = threading.Thread(
+        target=run_sipp,
+        args=(caller_scenario(tmp_path, None, wait_ms=1000, bye_timeout_ms=40000), app.sip_port, tmp_path),
+        kwargs={"calls": 4, "rate": 10, "timeout": 60},
+    )
+    callers.start()
+    try:
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and len([c for c in app.calls() if c["answered_at"]]) < 4:
+            time.sleep(0.2)
+        time.sleep(3)  # some seconds of recording
+        old_pid = app.worker_pid("w1")
+        os.kill(old_pid, signal.SIGKILL)
+
+        deadline = time.monotonic() + 15
+        lost: list[dict] = []
+        while time.monotonic() < deadline:
+            lost = [c for c in app.calls() if c["end_reason"] == "worker-lost"]
+            if lost:
+                break
+            time.sleep(0.2)
+        assert lost and {c["worker"] for c in lost} == {"w1"}
+        on_w2 = [c for c in app.calls() if c["worker"] == "w2"]
+        assert on_w2 and all(c["ended_at"] is None for c in on_w2)  # other calls go on
+        for call in lost:
+            with wave.open(call["recording_path"]) as w:
+                assert w.getnchannels() == 2 and w.getnframes() / w.getframerate() > 2.5
+
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline and app.get("/healthz", auth=False)["workers_up"] < 2:
+            time.sleep(0.2)
+        assert app.worker_pid("w1") != old_pid
+        assert app.get("/healthz", auth=False)["workers_up"] == 2
+    finally:
+        callers.join(90)
+    # The calls on the surviving worker ran their flow to its end.
+    for call in app.wait_calls_closed(4, timeout=40):
+        if call["worker"] == "w2":
+            assert call["end_reason"] == "flow-hangup"
