@@ -10,7 +10,7 @@ var=/var/lib/switchboard
 
 export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq
-apt-get install -y -qq --no-install-recommends kamailio python3-venv >/dev/null
+apt-get install -y -qq --no-install-recommends kamailio python3-venv curl >/dev/null
 # Debian enables its own kamailio service on install; ours runs the edge with our config.
 if command -v systemctl >/dev/null && [ -d /run/systemd/system ]; then
   systemctl disable --now kamailio >/dev/null 2>&1 || true

@@ -22,9 +22,9 @@ from appliance.storage import Storage
 
 log = logging.getLogger(__name__)
 
+GRANT = web.RequestKey("grant", Grant)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 CALL_ID = re.compile(r"^CA[0-9a-f]{8,40}$")
-GRANT_KEY = web.AppKey("grant", Grant)
 
 
 def _error(status: int, message: str) -> web.Response:
@@ -34,7 +34,7 @@ def _error(status: int, message: str) -> web.Response:
 def _needs(*roles: str) -> Callable[[Handler], Handler]:
     def wrap(handler: Handler) -> Handler:
         async def checked(request: web.Request) -> web.StreamResponse:
-            grant: Grant | None = request.get("grant")
+            grant: Grant | None = request.get(GRANT)
             if grant is None:
                 return _error(401, "missing or invalid bearer token")
             if not grant.allows(*roles):
@@ -65,9 +65,9 @@ class HttpApi:
         header = request.headers.get("Authorization", "")
         if header.startswith("Bearer "):
             try:
-                request["grant"] = self.tokens.verify(header[7:].strip())
+                request[GRANT] = self.tokens.verify(header[7:].strip())
             except AuthError:
-                return _error(401, "missing or invalid bearer token")
+                pass  # open routes ignore it; protected ones answer 401 for lack of a grant
         return await handler(request)
 
     @web.middleware
@@ -110,7 +110,7 @@ class HttpApi:
 
     def _call_or_error(self, request: web.Request) -> Any:
         call_id = request.match_info["call_id"]
-        if not CALL_ID.match(call_id):
+        if not CALL_ID.fullmatch(call_id):
             return _error(400, "not a call id")
         call = self.storage.get_call(call_id)
         return call if call is not None else _error(404, "no such call")
@@ -129,6 +129,6 @@ class HttpApi:
         if not call.recording_path:
             return _error(404, "this call has no recording")
         path = Path(call.recording_path).resolve()
-        if self.recordings_dir not in path.parents or not path.exists():
+        if self.recordings_dir not in path.parents or not path.is_file():
             return _error(404, "recording file is missing")
         return web.FileResponse(path, headers={"Content-Type": "audio/wav"})

@@ -47,28 +47,42 @@ class _Positions:
 _constructor = yaml.constructor.SafeConstructor()
 
 
-def _build(node: yaml.Node, path: Path_, pos: _Positions, problems: list[Problem]) -> Any:
+def _build(node: yaml.Node, path: Path_, pos: _Positions, problems: list[Problem], seen: tuple[int, ...] = ()) -> Any:
     mark = (node.start_mark.line + 1, node.start_mark.column + 1)
     pos.marks.setdefault(path, mark)
     pos.values[path] = mark
+    if id(node) in seen:
+        problems.append(Problem(pos.file, *mark, "a YAML alias refers to a node that contains it"))
+        return None
+    seen = seen + (id(node),)
     if isinstance(node, yaml.MappingNode):
         out: dict[Any, Any] = {}
         for key_node, value_node in node.value:
-            key = _constructor.construct_object(key_node) if isinstance(key_node, yaml.ScalarNode) else None
+            key = _scalar(key_node, pos, problems) if isinstance(key_node, yaml.ScalarNode) else None
+            key_mark = (key_node.start_mark.line + 1, key_node.start_mark.column + 1)
             if not isinstance(key, (str, int, float, bool)):
-                problems.append(pos.at(path, "mapping keys must be plain scalars"))
+                problems.append(Problem(pos.file, *key_mark, "mapping keys must be plain scalars"))
                 continue
             key = str(key)
-            key_mark = (key_node.start_mark.line + 1, key_node.start_mark.column + 1)
             if key in out:
                 problems.append(Problem(pos.file, *key_mark, f"duplicate key '{key}'"))
                 continue
             pos.marks[path + (key,)] = key_mark
-            out[key] = _build(value_node, path + (key,), pos, problems)
+            out[key] = _build(value_node, path + (key,), pos, problems, seen)
         return out
     if isinstance(node, yaml.SequenceNode):
-        return [_build(item, path + (i,), pos, problems) for i, item in enumerate(node.value)]
-    return _constructor.construct_object(node)
+        return [_build(item, path + (i,), pos, problems, seen) for i, item in enumerate(node.value)]
+    return _scalar(node, pos, problems)
+
+
+def _scalar(node: yaml.Node, pos: _Positions, problems: list[Problem]) -> Any:
+    try:
+        return _constructor.construct_object(node)
+    except (yaml.YAMLError, ValueError, KeyError, AttributeError, TypeError) as exc:
+        # A tag whose value does not fit it (`!!int abc`): PyYAML raises plain errors here.
+        mark = (node.start_mark.line + 1, node.start_mark.column + 1)
+        problems.append(Problem(pos.file, *mark, f"value {node.value!r} does not fit its tag {node.tag}: {exc}"))
+        return None
 
 
 def _yaml_problem(file: str, exc: yaml.YAMLError) -> Problem:

@@ -33,6 +33,7 @@ class WavWriter:
         self._since_header = 0
         self._file = open(path, "wb")
         self._file.write(_header(0, channels, rate))
+        self._file.flush()  # a crash before the first second still leaves a valid, empty WAV
 
     def write(self, pcm: bytes) -> None:
         self._file.write(pcm)
@@ -65,6 +66,7 @@ def repair(path: Path) -> bool:
                 return False
             fields = _HEADER.unpack(head)
             channels, rate = fields[6], fields[7]
+            if channels == 0: return False  # not a header we wrote: nothing to measure the data against
             size = os.fstat(f.fileno()).st_size
             block = channels * 2
             data_bytes = (size - HEADER_BYTES) // block * block

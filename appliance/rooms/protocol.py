@@ -101,7 +101,7 @@ def encode_audio(frames: list[tuple[int, bytes]]) -> bytes:
 def decode_control(body: bytes) -> BaseModel:
     try:
         return _messages.validate_python(json.loads(body))
-    except (ValueError, ValidationError) as exc:
+    except (ValueError, ValidationError, RecursionError) as exc:
         raise ProtocolError(f"bad control message: {exc}") from exc
 
 
@@ -113,6 +113,8 @@ def decode_audio(body: bytes) -> list[tuple[int, bytes]]:
             raise ProtocolError("truncated audio batch")
         leg, length = _LEG.unpack_from(body, offset)
         offset += _LEG.size
+        if offset + length > len(body):
+            raise ProtocolError("audio batch shorter than its frame lengths")
         frames.append((leg, body[offset : offset + length]))
         offset += length
     return frames

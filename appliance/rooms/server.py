@@ -13,6 +13,7 @@ from typing import Protocol
 
 from pydantic import BaseModel
 
+from appliance.core.audio import FRAME_BYTES
 from appliance.core.errors import AuthError, ProtocolError
 from appliance.observability import metrics
 from appliance.observability.logging import log_extra
@@ -105,7 +106,8 @@ class ParticipantServer:
                 if kind == p.KIND_AUDIO:
                     for leg, pcm in p.decode_audio(body):
                         participant = worker.legs.get(leg)
-                        if participant is not None and participant.track is not None:
+                        # A frame of the wrong size would break the room's mix for everyone.
+                        if participant is not None and participant.track is not None and len(pcm) == FRAME_BYTES:
                             participant.track.write_frame(pcm)
                 elif kind == p.KIND_CONTROL:
                     await self._control(worker, p.decode_control(body))

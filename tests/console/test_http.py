@@ -1,0 +1,264 @@
+"""The HTTP API over a real socket: who may see what, and every bad request answered with a 4xx."""
+
+from __future__ import annotations
+
+import os
+import socket
+import wave
+from pathlib import Path
+from typing import AsyncIterator
+
+import aiohttp
+import pytest
+
+from appliance.console.http import HttpApi
+from appliance.rooms.tokens import TokenAuthority
+from appliance.storage import Storage
+
+KEY, SECRET = "APIconsole", "console-secret-console-secret-0123"
+CALL = "CA0123456789abcdef"
+OTHER = "CAfedcba9876543210"
+
+
+class Api:
+    def __init__(self, base: str, session: aiohttp.ClientSession, storage: Storage, tokens: TokenAuthority, recordings: Path, health: dict):
+        self.base = base
+        self.health = health
+        self.session = session
+        self.storage = storage
+        self.tokens = tokens
+        self.recordings = recordings
+
+    def token(self, role: str) -> str:
+        return self.tokens.mint(f"{role}-user", role)
+
+    async def get(self, path: str, role: str | None = None, token: str | None = None, **kw) -> tuple[int, dict | bytes, aiohttp.ClientResponse]:
+        headers = dict(kw.pop("headers", {}))
+        if role:
+            token = self.token(role)
+        if token is not None:
+            headers["Authorization"] = f"Bearer {token}"
+        async with self.session.get(self.base + path, headers=headers, allow_redirects=False, **kw) as resp:
+            body = await resp.read()
+            if resp.content_type == "application/json":
+                return resp.status, await resp.json(), resp
+            return resp.status, body, resp
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+async def api(tmp_path: Path) -> AsyncIterator[Api]:
+    storage = Storage(tmp_path / "db" / "switchboard.db")
+    tokens = TokenAuthority(KEY, SECRET)
+    recordings = tmp_path / "recordings"
+    recordings.mkdir()
+    health = {"ok": True, "workers": 2}
+    http = HttpApi(storage, tokens, recordings, health=lambda: health)
+    for attempt in range(5):
+        port = _free_port()
+        try:
+            await http.start("127.0.0.1", port)
+            break
+        except OSError:
+            await http.stop()
+            if attempt == 4:
+                raise
+    session = aiohttp.ClientSession()
+    client = Api(f"http://127.0.0.1:{port}", session, storage, tokens, recordings, health)
+    try:
+        yield client
+    finally:
+        await session.close()
+        await http.stop()
+        storage.close()
+
+
+def _wav(path: Path, frames: int = 1600) -> bytes:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(2)
+        w.setsampwidth(2)
+        w.setframerate(16000)
+        w.writeframes(bytes(range(256)) * (frames * 4 // 256))
+    return path.read_bytes()
+
+
+async def test_healthz_is_open(api: Api):
+    status, body, _ = await api.get("/healthz")
+    assert (status, body) == (200, {"ok": True, "workers": 2})
+    api.health["ok"] = False
+    status, body, _ = await api.get("/healthz")
+    assert status == 503 and body["ok"] is False
+
+
+async def test_healthz_stays_open_with_a_stale_token(api: Api):
+    status, _, _ = await api.get("/healthz", token="expired-or-garbage")
+    assert status == 200
+
+
+@pytest.mark.parametrize("path", ["/metrics", "/api/calls", f"/api/calls/{CALL}", f"/api/calls/{CALL}/recording"])
+@pytest.mark.parametrize(
+    "headers",
+    [{}, {"Authorization": "Bearer not-a-token"}, {"Authorization": "Bearer "}, {"Authorization": "Basic dXNlcjpwYXNz"}],
+    ids=["none", "garbage", "empty", "basic"],
+)
+async def test_protected_paths_need_a_valid_token(api: Api, path: str, headers: dict):
+    status, body, _ = await api.get(path, headers=headers)
+    assert status == 401
+    assert body == {"error": "missing or invalid bearer token"}
+
+
+async def test_token_signed_with_another_secret_is_401(api: Api):
+    forged = TokenAuthority(KEY, "not-the-console-secret-not-the-xx").mint("mallory", "admin")
+    status, _, _ = await api.get("/api/calls", token=forged)
+    assert status == 401
+
+
+async def test_metrics_by_role(api: Api):
+    status, body, _ = await api.get("/metrics", role="operator")
+    assert status == 403 and "admin" in body["error"]
+    for role in ("supervisor", "admin"):
+        status, body, resp = await api.get("/metrics", role=role)
+        assert status == 200
+        assert resp.content_type == "text/plain"
+        assert b"switchboard_calls_active" in body
+
+
+async def test_calls_list_newest_first(api: Api):
+    api.storage.open_call(CALL, started_at="2026-01-01T10:00:00.000+00:00", flow="default")
+    api.storage.open_call(OTHER, started_at="2026-01-02T10:00:00.000+00:00")
+    api.storage.update_call(OTHER, ended_at="2026-01-02T10:00:42.000+00:00", end_reason="caller-hangup")
+    for role in ("operator", "supervisor", "admin"):
+        status, body, _ = await api.get("/api/calls", role=role)
+        assert status == 200
+        assert [c["id"] for c in body["calls"]] == [OTHER, CALL]
+    assert body["calls"][0]["duration_s"] == 42.0
+    assert body["calls"][1]["duration_s"] is None
+    status, body, _ = await api.get("/api/calls?limit=1", role="operator")
+    assert status == 200 and [c["id"] for c in body["calls"]] == [OTHER]
+
+
+@pytest.mark.parametrize("limit", ["abc", "0", "-1", "1001", "", "1.5", "9" * 50])
+async def test_calls_list_rejects_a_bad_limit(api: Api, limit: str):
+    status, body, _ = await api.get(f"/api/calls?limit={limit}", role="operator")
+    assert status == 400
+    assert "limit" in body["error"]
+
+
+async def test_one_call_with_its_events(api: Api):
+    api.storage.open_call(CALL, from_uri="sip:alice@example.com")
+    api.storage.add_event(CALL, "step", {"step": "welcome", "action": "say"})
+    api.storage.close_call(CALL, "flow-hangup")
+    status, body, _ = await api.get(f"/api/calls/{CALL}", role="operator")
+    assert status == 200
+    assert body["id"] == CALL and body["end_reason"] == "flow-hangup"
+    assert body["from_uri"] == "sip:alice@example.com"
+    assert [e["kind"] for e in body["events"]] == ["step"]
+    assert body["events"][0]["data"] == {"step": "welcome", "action": "say"}
+    assert body["duration_s"] >= 0
+
+
+@pytest.mark.parametrize(
+    "call_id",
+    ["nope", "CA123", "CA0123456789ABCDEF", "ca0123456789abcdef", "CA" + "a" * 41, "CA0123456789abcdeg", "CA01234567%00"],
+)
+async def test_bad_call_id_is_400(api: Api, call_id: str):
+    for suffix in ("", "/recording"):
+        status, body, _ = await api.get(f"/api/calls/{call_id}{suffix}", role="admin")
+        assert status == 400, suffix
+        assert body == {"error": "not a call id"}
+
+
+async def test_call_id_with_a_trailing_newline_is_400(api: Api):
+    status, _, _ = await api.get(f"/api/calls/{CALL}%0A", role="admin")
+    assert status == 400
+
+
+async def test_unknown_call_is_404(api: Api):
+    for suffix in ("", "/recording"):
+        status, body, _ = await api.get(f"/api/calls/{CALL}{suffix}", role="admin")
+        assert status == 404 and body == {"error": "no such call"}
+
+
+async def test_recording_downloads_as_wav_for_supervisors(api: Api):
+    path = api.recordings / "2026" / "01" / "01" / f"{CALL}.wav"
+    content = _wav(path)
+    api.storage.open_call(CALL, recording_path=str(path))
+    status, body, _ = await api.get(f"/api/calls/{CALL}/recording", role="operator")
+    assert status == 403
+    for role in ("supervisor", "admin"):
+        status, body, resp = await api.get(f"/api/calls/{CALL}/recording", role=role)
+        assert status == 200
+        assert resp.headers["Content-Type"] == "audio/wav"
+        assert body == content
+
+
+async def test_recording_outside_the_recordings_dir_is_404(api: Api, tmp_path: Path):
+    outside = tmp_path / "elsewhere" / "secret.wav"
+    _wav(outside)
+    api.storage.open_call(CALL, recording_path=str(outside))
+    status, body, _ = await api.get(f"/api/calls/{CALL}/recording", role="admin")
+    assert status == 404 and body == {"error": "recording file is missing"}
+
+
+async def test_recording_path_that_climbs_out_is_404(api: Api, tmp_path: Path):
+    _wav(tmp_path / "secret.wav")
+    api.storage.open_call(CALL, recording_path=str(api.recordings / ".." / "secret.wav"))
+    status, _, _ = await api.get(f"/api/calls/{CALL}/recording", role="admin")
+    assert status == 404
+
+
+async def test_recording_symlink_out_of_the_recordings_dir_is_404(api: Api, tmp_path: Path):
+    _wav(tmp_path / "secret.wav")
+    link = api.recordings / "link.wav"
+    os.symlink(tmp_path / "secret.wav", link)
+    api.storage.open_call(CALL, recording_path=str(link))
+    status, _, _ = await api.get(f"/api/calls/{CALL}/recording", role="admin")
+    assert status == 404
+
+
+async def test_missing_or_absent_recording_is_404(api: Api):
+    api.storage.open_call(CALL)
+    status, body, _ = await api.get(f"/api/calls/{CALL}/recording", role="admin")
+    assert status == 404 and body == {"error": "this call has no recording"}
+    api.storage.open_call(OTHER, recording_path=str(api.recordings / "gone.wav"))
+    status, body, _ = await api.get(f"/api/calls/{OTHER}/recording", role="admin")
+    assert status == 404 and body == {"error": "recording file is missing"}
+
+
+async def test_recording_path_that_is_a_directory_is_not_a_500(api: Api):
+    (api.recordings / "2026").mkdir()
+    api.storage.open_call(CALL, recording_path=str(api.recordings / "2026"))
+    status, _, _ = await api.get(f"/api/calls/{CALL}/recording", role="admin")
+    assert 400 <= status < 500
+
+
+@pytest.mark.parametrize(
+    "method, path",
+    [("GET", "/nope"), ("POST", "/api/calls"), ("DELETE", f"/api/calls/{CALL}"), ("GET", "/api/calls/"), ("GET", "/api")],
+)
+async def test_unknown_routes_and_methods_are_json_4xx(api: Api, method: str, path: str):
+    headers = {"Authorization": f"Bearer {api.token('admin')}"}
+    async with api.session.request(method, api.base + path, headers=headers) as resp:
+        assert 400 <= resp.status < 500
+        assert "error" in await resp.json()
+
+
+async def test_odd_requests_never_get_a_500(api: Api):
+    api.storage.open_call(CALL, recording_path="\x00not a path")
+    paths = [
+        f"/api/calls/{CALL}/recording",
+        "/api/calls?limit=%00",
+        "/api/calls?limit=1&limit=2",
+        "/api/calls/" + "CA" + "0" * 5000,
+        "/api/calls/%E2%98%8E",
+        "/metrics?x=" + "y" * 2000,
+    ]
+    for path in paths:
+        status, _, _ = await api.get(path, role="admin")
+        assert status != 500 and status < 600, path
