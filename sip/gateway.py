@@ -8,7 +8,6 @@ records with `worker-lost` when its connection drops.
 from __future__ import annotations
 
 import asyncio
-import ctypes
 import logging
 import os
 import signal
@@ -20,21 +19,11 @@ from typing import Callable
 from appliance.config import Config
 from appliance.observability.logging import log_extra
 from sip.edge import Edge, EdgeSettings, EdgeTrunk
+from sip.process import die_with_parent
 
 log = logging.getLogger(__name__)
 
 RESTART_BACKOFF_S = (0.2, 1.0, 5.0)
-_PR_SET_PDEATHSIG = 1
-
-
-def die_with_parent() -> None:
-    """In a child before exec: be sent SIGTERM when the appliance dies, even by SIGKILL.
-
-    Otherwise an orphaned worker or edge keeps its ports and the restarted appliance
-    cannot bind them.
-    """
-    ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
-
 
 @dataclass
 class WorkerSpec:

@@ -1,0 +1,494 @@
+"""sipp for SIP tests: free ports, scenario files, and sipp processes stopped by their PID.
+
+UAC scenarios here go through a record-routing proxy (the edge): they keep the route set
+from the 200 (rrs="true") and send ACK and BYE to [next_url] with [routes].
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import re
+import signal
+import socket
+from dataclasses import dataclass, field
+from pathlib import Path
+
+SIPP = "sipp"
+HOST = "127.0.0.1"
+
+
+def free_udp_ports(count: int) -> list[int]:
+    """Distinct UDP ports free on 127.0.0.1 now; all held open together so none repeats."""
+    sockets = []
+    try:
+        for _ in range(count):
+            sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            sock.bind((HOST, 0))
+            sockets.append(sock)
+        return [sock.getsockname()[1] for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
+def free_udp_port() -> int:
+    return free_udp_ports(1)[0]
+
+
+def write_scenario(directory: Path, name: str, xml: str) -> Path:
+    path = Path(directory) / f"{name}.xml"
+    path.write_text(xml)
+    return path
+
+
+@dataclass
+class Sipp:
+    """One sipp process with its message trace and its screen/stderr log."""
+
+    name: str
+    process: asyncio.subprocess.Process
+    messages: Path
+    log: Path
+    args: list[str] = field(default_factory=list)
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    async def wait(self, timeout: float) -> int:
+        try:
+            return await asyncio.wait_for(self.process.wait(), timeout)
+        except TimeoutError:
+            await self.stop()
+            raise AssertionError(f"sipp {self.name} still running after {timeout} s\n{self.report()}") from None
+
+    async def stop(self) -> None:
+        """SIGTERM, then SIGKILL after 3 s; only this process, by its PID."""
+        if self.process.returncode is not None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(self.pid, signal.SIGTERM)
+        try:
+            await asyncio.wait_for(self.process.wait(), 3)
+        except TimeoutError:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.pid, signal.SIGKILL)
+            await self.process.wait()
+
+    async def kill(self) -> None:
+        """Die as a crashed worker would: no goodbye."""
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(self.pid, signal.SIGKILL)
+        await self.process.wait()
+
+    def trace(self) -> str:
+        return self.messages.read_text(errors="replace") if self.messages.exists() else ""
+
+    def received(self) -> list[str]:
+        """Every SIP message this sipp received, in order (from its -trace_msg file)."""
+        # Each entry: a dashed line, "UDP message received [N] bytes :", a blank line, the message.
+        entries = re.split(r"^-{10,}.*$", self.trace(), flags=re.M)
+        return [
+            entry.split("\n\n", 1)[1].lstrip("\n")
+            for entry in entries
+            if " message received " in entry.split("\n\n", 1)[0] and "\n\n" in entry
+        ]
+
+    def requests(self, method: str) -> list[str]:
+        return [m for m in self.received() if m.startswith(f"{method} ")]
+
+    def report(self) -> str:
+        log = self.log.read_text(errors="replace")[-3000:] if self.log.exists() else ""
+        return f"--- sipp {self.name}: {' '.join(self.args)}\n{log}\n--- last messages\n{self.trace()[-3000:]}"
+
+
+async def start_sipp(directory: Path, name: str, args: list[str]) -> Sipp:
+    """Start sipp with a message trace in `directory`; the caller stops it (`Sipp.stop`)."""
+    directory = Path(directory)
+    messages = directory / f"{name}.messages.log"
+    log = directory / f"{name}.log"
+    full = [SIPP, *args, "-nostdin", "-trace_msg", "-message_file", str(messages),
+            "-trace_err", "-error_file", str(directory / f"{name}.errors.log")]
+    with open(log, "wb") as out:
+        process = await asyncio.create_subprocess_exec(
+            *full, cwd=directory, stdin=asyncio.subprocess.DEVNULL, stdout=out, stderr=out
+        )
+    return Sipp(name, process, messages, log, full)
+
+
+async def start_uas(directory: Path, name: str, port: int, scenario: str | None = None) -> Sipp:
+    """A worker stand-in running `scenario` (default: answer every call) for every INVITE.
+
+    -aa answers out-of-call OPTIONS, which the edge's dispatcher sends as health pings.
+    """
+    path = write_scenario(directory, f"{name}.uas", scenario or UAS_ANSWER)
+    sipp = await start_sipp(directory, name, ["-sf", str(path), "-aa", "-i", HOST, "-p", str(port)])
+    await wait_udp_bound(port, sipp)
+    return sipp
+
+
+async def wait_udp_bound(port: int, sipp: Sipp, timeout: float = 5.0) -> None:
+    """Until something holds the port, so a test never races sipp's start-up."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while loop.time() < deadline:
+        if sipp.process.returncode is not None:
+            raise AssertionError(f"sipp {sipp.name} exited at start\n{sipp.report()}")
+        probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        try:
+            probe.bind((HOST, port))
+        except OSError:
+            return
+        finally:
+            probe.close()
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"sipp {sipp.name} did not bind {HOST}:{port}\n{sipp.report()}")
+
+
+async def run_uac(
+    directory: Path, name: str, scenario: Path, target: str, *,
+    calls: int = 1, rate: int = 10, limit: int | None = None,
+    timeout: float = 20.0, extra: list[str] | None = None,
+) -> Sipp:
+    """Start a UAC: `calls` calls at `rate` per second, at most `limit` (default: all) at once.
+
+    sipp picks its own free local port; `timeout` ends the whole run as a failure.
+    """
+    args = [target, "-sf", str(scenario), "-i", HOST,
+            "-m", str(calls), "-r", str(rate), "-l", str(limit or calls),
+            "-timeout", f"{int(timeout)}s", "-timeout_error", "-recv_timeout", "10000",
+            *(extra or [])]
+    return await start_sipp(directory, name, args)
+
+
+async def call(
+    directory: Path, name: str, scenario: Path, target: str, *,
+    calls: int = 1, rate: int = 10, limit: int | None = None,
+    timeout: float = 20.0, extra: list[str] | None = None,
+) -> Sipp:
+    """Run a UAC to its end and insist every call succeeded."""
+    uac = await run_uac(directory, name, scenario, target, calls=calls, rate=rate, limit=limit,
+                        timeout=timeout, extra=extra)
+    code = await uac.wait(timeout + 5)
+    assert code == 0, f"sipp {name} exited {code}\n{uac.report()}"
+    return uac
+
+
+# A call through a record-routing proxy. [hold_ms] is how long the call stays up; the
+# INVITE carries a forged trunk header the proxy must strip.
+UAC_CALL = """<?xml version="1.0" encoding="ISO-8859-1" ?>
+<!DOCTYPE scenario SYSTEM "sipp.dtd">
+<scenario name="call through a record-routing proxy">
+  <send retrans="500">
+    <![CDATA[
+INVITE sip:[service]@[remote_ip]:[remote_port] SIP/2.0
+Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+From: sipp <sip:caller@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
+To: <sip:[service]@[remote_ip]:[remote_port]>
+Call-ID: [call_id]
+CSeq: 1 INVITE
+Contact: <sip:caller@[local_ip]:[local_port]>
+Max-Forwards: 70
+X-Switchboard-Trunk: forged-by-caller
+Subject: edge test
+Content-Type: application/sdp
+Content-Length: [len]
+
+v=0
+o=user1 53655765 2353687637 IN IP[local_ip_type] [local_ip]
+s=-
+c=IN IP[media_ip_type] [media_ip]
+t=0 0
+m=audio [media_port] RTP/AVP 0
+a=rtpmap:0 PCMU/8000
+    ]]>
+  </send>
+  <recv response="100" optional="true"/>
+  <recv response="180" optional="true"/>
+  <recv response="183" optional="true"/>
+  <recv response="200" rtd="true" rrs="true"/>
+  <send>
+    <![CDATA[
+ACK [next_url] SIP/2.0
+Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+From: sipp <sip:caller@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
+[last_To:]
+[routes]
+Call-ID: [call_id]
+CSeq: 1 ACK
+Contact: <sip:caller@[local_ip]:[local_port]>
+Max-Forwards: 70
+Content-Length: 0
+
+    ]]>
+  </send>
+  <pause milliseconds="[hold_ms]"/>
+  <send retrans="500">
+    <![CDATA[
+BYE [next_url] SIP/2.0
+Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+From: sipp <sip:caller@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
+[last_To:]
+[routes]
+Call-ID: [call_id]
+CSeq: 2 BYE
+Contact: <sip:caller@[local_ip]:[local_port]>
+Max-Forwards: 70
+Content-Length: 0
+
+    ]]>
+  </send>
+  <recv response="200" crlf="true"/>
+</scenario>
+"""
+
+
+def uac_call(hold_ms: int = 0) -> str:
+    return UAC_CALL.replace("[hold_ms]", str(hold_ms))
+
+
+def uac_rejected(code: int, header: str | None = None, value_regexp: str = ".+") -> str:
+    """An INVITE that must get final `code` (and `header` matching `value_regexp`), then the ACK."""
+    check = ""
+    if header:
+        check = (
+            f'<action><ereg regexp="{value_regexp}" search_in="hdr" header="{header}:" '
+            f'check_it="true" assign_to="seen"/></action>'
+        )
+    return f"""<?xml version="1.0" encoding="ISO-8859-1" ?>
+<!DOCTYPE scenario SYSTEM "sipp.dtd">
+<scenario name="INVITE answered {code}">
+  <send retrans="500">
+    <![CDATA[
+INVITE sip:[service]@[remote_ip]:[remote_port] SIP/2.0
+Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+From: sipp <sip:caller@[local_ip]:[local_port]>;tag=[pid]SIPpTag01[call_number]
+To: <sip:[service]@[remote_ip]:[remote_port]>
+Call-ID: [call_id]
+CSeq: 1 INVITE
+Contact: <sip:caller@[local_ip]:[local_port]>
+Max-Forwards: 70
+Content-Type: application/sdp
+Content-Length: [len]
+
+v=0
+o=user1 53655765 2353687637 IN IP[local_ip_type] [local_ip]
+s=-
+c=IN IP[media_ip_type] [media_ip]
+t=0 0
+m=audio [media_port] RTP/AVP 0
+a=rtpmap:0 PCMU/8000
+    ]]>
+  </send>
+  <recv response="100" optional="true"/>
+  <recv response="{code}">{check}</recv>
+  <send>
+    <![CDATA[
+ACK sip:[service]@[remote_ip]:[remote_port] SIP/2.0
+[last_Via:]
+From: sipp <sip:caller@[local_ip]:[local_port]>;tag=[pid]SIPpTag01[call_number]
+[last_To:]
+Call-ID: [call_id]
+CSeq: 1 ACK
+Max-Forwards: 70
+Content-Length: 0
+
+    ]]>
+  </send>
+  <!-- ACKs are not answered: linger briefly so a retransmitted final reply is absorbed. -->
+  <pause milliseconds="200"/>
+  {'<Reference variables="seen"/>' if header else ''}
+</scenario>
+"""
+
+
+def _uas(name: str, body: str) -> str:
+    return f"""<?xml version="1.0" encoding="ISO-8859-1" ?>
+<!DOCTYPE scenario SYSTEM "sipp.dtd">
+<scenario name="{name}">
+{body}
+</scenario>
+"""
+
+
+def _reply(status: str, sdp: bool = False, retrans: bool = False, dialog: bool = True) -> str:
+    """A response to the last request.
+
+    `dialog`: answering the INVITE, so add our To-tag and copy Record-Route, as a UAS
+    behind a proxy must; off for in-dialog requests, which already carry both.
+    """
+    body = """Content-Type: application/sdp
+Content-Length: [len]
+
+v=0
+o=user1 53655765 2353687637 IN IP[local_ip_type] [local_ip]
+s=-
+c=IN IP[media_ip_type] [media_ip]
+t=0 0
+m=audio [media_port] RTP/AVP 0
+a=rtpmap:0 PCMU/8000""" if sdp else "Content-Length: 0\n"
+    attrs = ' retrans="500"' if retrans else ""
+    to = "[last_To:];tag=[pid]SIPpTag01[call_number]" if dialog else "[last_To:]"
+    rr = "\n[last_Record-Route:]" if dialog else ""
+    return f"""  <send{attrs}>
+    <![CDATA[
+SIP/2.0 {status}
+[last_Via:]
+[last_From:]
+{to}
+[last_Call-ID:]
+[last_CSeq:]{rr}
+Contact: <sip:[local_ip]:[local_port];transport=[transport]>
+{body}
+    ]]>
+  </send>"""
+
+
+# Answers the call, waits for the caller's BYE.
+UAS_ANSWER = _uas("answer", "\n".join([
+    '  <recv request="INVITE" crlf="true"/>',
+    _reply("180 Ringing"),
+    _reply("200 OK", sdp=True, retrans=True),
+    '  <recv request="ACK" crlf="true"/>',
+    '  <recv request="BYE"/>',
+    _reply("200 OK", dialog=False),
+]))
+
+
+def uas_reject(status: str = "503 Service Unavailable") -> str:
+    """Turns every INVITE down with `status`, as a full or broken worker would."""
+    return _uas("reject", "\n".join([
+        '  <recv request="INVITE" crlf="true"/>',
+        _reply(status, retrans=True),
+        '  <recv request="ACK"/>',
+    ]))
+
+
+# Rings until the caller gives up: 200 to the CANCEL, 487 to the INVITE.
+UAS_RING_UNTIL_CANCEL = _uas("ring until cancelled", "\n".join([
+    '  <recv request="INVITE" crlf="true">',
+    '    <action><ereg regexp="[0-9]+" search_in="hdr" header="CSeq:" assign_to="invite_cseq"/></action>',
+    "  </recv>",
+    _reply("180 Ringing"),
+    '  <recv request="CANCEL"/>',
+    _reply("200 OK", dialog=False),
+    """  <send retrans="500">
+    <![CDATA[
+SIP/2.0 487 Request Terminated
+[last_Via:]
+[last_From:]
+[last_To:];tag=[pid]SIPpTag01[call_number]
+[last_Call-ID:]
+CSeq: [$invite_cseq] INVITE
+Content-Length: 0
+
+    ]]>
+  </send>""",
+    '  <recv request="ACK"/>',
+]))
+
+
+def uac_cancel() -> str:
+    """An INVITE given up once it rings: CANCEL, its 200, the INVITE's 487, the ACK."""
+    return """<?xml version="1.0" encoding="ISO-8859-1" ?>
+<!DOCTYPE scenario SYSTEM "sipp.dtd">
+<scenario name="cancel while ringing">
+  <send retrans="500">
+    <![CDATA[
+INVITE sip:[service]@[remote_ip]:[remote_port] SIP/2.0
+Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+From: sipp <sip:caller@[local_ip]:[local_port]>;tag=[pid]SIPpTag02[call_number]
+To: <sip:[service]@[remote_ip]:[remote_port]>
+Call-ID: [call_id]
+CSeq: 1 INVITE
+Contact: <sip:caller@[local_ip]:[local_port]>
+Max-Forwards: 70
+Content-Length: 0
+
+    ]]>
+  </send>
+  <recv response="100" optional="true"/>
+  <recv response="180"/>
+  <send retrans="500">
+    <![CDATA[
+CANCEL sip:[service]@[remote_ip]:[remote_port] SIP/2.0
+[last_Via:]
+From: sipp <sip:caller@[local_ip]:[local_port]>;tag=[pid]SIPpTag02[call_number]
+To: <sip:[service]@[remote_ip]:[remote_port]>
+Call-ID: [call_id]
+CSeq: 1 CANCEL
+Max-Forwards: 70
+Content-Length: 0
+
+    ]]>
+  </send>
+  <recv response="200"/>
+  <recv response="487"/>
+  <send>
+    <![CDATA[
+ACK sip:[service]@[remote_ip]:[remote_port] SIP/2.0
+[last_Via:]
+From: sipp <sip:caller@[local_ip]:[local_port]>;tag=[pid]SIPpTag02[call_number]
+[last_To:]
+Call-ID: [call_id]
+CSeq: 1 ACK
+Max-Forwards: 70
+Content-Length: 0
+
+    ]]>
+  </send>
+  <pause milliseconds="200"/>
+</scenario>
+"""
+
+
+# Answers, then hangs up itself after [hangup_ms]: a worker ending the call.
+UAS_ANSWER_THEN_HANG_UP = _uas("answer then hang up", "\n".join([
+    '  <recv request="INVITE" crlf="true" rrs="true"/>',
+    _reply("180 Ringing"),
+    _reply("200 OK", sdp=True, retrans=True),
+    '  <recv request="ACK">',
+    "    <action>",
+    '      <ereg regexp=".*" search_in="hdr" header="From:" assign_to="caller"/>',
+    '      <ereg regexp=".*" search_in="hdr" header="To:" assign_to="callee"/>',
+    "    </action>",
+    "  </recv>",
+    '  <pause milliseconds="300"/>',
+    """  <send retrans="500">
+    <![CDATA[
+BYE [next_url] SIP/2.0
+Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+From:[$callee]
+To:[$caller]
+[routes]
+Call-ID: [call_id]
+CSeq: 1 BYE
+Max-Forwards: 70
+Content-Length: 0
+
+    ]]>
+  </send>""",
+    '  <recv response="200"/>',
+]))
+
+
+def uac_call_hung_up_by_callee() -> str:
+    """A call the far end hangs up: the caller answers its BYE."""
+    head, _ = UAC_CALL.split('  <pause milliseconds="[hold_ms]"/>')
+    return head + """  <recv request="BYE"/>
+  <send>
+    <![CDATA[
+SIP/2.0 200 OK
+[last_Via:]
+[last_From:]
+[last_To:]
+[last_Call-ID:]
+[last_CSeq:]
+Content-Length: 0
+
+    ]]>
+  </send>
+</scenario>
+"""
