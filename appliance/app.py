@@ -33,7 +33,8 @@ class Appliance:
         self.config = config
         config.data_dir.mkdir(parents=True, exist_ok=True)
         config.recordings_dir.mkdir(parents=True, exist_ok=True)
-        self.flows = FlowLibrary(config.flows_dir)  # raises FlowError: never run half-configured
+        # Raises FlowError on any broken flow: the appliance never runs half-configured.
+        self.flows = FlowLibrary(config.flows_dir, config.webhooks.allowed, config.transfers.allowed)
         self.storage = Storage(config.database)
         self.tokens = TokenAuthority(config.auth.api_key, config.api_secret())
         self.tts = EspeakTTS()
@@ -59,6 +60,7 @@ class Appliance:
         await self.server.start(self.config.hub_socket)
         await self.http.start(self.config.http.host, self.config.http.port)
         await self.gateway.start()
+        self.flows.start_watching(self.config.flows_reload_s)
         log.info(
             "appliance started",
             extra=log_extra(sip_port=self.config.sip.port, http=f"{self.config.http.host}:{self.config.http.port}",
@@ -66,6 +68,7 @@ class Appliance:
         )
 
     async def stop(self) -> None:
+        await self.flows.stop_watching()
         self.calls.shutdown()
         await asyncio.sleep(0.2)  # let the hang-ups reach the workers
         await self.gateway.stop()

@@ -74,14 +74,17 @@ def cmd_token(args: argparse.Namespace) -> int:
 
 
 def cmd_flows_check(args: argparse.Namespace) -> int:
-    from appliance.flow.loader import load_dir, load_file
+    from appliance.flow.loader import context_for, load_dir, load_file
 
     config = _config(args.config)
     paths = [Path(p) for p in args.paths] or [config.flows_dir]
     problems = []
     for path in paths:
         try:
-            load_dir(path) if path.is_dir() else load_file(path)
+            if path.is_dir():
+                load_dir(path, config.webhooks.allowed, config.transfers.allowed)
+            else:
+                load_file(path, context_for(path.parent, config.webhooks.allowed, config.transfers.allowed))
         except FlowError as exc:
             problems += exc.problems
     if args.json:

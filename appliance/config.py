@@ -72,6 +72,15 @@ class AuthConfig(_Model):
     api_secret_env: str = "SWITCHBOARD_API_SECRET"
 
 
+class WebhooksConfig(_Model):
+    allowed: list[str] = Field(default_factory=list, description="URL prefixes (ending in /) or fnmatch patterns flows may call")
+
+
+class TransfersConfig(_Model):
+    # Toll-fraud protection: a flow can only send callers where the admin listed.
+    allowed: list[str] = Field(default_factory=list, description="fnmatch patterns of SIP URIs or numbers")
+
+
 class Config(_Model):
     sip: SipConfig = Field(default_factory=SipConfig)
     http: HttpConfig = Field(default_factory=HttpConfig)
@@ -80,6 +89,9 @@ class Config(_Model):
         default_factory=lambda: [TrunkConfig(name="lan", sources=list(DEFAULT_TRUNK_SOURCES))]
     )
     numbers: dict[str, str] = Field(default_factory=lambda: {"100": "default"}, description="number → flow")
+    webhooks: WebhooksConfig = Field(default_factory=WebhooksConfig)
+    transfers: TransfersConfig = Field(default_factory=TransfersConfig)
+    flows_reload_s: float = Field(1.0, ge=0, description="how often flows/ is checked for edits; 0 = never")
     data_dir: Path = Path("data")
     recordings_dir: Path = Path("recordings")
     flows_dir: Path = Path("flows")

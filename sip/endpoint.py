@@ -81,6 +81,15 @@ class WorkerCall(pj.Call):
             if media.type == pj.PJMEDIA_TYPE_AUDIO and media.status == pj.PJSUA_CALL_MEDIA_ACTIVE:
                 self.thread.media_active(self.leg_id, self, media.index)
 
+    def onCallTransferStatus(self, prm: pj.OnCallTransferStatusParam) -> None:
+        # NOTIFYs report the transferee's progress; only the final one decides.
+        if prm.finalNotify or prm.statusCode >= 300:
+            prm.cont = False
+            ok = 200 <= prm.statusCode < 300
+            self.thread.emit("transfer_result", self.leg_id, {"ok": ok, "code": prm.statusCode, "reason": prm.reason})
+            if ok:
+                self.local_hangup = "transferred"
+
     def onDtmfDigit(self, prm: pj.OnDtmfDigitParam) -> None:
         method = "info" if prm.method == pj.PJSUA_DTMF_METHOD_SIP_INFO else "rfc4733"
         self.thread.emit("dtmf", self.leg_id, {"digit": prm.digit, "method": method})
@@ -262,6 +271,15 @@ class PjThread(threading.Thread):
         prm = pj.CallOpParam()
         prm.statusCode = 603 if not leg.answered else 200
         leg.call.hangup(prm)
+
+    def transfer(self, leg_id: int, to: str) -> None:
+        leg = self.legs.get(leg_id)
+        if leg is None:
+            return
+        try:
+            leg.call.xfer(to, pj.CallOpParam(True))
+        except pj.Error as exc:
+            self.emit("transfer_result", leg_id, {"ok": False, "code": exc.status, "reason": exc.reason})
 
     def media_active(self, leg_id: int, call: WorkerCall, index: int) -> None:
         leg = self.legs.get(leg_id)

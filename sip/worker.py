@@ -57,6 +57,8 @@ class Worker:
             self._send(p.Answered(leg=leg, codec=data["codec"]))
         elif kind == "dtmf":
             self._send(p.Dtmf(leg=leg, **data))
+        elif kind == "transfer_result":
+            self._send(p.TransferResult(leg=leg, **data))
         elif kind == "ended":
             self.audio.pop(leg, None)
             timer = self.offers.pop(leg, None)
@@ -131,6 +133,8 @@ class Worker:
             self.pj.submit(lambda: self.pj.answer(message.leg, message.code))
         elif isinstance(message, p.Hangup):
             self.pj.submit(lambda: self.pj.hangup(message.leg, message.reason))
+        elif isinstance(message, p.Transfer):
+            self.pj.submit(lambda: self.pj.transfer(message.leg, message.to))
 
     def _set_accepting(self, value: bool) -> None:
         self.pj.accepting = value

@@ -33,13 +33,14 @@ def trunk_for_source(config: Config, source: str | None) -> TrunkConfig | None:
     return None
 
 
-def admit(config: Config, trunk_name: str | None, source: str | None, number: str) -> Decision:
+def admit(config: Config, trunk_name: str | None, source: str | None, number: str,
+          flow_numbers: dict[str, str] | None = None) -> Decision:
     trunk = config.trunk(trunk_name) if trunk_name else trunk_for_source(config, source)
     if trunk is None:
         return Decision(403, "Forbidden")
     if trunk.numbers and number not in trunk.numbers:
         return Decision(404, "Not Found", trunk)
-    flow = config.numbers.get(number)
+    flow = config.numbers.get(number) or (flow_numbers or {}).get(number)
     if flow is None:
         return Decision(404, "Not Found", trunk)
     return Decision(200, "OK", trunk, flow)

@@ -7,8 +7,8 @@ Implements the participant server's CallHandler. Every path that ends a call goe
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
-from pathlib import Path
+import re
+from dataclasses import dataclass, field
 
 from appliance.calls.admission import admit
 from appliance.calls.runner import FlowRunner
@@ -37,6 +37,7 @@ class Call:
     room: Room
     leg: SipParticipant
     flow: LoadedFlow
+    variables: dict[str, str] = field(default_factory=dict)
     recorder: Recorder | None = None
     runner: FlowRunner | None = None
 
@@ -55,7 +56,7 @@ class CallManager:
         return self.calls.get(participant.room.name) if participant and participant.room else None
 
     async def offer(self, worker: WorkerConnection, offer: p.Offer) -> p.OfferReply:
-        decision = admit(self.config, offer.trunk, offer.source, offer.to_user)
+        decision = admit(self.config, offer.trunk, offer.source, offer.to_user, self.flows.numbers())
         loaded = self.flows.get(decision.flow) if decision.flow else None
         if decision.code == 200 and loaded is None:
             log.error("number routed to a flow that is not loaded", extra=log_extra(flow=decision.flow))
@@ -79,7 +80,13 @@ class CallManager:
         leg = SipParticipant("caller", worker, offer.leg)
         room.join(leg)
         worker.legs[offer.leg] = leg
-        self.calls[call_id] = Call(call_id, room, leg, loaded)
+        variables = {
+            "caller": _user(offer.from_uri),
+            "called": offer.to_user,
+            "call_id": call_id,
+            "trunk": decision.trunk.name if decision.trunk else "",
+        }
+        self.calls[call_id] = Call(call_id, room, leg, loaded, variables)
         metrics.calls_active.set(len(self.calls))
         log.info("call accepted", extra=log_extra(call_id=call_id, flow=loaded.flow.name, worker=worker.name,
                                                   pii={"from": offer.from_uri, "to": offer.to_uri}))
@@ -94,9 +101,15 @@ class CallManager:
         self.storage.update_call(call.id, answered_at=iso_now(), recording_path=str(path))
         self.storage.add_event(call.id, "answered", {"codec": message.codec})
         call.recorder = Recorder(call.room, caller=call.leg.identity, path=path)
-        engine = FlowEngine(call.flow.flow)
-        call.runner = FlowRunner(call.id, call.room, engine, self.tts, self.storage,
-                                 hangup=lambda reason: self._hangup(call, reason))
+        engine = FlowEngine(call.flow.flow, variables=dict(call.variables))
+        call.runner = FlowRunner(
+            call.id, call.room, engine, self.tts, self.storage,
+            hangup=lambda reason: self._hangup(call, reason),
+            transfer=lambda to: self._transfer(call, to),
+            flows_dir=self.config.flows_dir,
+            recording_dir=self.config.recordings_dir,
+            caller=call.leg.identity,
+        )
         call.runner.start()
         log.info("call answered", extra=log_extra(call_id=call.id, codec=message.codec))
 
@@ -122,6 +135,18 @@ class CallManager:
                 self._end(call, "worker-lost")
         worker.legs.clear()
 
+    def transfer_result(self, worker: WorkerConnection, message: p.TransferResult) -> None:
+        call = self._call(worker, message.leg)
+        if call is None:
+            return
+        self.storage.add_event(call.id, "transfer_result", {"ok": message.ok, "code": message.code})
+        if call.runner:
+            call.runner.transfer_done(message.ok, None if message.ok else f"{message.code} {message.reason}".strip())
+
+    def _transfer(self, call: Call, to: str) -> None:
+        record = self.storage.get_call(call.id)
+        call.leg.transfer(_refer_target(to, record.from_uri if record and record.from_uri else ""))
+
     def _hangup(self, call: Call, reason: str) -> None:
         call.leg.hangup(reason)
         call.leg.worker.legs.pop(call.leg.leg, None)
@@ -144,5 +169,20 @@ class CallManager:
         for call in list(self.calls.values()):
             self._hangup(call, reason)
 
-    def recordings_root(self) -> Path:
-        return self.config.recordings_dir
+
+
+_URI_USER = re.compile(r"sips?:([^@;>]+)@")
+_URI_HOST = re.compile(r"@([^;>:]+)")
+
+
+def _user(uri: str) -> str:
+    match = _URI_USER.search(uri)
+    return match.group(1) if match else ""
+
+
+def _refer_target(to: str, from_uri: str) -> str:
+    """A SIP URI for REFER: numbers are sent to the host the call came from (the trunk)."""
+    if to.startswith(("sip:", "sips:", "tel:")):
+        return to
+    host = _URI_HOST.search(from_uri)
+    return f"sip:{to}@{host.group(1)}" if host else f"tel:{to}"

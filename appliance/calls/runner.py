@@ -1,4 +1,5 @@
-"""Runs a flow engine in a call's room: speaks its prompts, feeds it keys and timers.
+"""Runs a flow engine in a call's room: speaks and plays, listens, calls webhooks, records
+voicemail and asks for transfers, feeding back what happened as engine events.
 
 The flow's voice is a room participant like any other; the engine stays pure (see
 appliance.flow.engine) and all waiting happens here, on the event loop.
@@ -8,19 +9,68 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Callable
+from pathlib import Path
+from typing import Any, Callable
 
+from appliance.core.clock import utcnow
 from appliance.flow import engine as fe
+from appliance.flow import intents
 from appliance.flow.engine import FlowEngine
+from appliance.flow.webhook import call_webhook
 from appliance.observability import metrics
 from appliance.observability.logging import log_extra
-from appliance.rooms.room import AudioTrack, Participant, Room
+from appliance.recording.wavfile import WavWriter
+from appliance.rooms.room import AudioTrack, Participant, Room, TickView
+from appliance.speech import tones
+from appliance.speech.audiofile import load_wav
+from appliance.speech.recognizer import Recognizer
 from appliance.speech.tts import EspeakTTS
 from appliance.storage import Storage
+from appliance.core.audio import SAMPLE_RATE, duration_s
 
 log = logging.getLogger(__name__)
 
 HANGUP_GRACE_S = 0.3  # let the last prompt's final frames leave the worker's buffer
+LISTEN_BATCH_FRAMES = 5  # recognise 100 ms at a time, off the event loop
+
+
+class _Listener:
+    """Recognises the caller's speech with a grammar; runs pocketsphinx off the event loop."""
+
+    def __init__(self, grammar: str, on_text: Callable[[str], None]):
+        self.recognizer = Recognizer(grammar)
+        self.on_text = on_text
+        self.frames: list[bytes] = []
+        self.busy = False
+        self.closed = False
+
+    def push(self, frame: bytes) -> None:
+        self.frames.append(frame)
+        if len(self.frames) >= LISTEN_BATCH_FRAMES and not self.busy:
+            chunk, self.frames = b"".join(self.frames), []
+            self.busy = True
+            asyncio.get_running_loop().create_task(self._recognise(chunk))
+
+    async def _recognise(self, chunk: bytes) -> None:
+        try:
+            text = await asyncio.get_running_loop().run_in_executor(None, self.recognizer.feed, chunk)
+        finally:
+            self.busy = False
+        if text and not self.closed:
+            self.on_text(text)
+
+
+class _Voicemail:
+    def __init__(self, path: Path):
+        self.path = path
+        self.writer = WavWriter(path, channels=1, rate=SAMPLE_RATE, header_every_bytes=SAMPLE_RATE * 2)
+
+    def push(self, frame: bytes) -> None:
+        self.writer.write(frame)
+
+    def close(self) -> float:
+        self.writer.close()
+        return self.writer.duration_s
 
 
 class FlowRunner:
@@ -32,33 +82,80 @@ class FlowRunner:
         tts: EspeakTTS,
         storage: Storage,
         hangup: Callable[[str], None],
+        transfer: Callable[[str], None],
+        flows_dir: Path,
+        recording_dir: Path,
+        caller: str = "caller",
     ):
         self.call_id = call_id
+        self.room = room
         self.engine = engine
         self.tts = tts
         self.storage = storage
         self._hangup = hangup
-        self.voice = Participant("flow", kind="flow")
-        self.voice.subscribe = False
+        self._transfer = transfer
+        self.flows_dir = flows_dir
+        self.recording_dir = recording_dir
+        self.caller = caller
+        self.voice = Participant("flow", kind="flow", subscribe=False)
         self.track = AudioTrack("flow-voice")
         room.join(self.voice)
         self.voice.publish(self.track)
         self._events: asyncio.Queue[fe.Event] = asyncio.Queue()
-        self._speech = 0  # generation of the prompt playing; stale playback marks are ignored
+        self._speech = 0  # generation of what is playing; stale playback marks are ignored
         self._timers: list[asyncio.TimerHandle] = []
         self._task: asyncio.Task[None] | None = None
+        self._listener: _Listener | None = None
+        self._voicemail: _Voicemail | None = None
+        self._holding = False
+        room.observers.append(self)
+        self._handlers: dict[type, Callable[[Any], Any]] = {
+            fe.EnterStep: self._enter_step,
+            fe.Say: self._say,
+            fe.PlayFile: self._play_file,
+            fe.PlayHold: self._play_hold,
+            fe.StopSpeaking: self._stop_speaking,
+            fe.StartTimer: self._start_timer,
+            fe.Listen: self._listen,
+            fe.StopListening: self._stop_listening,
+            fe.SetVariable: self._set_variable,
+            fe.CallWebhook: self._call_webhook,
+            fe.Escalated: self._escalated,
+            fe.StartRecording: self._start_recording,
+            fe.StopRecording: self._stop_recording,
+            fe.Transfer: self._ask_transfer,
+            fe.Hangup: self._do_hangup,
+        }
 
+    # --- lifecycle and inputs
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._run(), name=f"flow-{self.call_id}")
 
     def stop(self) -> None:
+        """The call ended: stop everything, keep what was recorded."""
         for timer in self._timers:
             timer.cancel()
         if self._task:
             self._task.cancel()
+        if self in self.room.observers:
+            self.room.observers.remove(self)
+        self._stop_listening(None)
+        self._finish_voicemail()
 
     def dtmf(self, digit: str) -> None:
         self._events.put_nowait(fe.Digit(digit))
+
+    def transfer_done(self, ok: bool, error: str | None) -> None:
+        self._events.put_nowait(fe.TransferDone(ok, error))
+
+    def on_tick(self, view: TickView) -> None:
+        frame = view.published.get(self.caller)
+        if frame is None:
+            return
+        if self._listener is not None:
+            self._listener.push(frame)
+        if self._voicemail is not None:
+            self._voicemail.push(frame)
 
     async def _run(self) -> None:
         try:
@@ -74,33 +171,116 @@ class FlowRunner:
 
     async def _execute(self, actions: list[fe.Action]) -> None:
         for action in actions:
-            if isinstance(action, fe.EnterStep):
-                metrics.flow_steps.labels(self.engine.flow.name).inc()
-                self.storage.add_event(self.call_id, "step", {"step": action.step, "action": action.action})
-            elif isinstance(action, fe.Say):
-                await self._say(action.text)
-            elif isinstance(action, fe.StopSpeaking):
-                self._speech += 1
-                self.track.clear()
-            elif isinstance(action, fe.StartTimer):
-                loop = asyncio.get_running_loop()
-                timer = fe.TimerFired(action.timer)
-                self._timers.append(loop.call_later(action.seconds, self._events.put_nowait, timer))
-            elif isinstance(action, fe.SetVariable):
-                self.storage.add_event(self.call_id, "variable", {"name": action.name})
-            elif isinstance(action, fe.Hangup):
-                await asyncio.sleep(HANGUP_GRACE_S)
-                self._hangup(action.reason)
+            result = self._handlers[type(action)](action)
+            if asyncio.iscoroutine(result):
+                await result
 
-    async def _say(self, text: str) -> None:
-        self.storage.add_event(self.call_id, "say", {"text": text})
+    # --- actions
+    def _enter_step(self, action: fe.EnterStep) -> None:
+        metrics.flow_steps.labels(self.engine.flow.name).inc()
+        self.storage.add_event(self.call_id, "step", {"step": action.step, "action": action.action})
+
+    async def _say(self, action: fe.Say) -> None:
+        self.storage.add_event(self.call_id, "say", {"text": action.text})
         loop = asyncio.get_running_loop()
-        pcm = await loop.run_in_executor(None, self.tts.synthesize, text)
+        pcm = await loop.run_in_executor(None, self.tts.synthesize, action.text, action.voice)
+        self._play(pcm)
+
+    def _play_file(self, action: fe.PlayFile) -> None:
+        self.storage.add_event(self.call_id, "play", {"file": action.path})
+        self._play(load_wav((self.flows_dir / action.path).resolve()))
+
+    def _play(self, pcm: bytes, notify: bool = True) -> None:
         self._speech += 1
         generation = self._speech
         self.track.write(pcm)
-        self.track.mark(lambda: self._played(generation))
+        if notify:
+            self.track.mark(lambda: self._played(generation))
 
     def _played(self, generation: int) -> None:
         if generation == self._speech:
             self._events.put_nowait(fe.PlaybackDone())
+
+    def _play_hold(self, action: fe.PlayHold) -> None:
+        audio = load_wav((self.flows_dir / action.path).resolve()) if action.path else tones.hold()
+        self._holding = True
+        self._speech += 1
+        generation = self._speech
+
+        def more() -> None:
+            if self._holding and generation == self._speech:
+                self.track.write(audio)
+                self.track.mark(more)
+
+        more()
+
+    def _stop_speaking(self, _: fe.StopSpeaking | None) -> None:
+        self._holding = False
+        self._speech += 1
+        self.track.clear()
+
+    def _start_timer(self, action: fe.StartTimer) -> None:
+        loop = asyncio.get_running_loop()
+        self._timers.append(loop.call_later(action.seconds, self._events.put_nowait, fe.TimerFired(action.timer)))
+
+    def _listen(self, action: fe.Listen) -> None:
+        self._stop_listening(None)
+        grammar = intents.grammar(action.intents, digits=action.digits)
+        self._listener = _Listener(grammar, self._heard)
+
+    def _heard(self, text: str) -> None:
+        self.storage.add_event(self.call_id, "speech", {"text": text})
+        self._events.put_nowait(fe.Speech(text))
+
+    def _stop_listening(self, _: fe.StopListening | None) -> None:
+        if self._listener is not None:
+            self._listener.closed = True
+            self._listener = None
+
+    def _set_variable(self, action: fe.SetVariable) -> None:
+        self.storage.add_event(self.call_id, "variable", {"name": action.name, "value": action.value})
+
+    async def _call_webhook(self, action: fe.CallWebhook) -> None:
+        self.storage.add_event(self.call_id, "webhook", {"url": action.url})
+        # Run beside the flow so keys pressed meanwhile are queued, not lost.
+        async def call() -> None:
+            result = await call_webhook(action.url, action.payload, action.timeout, self.call_id)
+            self.storage.add_event(self.call_id, "webhook_result", {"ok": result.ok, "error": result.error})
+            self._events.put_nowait(result)
+
+        asyncio.get_running_loop().create_task(call())
+
+    def _escalated(self, action: fe.Escalated) -> None:
+        self.storage.add_event(self.call_id, "escalated", {"queue": action.queue})
+
+    def _start_recording(self, action: fe.StartRecording) -> None:
+        if action.beep:
+            self._play(tones.beep(), notify=False)
+        when = utcnow()
+        path = self.recording_dir / f"{when:%Y}" / f"{when:%m}" / f"{when:%d}" / f"{self.call_id}-{action.kind}.wav"
+        self._voicemail = _Voicemail(path)
+        self.storage.add_event(self.call_id, "recording_started", {"kind": action.kind, "path": str(path)})
+        loop = asyncio.get_running_loop()
+        self._timers.append(loop.call_later(action.max_seconds + duration_s(tones.beep()), self._stop_recording, None))
+
+    def _stop_recording(self, _: fe.StopRecording | None) -> None:
+        result = self._finish_voicemail()
+        if result is not None:
+            self._events.put_nowait(fe.RecordingDone(result[0], result[1]))
+
+    def _finish_voicemail(self) -> tuple[float, str] | None:
+        if self._voicemail is None:
+            return None
+        voicemail, self._voicemail = self._voicemail, None
+        seconds = voicemail.close()
+        self.storage.add_recording(self.call_id, "voicemail", str(voicemail.path), round(seconds, 2))
+        self.storage.add_event(self.call_id, "voicemail", {"path": str(voicemail.path), "seconds": round(seconds, 2)})
+        return seconds, str(voicemail.path)
+
+    def _ask_transfer(self, action: fe.Transfer) -> None:
+        self.storage.add_event(self.call_id, "transfer", {"to": action.to, "mode": action.mode})
+        self._transfer(action.to)
+
+    async def _do_hangup(self, action: fe.Hangup) -> None:
+        await asyncio.sleep(HANGUP_GRACE_S)
+        self._hangup(action.reason)

@@ -1,15 +1,20 @@
 """The flow engine: a pure state machine, events in, actions out.
 
-It owns no I/O and no clock: the runner plays `Say`, arms `StartTimer`, and feeds back
-`PlaybackDone`, `Digit` and `TimerFired`. So the same engine drives real calls, the text
-simulator and unit tests alike.
+It owns no I/O: the runner plays `Say`, arms `StartTimer`, listens, calls webhooks, records
+and transfers, and feeds back what happened as events. The only outside input is the
+clock, injected, for business hours. So the same engine drives real calls, the text
+simulator and flow tests alike.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 from dataclasses import dataclass, field
-from typing import Any, Union
+from typing import Any, Callable, Union
 
+from appliance.flow import intents
+from appliance.flow.expressions import Expression
+from appliance.flow.hours import is_open
 from appliance.flow.schema import Flow, Step
 
 MAX_STEPS_PER_EVENT = 100  # a goto loop with no waiting step must not hang the call
@@ -27,11 +32,35 @@ class Digit:
 
 
 @dataclass(frozen=True)
+class Speech:
+    text: str
+
+
+@dataclass(frozen=True)
 class TimerFired:
     timer: int
 
 
-Event = Union[PlaybackDone, Digit, TimerFired]
+@dataclass(frozen=True)
+class WebhookDone:
+    ok: bool
+    data: dict[str, Any] = field(default_factory=dict)
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class RecordingDone:
+    seconds: float
+    path: str | None = None
+
+
+@dataclass(frozen=True)
+class TransferDone:
+    ok: bool
+    error: str | None = None
+
+
+Event = Union[PlaybackDone, Digit, Speech, TimerFired, WebhookDone, RecordingDone, TransferDone]
 
 
 # actions (engine → runner)
@@ -45,6 +74,18 @@ class EnterStep:
 class Say:
     text: str
     interruptible: bool = False
+    voice: str | None = None
+
+
+@dataclass(frozen=True)
+class PlayFile:
+    path: str
+    interruptible: bool = False
+
+
+@dataclass(frozen=True)
+class PlayHold:
+    path: str | None  # None: the built-in soft tone
 
 
 @dataclass(frozen=True)
@@ -59,8 +100,16 @@ class StartTimer:
 
 
 @dataclass(frozen=True)
-class Hangup:
-    reason: str
+class Listen:
+    """Recognise the caller's speech against these choices (and/or spoken digits)."""
+
+    intents: dict[str, list[str]]
+    digits: bool = False
+
+
+@dataclass(frozen=True)
+class StopListening:
+    pass
 
 
 @dataclass(frozen=True)
@@ -69,7 +118,43 @@ class SetVariable:
     value: Any
 
 
-Action = Union[EnterStep, Say, StopSpeaking, StartTimer, Hangup, SetVariable]
+@dataclass(frozen=True)
+class CallWebhook:
+    url: str
+    payload: dict[str, Any]
+    timeout: float
+
+
+@dataclass(frozen=True)
+class Escalated:
+    queue: str
+
+
+@dataclass(frozen=True)
+class StartRecording:
+    kind: str
+    max_seconds: float
+    beep: bool
+
+
+@dataclass(frozen=True)
+class StopRecording:
+    pass
+
+
+@dataclass(frozen=True)
+class Transfer:
+    to: str
+    mode: str
+
+
+@dataclass(frozen=True)
+class Hangup:
+    reason: str
+
+
+Action = Union[EnterStep, Say, PlayFile, PlayHold, StopSpeaking, StartTimer, Listen, StopListening,
+               SetVariable, CallWebhook, Escalated, StartRecording, StopRecording, Transfer, Hangup]
 
 
 @dataclass
@@ -77,16 +162,25 @@ class _Wait:
     """What the current step waits for."""
 
     playback: bool = False
-    digits: bool = False
+    input: bool = False  # keys and speech
     timer: int | None = None
+    webhook: bool = False
+    recording: bool = False
+    transfer: bool = False
+
+
+def _utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc)
 
 
 @dataclass
 class FlowEngine:
     flow: Flow
     variables: dict[str, Any] = field(default_factory=dict)
+    clock: Callable[[], dt.datetime] = _utcnow
     step_id: str | None = None
     finished: bool = False
+    outcome: str | None = None  # hangup | escalated:<queue> | transferred:<to> | voicemail
     _wait: _Wait = field(default_factory=_Wait)
     _tries: int = 0
     _digits: str = ""
@@ -108,21 +202,101 @@ class FlowEngine:
     def handle(self, event: Event) -> list[Action]:
         if self.finished:
             return []
-        if isinstance(event, PlaybackDone) and self._wait.playback:
-            self._wait.playback = False
-            self._after_playback()
-        elif isinstance(event, Digit) and self._wait.digits:
-            self._on_digit(event.digit)
-        elif isinstance(event, TimerFired) and event.timer == self._wait.timer:
-            self._wait.timer = None
-            self._on_timeout()
+        handler = _HANDLERS.get(type(event))
+        if handler is not None:
+            handler(self, event)
         return self._take()
 
-    # --- transitions
-    def _take(self) -> list[Action]:
-        out, self._out = self._out, []
-        return out
+    # --- events
+    def _on_playback(self, _: PlaybackDone) -> None:
+        if not self._wait.playback:
+            return
+        self._wait.playback = False
+        getattr(self, f"_played_{self.step.action}", lambda: None)()
 
+    def _on_timer(self, event: TimerFired) -> None:
+        if event.timer != self._wait.timer:
+            return  # a timer from an earlier step or try
+        self._wait.timer = None
+        getattr(self, f"_timeout_{self.step.action}")()
+
+    def _on_digit(self, event: Digit) -> None:
+        if self._wait.recording and event.digit == "#":
+            self._out.append(StopRecording())
+            return
+        if not self._wait.input:
+            return
+        self._interrupt()
+        step = self.step
+        if step.menu is not None:
+            target = step.menu.options.get(event.digit)
+            self._chosen(target)
+        elif step.gather is not None and step.gather.dtmf:
+            gather = step.gather
+            if gather.terminator and event.digit == gather.terminator:
+                self._gathered(self._digits) if len(self._digits) >= gather.min_digits else self._retry(no_match=True)
+                return
+            self._digits += event.digit
+            if len(self._digits) >= gather.max_digits:
+                self._gathered(self._digits)
+            else:
+                self._arm(gather.timeout)
+
+    def _on_speech(self, event: Speech) -> None:
+        if not self._wait.input:
+            return
+        step = self.step
+        if step.menu is not None and step.menu.speech:
+            self._interrupt()
+            self._chosen(intents.match(event.text, step.menu.speech))
+        elif step.gather is not None and (step.gather.intents or step.gather.spoken_digits):
+            self._interrupt()
+            gather = step.gather
+            intent = intents.match(event.text, gather.intents) if gather.intents else None
+            digits = intents.spoken_digits(event.text) if gather.spoken_digits else ""
+            if intent is not None:
+                self._gathered(intent)
+            elif len(digits) >= gather.min_digits:
+                self._gathered(digits[: gather.max_digits])
+            else:
+                self._retry(no_match=True)
+
+    def _on_webhook(self, event: WebhookDone) -> None:
+        if not self._wait.webhook:
+            return
+        self._wait.webhook = False
+        webhook = self.step.webhook
+        assert webhook is not None
+        if not event.ok:
+            self._set("webhook_error", event.error or "error")
+            self._go(webhook.on_error)
+            return
+        for name, value in event.data.items():
+            self._set(name, value)
+        self._go(self.step.next)
+
+    def _on_recording(self, event: RecordingDone) -> None:
+        if not self._wait.recording:
+            return
+        self._wait.recording = False
+        self.outcome = "voicemail"
+        self._set("voicemail_seconds", round(event.seconds, 1))
+        self._go(self.step.next)
+
+    def _on_transfer(self, event: TransferDone) -> None:
+        if not self._wait.transfer:
+            return
+        self._wait.transfer = False
+        transfer = self.step.transfer
+        assert transfer is not None
+        if event.ok:
+            self.outcome = f"transferred:{transfer.to}"
+            self._finish("transferred")
+        else:
+            self._set("transfer_error", event.error or "error")
+            self._go(transfer.on_error)
+
+    # --- steps
     def _enter(self, step_id: str) -> None:
         for _ in range(MAX_STEPS_PER_EVENT):
             self.step_id = step_id
@@ -131,28 +305,174 @@ class FlowEngine:
             self._digits = ""
             step = self.step
             self._out.append(EnterStep(step_id, step.action))
-            if step.goto is not None:
-                step_id = step.goto
-                continue
-            if step.hangup is not None:
-                self._finish(step.hangup.reason)
+            following = getattr(self, f"_enter_{step.action}")(step)
+            if following is None:
                 return
-            if step.say is not None:
-                self._speak(step.say, interruptible=False)
-            elif step.menu is not None:
-                self._speak(step.menu.prompt, interruptible=True)
-                self._wait.digits = True
-            elif step.gather is not None:
-                self._wait.digits = True
-                if step.gather.prompt:
-                    self._speak(step.gather.prompt, interruptible=True)
-                else:
-                    self._arm(step.gather.timeout)
-            return
+            step_id = following
         self._finish("flow-loop")
 
-    def _speak(self, text: str, interruptible: bool) -> None:
-        self._out.append(Say(_render(text, self.variables), interruptible=interruptible))
+    # Each _enter_<action> either waits (returns None) or names the step to go on to.
+    def _enter_say(self, step: Step) -> str | None:
+        assert step.say is not None
+        if step.say.audio:
+            self._out.append(PlayFile(step.say.audio))
+            self._wait.playback = True
+        else:
+            self._speak(step.say.text or "", interruptible=False, voice=step.say.voice)
+        return None
+
+    def _played_say(self) -> None:
+        self._go(self.step.next)
+
+    def _enter_menu(self, step: Step) -> str | None:
+        assert step.menu is not None
+        self._ask(step.menu.prompt)
+        return None
+
+    def _enter_gather(self, step: Step) -> str | None:
+        gather = step.gather
+        assert gather is not None
+        if gather.prompt:
+            self._ask(gather.prompt)
+        else:
+            self._listen()
+            self._arm(gather.timeout)
+        return None
+
+    def _ask(self, prompt: str) -> None:
+        self._speak(prompt, interruptible=True)
+        self._listen()
+
+    def _listen(self) -> None:
+        self._wait.input = True
+        step = self.step
+        if step.menu is not None and step.menu.speech:
+            self._out.append(Listen(step.menu.speech))
+        elif step.gather is not None and (step.gather.intents or step.gather.spoken_digits):
+            self._out.append(Listen(step.gather.intents, digits=step.gather.spoken_digits))
+
+    def _played_menu(self) -> None:
+        assert self.step.menu is not None
+        self._arm(self.step.menu.timeout)
+
+    def _played_gather(self) -> None:
+        assert self.step.gather is not None
+        self._arm(self.step.gather.timeout)
+
+    def _timeout_menu(self) -> None:
+        self._retry(no_match=False)
+
+    def _timeout_gather(self) -> None:
+        gather = self.step.gather
+        assert gather is not None
+        if len(self._digits) >= gather.min_digits:
+            self._gathered(self._digits)
+        else:
+            self._retry(no_match=bool(self._digits))
+
+    def _enter_branch(self, step: Step) -> str | None:
+        assert step.branch is not None
+        for case in step.branch.cases:
+            if Expression(case.when).evaluate(self.variables):
+                return case.goto
+        return step.branch.otherwise
+
+    def _enter_set(self, step: Step) -> str | None:
+        assert step.set is not None
+        for name, value in step.set.items():
+            self._set(name, _render(value, self.variables) if isinstance(value, str) else value)
+        return self._next_or_finish(step.next)
+
+    def _enter_webhook(self, step: Step) -> str | None:
+        webhook = step.webhook
+        assert webhook is not None
+        names = webhook.send if webhook.send is not None else list(self.variables)
+        payload = {name: self.variables.get(name) for name in names}
+        self._out.append(CallWebhook(webhook.url, payload, webhook.timeout))
+        self._wait.webhook = True
+        return None
+
+    def _enter_hours(self, step: Step) -> str | None:
+        assert step.hours is not None
+        opened = is_open(step.hours, self.clock())
+        self._set("open", opened)
+        return step.hours.open if opened else step.hours.closed
+
+    def _enter_persona(self, step: Step) -> str | None:
+        # The persona runtime is not part of this version; the checker refuses persona steps,
+        # and a flow that gets here anyway takes its `failed` exit rather than leave silence.
+        assert step.persona is not None
+        self._set("persona_error", "persona runtime not available")
+        return step.persona.failed
+
+    def _enter_escalate(self, step: Step) -> str | None:
+        escalate = step.escalate
+        assert escalate is not None
+        self.outcome = f"escalated:{escalate.queue}"
+        self._out.append(Escalated(escalate.queue))
+        if escalate.announcement:
+            self._speak(escalate.announcement, interruptible=False)
+        else:
+            self._hold()
+        return None
+
+    def _played_escalate(self) -> None:
+        self._hold()
+
+    def _hold(self) -> None:
+        escalate = self.step.escalate
+        assert escalate is not None
+        self._out.append(PlayHold(escalate.hold_audio))
+        # No operator can take the call yet: after max_wait the caller overflows.
+        self._arm(escalate.max_wait)
+
+    def _timeout_escalate(self) -> None:
+        escalate = self.step.escalate
+        assert escalate is not None
+        self._out.append(StopSpeaking())
+        self._go(escalate.overflow)
+
+    def _enter_voicemail(self, step: Step) -> str | None:
+        assert step.voicemail is not None
+        self._speak(step.voicemail.prompt, interruptible=False)
+        return None
+
+    def _played_voicemail(self) -> None:
+        voicemail = self.step.voicemail
+        assert voicemail is not None
+        self._out.append(StartRecording("voicemail", voicemail.max_length, voicemail.beep))
+        self._wait.recording = True
+
+    def _enter_transfer(self, step: Step) -> str | None:
+        transfer = step.transfer
+        assert transfer is not None
+        if transfer.announcement:
+            self._speak(transfer.announcement, interruptible=False)
+        else:
+            self._played_transfer()
+        return None
+
+    def _played_transfer(self) -> None:
+        transfer = self.step.transfer
+        assert transfer is not None
+        self._out.append(Transfer(transfer.to, transfer.mode))
+        self._wait.transfer = True
+
+    def _enter_goto(self, step: Step) -> str | None:
+        return step.goto
+
+    def _enter_hangup(self, step: Step) -> str | None:
+        assert step.hangup is not None
+        self._finish(step.hangup.reason)
+        return None
+
+    # --- helpers
+    def _take(self) -> list[Action]:
+        out, self._out = self._out, []
+        return out
+
+    def _speak(self, text: str, interruptible: bool, voice: str | None = None) -> None:
+        self._out.append(Say(_render(text, self.variables), interruptible=interruptible, voice=voice))
         self._wait.playback = True
 
     def _arm(self, seconds: float) -> None:
@@ -160,65 +480,70 @@ class FlowEngine:
         self._wait.timer = self._timers
         self._out.append(StartTimer(self._timers, seconds))
 
-    def _after_playback(self) -> None:
-        step = self.step
-        if step.say is not None:
-            self._go(step.next)
-        elif step.menu is not None:
-            self._arm(step.menu.timeout)
-        elif step.gather is not None:
-            self._arm(step.gather.timeout)
-
-    def _on_digit(self, digit: str) -> None:
-        step = self.step
+    def _interrupt(self) -> None:
         if self._wait.playback:
-            # Keys overtake the prompt: the caller who knows the menu need not hear it out.
+            # Input overtakes the prompt: a caller who knows the menu need not hear it out.
             self._out.append(StopSpeaking())
             self._wait.playback = False
         self._wait.timer = None
-        if step.menu is not None:
-            target = step.menu.options.get(digit)
-            if target is not None:
-                self._go(target)
-            else:
-                self._retry(no_match=True)
-        elif step.gather is not None:
-            gather = step.gather
-            if gather.terminator and digit == gather.terminator:
-                self._gathered()
-                return
-            self._digits += digit
-            if len(self._digits) >= gather.max_digits:
-                self._gathered()
-            else:
-                self._arm(gather.timeout)
 
-    def _gathered(self) -> None:
+    def _set(self, name: str, value: Any) -> None:
+        self.variables[name] = value
+        self._out.append(SetVariable(name, value))
+
+    def _chosen(self, target: str | None) -> None:
+        if target is not None:
+            self._stop_input()
+            self._go(target)
+        else:
+            self._retry(no_match=True)
+
+    def _gathered(self, value: str) -> None:
         gather = self.step.gather
         assert gather is not None
-        self.variables[gather.into] = self._digits
-        self._out.append(SetVariable(gather.into, self._digits))
+        self._stop_input()
+        self._set(gather.into, value)
         self._go(self.step.next)
 
-    def _on_timeout(self) -> None:
+    def _stop_input(self) -> None:
+        self._wait.input = False
+        if self._listening():
+            self._out.append(StopListening())
+
+    def _listening(self) -> bool:
         step = self.step
-        if step.menu is not None:
-            self._retry(no_match=False)
-        elif step.gather is not None:
-            if self._digits:
-                self._gathered()
-            else:
-                self._go(step.gather.no_input or step.next)
+        return bool((step.menu and step.menu.speech) or (step.gather and (step.gather.intents or step.gather.spoken_digits)))
 
     def _retry(self, no_match: bool) -> None:
-        menu = self.step.menu
-        assert menu is not None
+        step = self.step
+        part = step.menu or step.gather
+        assert part is not None
         self._tries += 1
-        if self._tries > menu.retries:
-            self._go(menu.no_match if no_match else menu.no_input)
+        self._digits = ""
+        if self._tries > part.retries:
+            self._stop_input()
+            if step.menu is not None:
+                self._go(step.menu.no_match if no_match else step.menu.no_input)
+            else:
+                gather = step.gather
+                assert gather is not None
+                exit_ = (gather.no_match or gather.no_input) if no_match else gather.no_input
+                if exit_ is None:
+                    self._set(gather.into, "")
+                self._go(exit_ or step.next)
             return
-        text = f"{menu.invalid_prompt} {menu.prompt}" if no_match else menu.prompt
-        self._speak(text, interruptible=True)
+        prompt = part.prompt
+        if step.menu is not None and no_match:
+            prompt = f"{step.menu.invalid_prompt} {prompt}"
+        if prompt:
+            self._speak(prompt, interruptible=True)
+        else:
+            self._arm(part.timeout)
+
+    def _next_or_finish(self, step_id: str | None) -> str | None:
+        if step_id is None:
+            self._finish("flow-end")
+        return step_id
 
     def _go(self, step_id: str | None) -> None:
         if step_id is None:
@@ -228,7 +553,19 @@ class FlowEngine:
 
     def _finish(self, reason: str) -> None:
         self.finished = True
+        self.outcome = self.outcome or "hangup"
         self._out.append(Hangup(reason))
+
+
+_HANDLERS: dict[type, Callable[[FlowEngine, Any], None]] = {
+    PlaybackDone: FlowEngine._on_playback,
+    TimerFired: FlowEngine._on_timer,
+    Digit: FlowEngine._on_digit,
+    Speech: FlowEngine._on_speech,
+    WebhookDone: FlowEngine._on_webhook,
+    RecordingDone: FlowEngine._on_recording,
+    TransferDone: FlowEngine._on_transfer,
+}
 
 
 def _render(text: str, variables: dict[str, Any]) -> str:
@@ -239,5 +576,5 @@ def _render(text: str, variables: dict[str, Any]) -> str:
 
     try:
         return text.format_map(_Keep(variables))
-    except (ValueError, IndexError, AttributeError):
+    except (ValueError, IndexError, AttributeError, KeyError):
         return text

@@ -1,16 +1,77 @@
-"""The flows in service: loaded all-or-nothing from flows/, looked up by name per new call."""
+"""The flows in service: loaded all-or-nothing from flows/, and reloaded when files change.
+
+A reload is checked completely before it replaces anything: new calls take the new
+versions, calls in progress keep the version they started with (they hold it), and a
+broken edit is logged with every problem, counted, and the last good versions keep serving.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from pathlib import Path
 
+from appliance.core.errors import FlowError
 from appliance.flow.loader import LoadedFlow, load_dir
+from appliance.observability import metrics
+from appliance.observability.logging import log_extra
+
+log = logging.getLogger(__name__)
 
 
 class FlowLibrary:
-    def __init__(self, directory: Path):
+    def __init__(self, directory: Path, webhooks_allowed: list[str] | None = None,
+                 transfers_allowed: list[str] | None = None):
         self.directory = directory
-        self.flows: dict[str, LoadedFlow] = load_dir(directory)
+        self.webhooks_allowed = list(webhooks_allowed or [])
+        self.transfers_allowed = list(transfers_allowed or [])
+        self.flows: dict[str, LoadedFlow] = self._load()
+        self._stamp = self._fingerprint()
+        self._task: asyncio.Task[None] | None = None
+
+    def _load(self) -> dict[str, LoadedFlow]:
+        return load_dir(self.directory, self.webhooks_allowed, self.transfers_allowed)
 
     def get(self, name: str) -> LoadedFlow | None:
         return self.flows.get(name)
+
+    def numbers(self) -> dict[str, str]:
+        """Numbers the flows themselves declare (appliance.yaml's `numbers` take precedence)."""
+        return {n: name for name, loaded in self.flows.items() for n in loaded.flow.numbers}
+
+    def _fingerprint(self) -> tuple[tuple[str, int, int], ...]:
+        files = [p for p in self.directory.rglob("*") if p.is_file()]
+        return tuple(sorted((str(p), p.stat().st_mtime_ns, p.stat().st_size) for p in files))
+
+    def reload(self) -> bool:
+        """Check and swap in the flows on disk; False (and nothing changed) if any is broken."""
+        try:
+            flows = self._load()
+        except FlowError as exc:
+            metrics.flow_reload_errors.inc()
+            for problem in exc.problems:
+                log.error("flow edit rejected", extra=log_extra(problem=str(problem)))
+            return False
+        changed = {n for n in flows if n not in self.flows or flows[n].version != self.flows[n].version}
+        self.flows = flows
+        log.info("flows reloaded", extra=log_extra(changed=sorted(changed), flows=sorted(flows)))
+        return True
+
+    def start_watching(self, interval_s: float) -> None:
+        if interval_s > 0:
+            self._task = asyncio.get_running_loop().create_task(self._watch(interval_s), name="flows-watch")
+
+    async def stop_watching(self) -> None:
+        if self._task:
+            self._task.cancel()
+
+    async def _watch(self, interval_s: float) -> None:
+        while True:
+            await asyncio.sleep(interval_s)
+            try:
+                stamp = self._fingerprint()
+            except OSError:
+                continue  # a file vanished mid-scan: an editor saving; look again next time
+            if stamp != self._stamp:
+                self._stamp = stamp
+                self.reload()

@@ -16,9 +16,11 @@ import yaml
 from pydantic import ValidationError
 
 from appliance.core.errors import FlowError, Problem
-from appliance.flow.schema import Flow
+from appliance.flow.checker import FlowContext, check
+from appliance.flow.schema import Flow, Queues
 
 Path_ = tuple[Any, ...]
+QUEUES_FILE = "queues.yaml"
 
 
 @dataclass(frozen=True)
@@ -103,7 +105,7 @@ def _pydantic_message(error: dict[str, Any]) -> str:
     return f"{loc}: {message}" if loc else message
 
 
-def parse(text: str, file: str) -> tuple[Flow | None, list[Problem]]:
+def parse(text: str, file: str, context: FlowContext | None = None) -> tuple[Flow | None, list[Problem]]:
     pos = _Positions(file)
     problems: list[Problem] = []
     try:
@@ -128,66 +130,98 @@ def parse(text: str, file: str) -> tuple[Flow | None, list[Problem]]:
             loc = tuple(p for p in error["loc"] if not str(p).startswith("function-"))
             problems.append(pos.at(loc, _pydantic_message(error)))
         return None, _sorted(problems)
-    problems += _check_references(flow, pos)
+    problems += check(flow, pos.at, context or FlowContext())
     return (flow if not problems else None), _sorted(problems)
-
-
-def _check_references(flow: Flow, pos: _Positions) -> list[Problem]:
-    problems: list[Problem] = []
-    if flow.entry not in flow.steps:
-        problems.append(pos.at(("entry",), f"entry step '{flow.entry}' does not exist", value=True))
-    for step_id, step in flow.steps.items():
-        for field_path, target in step.targets():
-            if target not in flow.steps:
-                problems.append(pos.at(("steps", step_id) + field_path, f"step '{target}' does not exist", value=True))
-    reachable: set[str] = set()
-    todo = [flow.entry] if flow.entry in flow.steps else []
-    while todo:
-        step_id = todo.pop()
-        if step_id in reachable:
-            continue
-        reachable.add(step_id)
-        todo += [t for _, t in flow.steps[step_id].targets() if t in flow.steps]
-    if flow.entry in flow.steps:
-        for step_id in flow.steps:
-            if step_id not in reachable:
-                problems.append(pos.at(("steps", step_id), f"step '{step_id}' is unreachable from '{flow.entry}'"))
-    return problems
 
 
 def _sorted(problems: list[Problem]) -> list[Problem]:
     return sorted(set(problems), key=lambda p: (p.file, p.line, p.col, p.message))
 
 
-def load_file(path: Path) -> LoadedFlow:
+def _read(path: Path) -> tuple[bytes, str]:
     try:
         data = path.read_bytes()
     except OSError as exc:
         raise FlowError([Problem(str(path), 1, 1, f"cannot read: {exc.strerror}")]) from exc
     try:
-        text = data.decode("utf-8")
+        return data, data.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise FlowError([Problem(str(path), 1, 1, f"not UTF-8 text: {exc.reason}")]) from exc
-    flow, problems = parse(text, str(path))
+        line = data[: exc.start].count(b"\n") + 1
+        raise FlowError([Problem(str(path), line, 1, f"not UTF-8 text: {exc.reason}")]) from exc
+
+
+def load_file(path: Path, context: FlowContext | None = None) -> LoadedFlow:
+    data, text = _read(path)
+    if context is None:
+        context = context_for(path.parent)
+    flow, problems = parse(text, str(path), context)
     if problems or flow is None:
         raise FlowError(problems)
     return LoadedFlow(flow=flow, file=str(path), version=hashlib.sha256(data).hexdigest()[:12])
 
 
-def load_dir(directory: Path) -> dict[str, LoadedFlow]:
+def load_queues(path: Path) -> Queues:
+    """flows/queues.yaml: the queues escalations may name (an absent file means none)."""
+    if not path.exists():
+        return Queues(queues={})
+    _, text = _read(path)
+    pos = _Positions(str(path))
+    problems: list[Problem] = []
+    try:
+        raw = _build(yaml.compose(text, Loader=yaml.SafeLoader), (), pos, problems) if text.strip() else {}
+    except yaml.YAMLError as exc:
+        raise FlowError([_yaml_problem(str(path), exc)]) from exc
+    try:
+        queues = Queues.model_validate(raw)
+    except ValidationError as exc:
+        problems += [pos.at(tuple(e["loc"]), _pydantic_message(e)) for e in exc.errors()]
+    if problems:
+        raise FlowError(_sorted(problems))
+    return queues
+
+
+def context_for(directory: Path, webhooks_allowed: list[str] | None = None,
+                transfers_allowed: list[str] | None = None) -> FlowContext:
+    personas = {p.stem for p in (directory / "personas").glob("*.yaml")} if (directory / "personas").is_dir() else set()
+    return FlowContext(
+        directory=directory,
+        queues=set(load_queues(directory / QUEUES_FILE).queues),
+        personas=personas,
+        webhooks_allowed=list(webhooks_allowed or []),
+        transfers_allowed=list(transfers_allowed or []),
+    )
+
+
+def flow_files(directory: Path) -> list[Path]:
+    return [p for p in sorted(directory.glob("*.yaml")) if p.name != QUEUES_FILE]
+
+
+def load_dir(directory: Path, webhooks_allowed: list[str] | None = None,
+             transfers_allowed: list[str] | None = None) -> dict[str, LoadedFlow]:
     """Every flow in `directory`, all or nothing: one broken file fails the whole load."""
     flows: dict[str, LoadedFlow] = {}
     problems: list[Problem] = []
-    for path in sorted(directory.glob("*.yaml")):
+    try:
+        context = context_for(directory, webhooks_allowed, transfers_allowed)
+    except FlowError as exc:
+        problems += exc.problems
+        context = FlowContext(directory=directory, webhooks_allowed=list(webhooks_allowed or []),
+                              transfers_allowed=list(transfers_allowed or []))
+    numbers: dict[str, str] = {}
+    for path in flow_files(directory):
         try:
-            loaded = load_file(path)
+            loaded = load_file(path, context)
         except FlowError as exc:
             problems += exc.problems
             continue
         if loaded.flow.name in flows:
             problems.append(Problem(str(path), 1, 1, f"flow name '{loaded.flow.name}' is also used by {flows[loaded.flow.name].file}"))
             continue
+        for number in loaded.flow.numbers:
+            if number in numbers:
+                problems.append(Problem(str(path), 1, 1, f"number {number} is also answered by flow '{numbers[number]}'"))
+            numbers[number] = loaded.flow.name
         flows[loaded.flow.name] = loaded
     if problems:
-        raise FlowError(problems)
+        raise FlowError(_sorted(problems))
     return flows

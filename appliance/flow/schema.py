@@ -1,66 +1,212 @@
-"""The flow language as pydantic models: a flow is named steps and an entry step.
+"""The flow language as pydantic models: a flow is variables, named steps and an entry step.
 
-Each step holds exactly one action key (`say`, `menu`, `gather`, `goto`, `hangup`) and,
-where the action ends by itself, `next`. docs/FLOWS.md documents every step with an example.
+Each step holds exactly one action key and, where the action ends by itself, `next`.
+Personas and queues are referenced by name and defined in their own files
+(`flows/personas/*.yaml`, `flows/queues.yaml`). docs/FLOWS.md documents every step.
 """
 
 from __future__ import annotations
 
-from typing import Any
+import re
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 STEP_ID = r"^[A-Za-z_][A-Za-z0-9_-]*$"
+VARIABLE = r"^[A-Za-z_][A-Za-z0-9_]*$"
 DIGITS = "0123456789*#"
+DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+_RANGE = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)-([01]\d|2[0-4]):([0-5]\d)$")
+
+Phrases = list[str]
 
 
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+class Say(_Model):
+    text: str | None = None
+    audio: str | None = Field(None, description="a WAV file, relative to the flows directory")
+    voice: str | None = None
+
+    @model_validator(mode="after")
+    def _text_or_audio(self) -> "Say":
+        if (self.text is None) == (self.audio is None):
+            raise ValueError("say needs exactly one of 'text' or 'audio'")
+        return self
+
+
 class Menu(_Model):
+    """Sugar over gather: one key (or one spoken choice) picks the next step."""
+
     prompt: str
-    options: dict[str, str] = Field(description="DTMF key → step")
+    options: dict[str, str] = Field(default_factory=dict, description="DTMF key → step")
+    speech: dict[str, Phrases] = Field(default_factory=dict, description="step → phrases that choose it")
     timeout: float = Field(5.0, gt=0, le=60)
     retries: int = Field(2, ge=0, le=10)
     invalid_prompt: str = "Sorry, that is not an option."
-    no_input: str | None = Field(None, description="step when the caller never presses a key")
-    no_match: str | None = Field(None, description="step when every try was a wrong key")
+    no_input: str | None = Field(None, description="step when the caller never answers")
+    no_match: str | None = Field(None, description="step when every try was a wrong choice")
 
     @model_validator(mode="after")
     def _keys_are_digits(self) -> "Menu":
         for key in self.options:
             if len(key) != 1 or key not in DIGITS:
                 raise ValueError(f"menu option {key!r} is not a single DTMF key (0-9, *, #)")
+        if not self.options and not self.speech:
+            raise ValueError("a menu needs 'options' (DTMF) or 'speech' choices")
         return self
 
 
 class Gather(_Model):
+    """Collect digits and/or a spoken intent into a variable, then go to `next`."""
+
     prompt: str | None = None
-    into: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$", description="variable that receives the digits")
+    into: str = Field(pattern=VARIABLE, description="variable that receives the digits or the intent name")
+    dtmf: bool = True
     max_digits: int = Field(1, ge=1, le=32)
+    min_digits: int = Field(1, ge=1, le=32)
     terminator: str | None = "#"
+    intents: dict[str, Phrases] = Field(default_factory=dict, description="intent name → example phrases")
+    spoken_digits: bool = Field(False, description="also accept digits spoken one by one")
     timeout: float = Field(5.0, gt=0, le=60)
+    retries: int = Field(0, ge=0, le=10)
     no_input: str | None = None
+    no_match: str | None = None
+
+    @model_validator(mode="after")
+    def _something_to_gather(self) -> "Gather":
+        if not self.dtmf and not self.intents and not self.spoken_digits:
+            raise ValueError("gather accepts nothing: enable 'dtmf', 'intents' or 'spoken_digits'")
+        if self.min_digits > self.max_digits:
+            raise ValueError("min_digits is larger than max_digits")
+        return self
+
+
+class BranchCase(_Model):
+    when: str = Field(description="an expression over variables, e.g. balance > 100 and tier == 'gold'")
+    goto: str
+
+
+class Branch(_Model):
+    cases: list[BranchCase] = Field(min_length=1)
+    otherwise: str
+
+
+class Webhook(_Model):
+    url: str
+    send: list[str] | None = Field(None, description="variables posted; default: all")
+    timeout: float = Field(3.0, gt=0, le=30)
+    on_error: str
+
+
+class Hours(_Model):
+    timezone: str
+    weekly: dict[str, list[str]] = Field(description="day or day range (mon-fri) → HH:MM-HH:MM ranges")
+    holidays: list[str] = Field(default_factory=list, description="YYYY-MM-DD dates, closed all day")
+    open: str
+    closed: str
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"unknown time zone {value!r}") from exc
+        return value
+
+    @field_validator("weekly")
+    @classmethod
+    def _valid_week(cls, value: dict[str, list[str]]) -> dict[str, list[str]]:
+        for days, ranges in value.items():
+            for day in days.split("-"):
+                if day not in DAYS:
+                    raise ValueError(f"{days!r}: days are {', '.join(DAYS)} or a range like mon-fri")
+            for span in ranges:
+                if not _RANGE.match(span):
+                    raise ValueError(f"{span!r} is not a HH:MM-HH:MM range")
+        return value
+
+    @field_validator("holidays")
+    @classmethod
+    def _valid_dates(cls, value: list[str]) -> list[str]:
+        import datetime as dt
+
+        for day in value:
+            try:
+                dt.date.fromisoformat(day)
+            except ValueError as exc:
+                raise ValueError(f"holiday {day!r} is not a YYYY-MM-DD date") from exc
+        return value
+
+
+class PersonaStep(_Model):
+    name: str
+    resolved: str
+    human: str
+    failed: str
+
+
+class Escalate(_Model):
+    queue: str
+    announcement: str | None = "Please hold while we connect you."
+    hold_audio: str | None = Field(None, description="WAV file looped while waiting; default: a soft tone")
+    max_wait: float = Field(60.0, gt=0, le=3600)
+    overflow: str
+
+
+class Voicemail(_Model):
+    prompt: str = "Please leave a message after the tone. Press pound when you are done."
+    beep: bool = True
+    max_length: float = Field(60.0, gt=1, le=600)
+
+
+class Transfer(_Model):
+    to: str = Field(description="a SIP URI or E.164 number; must be allowed in appliance.yaml")
+    mode: Literal["refer"] = "refer"
+    announcement: str | None = None
+    on_error: str
 
 
 class Hangup(_Model):
     reason: str = "flow-hangup"
 
 
+ACTIONS = ("say", "menu", "gather", "branch", "set", "webhook", "hours", "persona", "escalate",
+           "voicemail", "transfer", "goto", "hangup")
+ENDS_BY_ITSELF = ("say", "gather", "set", "webhook", "voicemail")
+
+
 class Step(_Model):
-    say: str | None = None
+    say: Say | None = None
     menu: Menu | None = None
     gather: Gather | None = None
+    branch: Branch | None = None
+    set: dict[str, Any] | None = None
+    webhook: Webhook | None = None
+    hours: Hours | None = None
+    persona: PersonaStep | None = None
+    escalate: Escalate | None = None
+    voicemail: Voicemail | None = None
+    transfer: Transfer | None = None
     goto: str | None = None
     hangup: Hangup | None = None
     next: str | None = None
 
     @model_validator(mode="before")
     @classmethod
-    def _bare_hangup(cls, data: Any) -> Any:
-        if isinstance(data, dict) and "hangup" in data and data["hangup"] is None:
-            data = {**data, "hangup": {}}
+    def _shorthands(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            if "hangup" in data and data["hangup"] is None:
+                data = {**data, "hangup": {}}
+            if isinstance(data.get("say"), str):
+                data = {**data, "say": {"text": data["say"]}}
+            if "voicemail" in data and data["voicemail"] is None:
+                data = {**data, "voicemail": {}}
         return data
 
     @model_validator(mode="after")
@@ -69,35 +215,62 @@ class Step(_Model):
         if len(actions) != 1:
             found = ", ".join(actions) or "none"
             raise ValueError(f"a step needs exactly one of {', '.join(ACTIONS)} (found: {found})")
-        if self.next is not None and self.action in ("goto", "hangup", "menu"):
+        if self.next is not None and self.action not in ENDS_BY_ITSELF:
             raise ValueError(f"'{self.action}' steps do not take 'next'")
+        if self.set is not None:
+            for name in self.set:
+                if not re.match(VARIABLE, name):
+                    raise ValueError(f"{name!r} is not a variable name")
         return self
 
     @property
     def action(self) -> str:
         return next(name for name in ACTIONS if getattr(self, name) is not None)
 
-    def targets(self) -> list[tuple[tuple[str, ...], str]]:
+    def targets(self) -> list[tuple[tuple[str | int, ...], str]]:
         """Every step this one can lead to, with the field path that names it."""
-        out: list[tuple[tuple[str, ...], str]] = []
+        out: list[tuple[tuple[str | int, ...], str]] = []
         if self.next:
             out.append((("next",), self.next))
         if self.goto:
             out.append((("goto",), self.goto))
         if self.menu:
             out += [(("menu", "options", k), v) for k, v in self.menu.options.items()]
-            out += [(("menu", f), getattr(self.menu, f)) for f in ("no_input", "no_match") if getattr(self.menu, f)]
-        if self.gather and self.gather.no_input:
-            out.append((("gather", "no_input"), self.gather.no_input))
+            out += [(("menu", "speech"), k) for k in self.menu.speech]
+        for name, fields in _EXITS.items():
+            part = getattr(self, name)
+            if part is not None:
+                out += [((name, f), getattr(part, f)) for f in fields if getattr(part, f)]
+        if self.branch:
+            out += [(("branch", "cases", i, "goto"), c.goto) for i, c in enumerate(self.branch.cases)]
+            out.append((("branch", "otherwise"), self.branch.otherwise))
         return out
 
 
-ACTIONS = ("say", "menu", "gather", "goto", "hangup")
+_EXITS = {
+    "menu": ("no_input", "no_match"),
+    "gather": ("no_input", "no_match"),
+    "webhook": ("on_error",),
+    "hours": ("open", "closed"),
+    "persona": ("resolved", "human", "failed"),
+    "escalate": ("overflow",),
+    "transfer": ("on_error",),
+}
 
 
 class Flow(_Model):
     name: str = Field(pattern=STEP_ID)
     description: str = ""
+    numbers: list[str] = Field(default_factory=list, description="numbers this flow answers")
     entry: str
-    variables: dict[str, str | int | float | bool] = Field(default_factory=dict)
+    variables: dict[str, str | int | float | bool | None] = Field(default_factory=dict)
     steps: dict[str, Step]
+
+
+class Queue(_Model):
+    description: str = ""
+    max_wait: float | None = None
+
+
+class Queues(_Model):
+    queues: dict[str, Queue]

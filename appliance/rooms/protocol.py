@@ -81,8 +81,25 @@ class Hangup(BaseModel):
     reason: str = "flow"
 
 
+class Transfer(BaseModel):
+    """Blind transfer: the worker sends the caller a REFER to `to`."""
+
+    type: Literal["transfer"] = "transfer"
+    leg: int
+    to: str
+
+
+class TransferResult(BaseModel):
+    type: Literal["transfer_result"] = "transfer_result"
+    leg: int
+    ok: bool
+    code: int = 0
+    reason: str = ""
+
+
 Message = Annotated[
-    Union[Hello, Welcome, Offer, OfferReply, Answered, Dtmf, Ended, Hangup], Field(discriminator="type")
+    Union[Hello, Welcome, Offer, OfferReply, Answered, Dtmf, Ended, Hangup, Transfer, TransferResult],
+    Field(discriminator="type"),
 ]
 _messages = TypeAdapter(Message)
 

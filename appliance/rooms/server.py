@@ -45,12 +45,16 @@ class SipParticipant(Participant):
     def hangup(self, reason: str) -> None:
         self.worker.send(p.Hangup(leg=self.leg, reason=reason))
 
+    def transfer(self, to: str) -> None:
+        self.worker.send(p.Transfer(leg=self.leg, to=to))
+
 
 class CallHandler(Protocol):
     async def offer(self, worker: "WorkerConnection", offer: p.Offer) -> p.OfferReply: ...
     def answered(self, worker: "WorkerConnection", message: p.Answered) -> None: ...
     def dtmf(self, worker: "WorkerConnection", message: p.Dtmf) -> None: ...
     def ended(self, worker: "WorkerConnection", message: p.Ended) -> None: ...
+    def transfer_result(self, worker: "WorkerConnection", message: p.TransferResult) -> None: ...
     def worker_lost(self, worker: "WorkerConnection") -> None: ...
 
 
@@ -145,17 +149,19 @@ class ParticipantServer:
         return worker
 
     async def _control(self, worker: WorkerConnection, message: BaseModel) -> None:
+        handlers = {
+            p.Answered: self.handler.answered,
+            p.Dtmf: self.handler.dtmf,
+            p.Ended: self.handler.ended,
+            p.TransferResult: self.handler.transfer_result,
+        }
         if isinstance(message, p.Offer):
             # Offers are decided concurrently so one slow decision never holds the stream.
             asyncio.get_running_loop().create_task(self._offer(worker, message))
-        elif isinstance(message, p.Answered):
-            self.handler.answered(worker, message)
-        elif isinstance(message, p.Dtmf):
-            self.handler.dtmf(worker, message)
-        elif isinstance(message, p.Ended):
-            self.handler.ended(worker, message)
+        elif type(message) in handlers:
+            handlers[type(message)](worker, message)
         else:
-            raise ProtocolError(f"unexpected {message.type} from a worker")
+            raise ProtocolError(f"unexpected {getattr(message, 'type', '?')} from a worker")
 
     async def _offer(self, worker: WorkerConnection, offer: p.Offer) -> None:
         with metrics.answer_latency.time():

@@ -20,7 +20,7 @@ def phrases_grammar(phrases: list[str]) -> str:
     return "#JSGF V1.0;\ngrammar words;\npublic <utterance> = ( " + " | ".join(words) + " )+ ;\n"
 
 
-def _decoder(grammar: str | None) -> Decoder:
+def decoder_for(grammar: str | None) -> Decoder:
     config = Config(
         hmm=f"{get_model_path()}/en-us/en-us",
         dict=f"{get_model_path()}/en-us/cmudict-en-us.dict",
@@ -34,14 +34,14 @@ def _decoder(grammar: str | None) -> Decoder:
         config["lm"] = None
     decoder = Decoder(config)
     if grammar is not None:
-        decoder.add_jsgf_string("words", grammar.encode())
-        decoder.activate_search("words")
+        decoder.add_jsgf_string("grammar", grammar.encode())
+        decoder.activate_search("grammar")
     return decoder
 
 
 def transcribe(pcm: bytes, grammar: str | None = None) -> str:
     """Text of 16 kHz s16le mono speech; `grammar` (JSGF) constrains what can be heard."""
-    decoder = _decoder(grammar)
+    decoder = decoder_for(grammar)
     samples = np.frombuffer(pcm, dtype=np.int16)
     decoder.start_utt()
     decoder.process_raw(samples.tobytes(), full_utt=True)

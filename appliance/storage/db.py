@@ -74,6 +74,12 @@ class Storage:
                 {"id": int, "call_id": str, "at": str, "kind": str, "data": str}, pk="id"
             )
             self.db["call_events"].create_index(["call_id"])
+        if "recordings" not in self.db.table_names():
+            self.db["recordings"].create(
+                {"id": int, "call_id": str, "kind": str, "path": str, "created_at": str, "duration_s": float},
+                pk="id",
+            )
+            self.db["recordings"].create_index(["call_id"])
 
     def close(self) -> None:
         self.db.close()
@@ -112,6 +118,22 @@ class Storage:
             self.close_call(call.id, end_reason)
             self.add_event(call.id, "closed", {"reason": end_reason})
         return orphans
+
+    # recordings besides the call's own (voicemail messages)
+    def add_recording(self, call_id: str, kind: str, path: str, duration_s: float) -> None:
+        self.db["recordings"].insert(
+            {"call_id": call_id, "kind": kind, "path": path, "created_at": iso_now(), "duration_s": duration_s}
+        )
+
+    def recordings(self, call_id: str | None = None, kind: str | None = None) -> list[dict[str, Any]]:
+        where, args = [], []
+        if call_id:
+            where.append("call_id = ?")
+            args.append(call_id)
+        if kind:
+            where.append("kind = ?")
+            args.append(kind)
+        return list(self.db["recordings"].rows_where(" AND ".join(where) or None, args, order_by="id"))
 
     # events
     def add_event(self, call_id: str, kind: str, data: dict[str, Any] | None = None) -> None:

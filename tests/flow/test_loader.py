@@ -210,8 +210,8 @@ def test_non_utf8_bytes(tmp_path: Path):
     with pytest.raises(FlowError) as caught:
         load_file(path)
     (problem,) = caught.value.problems
-    # The loader does not locate the bad byte; it reports the file's start.
-    assert (problem.line, problem.col) == (1, 1)
+    # The line of the first bad byte.
+    assert (problem.line, problem.col) == (5, 1)
     assert problem.message.startswith("not UTF-8 text")
 
 

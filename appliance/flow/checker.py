@@ -1,0 +1,146 @@
+"""What a flow refers to must exist and be allowed: steps, variables, queues, personas,
+audio files, webhook URLs and transfer destinations. Every problem is reported, with where.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import string
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from appliance.core.errors import Problem
+from appliance.flow.expressions import Expression, ExpressionError
+from appliance.flow.schema import Flow
+
+# Set by the appliance on every call or by steps as they run.
+SYSTEM_VARIABLES = frozenset({
+    "caller", "called", "call_id", "trunk", "open", "webhook_error", "voicemail_seconds",
+    "transfer_error", "persona_error",
+})
+
+Where = Callable[..., Problem]
+
+
+@dataclass
+class FlowContext:
+    """What a flow may refer to besides its own steps."""
+
+    directory: Path | None = None
+    queues: set[str] = field(default_factory=set)
+    personas: set[str] = field(default_factory=set)
+    webhooks_allowed: list[str] = field(default_factory=list)
+    transfers_allowed: list[str] = field(default_factory=list)
+    personas_supported: bool = False
+
+
+def allowed(value: str, patterns: list[str]) -> bool:
+    return any(fnmatch.fnmatchcase(value, p) or (p.endswith("/") and value.startswith(p)) for p in patterns)
+
+
+def _template_names(text: str) -> list[str]:
+    try:
+        return [name for _, name, _, _ in string.Formatter().parse(text) if name]
+    except ValueError:
+        return []
+
+
+def check(flow: Flow, at: Where, context: FlowContext) -> list[Problem]:
+    problems: list[Problem] = []
+    if flow.entry not in flow.steps:
+        problems.append(at(("entry",), f"entry step '{flow.entry}' does not exist", value=True))
+    for step_id, step in flow.steps.items():
+        for field_path, target in step.targets():
+            if target not in flow.steps:
+                problems.append(at(("steps", step_id) + field_path, f"step '{target}' does not exist", value=True))
+    problems += _unreachable(flow, at)
+
+    defined = set(flow.variables) | SYSTEM_VARIABLES
+    for step in flow.steps.values():
+        if step.gather:
+            defined.add(step.gather.into)
+        if step.set:
+            defined |= set(step.set)
+
+    def need(path: tuple[Any, ...], names: list[str] | set[str]) -> None:
+        for name in sorted(set(names) - defined):
+            problems.append(at(path, f"variable '{name}' is not defined (declare it under 'variables')", value=True))
+
+    for step_id, step in flow.steps.items():
+        here = ("steps", step_id)
+        for path, text in _texts(step):
+            need(here + path, _template_names(text))
+        if step.branch:
+            for i, case in enumerate(step.branch.cases):
+                path = here + ("branch", "cases", i, "when")
+                try:
+                    need(path, Expression(case.when).names)
+                except ExpressionError as exc:
+                    problems.append(at(path, f"bad condition: {exc}", value=True))
+        if step.webhook:
+            if step.webhook.send:
+                need(here + ("webhook", "send"), step.webhook.send)
+            if not allowed(step.webhook.url, context.webhooks_allowed):
+                problems.append(at(here + ("webhook", "url"),
+                                   f"webhook URL {step.webhook.url} is not allowed (webhooks.allowed in appliance.yaml)",
+                                   value=True))
+        if step.transfer and not allowed(step.transfer.to, context.transfers_allowed):
+            problems.append(at(here + ("transfer", "to"),
+                               f"transfer destination {step.transfer.to} is not allowed (transfers.allowed in appliance.yaml)",
+                               value=True))
+        if step.escalate and step.escalate.queue not in context.queues:
+            problems.append(at(here + ("escalate", "queue"),
+                               f"queue '{step.escalate.queue}' is not defined in queues.yaml", value=True))
+        if step.persona:
+            if step.persona.name not in context.personas:
+                problems.append(at(here + ("persona", "name"),
+                                   f"persona '{step.persona.name}' is not defined (personas/{step.persona.name}.yaml)",
+                                   value=True))
+            if not context.personas_supported:
+                problems.append(at(here + ("persona",), "persona steps need the AI persona runtime, "
+                                   "which this version does not have yet"))
+        for path, audio in _audio_files(step):
+            if context.directory is not None and not (context.directory / audio).is_file():
+                problems.append(at(here + path, f"audio file {audio} not found in {context.directory}", value=True))
+    return problems
+
+
+def _texts(step: Any) -> list[tuple[tuple[str, ...], str]]:
+    out = []
+    if step.say and step.say.text:
+        out.append((("say", "text"), step.say.text))
+    for part in ("menu", "gather"):
+        value = getattr(step, part)
+        if value is not None and value.prompt:
+            out.append(((part, "prompt"), value.prompt))
+    if step.escalate and step.escalate.announcement:
+        out.append((("escalate", "announcement"), step.escalate.announcement))
+    if step.set:
+        out += [(("set", k), v) for k, v in step.set.items() if isinstance(v, str)]
+    return out
+
+
+def _audio_files(step: Any) -> list[tuple[tuple[str, ...], str]]:
+    out = []
+    if step.say and step.say.audio:
+        out.append((("say", "audio"), step.say.audio))
+    if step.escalate and step.escalate.hold_audio:
+        out.append((("escalate", "hold_audio"), step.escalate.hold_audio))
+    return out
+
+
+def _unreachable(flow: Flow, at: Where) -> list[Problem]:
+    if flow.entry not in flow.steps:
+        return []
+    reachable: set[str] = set()
+    todo = [flow.entry]
+    while todo:
+        step_id = todo.pop()
+        if step_id in reachable:
+            continue
+        reachable.add(step_id)
+        todo += [t for _, t in flow.steps[step_id].targets() if t in flow.steps]
+    return [at(("steps", s), f"step '{s}' is unreachable from '{flow.entry}'") for s in flow.steps if s not in reachable]
+
+

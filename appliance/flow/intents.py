@@ -1,0 +1,66 @@
+"""Speech choices: phrases → a JSGF grammar for pocketsphinx, and recognised text → an intent.
+
+The text simulator and the audio path share `match`, so a typed line and a recognised
+utterance reach the same intent by the same rule.
+"""
+
+from __future__ import annotations
+
+import re
+
+DIGIT_WORDS = {
+    "zero": "0", "oh": "0", "one": "1", "two": "2", "three": "3", "four": "4",
+    "five": "5", "six": "6", "seven": "7", "eight": "8", "nine": "9",
+}
+
+
+def words(text: str) -> list[str]:
+    return re.findall(r"[a-z']+|\d", text.lower())
+
+
+def match(text: str, intents: dict[str, list[str]]) -> str | None:
+    """The intent whose phrase best covers what was said; None when nothing fits."""
+    said = words(text)
+    if not said:
+        return None
+    said_set = set(said)
+    best, best_score = None, 0.0
+    for intent, phrases in intents.items():
+        for phrase in phrases:
+            wanted = words(phrase)
+            if not wanted:
+                continue
+            joined = " ".join(said)
+            if " ".join(wanted) in joined:
+                score = 1.0 + len(wanted) / 100  # a longer exact phrase wins
+            else:
+                score = len(said_set & set(wanted)) / len(set(wanted))
+            if score > best_score:
+                best, best_score = intent, score
+    return best if best_score >= 0.6 else None
+
+
+# Words the recogniser may write for a digit it heard (same pronunciation in its dictionary).
+HOMOPHONES = {"to": "2", "too": "2", "for": "4", "won": "1", "ate": "8"}
+
+
+def spoken_digits(text: str) -> str:
+    """'one two three' or '1 2 3' → '123'; other words are ignored."""
+    table = DIGIT_WORDS | HOMOPHONES
+    return "".join(table.get(w, w if w.isdigit() else "") for w in words(text))
+
+
+# Words callers wrap around a choice ("I'd like to talk to sales please"): in the grammar so
+# they are recognised as themselves instead of being forced onto a choice's words.
+FILLERS = ("i", "i'd", "want", "would", "like", "to", "talk", "speak", "with", "please", "the", "a",
+           "my", "me", "about", "is", "it", "um", "uh", "yes", "no", "hello", "and", "for", "in", "of")
+
+
+def grammar(intents: dict[str, list[str]], digits: bool = False) -> str:
+    """JSGF accepting any run of the choices' words (plus common fillers, and digits)."""
+    vocabulary = {w for phrases in intents.values() for p in phrases for w in words(p) if not w.isdigit()}
+    if vocabulary:
+        vocabulary |= set(FILLERS)  # a digits-only gather hears digits only: "to" would steal "two"
+    if digits:
+        vocabulary |= set(DIGIT_WORDS)
+    return "#JSGF V1.0;\ngrammar choices;\npublic <choice> = ( " + " | ".join(sorted(vocabulary)) + " )+ ;\n"
