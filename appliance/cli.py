@@ -97,6 +97,84 @@ def cmd_flows_check(args: argparse.Namespace) -> int:
     return 1 if problems else 0
 
 
+def _flows(config: Config):  # type: ignore[no-untyped-def]
+    from appliance.flow.loader import load_dir
+
+    setup("ERROR")  # tools print their own results; only real trouble goes to the log
+    return load_dir(config.flows_dir, config.webhooks.allowed, config.transfers.allowed)
+
+
+def cmd_flows_simulate(args: argparse.Namespace) -> int:
+    import datetime as dt
+
+    from appliance.flow.simulate import Simulation
+
+    config = _config(args.config)
+    flows = _flows(config)
+    loaded = flows.get(args.name)
+    if loaded is None:
+        print(f"appliance: no flow named {args.name!r} (have: {', '.join(sorted(flows))})", file=sys.stderr)
+        return 2
+    variables = dict(v.split("=", 1) for v in args.var)
+    now = dt.datetime.fromisoformat(args.now) if args.now else dt.datetime.now(dt.timezone.utc)
+    sim = Simulation(loaded, variables=variables, now=now, on_heard=lambda text: print(f"  🔊 {text}"))
+    script = Path(args.script).read_text().splitlines() if args.script else None
+
+    def status() -> None:
+        shown = {k: v for k, v in sim.engine.variables.items() if v not in ("", None)}
+        print(f"  [t={sim.elapsed:.1f}s step={sim.step}] {json.dumps(shown, default=str)}")
+
+    async def run() -> None:
+        print(f"calling flow {loaded.flow.name} (version {loaded.version}); "
+              "type speech, #1 for keys, 'silence [N]', 'hangup'")
+        await sim.start()
+        status()
+        lines = iter(script) if script is not None else None
+        while not sim.finished:
+            if lines is not None:
+                line = next(lines, None)
+                if line is None:
+                    await sim.hangup()
+                    break
+                print(f"> {line}")
+            else:
+                try:
+                    line = await asyncio.get_running_loop().run_in_executor(None, input, "> ")
+                except EOFError:
+                    await sim.hangup()
+                    break
+            await sim.line(line)
+            status()
+        print(f"outcome: {sim.outcome}")
+
+    asyncio.run(run())
+    return 0
+
+
+def cmd_flows_test(args: argparse.Namespace) -> int:
+    from appliance.flow.testing import run_file
+
+    config = _config(args.config)
+    flows = _flows(config)
+    paths = [Path(p) for p in args.paths] or [config.flows_dir / "tests"]
+    files = [f for p in paths for f in (sorted(p.glob("*.yaml")) if p.is_dir() else [p])]
+    if not files:
+        print("appliance: no flow tests found", file=sys.stderr)
+        return 1
+
+    async def run() -> list:  # type: ignore[type-arg]
+        return [r for f in files for r in await run_file(f, flows)]
+
+    results = asyncio.run(run())
+    for result in results:
+        print(f"{'PASS' if result.passed else 'FAIL'} {result.file}: {result.case}")
+        for failure in result.failures:
+            print(f"    {failure}")
+    failed = sum(not r.passed for r in results)
+    print(f"{len(results) - failed} passed, {failed} failed")
+    return 1 if failed else 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="appliance", description="Switchboard call-center appliance")
     parser.add_argument("--config", help="appliance.yaml (default: ./appliance.yaml, /etc/switchboard/appliance.yaml)")
@@ -119,6 +197,15 @@ def main(argv: list[str] | None = None) -> int:
     check.add_argument("paths", nargs="*")
     check.add_argument("--json", action="store_true")
     check.set_defaults(func=cmd_flows_check)
+    simulate = flows.add_parser("simulate", help="a text call through a flow")
+    simulate.add_argument("name")
+    simulate.add_argument("--script", help="file of caller lines; runs without asking")
+    simulate.add_argument("--var", action="append", default=[], help="NAME=VALUE call variable (e.g. caller=+15550100)")
+    simulate.add_argument("--now", help="ISO time the call happens at (business hours)")
+    simulate.set_defaults(func=cmd_flows_simulate)
+    test = flows.add_parser("test", help="run flow tests (flows/tests/*.yaml)")
+    test.add_argument("paths", nargs="*")
+    test.set_defaults(func=cmd_flows_test)
     args = parser.parse_args(argv)
     try:
         return args.func(args)

@@ -73,7 +73,11 @@ class AuthConfig(_Model):
 
 
 class WebhooksConfig(_Model):
-    allowed: list[str] = Field(default_factory=list, description="URL prefixes (ending in /) or fnmatch patterns flows may call")
+    # Loopback only by default: the example support flow's account lookup (flows/support.yaml).
+    allowed: list[str] = Field(
+        default_factory=lambda: ["http://127.0.0.1:8765/"],
+        description="URL prefixes (ending in /) or fnmatch patterns flows may call",
+    )
 
 
 class TransfersConfig(_Model):

@@ -1,0 +1,173 @@
+"""A call in text: what the caller would hear, with typed speech, `#1`-style keys and silences.
+
+The engine is the one real calls run; only the I/O differs: prompts are printed instead of
+spoken, time is virtual (a silence advances it and fires due timers), and webhooks are
+really called unless a test supplies their replies.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from dataclasses import dataclass, field
+from typing import Any, Awaitable, Callable
+
+from appliance.flow import engine as fe
+from appliance.flow.engine import FlowEngine
+from appliance.flow.loader import LoadedFlow
+from appliance.flow.webhook import call_webhook
+
+WebhookCaller = Callable[[str, dict[str, Any], float], Awaitable[fe.WebhookDone]]
+SPEECH_SECONDS_PER_WORD = 0.4
+_SILENCE = re.compile(r"^silence(?:\s+(\d+(?:\.\d+)?))?$", re.IGNORECASE)
+
+
+async def _real_webhook(url: str, payload: dict[str, Any], timeout: float) -> fe.WebhookDone:
+    return await call_webhook(url, payload, timeout)
+
+
+@dataclass
+class WebhookCall:
+    url: str
+    payload: dict[str, Any]
+
+
+@dataclass
+class Simulation:
+    loaded: LoadedFlow
+    variables: dict[str, Any] = field(default_factory=dict)
+    now: dt.datetime = field(default_factory=lambda: dt.datetime.now(dt.timezone.utc))
+    webhook: WebhookCaller = _real_webhook
+    transfer_ok: bool = True
+    on_heard: Callable[[str], None] | None = None
+
+    heard: list[str] = field(default_factory=list)
+    steps: list[str] = field(default_factory=list)
+    webhook_calls: list[WebhookCall] = field(default_factory=list)
+    elapsed: float = 0.0
+    caller_hung_up: bool = False
+
+    def __post_init__(self) -> None:
+        self.engine = FlowEngine(self.loaded.flow, variables=dict(self.variables), clock=lambda: self._clock())
+        self._timers: dict[int, float] = {}
+        self._events: list[fe.Event] = []
+        self._recording_since: float | None = None
+        self._recording_until: float | None = None
+
+    def _clock(self) -> dt.datetime:
+        return self.now + dt.timedelta(seconds=self.elapsed)
+
+    @property
+    def finished(self) -> bool:
+        return self.engine.finished or self.caller_hung_up
+
+    @property
+    def outcome(self) -> str:
+        if self.engine.outcome:
+            return self.engine.outcome
+        return "caller-hangup" if self.caller_hung_up else "in-progress"
+
+    @property
+    def step(self) -> str | None:
+        return self.engine.step_id
+
+    # --- the caller
+    async def start(self) -> None:
+        await self._run(self.engine.start())
+        await self._drain()
+
+    async def line(self, text: str) -> None:
+        """One line of the caller: `#12` keys, `silence [N]`, `hangup`, or speech."""
+        text = text.strip()
+        silence = _SILENCE.match(text)
+        if not text or silence:
+            await self.silence(float(silence.group(1)) if silence and silence.group(1) else None)
+        elif text.lower() == "hangup":
+            await self.hangup()
+        elif text.startswith("#"):
+            for digit in text[1:] or "#":  # "#12" presses 1 then 2; "#" alone presses pound
+                await self._feed(fe.Digit(digit))
+        else:
+            await self.speak(text)
+
+    async def speak(self, text: str) -> None:
+        self.elapsed += SPEECH_SECONDS_PER_WORD * max(1, len(text.split()))
+        await self._due()
+        if not self.finished:
+            await self._feed(fe.Speech(text))
+
+    async def silence(self, seconds: float | None = None) -> None:
+        """Stay silent for `seconds`, or until the next thing the flow waits for happens."""
+        if seconds is None:
+            upcoming = list(self._timers.values()) + ([self._recording_until] if self._recording_until else [])
+            seconds = max(0.0, min(upcoming) - self.elapsed) if upcoming else 0.0
+        target = self.elapsed + seconds
+        await self._due(target)
+        self.elapsed = max(self.elapsed, target)
+
+    async def hangup(self) -> None:
+        if self._recording_since is not None:
+            await self._run([fe.StopRecording()])  # a message left by hanging up is kept
+            await self._drain()
+        self.caller_hung_up = True
+
+    # --- the flow
+    async def _due(self, until: float | None = None) -> None:
+        until = self.elapsed if until is None else until
+        while not self.finished:
+            due = sorted((at, timer) for timer, at in self._timers.items() if at <= until)
+            recording_due = self._recording_until is not None and self._recording_until <= until
+            if recording_due and (not due or self._recording_until <= due[0][0]):  # type: ignore[operator]
+                self.elapsed = max(self.elapsed, self._recording_until or 0.0)
+                await self._run([fe.StopRecording()])
+                await self._drain()
+                continue
+            if not due:
+                return
+            at, timer = due[0]
+            del self._timers[timer]
+            self.elapsed = max(self.elapsed, at)
+            await self._feed(fe.TimerFired(timer))
+
+    async def _feed(self, event: fe.Event) -> None:
+        self._events.append(event)
+        await self._drain()
+
+    async def _drain(self) -> None:
+        while self._events and not self.engine.finished:
+            await self._run(self.engine.handle(self._events.pop(0)))
+
+    def _hear(self, text: str) -> None:
+        self.heard.append(text)
+        if self.on_heard:
+            self.on_heard(text)
+
+    async def _run(self, actions: list[fe.Action]) -> None:
+        for action in actions:
+            if isinstance(action, fe.EnterStep):
+                self.steps.append(action.step)
+            elif isinstance(action, fe.Say):
+                self._hear(action.text)
+                self._events.append(fe.PlaybackDone())
+            elif isinstance(action, fe.PlayFile):
+                self._hear(f"[audio {action.path}]")
+                self._events.append(fe.PlaybackDone())
+            elif isinstance(action, fe.PlayHold):
+                self._hear("[hold music]")
+            elif isinstance(action, fe.StartTimer):
+                self._timers[action.timer] = self.elapsed + action.seconds
+            elif isinstance(action, fe.CallWebhook):
+                self.webhook_calls.append(WebhookCall(action.url, dict(action.payload)))
+                self._events.append(await self.webhook(action.url, action.payload, action.timeout))
+            elif isinstance(action, fe.StartRecording):
+                if action.beep:
+                    self._hear("[beep]")
+                self._recording_since = self.elapsed
+                self._recording_until = self.elapsed + action.max_seconds
+            elif isinstance(action, fe.StopRecording) and self._recording_since is not None:
+                seconds = self.elapsed - self._recording_since
+                self._recording_since = self._recording_until = None
+                self._events.append(fe.RecordingDone(seconds))
+            elif isinstance(action, fe.Transfer):
+                self._events.append(fe.TransferDone(self.transfer_ok, None if self.transfer_ok else "503 Busy"))
+            # StopSpeaking, Listen, StopListening, SetVariable, Escalated, Hangup: nothing to do in text
