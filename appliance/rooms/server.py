@@ -114,7 +114,14 @@ class ParticipantServer:
                         if participant is not None and participant.track is not None and len(pcm) == FRAME_BYTES:
                             participant.track.write_frame(pcm)
                 elif kind == p.KIND_CONTROL:
-                    await self._control(worker, p.decode_control(body))
+                    message = p.decode_control(body)
+                    try:
+                        await self._control(worker, message)
+                    except ProtocolError:
+                        raise
+                    except Exception:
+                        # Our bug in one call's handling must not drop every call on the worker.
+                        log.exception("control message failed", extra=log_extra(worker=worker.name, type=message.type))
                 else:
                     raise ProtocolError(f"unknown frame kind {kind}")
         except (asyncio.IncompleteReadError, ConnectionError):

@@ -47,9 +47,15 @@ def test_baresip_hears_the_greeting_and_the_box_hears_baresip(appliance, tmp_pat
 
     # What the caller heard, recognised with only the words the flow can say.
     assert result.heard is not None, result.output
-    heard = transcribe(baresip.pcm16k(result.heard), phrases_grammar(_prompts(ROOT / "flows/default.yaml")))
+    pcm = baresip.pcm16k(result.heard)
+    assert len(pcm) / 32000 > STAY_S - 2, (len(pcm) / 32000, call, result.output)
+    grammar = phrases_grammar(_prompts(ROOT / "flows/default.yaml"))
+    heard = transcribe(pcm, grammar)
     words = heard.split()
     assert "welcome" in words and {"sales", "support"} & set(words), heard
+    # The control: the grammar does not force those words onto any speech, e.g. the caller's.
+    caller = baresip.pcm16k(microphone.path)[: round(microphone.speech_s + 0.5) * 32000]
+    assert not {"welcome", "sales", "support"} & set(transcribe(caller, grammar).split())
 
     # The box's recording: left is the caller, so baresip's sentence, then its silence.
     with wave.open(call["recording_path"]) as w:
