@@ -119,7 +119,11 @@ class HttpApi:
         call = self._call_or_error(request)
         if isinstance(call, web.Response):
             return call
-        body = dataclasses.asdict(call) | {"duration_s": call.duration_s, "events": list(self.storage.events(call.id))}
+        body = dataclasses.asdict(call) | {
+            "duration_s": call.duration_s,
+            "events": list(self.storage.events(call.id)),
+            "recordings": self.storage.recordings(call.id),
+        }
         return web.Response(text=json.dumps(body, default=str), content_type="application/json")
 
     async def recording(self, request: web.Request) -> web.StreamResponse:
