@@ -36,6 +36,24 @@ def _header(message: str, name: str) -> str | None:
     return match.group(1).strip() if match else None
 
 
+_PJ_LEVELS = {0: logging.CRITICAL, 1: logging.ERROR, 2: logging.WARNING, 3: logging.INFO}
+
+
+class PjLogWriter(pj.LogWriter):
+    """pjsua's own log lines, into our structured log (it would print its own format otherwise)."""
+
+    def __init__(self, worker: str):
+        super().__init__()
+        self.worker = worker
+        self.log = logging.getLogger("sip.pjsua")
+
+    def write(self, entry: pj.LogEntry) -> None:
+        message = entry.msg.strip()
+        if message:
+            level = _PJ_LEVELS.get(entry.level, logging.DEBUG)
+            self.log.log(level, message, extra={"fields": {"worker": self.worker}})
+
+
 @dataclass
 class EndpointSettings:
     name: str
@@ -173,6 +191,9 @@ class PjThread(threading.Thread):
         cfg.uaConfig.userAgent = "Switchboard"
         cfg.logConfig.level = 2
         cfg.logConfig.consoleLevel = 2
+        cfg.logConfig.decor = 0  # time, level and thread come from our log format
+        self._log_writer = PjLogWriter(s.name)  # kept referenced: pjsua holds it until libDestroy
+        cfg.logConfig.writer = self._log_writer
         med = cfg.medConfig
         med.clockRate = SAMPLE_RATE
         med.sndClockRate = SAMPLE_RATE

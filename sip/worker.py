@@ -41,6 +41,7 @@ class Worker:
         self.pj = PjThread(settings, self._from_pj)
         self.audio: dict[int, LegAudio] = {}
         self.offers: dict[int, asyncio.TimerHandle] = {}
+        self.call_ids: dict[int, str] = {}  # leg → the hub's call id, for our log lines
         self.writer: asyncio.StreamWriter | None = None
         self.stopping = asyncio.Event()
 
@@ -54,6 +55,7 @@ class Worker:
             self._send(p.Offer(leg=leg, **data))
         elif kind == "answered":
             self.audio[leg] = LegAudio(data["received"], data["playout"])
+            log.info("call leg answered", extra=log_extra(call_id=self.call_ids.get(leg), leg=leg, codec=data["codec"]))
             self._send(p.Answered(leg=leg, codec=data["codec"]))
         elif kind == "dtmf":
             self._send(p.Dtmf(leg=leg, **data))
@@ -61,6 +63,7 @@ class Worker:
             self._send(p.TransferResult(leg=leg, **data))
         elif kind == "ended":
             self.audio.pop(leg, None)
+            log.info("call leg ended", extra=log_extra(call_id=self.call_ids.pop(leg, None), leg=leg, reason=data["reason"]))
             timer = self.offers.pop(leg, None)
             if timer:
                 timer.cancel()
@@ -130,6 +133,8 @@ class Worker:
             if timer is None:
                 return  # timed out already
             timer.cancel()
+            if message.call_id:
+                self.call_ids[message.leg] = message.call_id
             self.pj.submit(lambda: self.pj.answer(message.leg, message.code))
         elif isinstance(message, p.Hangup):
             self.pj.submit(lambda: self.pj.hangup(message.leg, message.reason))

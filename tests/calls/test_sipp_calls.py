@@ -71,3 +71,12 @@ def test_16_concurrent_calls_each_with_record_and_recording(appliance_factory, t
         left, right, seconds = _channels(call["recording_path"])
         assert seconds > 4
         assert _rms(right) > 300 and _rms(left) > 100
+
+
+def test_dtmf_by_sip_info_takes_the_support_branch(appliance, tmp_path: Path) -> None:
+    result = run_sipp(caller_scenario(tmp_path, "2", method="info"), appliance.sip_port, tmp_path)
+    assert result.successful == 1, result.output
+    (call,) = appliance.wait_calls_closed(1)
+    events = appliance.call(call["id"])["events"]
+    assert {"digit": "2", "method": "info"} in [e["data"] for e in events if e["kind"] == "dtmf"]
+    assert [e["data"]["step"] for e in events if e["kind"] == "step"][-2:] == ["support", "done"]

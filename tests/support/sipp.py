@@ -21,11 +21,34 @@ def dtmf_action(digit: str | None) -> str:
     return f'<nop><action><exec play_pcap_audio="{PCAPS}/dtmf_2833_{name}.pcap"/></action></nop>'
 
 
-def caller_scenario(directory: Path, digit: str | None = "1", wait_ms: int = 4000, bye_timeout_ms: int = 20000) -> Path:
+def info_dtmf(digit: str) -> str:
+    """DTMF as SIP INFO (application/dtmf-relay), in the dialog, along the route set."""
+    return f"""<send><![CDATA[
+      INFO [next_url] SIP/2.0
+      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+      From: "Test Caller" <sip:+15550100[call_number]@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
+      To: <sip:[service]@[remote_ip]:[remote_port]>[peer_tag_param]
+      Call-ID: [call_id]
+      [routes]
+      CSeq: 2 INFO
+      Contact: sip:sipp@[local_ip]:[local_port]
+      Max-Forwards: 70
+      Content-Type: application/dtmf-relay
+      Content-Length: [len]
+
+      Signal={digit}
+      Duration=160
+    ]]></send>
+  <recv response="200"/>"""
+
+
+def caller_scenario(directory: Path, digit: str | None = "1", wait_ms: int = 4000, bye_timeout_ms: int = 20000,
+                    method: str = "rfc4733") -> Path:
+    dtmf = info_dtmf(digit) if method == "info" and digit else dtmf_action(digit)
     text = Template((SCENARIOS / "caller.xml").read_text()).substitute(
-        WAIT_MS=wait_ms, DTMF=dtmf_action(digit), BYE_TIMEOUT_MS=bye_timeout_ms
+        WAIT_MS=wait_ms, DTMF=dtmf, BYE_TIMEOUT_MS=bye_timeout_ms
     )
-    path = directory / f"caller_{digit or 'none'}.xml"
+    path = directory / f"caller_{digit or 'none'}_{method}.xml"
     path.write_text(text)
     return path
 
