@@ -91,7 +91,7 @@ class Expression:
 def _number(value: Any) -> float:
     try:
         return float(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         return 0.0
 
 
@@ -104,6 +104,8 @@ def _compare(op: ast.cmpop, left: Any, right: Any) -> bool:
         if isinstance(left, (int, float)) or isinstance(right, (int, float)):
             try:
                 left, right = float(left), float(right)
+            except OverflowError:
+                pass  # an int too large for a float: Python compares it with the other number exactly
             except (TypeError, ValueError):
                 return isinstance(op, ast.NotEq)
     try:

@@ -31,7 +31,7 @@ def match(text: str, intents: dict[str, list[str]]) -> str | None:
             if not wanted:
                 continue
             joined = " ".join(said)
-            if " ".join(wanted) in joined:
+            if f" {' '.join(wanted)} " in f" {joined} ":  # whole words: "no" is not in "i know"
                 score = 1.0 + len(wanted) / 100  # a longer exact phrase wins
             else:
                 score = len(said_set & set(wanted)) / len(set(wanted))

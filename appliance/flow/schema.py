@@ -123,7 +123,7 @@ class Hours(_Model):
     @classmethod
     def _valid_week(cls, value: dict[str, list[str]]) -> dict[str, list[str]]:
         for days, ranges in value.items():
-            for day in days.split("-"):
+            for day in days.split("-", 1):  # "mon-wed-fri" is not a range
                 if day not in DAYS:
                     raise ValueError(f"{days!r}: days are {', '.join(DAYS)} or a range like mon-fri")
             for span in ranges:

@@ -31,7 +31,7 @@ async def call_webhook(url: str, payload: dict[str, Any], timeout: float, call_i
                     return _failed(url, "reply too large", call_id)
                 try:
                     data = json.loads(body) if body.strip() else {}
-                except ValueError:
+                except (ValueError, RecursionError):  # RecursionError: deeply nested JSON
                     return _failed(url, "reply is not JSON", call_id)
                 if not isinstance(data, dict):
                     return _failed(url, "reply is not a JSON object", call_id)
