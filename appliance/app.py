@@ -17,6 +17,8 @@ from appliance.config import Config
 from appliance.console.http import HttpApi
 from appliance.flow.library import FlowLibrary
 from appliance.observability.logging import log_extra
+from appliance.personas.dispatcher import PersonaDispatcher
+from appliance.personas.pool import PersonaPool
 from appliance.recording.wavfile import repair
 from appliance.rooms.hub import Hub
 from appliance.rooms.server import ParticipantServer
@@ -39,14 +41,18 @@ class Appliance:
         self.tokens = TokenAuthority(config.auth.api_key, config.api_secret())
         self.tts = EspeakTTS()
         self.hub = Hub()
-        self.calls = CallManager(config, self.hub, self.storage, self.flows, self.tts)
-        self.server = ParticipantServer(self.hub, self.tokens, self.calls)
+        self.personas = PersonaDispatcher(self.storage)
+        self.calls = CallManager(config, self.hub, self.storage, self.flows, self.tts, self.personas)
+        self.server = ParticipantServer(self.hub, self.tokens, self.calls, self.personas)
         self.http = HttpApi(self.storage, self.tokens, config.recordings_dir, self.health)
         self.gateway = Gateway(config, lambda name: self.tokens.mint(f"sip-{name}", "sip"))
+        self.persona_pool = PersonaPool(config, lambda name: self.tokens.mint(f"agent-{name}", "agent"))
 
     def health(self) -> dict[str, Any]:
         up = len(self.server.workers)
-        return {"ok": up > 0, "workers_up": up, "workers": len(self.gateway.specs), "calls_active": len(self.calls.calls)}
+        return {"ok": up > 0, "workers_up": up, "workers": len(self.gateway.specs),
+                "personas_up": len(self.personas.agents), "personas": len(self.persona_pool.names),
+                "calls_active": len(self.calls.calls)}
 
     def _recover(self) -> None:
         for call in self.storage.close_orphans("appliance-restart"):
@@ -59,6 +65,7 @@ class Appliance:
         self.hub.start()
         await self.server.start(self.config.hub_socket)
         await self.http.start(self.config.http.host, self.config.http.port)
+        await self.persona_pool.start()
         await self.gateway.start()
         self.flows.start_watching(self.config.flows_reload_s)
         log.info(
@@ -72,6 +79,7 @@ class Appliance:
         self.calls.shutdown()
         await asyncio.sleep(0.2)  # let the hang-ups reach the workers
         await self.gateway.stop()
+        await self.persona_pool.stop()
         await self.http.stop()
         await self.server.stop()
         await self.hub.stop()

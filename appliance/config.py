@@ -85,6 +85,12 @@ class TransfersConfig(_Model):
     allowed: list[str] = Field(default_factory=list, description="fnmatch patterns of SIP URIs or numbers")
 
 
+class PersonasConfig(_Model):
+    workers: int = Field(1, ge=0, le=32, description="persona worker processes (0: no AI personas)")
+    sessions_per_worker: int = Field(4, ge=1, le=32)
+    endpointing_s: float = Field(0.3, ge=0.05, le=3.0, description="silence that ends the caller's turn")
+
+
 class Config(_Model):
     sip: SipConfig = Field(default_factory=SipConfig)
     http: HttpConfig = Field(default_factory=HttpConfig)
@@ -94,6 +100,7 @@ class Config(_Model):
     )
     numbers: dict[str, str] = Field(default_factory=lambda: {"100": "default"}, description="number → flow")
     webhooks: WebhooksConfig = Field(default_factory=WebhooksConfig)
+    personas: PersonasConfig = Field(default_factory=PersonasConfig)
     transfers: TransfersConfig = Field(default_factory=TransfersConfig)
     flows_reload_s: float = Field(1.0, ge=0, description="how often flows/ is checked for edits; 0 = never")
     data_dir: Path = Path("data")

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sip.process import die_with_parent
+from appliance.core.processes import die_with_parent
 
 __all__ = ["EdgeTrunk", "EdgeSettings", "EdgeStartError", "Edge", "render_config", "render_dispatcher"]
 

@@ -302,6 +302,11 @@ class PjThread(threading.Thread):
         except pj.Error as exc:
             self.emit("transfer_result", leg_id, {"ok": False, "code": exc.status, "reason": exc.reason})
 
+    def send_dtmf(self, leg_id: int, digits: str) -> None:
+        leg = self.legs.get(leg_id)
+        if leg is not None and leg.answered:
+            leg.call.dialDtmf(digits)  # RFC 4733 by default
+
     def media_active(self, leg_id: int, call: WorkerCall, index: int) -> None:
         leg = self.legs.get(leg_id)
         if leg is None or leg.port is not None:

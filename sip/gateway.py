@@ -10,20 +10,18 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import signal
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
 from appliance.config import Config
-from appliance.observability.logging import log_extra
+from appliance.core.processes import ProcessPool, die_with_parent
 from sip.edge import Edge, EdgeSettings, EdgeTrunk
-from sip.process import die_with_parent
+
 
 log = logging.getLogger(__name__)
 
-RESTART_BACKOFF_S = (0.2, 1.0, 5.0)
 
 @dataclass
 class WorkerSpec:
@@ -41,10 +39,7 @@ class Gateway:
             WorkerSpec(f"w{i + 1}", sip.worker_base_port + i, sip.rtp_port_start + i * sip.rtp_ports_per_worker)
             for i in range(sip.workers)
         ]
-        self.processes: dict[str, asyncio.subprocess.Process] = {}
-        self.restarts: dict[str, int] = {spec.name: 0 for spec in self.specs}
-        self._tasks: list[asyncio.Task[None]] = []
-        self._stopping = False
+        self.pool = ProcessPool("sip-worker")
         self.edge = Edge(
             EdgeSettings(
                 listen_host=sip.listen_host,
@@ -62,27 +57,15 @@ class Gateway:
 
     async def start(self) -> None:
         for spec in self.specs:
-            self._tasks.append(asyncio.get_running_loop().create_task(self._supervise(spec)))
+            self.pool.start(spec.name, lambda spec=spec: self._spawn(spec))
         await self.edge.start()
 
     async def stop(self) -> None:
-        self._stopping = True
         await self.edge.stop()
-        for process in list(self.processes.values()):
-            if process.returncode is None:
-                process.send_signal(signal.SIGTERM)
-        for process in list(self.processes.values()):
-            try:
-                await asyncio.wait_for(process.wait(), timeout=10)
-            except asyncio.TimeoutError:
-                process.kill()
-                await process.wait()
-        for task in self._tasks:
-            task.cancel()
+        await self.pool.stop()
 
     def pid(self, name: str) -> int | None:
-        process = self.processes.get(name)
-        return process.pid if process and process.returncode is None else None
+        return self.pool.pid(name)
 
     async def _spawn(self, spec: WorkerSpec) -> asyncio.subprocess.Process:
         sip = self.config.sip
@@ -103,20 +86,3 @@ class Gateway:
         root = str(Path(__file__).resolve().parent.parent)
         env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
         return await asyncio.create_subprocess_exec(*args, env=env, preexec_fn=die_with_parent)
-
-    async def _supervise(self, spec: WorkerSpec) -> None:
-        failures = 0
-        while not self._stopping:
-            process = await self._spawn(spec)
-            self.processes[spec.name] = process
-            log.info("sip worker spawned", extra=log_extra(worker=spec.name, pid=process.pid))
-            started = asyncio.get_running_loop().time()
-            code = await process.wait()
-            if self._stopping:
-                return
-            self.restarts[spec.name] += 1
-            lived = asyncio.get_running_loop().time() - started
-            failures = 0 if lived > 30 else failures + 1
-            delay = RESTART_BACKOFF_S[min(failures, len(RESTART_BACKOFF_S) - 1)]
-            log.error("sip worker exited; restarting", extra=log_extra(worker=spec.name, code=code, delay_s=delay))
-            await asyncio.sleep(delay)

@@ -140,6 +140,8 @@ class Worker:
             self.pj.submit(lambda: self.pj.hangup(message.leg, message.reason))
         elif isinstance(message, p.Transfer):
             self.pj.submit(lambda: self.pj.transfer(message.leg, message.to))
+        elif isinstance(message, p.SendDtmf):
+            self.pj.submit(lambda: self.pj.send_dtmf(message.leg, message.digits))
 
     def _set_accepting(self, value: bool) -> None:
         self.pj.accepting = value

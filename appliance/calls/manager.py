@@ -11,7 +11,7 @@ import re
 from dataclasses import dataclass, field
 
 from appliance.calls.admission import admit
-from appliance.calls.runner import FlowRunner
+from appliance.calls.runner import CallControl, CallServices, FlowRunner
 from appliance.config import Config
 from appliance.core.clock import iso_now, utcnow
 from appliance.core.ids import new_call_id
@@ -19,6 +19,7 @@ from appliance.flow.engine import FlowEngine
 from appliance.flow.library import FlowLibrary
 from appliance.flow.loader import LoadedFlow
 from appliance.observability import metrics
+from appliance.personas.dispatcher import PersonaDispatcher
 from appliance.observability.logging import log_extra
 from appliance.recording.recorder import Recorder, recording_path
 from appliance.rooms import protocol as p
@@ -43,13 +44,18 @@ class Call:
 
 
 class CallManager:
-    def __init__(self, config: Config, hub: Hub, storage: Storage, flows: FlowLibrary, tts: EspeakTTS):
+    def __init__(self, config: Config, hub: Hub, storage: Storage, flows: FlowLibrary, tts: EspeakTTS,
+                 personas: PersonaDispatcher):
         self.config = config
         self.hub = hub
         self.storage = storage
         self.flows = flows
-        self.tts = tts
         self.calls: dict[str, Call] = {}
+        self.services = CallServices(
+            tts=tts, storage=storage, personas=personas, flows_dir=config.flows_dir,
+            recording_dir=config.recordings_dir, transfers_allowed=config.transfers.allowed,
+            persona_fallback=flows.persona_fallback,
+        )
 
     def _call(self, worker: WorkerConnection, leg: int) -> Call | None:
         participant = worker.legs.get(leg)
@@ -102,14 +108,12 @@ class CallManager:
         self.storage.add_event(call.id, "answered", {"codec": message.codec})
         call.recorder = Recorder(call.room, caller=call.leg.identity, path=path)
         engine = FlowEngine(call.flow.flow, variables=dict(call.variables))
-        call.runner = FlowRunner(
-            call.id, call.room, engine, self.tts, self.storage,
+        control = CallControl(
             hangup=lambda reason: self._hangup(call, reason),
             transfer=lambda to: self._transfer(call, to),
-            flows_dir=self.config.flows_dir,
-            recording_dir=self.config.recordings_dir,
-            caller=call.leg.identity,
+            send_dtmf=call.leg.send_dtmf,
         )
+        call.runner = FlowRunner(call.id, call.room, engine, self.services, control, caller=call.leg.identity)
         call.runner.start()
         log.info("call answered", extra=log_extra(call_id=call.id, codec=message.codec))
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -25,6 +26,8 @@ from appliance.speech import tones
 from appliance.speech.audiofile import load_wav
 from appliance.speech.recognizer import Recognizer
 from appliance.speech.tts import EspeakTTS
+from appliance.flow.checker import allowed
+from appliance.personas.dispatcher import PersonaDispatcher, PersonaJob
 from appliance.storage import Storage
 from appliance.core.audio import SAMPLE_RATE, duration_s
 
@@ -73,30 +76,46 @@ class _Voicemail:
         return self.writer.duration_s
 
 
+@dataclass
+class CallServices:
+    """What every call's runner uses, built once by the call manager."""
+
+    tts: EspeakTTS
+    storage: Storage
+    personas: PersonaDispatcher
+    flows_dir: Path
+    recording_dir: Path
+    transfers_allowed: list[str]
+    persona_fallback: Callable[[str], str]  # persona name → what to say when it fails
+
+
+@dataclass
+class CallControl:
+    """What the runner may do to the caller's SIP leg."""
+
+    hangup: Callable[[str], None]
+    transfer: Callable[[str], None]
+    send_dtmf: Callable[[str], None]
+
+
 class FlowRunner:
-    def __init__(
-        self,
-        call_id: str,
-        room: Room,
-        engine: FlowEngine,
-        tts: EspeakTTS,
-        storage: Storage,
-        hangup: Callable[[str], None],
-        transfer: Callable[[str], None],
-        flows_dir: Path,
-        recording_dir: Path,
-        caller: str = "caller",
-    ):
+    def __init__(self, call_id: str, room: Room, engine: FlowEngine, services: CallServices,
+                 control: CallControl, caller: str = "caller"):
         self.call_id = call_id
         self.room = room
         self.engine = engine
-        self.tts = tts
-        self.storage = storage
-        self._hangup = hangup
-        self._transfer = transfer
-        self.flows_dir = flows_dir
-        self.recording_dir = recording_dir
+        self.services = services
+        self.tts = services.tts
+        self.storage = services.storage
+        self._hangup = control.hangup
+        self._transfer = control.transfer
+        self._send_dtmf = control.send_dtmf
+        self.flows_dir = services.flows_dir
+        self.recording_dir = services.recording_dir
         self.caller = caller
+        self._persona: PersonaJob | None = None
+        self._persona_variables: dict[str, Any] = {}
+        self._persona_transfer = False
         self.voice = Participant("flow", kind="flow", subscribe=False)
         self.track = AudioTrack("flow-voice")
         room.join(self.voice)
@@ -124,6 +143,7 @@ class FlowRunner:
             fe.StartRecording: self._start_recording,
             fe.StopRecording: self._stop_recording,
             fe.Transfer: self._ask_transfer,
+            fe.StartPersona: self._start_persona,
             fe.Hangup: self._do_hangup,
         }
 
@@ -141,11 +161,20 @@ class FlowRunner:
             self.room.observers.remove(self)
         self._stop_listening(None)
         self._finish_voicemail()
+        if self._persona is not None:
+            self.services.personas.release(self._persona)
+            self._persona = None
 
     def dtmf(self, digit: str) -> None:
         self._events.put_nowait(fe.Digit(digit))
 
     def transfer_done(self, ok: bool, error: str | None) -> None:
+        if self._persona_transfer:
+            # The persona asked for it: success ends the call, failure is the persona's failure.
+            self._persona_transfer = False
+            if not ok:
+                self._events.put_nowait(fe.PersonaDone("failed", {"transfer_error": error or "failed"}))
+            return
         self._events.put_nowait(fe.TransferDone(ok, error))
 
     def on_tick(self, view: TickView) -> None:
@@ -280,6 +309,47 @@ class FlowRunner:
     def _ask_transfer(self, action: fe.Transfer) -> None:
         self.storage.add_event(self.call_id, "transfer", {"to": action.to, "mode": action.mode})
         self._transfer(action.to)
+
+    def _start_persona(self, action: fe.StartPersona) -> None:
+        self._persona_variables = {}
+        job = self.services.personas.start(self.call_id, self.room, action.name, action.variables,
+                                           on_exit=self._persona_exit, on_action=self._persona_action)
+        if job is None:
+            self._persona_exit("failed", {"persona_error": "no persona worker available"}, action.name)
+            return
+        self._persona = job
+
+    def _persona_exit(self, exit_: str, variables: dict[str, Any], name: str | None = None) -> None:
+        persona = name or (self._persona.persona if self._persona else "")
+        self._persona = None
+        variables = {**self._persona_variables, **variables}
+        if exit_ == "failed":
+            # Never leave the caller in silence: say something now, then take the failed branch.
+            text = self.services.persona_fallback(persona)
+            self.storage.add_event(self.call_id, "say", {"text": text})
+            pcm = self.tts.synthesize(text)
+            self._speech += 1
+            self.track.write(pcm)
+            self.track.mark(lambda: self._events.put_nowait(fe.PersonaDone(exit_, variables)))
+        else:
+            self._events.put_nowait(fe.PersonaDone(exit_, variables))
+
+    def _persona_action(self, action: str, arguments: dict[str, Any]) -> None:
+        self.storage.add_event(self.call_id, "persona_action", {"action": action, "arguments": arguments})
+        if action == "set_variable" and isinstance(arguments.get("name"), str):
+            self._persona_variables[arguments["name"]] = arguments.get("value")
+        elif action == "send_dtmf":
+            self._send_dtmf(str(arguments.get("digits", "")))
+        elif action == "transfer":
+            to = str(arguments.get("to", ""))
+            if not allowed(to, self.services.transfers_allowed):
+                self.storage.add_event(self.call_id, "transfer_refused", {"to": to})
+                return
+            if self._persona is not None:
+                self.services.personas.release(self._persona)
+                self._persona = None
+            self._persona_transfer = True
+            self._transfer(to)
 
     async def _do_hangup(self, action: fe.Hangup) -> None:
         await asyncio.sleep(HANGUP_GRACE_S)

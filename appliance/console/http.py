@@ -123,6 +123,7 @@ class HttpApi:
             "duration_s": call.duration_s,
             "events": list(self.storage.events(call.id)),
             "recordings": self.storage.recordings(call.id),
+            "transcript": self.storage.transcripts(call.id),
         }
         return web.Response(text=json.dumps(body, default=str), content_type="application/json")
 

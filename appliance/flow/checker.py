@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from appliance.config import TransfersConfig, WebhooksConfig
 from appliance.core.errors import Problem
 from appliance.flow.expressions import Expression, ExpressionError
 from appliance.flow.schema import Flow
@@ -30,9 +31,10 @@ class FlowContext:
     directory: Path | None = None
     queues: set[str] = field(default_factory=set)
     personas: set[str] = field(default_factory=set)
-    webhooks_allowed: list[str] = field(default_factory=list)
-    transfers_allowed: list[str] = field(default_factory=list)
-    personas_supported: bool = False
+    # Without an explicit policy, the appliance's default one (appliance.yaml's defaults).
+    webhooks_allowed: list[str] = field(default_factory=lambda: WebhooksConfig().allowed)
+    transfers_allowed: list[str] = field(default_factory=lambda: TransfersConfig().allowed)
+    personas_supported: bool = True
 
 
 def allowed(value: str, patterns: list[str]) -> bool:

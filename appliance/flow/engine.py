@@ -60,7 +60,15 @@ class TransferDone:
     error: str | None = None
 
 
-Event = Union[PlaybackDone, Digit, Speech, TimerFired, WebhookDone, RecordingDone, TransferDone]
+@dataclass(frozen=True)
+class PersonaDone:
+    """The persona let go of the caller: `exit` is resolved, human or failed."""
+
+    exit: str
+    variables: dict[str, Any] = field(default_factory=dict)
+
+
+Event = Union[PlaybackDone, Digit, Speech, TimerFired, WebhookDone, RecordingDone, TransferDone, PersonaDone]
 
 
 # actions (engine → runner)
@@ -149,12 +157,18 @@ class Transfer:
 
 
 @dataclass(frozen=True)
+class StartPersona:
+    name: str
+    variables: dict[str, Any]
+
+
+@dataclass(frozen=True)
 class Hangup:
     reason: str
 
 
 Action = Union[EnterStep, Say, PlayFile, PlayHold, StopSpeaking, StartTimer, Listen, StopListening,
-               SetVariable, CallWebhook, Escalated, StartRecording, StopRecording, Transfer, Hangup]
+               SetVariable, CallWebhook, Escalated, StartRecording, StopRecording, Transfer, StartPersona, Hangup]
 
 
 @dataclass
@@ -167,6 +181,7 @@ class _Wait:
     webhook: bool = False
     recording: bool = False
     transfer: bool = False
+    persona: bool = False
 
 
 def _utcnow() -> dt.datetime:
@@ -399,11 +414,22 @@ class FlowEngine:
         return step.hours.open if opened else step.hours.closed
 
     def _enter_persona(self, step: Step) -> str | None:
-        # The persona runtime is not part of this version; the checker refuses persona steps,
-        # and a flow that gets here anyway takes its `failed` exit rather than leave silence.
         assert step.persona is not None
-        self._set("persona_error", "persona runtime not available")
-        return step.persona.failed
+        self._out.append(StartPersona(step.persona.name, dict(self.variables)))
+        self._wait.persona = True
+        # Keys still reach the flow (and are logged); the persona hears the caller's voice.
+        return None
+
+    def _on_persona(self, event: PersonaDone) -> None:
+        if not self._wait.persona:
+            return
+        self._wait.persona = False
+        persona = self.step.persona
+        assert persona is not None
+        for name, value in event.variables.items():
+            self._set(name, value)
+        target = {"resolved": persona.resolved, "human": persona.human}.get(event.exit, persona.failed)
+        self._go(target)
 
     def _enter_escalate(self, step: Step) -> str | None:
         escalate = step.escalate
@@ -565,6 +591,7 @@ _HANDLERS: dict[type, Callable[[FlowEngine, Any], None]] = {
     WebhookDone: FlowEngine._on_webhook,
     RecordingDone: FlowEngine._on_recording,
     TransferDone: FlowEngine._on_transfer,
+    PersonaDone: FlowEngine._on_persona,
 }
 
 

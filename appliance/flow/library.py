@@ -12,7 +12,8 @@ import logging
 from pathlib import Path
 
 from appliance.core.errors import FlowError
-from appliance.flow.loader import LoadedFlow, load_dir
+from appliance.flow.loader import PERSONAS_DIR, LoadedFlow, load_dir, load_personas
+from appliance.flow.persona import Persona
 from appliance.observability import metrics
 from appliance.observability.logging import log_extra
 
@@ -24,13 +25,20 @@ class FlowLibrary:
                  transfers_allowed: list[str] | None = None):
         self.directory = directory
         self.webhooks_allowed = list(webhooks_allowed or [])
-        self.transfers_allowed = list(transfers_allowed or [])
+        self.transfers_allowed = list(transfers_allowed or [])  # the appliance always checks its policy
+        self.personas: dict[str, Persona] = {}
         self.flows: dict[str, LoadedFlow] = self._load()
         self._stamp = self._fingerprint()
         self._task: asyncio.Task[None] | None = None
 
     def _load(self) -> dict[str, LoadedFlow]:
-        return load_dir(self.directory, self.webhooks_allowed, self.transfers_allowed)
+        flows = load_dir(self.directory, self.webhooks_allowed, self.transfers_allowed)
+        self.personas = load_personas(self.directory / PERSONAS_DIR)  # checked by load_dir already
+        return flows
+
+    def persona_fallback(self, name: str) -> str:
+        persona = self.personas.get(name)
+        return persona.fallback_prompt if persona else Persona.model_fields["fallback_prompt"].default
 
     def get(self, name: str) -> LoadedFlow | None:
         return self.flows.get(name)

@@ -10,17 +10,20 @@ import hashlib
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import yaml
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from appliance.core.errors import FlowError, Problem
-from appliance.flow.checker import FlowContext, check
+from appliance.flow.checker import FlowContext, allowed, check
+from appliance.flow.persona import Persona
 from appliance.flow.schema import Flow, Queues
 
 Path_ = tuple[Any, ...]
 QUEUES_FILE = "queues.yaml"
+PERSONAS_DIR = "personas"
+M = TypeVar("M", bound=BaseModel)
 
 
 @dataclass(frozen=True)
@@ -160,36 +163,84 @@ def load_file(path: Path, context: FlowContext | None = None) -> LoadedFlow:
     return LoadedFlow(flow=flow, file=str(path), version=hashlib.sha256(data).hexdigest()[:12])
 
 
-def load_queues(path: Path) -> Queues:
-    """flows/queues.yaml: the queues escalations may name (an absent file means none)."""
-    if not path.exists():
-        return Queues(queues={})
+def _load_model(path: Path, model: type[M]) -> M:
+    """A YAML file validated by a pydantic model, with problems at file:line:col."""
     _, text = _read(path)
     pos = _Positions(str(path))
     problems: list[Problem] = []
     try:
-        raw = _build(yaml.compose(text, Loader=yaml.SafeLoader), (), pos, problems) if text.strip() else {}
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
     except yaml.YAMLError as exc:
         raise FlowError([_yaml_problem(str(path), exc)]) from exc
+    raw = _build(node, (), pos, problems) if node is not None else {}
     try:
-        queues = Queues.model_validate(raw)
+        result = model.model_validate(raw)
     except ValidationError as exc:
-        problems += [pos.at(tuple(e["loc"]), _pydantic_message(e)) for e in exc.errors()]
+        for error in exc.errors():
+            loc = tuple(p for p in error["loc"] if not str(p).startswith("function-"))
+            problems.append(pos.at(loc, _pydantic_message(error)))
+        raise FlowError(_sorted(problems)) from exc
     if problems:
         raise FlowError(_sorted(problems))
-    return queues
+    return result
+
+
+def load_queues(path: Path) -> Queues:
+    """flows/queues.yaml: the queues escalations may name (an absent file means none)."""
+    return _load_model(path, Queues) if path.exists() else Queues(queues={})
+
+
+def load_personas(directory: Path) -> dict[str, Persona]:
+    """flows/personas/*.yaml, each named as its file; all problems at once."""
+    personas: dict[str, Persona] = {}
+    problems: list[Problem] = []
+    for path in sorted(directory.glob("*.yaml")) if directory.is_dir() else []:
+        try:
+            persona = _load_model(path, Persona)
+        except FlowError as exc:
+            problems += exc.problems
+            continue
+        if persona.name != path.stem:
+            problems.append(Problem(str(path), 1, 1, f"persona '{persona.name}' must be in personas/{persona.name}.yaml"))
+            continue
+        personas[persona.name] = persona
+    for name, persona in personas.items():
+        for target in persona.handoffs:
+            if target not in personas:
+                problems.append(Problem(str(directory / f"{name}.yaml"), 1, 1, f"hand-off to unknown persona '{target}'"))
+    if problems:
+        raise FlowError(_sorted(problems))
+    return personas
 
 
 def context_for(directory: Path, webhooks_allowed: list[str] | None = None,
                 transfers_allowed: list[str] | None = None) -> FlowContext:
-    personas = {p.stem for p in (directory / "personas").glob("*.yaml")} if (directory / "personas").is_dir() else set()
-    return FlowContext(
-        directory=directory,
-        queues=set(load_queues(directory / QUEUES_FILE).queues),
-        personas=personas,
-        webhooks_allowed=list(webhooks_allowed or []),
-        transfers_allowed=list(transfers_allowed or []),
-    )
+    problems: list[Problem] = []
+    queues: set[str] = set()
+    personas: dict[str, Persona] = {}
+    try:
+        queues = set(load_queues(directory / QUEUES_FILE).queues)
+    except FlowError as exc:
+        problems += exc.problems
+    try:
+        personas = load_personas(directory / PERSONAS_DIR)
+    except FlowError as exc:
+        problems += exc.problems
+    policy = FlowContext(directory=directory)
+    if webhooks_allowed is not None:
+        policy.webhooks_allowed = list(webhooks_allowed)
+    if transfers_allowed is not None:
+        policy.transfers_allowed = list(transfers_allowed)
+    for persona in personas.values():
+        for tool in persona.tools:
+            if not allowed(tool.url, policy.webhooks_allowed):
+                problems.append(Problem(str(directory / PERSONAS_DIR / f"{persona.name}.yaml"), 1, 1,
+                                        f"tool '{tool.name}' URL {tool.url} is not allowed (webhooks.allowed in appliance.yaml)"))
+    if problems:
+        raise FlowError(_sorted(problems))
+    policy.queues = queues
+    policy.personas = set(personas)
+    return policy
 
 
 def flow_files(directory: Path) -> list[Path]:
@@ -205,8 +256,11 @@ def load_dir(directory: Path, webhooks_allowed: list[str] | None = None,
         context = context_for(directory, webhooks_allowed, transfers_allowed)
     except FlowError as exc:
         problems += exc.problems
-        context = FlowContext(directory=directory, webhooks_allowed=list(webhooks_allowed or []),
-                              transfers_allowed=list(transfers_allowed or []))
+        context = FlowContext(directory=directory)
+        if webhooks_allowed is not None:
+            context.webhooks_allowed = list(webhooks_allowed)
+        if transfers_allowed is not None:
+            context.transfers_allowed = list(transfers_allowed)
     numbers: dict[str, str] = {}
     for path in flow_files(directory):
         try:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import struct
-from typing import Annotated, Literal, Union
+from typing import Annotated, Any, Literal, Union
 
 from pydantic import BaseModel, Field, TypeAdapter, ValidationError
 
@@ -97,8 +97,98 @@ class TransferResult(BaseModel):
     reason: str = ""
 
 
+# --- persona (agent) workers: dispatched to a room, as livekit-agents workers are
+class Dispatch(BaseModel):
+    """Hub → agent worker: join the call `call_id` as persona `persona` (job = `leg`)."""
+
+    type: Literal["dispatch"] = "dispatch"
+    leg: int
+    call_id: str
+    persona: str
+    variables: dict[str, Any] = Field(default_factory=dict)
+
+
+class Release(BaseModel):
+    """Hub → agent worker: the call ended or the flow took the caller back."""
+
+    type: Literal["release"] = "release"
+    leg: int
+
+
+class SegmentEnd(BaseModel):
+    """Agent → hub: the audio of reply `segment` is all sent; tell me when it has played."""
+
+    type: Literal["segment_end"] = "segment_end"
+    leg: int
+    segment: int
+
+
+class ClearAudio(BaseModel):
+    """Agent → hub: barge-in; drop what is queued of the current reply."""
+
+    type: Literal["clear_audio"] = "clear_audio"
+    leg: int
+    segment: int
+
+
+class Played(BaseModel):
+    """Hub → agent: how much of reply `segment` the caller really heard."""
+
+    type: Literal["played"] = "played"
+    leg: int
+    segment: int
+    seconds: float
+    interrupted: bool
+
+
+class Transcript(BaseModel):
+    type: Literal["transcript"] = "transcript"
+    leg: int
+    role: Literal["caller", "persona"]
+    text: str
+    persona: str = ""
+    interrupted: bool = False
+
+
+class ToolEvent(BaseModel):
+    type: Literal["tool_event"] = "tool_event"
+    leg: int
+    name: str
+    arguments: dict[str, Any] = Field(default_factory=dict)
+    result: Any = None
+
+
+class CallAction(BaseModel):
+    """Agent → hub: a built-in tool that acts on the call (transfer, send_dtmf, set_variable)."""
+
+    type: Literal["call_action"] = "call_action"
+    leg: int
+    action: Literal["transfer", "send_dtmf", "set_variable"]
+    arguments: dict[str, Any] = Field(default_factory=dict)
+
+
+class PersonaExit(BaseModel):
+    """Agent → hub: the persona lets go of the caller (resolved, human or failed)."""
+
+    type: Literal["persona_exit"] = "persona_exit"
+    leg: int
+    exit: Literal["resolved", "human", "failed"]
+    variables: dict[str, Any] = Field(default_factory=dict)
+    reason: str = ""
+
+
+class SendDtmf(BaseModel):
+    """Hub → SIP worker: play DTMF digits to the caller (RFC 4733)."""
+
+    type: Literal["send_dtmf"] = "send_dtmf"
+    leg: int
+    digits: str = Field(pattern=r"^[0-9*#A-Da-d]{1,32}$")
+
+
 Message = Annotated[
-    Union[Hello, Welcome, Offer, OfferReply, Answered, Dtmf, Ended, Hangup, Transfer, TransferResult],
+    Union[Hello, Welcome, Offer, OfferReply, Answered, Dtmf, Ended, Hangup, Transfer, TransferResult,
+          Dispatch, Release, SegmentEnd, ClearAudio, Played, Transcript, ToolEvent, CallAction, PersonaExit,
+          SendDtmf],
     Field(discriminator="type"),
 ]
 _messages = TypeAdapter(Message)

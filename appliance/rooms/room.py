@@ -75,6 +75,16 @@ class AudioTrack:
     def pending(self) -> int:
         return len(self._frames)
 
+    @property
+    def queued_frames(self) -> int:
+        """Frames ever written (dropped ones included)."""
+        return self._queued
+
+    @property
+    def played_frames(self) -> int:
+        """Frames ever consumed by the hub's clock (cleared ones count as consumed)."""
+        return self._pulled
+
     def pull(self) -> bytes | None:
         if not self._frames:
             self._fire_marks()

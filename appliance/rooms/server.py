@@ -1,19 +1,22 @@
-"""The participant protocol server: SIP workers connect here and bring call legs into rooms.
+"""The participant protocol server: out-of-process participants join rooms here.
 
-Each SIP call leg becomes a `SipParticipant` in its call's room. What happens to a call
-(which room, which flow, whether to answer) is decided above, by a `CallHandler`.
+SIP workers bring callers (`SipParticipant`); persona workers bring AI agents
+(`AgentParticipant`), as a LiveKit SIP service and livekit-agents workers join a LiveKit
+server. What happens to a call is decided above, by a `CallHandler`; what happens to an
+agent's messages, by an `AgentHandler`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections import deque
 from pathlib import Path
 from typing import Protocol
 
 from pydantic import BaseModel
 
-from appliance.core.audio import FRAME_BYTES
+from appliance.core.audio import FRAME_BYTES, FRAME_MS
 from appliance.core.errors import AuthError, ProtocolError
 from appliance.observability import metrics
 from appliance.observability.logging import log_extra
@@ -29,40 +32,15 @@ log = logging.getLogger(__name__)
 CALLER_JITTER_FRAMES = 10
 
 
-class SipParticipant(Participant):
-    """The caller, as a participant: audio from the worker in, the room's mix out to the worker."""
-
-    def __init__(self, identity: str, worker: "WorkerConnection", leg: int):
-        super().__init__(identity, kind="sip")
-        self.worker = worker
-        self.leg = leg
-        self.publish(AudioTrack("caller", max_frames=CALLER_JITTER_FRAMES))
-        self.sink = self
-
-    def push(self, frame: bytes) -> None:
-        self.worker.outgoing.append((self.leg, frame))
-
-    def hangup(self, reason: str) -> None:
-        self.worker.send(p.Hangup(leg=self.leg, reason=reason))
-
-    def transfer(self, to: str) -> None:
-        self.worker.send(p.Transfer(leg=self.leg, to=to))
-
-
-class CallHandler(Protocol):
-    async def offer(self, worker: "WorkerConnection", offer: p.Offer) -> p.OfferReply: ...
-    def answered(self, worker: "WorkerConnection", message: p.Answered) -> None: ...
-    def dtmf(self, worker: "WorkerConnection", message: p.Dtmf) -> None: ...
-    def ended(self, worker: "WorkerConnection", message: p.Ended) -> None: ...
-    def transfer_result(self, worker: "WorkerConnection", message: p.TransferResult) -> None: ...
-    def worker_lost(self, worker: "WorkerConnection") -> None: ...
-
-
 class WorkerConnection:
-    def __init__(self, name: str, writer: asyncio.StreamWriter):
+    """One connected process (a SIP worker or a persona worker) and its legs in rooms."""
+
+    def __init__(self, name: str, role: str, capacity: int, writer: asyncio.StreamWriter):
         self.name = name
+        self.role = role
+        self.capacity = capacity
         self.writer = writer
-        self.legs: dict[int, SipParticipant] = {}
+        self.legs: dict[int, RemoteParticipant] = {}
         self.outgoing: list[tuple[int, bytes]] = []
 
     def send(self, message: BaseModel) -> None:
@@ -75,14 +53,113 @@ class WorkerConnection:
         self.outgoing = []
 
 
+class RemoteParticipant(Participant):
+    """A participant whose media lives in another process: audio in by batches, the mix out."""
+
+    def __init__(self, identity: str, kind: str, connection: WorkerConnection, leg: int, jitter: int | None):
+        super().__init__(identity, kind=kind)
+        self.connection = connection
+        self.leg = leg
+        self.publish(AudioTrack(kind, max_frames=jitter))
+        self.sink = self
+
+    def push(self, frame: bytes) -> None:
+        self.connection.outgoing.append((self.leg, frame))
+
+    def received(self, frame: bytes) -> None:
+        assert self.track is not None
+        self.track.write_frame(frame)
+
+
+class SipParticipant(RemoteParticipant):
+    """The caller: a SIP leg on a worker."""
+
+    def __init__(self, identity: str, worker: WorkerConnection, leg: int):
+        super().__init__(identity, "sip", worker, leg, jitter=CALLER_JITTER_FRAMES)
+
+    @property
+    def worker(self) -> WorkerConnection:
+        return self.connection
+
+    def hangup(self, reason: str) -> None:
+        self.connection.send(p.Hangup(leg=self.leg, reason=reason))
+
+    def transfer(self, to: str) -> None:
+        self.connection.send(p.Transfer(leg=self.leg, to=to))
+
+    def send_dtmf(self, digits: str) -> None:
+        self.connection.send(p.SendDtmf(leg=self.leg, digits=digits))
+
+
+class AgentParticipant(RemoteParticipant):
+    """A persona: its replies arrive faster than real time and play at the hub's pace.
+
+    It tells the agent how much of each reply the caller really heard, so an interrupted
+    reply is truncated in the agent's context where the caller stopped hearing it.
+    """
+
+    def __init__(self, identity: str, connection: WorkerConnection, leg: int):
+        super().__init__(identity, "agent", connection, leg, jitter=None)
+        self._segments: deque[list[int | None]] = deque()  # [segment, first frame, end frame or None]
+
+    def received(self, frame: bytes) -> None:
+        assert self.track is not None
+        if not self._segments or self._segments[-1][2] is not None:
+            self._segments.append([-1, self.track.queued_frames, None])
+        self.track.write_frame(frame)
+
+    def segment_end(self, segment: int) -> None:
+        assert self.track is not None
+        if not self._segments or self._segments[-1][2] is not None:
+            self._segments.append([-1, self.track.queued_frames, None])  # an empty reply
+        self._segments[-1][0] = segment
+        self._segments[-1][2] = self.track.queued_frames
+
+    def clear(self, segment: int) -> None:
+        assert self.track is not None
+        heard = self.track.played_frames
+        for seg, start, end in self._segments:
+            played = max(0, min(heard, end if end is not None else heard) - (start or 0))
+            self._played(segment if seg == -1 else int(seg or 0), played, interrupted=True)
+        self._segments.clear()
+        self.track.clear()
+
+    def after_tick(self) -> None:
+        assert self.track is not None
+        while self._segments and self._segments[0][2] is not None and self.track.played_frames >= self._segments[0][2]:
+            seg, start, end = self._segments.popleft()
+            self._played(int(seg or 0), int(end or 0) - int(start or 0), interrupted=False)
+
+    def _played(self, segment: int, frames: int, interrupted: bool) -> None:
+        self.connection.send(p.Played(leg=self.leg, segment=segment, seconds=frames * FRAME_MS / 1000,
+                                      interrupted=interrupted))
+
+
+class CallHandler(Protocol):
+    async def offer(self, worker: WorkerConnection, offer: p.Offer) -> p.OfferReply: ...
+    def answered(self, worker: WorkerConnection, message: p.Answered) -> None: ...
+    def dtmf(self, worker: WorkerConnection, message: p.Dtmf) -> None: ...
+    def ended(self, worker: WorkerConnection, message: p.Ended) -> None: ...
+    def transfer_result(self, worker: WorkerConnection, message: p.TransferResult) -> None: ...
+    def worker_lost(self, worker: WorkerConnection) -> None: ...
+
+
+class AgentHandler(Protocol):
+    def agent_joined(self, agent: WorkerConnection) -> None: ...
+    def agent_message(self, agent: WorkerConnection, message: BaseModel) -> None: ...
+    def agent_lost(self, agent: WorkerConnection) -> None: ...
+
+
 class ParticipantServer:
-    def __init__(self, hub: Hub, tokens: TokenAuthority, handler: CallHandler):
+    def __init__(self, hub: Hub, tokens: TokenAuthority, handler: CallHandler, agents: AgentHandler | None = None):
         self.hub = hub
         self.tokens = tokens
         self.handler = handler
+        self.agents = agents
         self.workers: dict[str, WorkerConnection] = {}
+        self.agent_workers: dict[str, WorkerConnection] = {}
         self._server: asyncio.AbstractServer | None = None
-        hub.after_tick.append(self._flush_all)
+        hub.after_tick.append(self._after_tick)
 
     async def start(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -93,13 +170,21 @@ class ParticipantServer:
     async def stop(self) -> None:
         if self._server:
             self._server.close()
-            for worker in list(self.workers.values()):
+            for worker in list(self.workers.values()) + list(self.agent_workers.values()):
                 worker.writer.close()
             await self._server.wait_closed()
 
-    def _flush_all(self) -> None:
+    def _after_tick(self) -> None:
+        for agent in self.agent_workers.values():
+            for leg in agent.legs.values():
+                if isinstance(leg, AgentParticipant):
+                    leg.after_tick()
+            agent.flush()
         for worker in self.workers.values():
             worker.flush()
+
+    def _registry(self, role: str) -> dict[str, WorkerConnection]:
+        return self.workers if role == "sip" else self.agent_workers
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         worker: WorkerConnection | None = None
@@ -111,8 +196,8 @@ class ParticipantServer:
                     for leg, pcm in p.decode_audio(body):
                         participant = worker.legs.get(leg)
                         # A frame of the wrong size would break the room's mix for everyone.
-                        if participant is not None and participant.track is not None and len(pcm) == FRAME_BYTES:
-                            participant.track.write_frame(pcm)
+                        if participant is not None and len(pcm) == FRAME_BYTES:
+                            participant.received(pcm)
                 elif kind == p.KIND_CONTROL:
                     message = p.decode_control(body)
                     try:
@@ -130,11 +215,17 @@ class ParticipantServer:
             log.warning("participant protocol error", extra=log_extra(error=str(exc)))
         finally:
             writer.close()
-            if worker is not None and self.workers.get(worker.name) is worker:
-                del self.workers[worker.name]
-                metrics.workers_up.set(len(self.workers))
-                log.warning("sip worker disconnected", extra=log_extra(worker=worker.name, legs=len(worker.legs)))
-                self.handler.worker_lost(worker)
+            if worker is not None:
+                registry = self._registry(worker.role)
+                if registry.get(worker.name) is worker:
+                    del registry[worker.name]
+                    metrics.workers_up.set(len(self.workers))
+                    log.warning("worker disconnected", extra=log_extra(worker=worker.name, role=worker.role,
+                                                                     legs=len(worker.legs)))
+                    if worker.role == "sip":
+                        self.handler.worker_lost(worker)
+                    elif self.agents is not None:
+                        self.agents.agent_lost(worker)
 
     async def _handshake(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> WorkerConnection:
         kind, body = await asyncio.wait_for(p.read_frame(reader), timeout=10)
@@ -142,20 +233,28 @@ class ParticipantServer:
         if not isinstance(hello, p.Hello):
             raise ProtocolError("first message must be hello")
         grant = self.tokens.verify(hello.token)
-        if not grant.allows("sip"):
-            raise AuthError(f"{grant.identity} has no sip grant")
-        old = self.workers.get(hello.worker)
+        if not grant.allows("sip", "agent"):
+            raise AuthError(f"{grant.identity} has neither a sip nor an agent grant")
+        registry = self._registry(grant.role)
+        old = registry.get(hello.worker)
         if old is not None:
-            # A restarted worker reconnects under its name: the old connection's calls are gone.
+            # A restarted worker reconnects under its name: the old connection's legs are gone.
             old.writer.close()
-        worker = WorkerConnection(hello.worker, writer)
-        self.workers[worker.name] = worker
+        worker = WorkerConnection(hello.worker, grant.role, hello.capacity, writer)
+        registry[worker.name] = worker
         metrics.workers_up.set(len(self.workers))
         worker.send(p.Welcome())
-        log.info("sip worker connected", extra=log_extra(worker=worker.name, capacity=hello.capacity))
+        log.info("worker connected", extra=log_extra(worker=worker.name, role=grant.role, capacity=hello.capacity))
+        if grant.role == "agent" and self.agents is not None:
+            self.agents.agent_joined(worker)
         return worker
 
     async def _control(self, worker: WorkerConnection, message: BaseModel) -> None:
+        if worker.role == "agent":
+            if self.agents is None:
+                raise ProtocolError("no agent handler")
+            self.agents.agent_message(worker, message)
+            return
         handlers = {
             p.Answered: self.handler.answered,
             p.Dtmf: self.handler.dtmf,
@@ -166,7 +265,7 @@ class ParticipantServer:
             # Offers are decided concurrently so one slow decision never holds the stream.
             asyncio.get_running_loop().create_task(self._offer(worker, message))
         elif type(message) in handlers:
-            handlers[type(message)](worker, message)
+            handlers[type(message)](worker, message)  # type: ignore[operator]
         else:
             raise ProtocolError(f"unexpected {getattr(message, 'type', '?')} from a worker")
 

@@ -74,6 +74,12 @@ class Storage:
                 {"id": int, "call_id": str, "at": str, "kind": str, "data": str}, pk="id"
             )
             self.db["call_events"].create_index(["call_id"])
+        if "transcripts" not in self.db.table_names():
+            self.db["transcripts"].create(
+                {"id": int, "call_id": str, "at": str, "role": str, "speaker": str, "text": str, "interrupted": int},
+                pk="id",
+            )
+            self.db["transcripts"].create_index(["call_id"])
         if "recordings" not in self.db.table_names():
             self.db["recordings"].create(
                 {"id": int, "call_id": str, "kind": str, "path": str, "created_at": str, "duration_s": float},
@@ -118,6 +124,16 @@ class Storage:
             self.close_call(call.id, end_reason)
             self.add_event(call.id, "closed", {"reason": end_reason})
         return orphans
+
+    # transcripts: what the caller and the personas said, in order
+    def add_transcript(self, call_id: str, role: str, speaker: str, text: str, interrupted: bool = False) -> dict[str, Any]:
+        row = {"call_id": call_id, "at": iso_now(), "role": role, "speaker": speaker, "text": text,
+               "interrupted": int(interrupted)}
+        self.db["transcripts"].insert(row)
+        return row
+
+    def transcripts(self, call_id: str) -> list[dict[str, Any]]:
+        return list(self.db["transcripts"].rows_where("call_id = ?", [call_id], order_by="id"))
 
     # recordings besides the call's own (voicemail messages)
     def add_recording(self, call_id: str, kind: str, path: str, duration_s: float) -> None:

@@ -103,7 +103,7 @@ class ApplianceProcess:
                 raise RuntimeError(f"appliance exited {self.process.returncode}:\n{self.log_tail()}")
             try:
                 health = self.get("/healthz", auth=False)
-                if health["workers_up"] == self.workers:
+                if health["workers_up"] == self.workers and health["personas_up"] == health["personas"]:
                     time.sleep(0.5)  # the edge's first OPTIONS round marks the workers up
                     return
             except (OSError, ValueError):

@@ -1,0 +1,77 @@
+"""Child processes the appliance owns: started, restarted when they die, stopped by PID.
+
+Children get SIGTERM from the kernel when the appliance dies, even by SIGKILL, so a
+restarted appliance finds their ports free.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import logging
+import signal
+from typing import Awaitable, Callable
+
+log = logging.getLogger(__name__)
+
+RESTART_BACKOFF_S = (0.2, 1.0, 5.0)
+_PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent() -> None:
+    """In a child before exec: be sent SIGTERM when the appliance dies."""
+    ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+Spawn = Callable[[], Awaitable[asyncio.subprocess.Process]]
+
+
+class ProcessPool:
+    """Named processes, each respawned with back-off when it exits while the pool runs."""
+
+    def __init__(self, kind: str):
+        self.kind = kind
+        self.processes: dict[str, asyncio.subprocess.Process] = {}
+        self.restarts: dict[str, int] = {}
+        self._tasks: list[asyncio.Task[None]] = []
+        self._stopping = False
+
+    def start(self, name: str, spawn: Spawn) -> None:
+        self.restarts[name] = 0
+        self._tasks.append(asyncio.get_running_loop().create_task(self._supervise(name, spawn)))
+
+    def pid(self, name: str) -> int | None:
+        process = self.processes.get(name)
+        return process.pid if process and process.returncode is None else None
+
+    async def stop(self) -> None:
+        self._stopping = True
+        for process in list(self.processes.values()):
+            if process.returncode is None:
+                process.send_signal(signal.SIGTERM)
+        for process in list(self.processes.values()):
+            try:
+                await asyncio.wait_for(process.wait(), timeout=10)
+            except asyncio.TimeoutError:
+                process.kill()
+                await process.wait()
+        for task in self._tasks:
+            task.cancel()
+
+    async def _supervise(self, name: str, spawn: Spawn) -> None:
+        loop = asyncio.get_running_loop()
+        failures = 0
+        while not self._stopping:
+            process = await spawn()
+            self.processes[name] = process
+            log.info("process spawned", extra={"fields": {"kind": self.kind, "name": name, "pid": process.pid}})
+            started = loop.time()
+            code = await process.wait()
+            if self._stopping:
+                return
+            self.restarts[name] += 1
+            failures = 0 if loop.time() - started > 30 else failures + 1
+            delay = RESTART_BACKOFF_S[min(failures, len(RESTART_BACKOFF_S) - 1)]
+            log.error("process exited; restarting",
+                      extra={"fields": {"kind": self.kind, "name": name, "code": code, "delay_s": delay}})
+            await asyncio.sleep(delay)

@@ -1,0 +1,108 @@
+"""Persona definitions (`flows/personas/<name>.yaml`): AI voice agents a flow hands callers to.
+
+Part of the language admins write, so the flow checker validates them; the runtime that
+turns one into a livekit-agents Agent lives in appliance/personas/.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+TOOL_NAME = r"^[a-z_][a-z0-9_]*$"
+BUILTIN_TOOLS = ("escalate", "transfer", "end_call", "set_variable", "handoff", "send_dtmf")
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ProviderSpec(_Model):
+    """A provider by name: an offline one (pocketsphinx, espeak, silero, scripted), `openai`
+    for any OpenAI-compatible endpoint, or any installed livekit plugin."""
+
+    name: str
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
+class Providers(_Model):
+    stt: ProviderSpec = Field(default_factory=lambda: ProviderSpec(name="pocketsphinx"))
+    tts: ProviderSpec = Field(default_factory=lambda: ProviderSpec(name="espeak"))
+    vad: ProviderSpec = Field(default_factory=lambda: ProviderSpec(name="silero"))
+    llm: ProviderSpec = Field(default_factory=lambda: ProviderSpec(name="scripted"))
+
+
+class ScriptedIntent(_Model):
+    phrases: list[str] = Field(min_length=1)
+    reply: str | None = None
+    tool: str | None = Field(None, pattern=TOOL_NAME)
+    arguments: dict[str, str] = Field(default_factory=dict)
+    after_tool: str | None = None
+
+    @model_validator(mode="after")
+    def _does_something(self) -> "ScriptedIntent":
+        if self.reply is None and self.tool is None:
+            raise ValueError("a scripted intent needs a 'reply' or a 'tool'")
+        return self
+
+
+class Scripted(_Model):
+    intents: dict[str, ScriptedIntent] = Field(default_factory=dict)
+    fallback: str = "Sorry, I did not catch that. Could you say it again?"
+
+
+class WebhookTool(_Model):
+    """A custom tool: the LLM's arguments POSTed as JSON; the JSON reply is the tool's result."""
+
+    name: str = Field(pattern=TOOL_NAME)
+    description: str
+    url: str
+    parameters: dict[str, Any] = Field(default_factory=lambda: {"type": "object", "properties": {}})
+    timeout: float = Field(5.0, gt=0, le=30)
+
+    @model_validator(mode="after")
+    def _not_builtin(self) -> "WebhookTool":
+        if self.name in BUILTIN_TOOLS:
+            raise ValueError(f"'{self.name}' is a built-in tool; pick another name")
+        return self
+
+
+class Limits(_Model):
+    max_turns: int = Field(30, ge=1, le=500)
+    max_silence: float = Field(20.0, gt=1, le=600, description="seconds of caller silence before the persona gives up")
+
+
+class Interruption(_Model):
+    # Telephone noise and "uh-huh" must not cut the persona off.
+    min_duration: float = Field(0.5, ge=0, le=5)
+    min_words: int = Field(0, ge=0, le=10)
+
+
+class Persona(_Model):
+    name: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_-]*$")
+    instructions: str
+    greeting: str | None = None
+    voice: str = "en-us"
+    language: str = "en"
+    providers: Providers = Field(default_factory=Providers)
+    scripted: Scripted | None = None
+    tools: list[WebhookTool] = Field(default_factory=list)
+    builtins: list[str] = Field(default_factory=lambda: list(BUILTIN_TOOLS))
+    handoffs: list[str] = Field(default_factory=list, description="personas this one may hand the caller to")
+    limits: Limits = Field(default_factory=Limits)
+    interruption: Interruption = Field(default_factory=Interruption)
+    fallback_prompt: str = "Sorry, I am having trouble. Let me get you some help."
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "Persona":
+        unknown = set(self.builtins) - set(BUILTIN_TOOLS)
+        if unknown:
+            raise ValueError(f"unknown built-in tools {sorted(unknown)}; built-ins are {', '.join(BUILTIN_TOOLS)}")
+        if self.providers.llm.name == "scripted" and self.scripted is None:
+            raise ValueError("the scripted LLM needs a 'scripted:' section with intents")
+        names = {t.name for t in self.tools} | set(self.builtins)
+        for intent_name, intent in (self.scripted.intents.items() if self.scripted else []):
+            if intent.tool and intent.tool not in names:
+                raise ValueError(f"scripted intent '{intent_name}' calls unknown tool '{intent.tool}'")
+        return self

@@ -1,0 +1,1 @@
+"""AI voice personas: livekit-agents sessions that answer calls, with offline plugins."""

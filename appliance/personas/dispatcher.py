@@ -1,0 +1,141 @@
+"""Hub side of personas: dispatches a persona worker to a call's room and relays what it does.
+
+Like livekit-agents' job dispatch: a flow asks for a persona, the least-loaded connected
+persona worker gets a `Dispatch`, joins the room as an `AgentParticipant`, and reports
+transcripts, tool calls and finally its exit. A worker lost mid-call is a `failed` exit.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from pydantic import BaseModel
+
+from appliance.observability.logging import log_extra
+from appliance.rooms import protocol as p
+from appliance.rooms.room import Room
+from appliance.rooms.server import AgentParticipant, WorkerConnection
+from appliance.storage import Storage
+
+log = logging.getLogger(__name__)
+
+TRANSCRIPT_TOPIC = "transcript"
+
+
+@dataclass
+class PersonaJob:
+    """One persona in one call, as the flow runner sees it."""
+
+    leg: int
+    call_id: str
+    persona: str
+    room: Room
+    participant: AgentParticipant
+    on_exit: Callable[[str, dict[str, Any]], None]
+    on_action: Callable[[str, dict[str, Any]], None]
+    done: bool = False
+
+
+class PersonaDispatcher:
+    def __init__(self, storage: Storage):
+        self.storage = storage
+        self.agents: dict[str, WorkerConnection] = {}
+        self.jobs: dict[tuple[str, int], PersonaJob] = {}
+        self._legs = itertools.count(1)
+
+    # --- AgentHandler (called by the participant server)
+    def agent_joined(self, agent: WorkerConnection) -> None:
+        self.agents[agent.name] = agent
+
+    def agent_lost(self, agent: WorkerConnection) -> None:
+        if self.agents.get(agent.name) is agent:
+            del self.agents[agent.name]
+        for (name, leg), job in list(self.jobs.items()):
+            if name == agent.name:
+                self._finish(job, "failed", {}, "persona worker lost")
+
+    def agent_message(self, agent: WorkerConnection, message: BaseModel) -> None:
+        leg = getattr(message, "leg", None)
+        job = self.jobs.get((agent.name, leg)) if leg is not None else None
+        if job is None:
+            return  # a message about a job already ended
+        handler = _HANDLERS.get(type(message))
+        if handler is None:
+            log.warning("unexpected message from a persona worker", extra=log_extra(type=getattr(message, "type", "?")))
+            return
+        handler(self, job, message)
+
+    # --- the flow runner's side
+    def start(self, call_id: str, room: Room, persona: str, variables: dict[str, Any],
+              on_exit: Callable[[str, dict[str, Any]], None],
+              on_action: Callable[[str, dict[str, Any]], None]) -> PersonaJob | None:
+        """Dispatch `persona` to the call; None when no persona worker has room for it."""
+        free = [a for a in self.agents.values() if len(a.legs) < a.capacity]
+        if not free:
+            log.error("no persona worker available", extra=log_extra(call_id=call_id, persona=persona))
+            return None
+        agent = min(free, key=lambda a: len(a.legs))
+        leg = next(self._legs)
+        participant = AgentParticipant(f"persona:{persona}:{leg}", agent, leg)
+        room.join(participant)
+        agent.legs[leg] = participant
+        job = PersonaJob(leg, call_id, persona, room, participant, on_exit, on_action)
+        self.jobs[(agent.name, leg)] = job
+        plain = {k: v for k, v in variables.items() if isinstance(v, (str, int, float, bool)) or v is None}
+        agent.send(p.Dispatch(leg=leg, call_id=call_id, persona=persona, variables=plain))
+        self.storage.add_event(call_id, "persona_started", {"persona": persona, "worker": agent.name})
+        log.info("persona dispatched", extra=log_extra(call_id=call_id, persona=persona, worker=agent.name))
+        return job
+
+    def release(self, job: PersonaJob) -> None:
+        """The call ended (or the flow moved on): the persona leaves."""
+        if not job.done:
+            job.participant.connection.send(p.Release(leg=job.leg))
+            self._finish(job, None, {}, "released")
+
+    # --- messages from the persona worker
+    def _segment_end(self, job: PersonaJob, message: p.SegmentEnd) -> None:
+        job.participant.segment_end(message.segment)
+
+    def _clear_audio(self, job: PersonaJob, message: p.ClearAudio) -> None:
+        job.participant.clear(message.segment)
+
+    def _transcript(self, job: PersonaJob, message: p.Transcript) -> None:
+        speaker = "caller" if message.role == "caller" else (message.persona or job.persona)
+        row = self.storage.add_transcript(job.call_id, message.role, speaker, message.text, message.interrupted)
+        job.room.send_data(TRANSCRIPT_TOPIC, row, sender=job.participant.identity)
+
+    def _tool_event(self, job: PersonaJob, message: p.ToolEvent) -> None:
+        self.storage.add_event(job.call_id, "tool", {"name": message.name, "arguments": message.arguments,
+                                                     "result": message.result})
+
+    def _call_action(self, job: PersonaJob, message: p.CallAction) -> None:
+        job.on_action(message.action, message.arguments)
+
+    def _exit(self, job: PersonaJob, message: p.PersonaExit) -> None:
+        self._finish(job, message.exit, message.variables, message.reason)
+
+    def _finish(self, job: PersonaJob, exit_: str | None, variables: dict[str, Any], reason: str) -> None:
+        if job.done:
+            return
+        job.done = True
+        connection = job.participant.connection
+        connection.legs.pop(job.leg, None)
+        self.jobs.pop((connection.name, job.leg), None)
+        job.room.leave(job.participant.identity)
+        self.storage.add_event(job.call_id, "persona_ended", {"persona": job.persona, "exit": exit_, "reason": reason})
+        if exit_ is not None:
+            job.on_exit(exit_, variables)
+
+
+_HANDLERS: dict[type, Callable[[PersonaDispatcher, PersonaJob, Any], None]] = {
+    p.SegmentEnd: PersonaDispatcher._segment_end,
+    p.ClearAudio: PersonaDispatcher._clear_audio,
+    p.Transcript: PersonaDispatcher._transcript,
+    p.ToolEvent: PersonaDispatcher._tool_event,
+    p.CallAction: PersonaDispatcher._call_action,
+    p.PersonaExit: PersonaDispatcher._exit,
+}

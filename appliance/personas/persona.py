@@ -1,0 +1,131 @@
+"""A persona definition → a livekit-agents Agent: instructions, providers and tools.
+
+Built-in tools act on the call through `PersonaCall` (escalate, transfer, end_call,
+set_variable, handoff, send_dtmf); custom tools are HTTP webhooks declared in YAML with a
+JSON schema for their arguments.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Protocol
+
+import aiohttp
+from livekit.agents import Agent, RunContext, function_tool, llm
+
+from appliance.flow.persona import Persona, WebhookTool
+from appliance.personas.plugins import build_llm, build_stt, build_tts
+from appliance.personas.plugins.stt_pocketsphinx import grammar_for
+
+
+class PersonaCall(Protocol):
+    """What a persona's tools can do to the call it is in."""
+
+    variables: dict[str, Any]
+
+    def tool_event(self, name: str, arguments: dict[str, Any], result: Any) -> None: ...
+    def exit_after_reply(self, exit_: str, variables: dict[str, Any], reason: str) -> None: ...
+    def call_action(self, action: str, arguments: dict[str, Any]) -> None: ...
+    def load_persona(self, name: str) -> Persona: ...
+
+
+def build_agent(persona: Persona, call: PersonaCall, chat_ctx: llm.ChatContext | None = None) -> Agent:
+    scripted = persona.scripted.model_dump() if persona.scripted else None
+    llm_spec = persona.providers.llm.model_dump()
+    if llm_spec["name"] == "scripted":
+        llm_spec["options"] = {**(scripted or {}), "variables": _scalar(call.variables), **llm_spec["options"]}
+    stt_spec = persona.providers.stt.model_dump()
+    if stt_spec["name"] == "pocketsphinx" and "grammar" not in stt_spec["options"]:
+        stt_spec["options"] = {**stt_spec["options"], "grammar": grammar_for_persona(persona)}
+    tts_spec = persona.providers.tts.model_dump()
+    if tts_spec["name"] == "espeak":
+        tts_spec["options"] = {"voice": persona.voice, **tts_spec["options"]}
+    tools = _builtin_tools(persona, call) + [_webhook_tool(t, call) for t in persona.tools]
+    return Agent(
+        instructions=persona.instructions,
+        tools=tools,
+        stt=build_stt(stt_spec),
+        llm=build_llm(llm_spec),
+        tts=build_tts(tts_spec),
+        chat_ctx=chat_ctx,
+    )
+
+
+def grammar_for_persona(persona: Persona) -> str | None:
+    """What the offline recogniser listens for: the scripted phrases and spoken digits.
+
+    A persona on a real LLM gets open vocabulary (None), which pocketsphinx hears poorly;
+    give it a hosted STT for that.
+    """
+    if persona.scripted is None:
+        return None
+    phrases = [phrase for intent in persona.scripted.intents.values() for phrase in intent.phrases]
+    return grammar_for(phrases, digits=True)
+
+
+def _scalar(variables: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in variables.items() if k not in ("text", "digits")}
+
+
+def _builtin_tools(persona: Persona, call: PersonaCall) -> list[Any]:
+    @function_tool(name="escalate", description="Hand the caller to a human operator in a queue.")
+    async def escalate(queue: str = "", reason: str = "") -> str:
+        call.tool_event("escalate", {"queue": queue, "reason": reason}, "ok")
+        call.exit_after_reply("human", {"queue": queue, "escalation_reason": reason}, "escalate")
+        return "The caller will be connected to a person."
+
+    @function_tool(name="end_call", description="End the conversation once the caller's request is resolved.")
+    async def end_call(reason: str = "resolved") -> str:
+        call.tool_event("end_call", {"reason": reason}, "ok")
+        call.exit_after_reply("resolved", {"resolution": reason}, "end_call")
+        return "Say goodbye."
+
+    @function_tool(name="transfer", description="Transfer the caller to a phone number or SIP address.")
+    async def transfer(to: str) -> str:
+        call.tool_event("transfer", {"to": to}, "requested")
+        call.call_action("transfer", {"to": to})
+        return "Transferring."
+
+    @function_tool(name="set_variable", description="Remember a value for the rest of the call.")
+    async def set_variable(name: str, value: str) -> str:
+        call.variables[name] = value
+        call.tool_event("set_variable", {"name": name, "value": value}, "ok")
+        call.call_action("set_variable", {"name": name, "value": value})
+        return "Noted."
+
+    @function_tool(name="send_dtmf", description="Send touch-tone digits on the line.")
+    async def send_dtmf(digits: str) -> str:
+        call.tool_event("send_dtmf", {"digits": digits}, "ok")
+        call.call_action("send_dtmf", {"digits": digits})
+        return "Sent."
+
+    @function_tool(name="handoff", description="Hand the conversation to another assistant.")
+    async def handoff(context: RunContext, persona_name: str) -> Any:
+        if persona_name not in persona.handoffs:
+            call.tool_event("handoff", {"persona": persona_name}, "refused")
+            return f"Hand-off to {persona_name} is not allowed."
+        target = call.load_persona(persona_name)
+        call.tool_event("handoff", {"persona": persona_name}, "ok")
+        agent = build_agent(target, call, chat_ctx=context.session.history.copy())
+        return agent, f"Handing over to {persona_name}."
+
+    tools = {"escalate": escalate, "end_call": end_call, "transfer": transfer, "set_variable": set_variable,
+             "send_dtmf": send_dtmf, "handoff": handoff}
+    return [tools[name] for name in persona.builtins]
+
+
+def _webhook_tool(tool: WebhookTool, call: PersonaCall) -> Any:
+    schema = {"name": tool.name, "description": tool.description, "parameters": tool.parameters}
+
+    async def handler(raw_arguments: dict[str, object]) -> Any:
+        try:
+            async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=tool.timeout)) as session:
+                async with session.post(tool.url, json=raw_arguments) as response:
+                    body = await response.text()
+                    result: Any = json.loads(body) if response.status // 100 == 2 else {"error": f"HTTP {response.status}"}
+        except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+            result = {"error": f"{type(exc).__name__}: {exc}"}
+        call.tool_event(tool.name, dict(raw_arguments), result)
+        return json.dumps(result)
+
+    return function_tool(handler, raw_schema=schema)

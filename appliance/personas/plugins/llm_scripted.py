@@ -1,0 +1,279 @@
+"""A deterministic livekit-agents LLM: phrases → intents → replies and tool calls, no model.
+
+It reads the chat context as a real LLM would: after a tool result it answers with that
+result; otherwise it matches the caller's last words to an intent (the flow engine's rule,
+`appliance.flow.intents.match`) and either calls the intent's tool or speaks its reply.
+"""
+
+from __future__ import annotations
+
+import ast
+import asyncio
+import json
+import logging
+import re
+import string
+from dataclasses import dataclass, field
+from typing import Any
+
+from livekit.agents import llm
+from livekit.agents.llm.tool_context import get_fnc_tool_names
+from livekit.agents.types import DEFAULT_API_CONNECT_OPTIONS, NOT_GIVEN, APIConnectOptions, NotGivenOr
+from livekit.agents.utils import shortuuid
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from appliance.flow import intents
+from appliance.observability.logging import log_extra
+
+__all__ = ["ScriptedConfig", "ScriptedIntent", "ScriptedLLM", "Response", "render", "said_digits"]
+
+logger = logging.getLogger(__name__)
+
+# Names every template may use besides the constructor's variables.
+TURN_FIELDS = ("text", "digits")
+
+
+class ScriptedIntent(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    phrases: list[str] = Field(min_length=1)
+    reply: str | None = None
+    tool: str | None = None
+    arguments: dict[str, str] = Field(default_factory=dict)
+    after_tool: str | None = None
+
+    @model_validator(mode="after")
+    def _says_or_does_something(self) -> ScriptedIntent:
+        if self.reply is None and self.tool is None:
+            raise ValueError("an intent needs a reply, a tool, or both")
+        if self.tool is None and (self.arguments or self.after_tool is not None):
+            raise ValueError("arguments and after_tool need a tool")
+        return self
+
+
+class ScriptedConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    intents: dict[str, ScriptedIntent] = Field(default_factory=dict)
+    fallback: str = "Sorry, I did not catch that. Could you say it again?"
+
+
+@dataclass
+class Response:
+    """What the script answers to one chat context: words to speak, or one tool to call."""
+
+    text: str = ""
+    tool_call: llm.FunctionToolCall | None = None
+    intent: str | None = None  # None when the fallback answered
+
+
+@dataclass
+class _Turn:
+    user_text: str = ""
+    call: llm.FunctionCall | None = None
+    output: llm.FunctionCallOutput | None = None
+    result: dict[str, Any] = field(default_factory=dict)
+
+
+class ScriptedLLM(llm.LLM):
+    def __init__(self, config: ScriptedConfig | dict[str, Any], *, variables: dict[str, Any] | None = None) -> None:
+        super().__init__()
+        self.config = ScriptedConfig.model_validate(config)
+        self.variables = dict(variables or {})
+        if clash := set(self.variables) & set(TURN_FIELDS):
+            raise ValueError(f"variables {sorted(clash)} are reserved: templates get them from the caller's words")
+        self._phrases = {name: intent.phrases for name, intent in self.config.intents.items()}
+        self._check_templates()
+
+    @property
+    def model(self) -> str:
+        return "scripted"
+
+    @property
+    def provider(self) -> str:
+        return "switchboard"
+
+    def chat(
+        self,
+        *,
+        chat_ctx: llm.ChatContext,
+        tools: list[llm.Tool] | None = None,
+        conn_options: APIConnectOptions = DEFAULT_API_CONNECT_OPTIONS,
+        parallel_tool_calls: NotGivenOr[bool] = NOT_GIVEN,
+        tool_choice: NotGivenOr[llm.ToolChoice] = NOT_GIVEN,
+        extra_kwargs: NotGivenOr[dict[str, Any]] = NOT_GIVEN,
+    ) -> llm.LLMStream:
+        return _ScriptedStream(
+            self, chat_ctx=chat_ctx, tools=tools or [], conn_options=conn_options,
+            tools_allowed=tool_choice != "none",
+        )
+
+    def respond(self, chat_ctx: llm.ChatContext, tool_names: set[str]) -> Response:
+        """The script's answer to the conversation so far, given the tools it may call."""
+        turn = _read_turn(chat_ctx)
+        values = self.variables | {"text": turn.user_text, "digits": said_digits(turn.user_text)}
+        if turn.output is not None and turn.call is not None:
+            return self._after_tool(turn, values)
+        name = intents.match(turn.user_text, self._phrases)
+        if name is None:
+            return Response(text=self.config.fallback)
+        intent = self.config.intents[name]
+        if intent.tool is not None and intent.tool in tool_names:
+            arguments = {key: render(template, values) for key, template in intent.arguments.items()}
+            call = llm.FunctionToolCall(name=intent.tool, arguments=json.dumps(arguments), call_id=shortuuid("call_"))
+            return Response(tool_call=call, intent=name)
+        if intent.reply is None:
+            # The tool this intent exists for is not offered to this agent.
+            return Response(text=self.config.fallback)
+        return Response(text=render(intent.reply, values), intent=name)
+
+    def _after_tool(self, turn: _Turn, values: dict[str, Any]) -> Response:
+        assert turn.call is not None and turn.output is not None
+        name = self._intent_that_called(turn.call.name, turn.user_text)
+        if name is None:
+            return Response(text=self.config.fallback)
+        intent = self.config.intents[name]
+        template = intent.after_tool if intent.after_tool is not None else intent.reply
+        if template is None:
+            return Response(intent=name)  # a tool that acts (hang up, transfer) and says nothing
+        try:
+            return Response(text=render(template, values | _result_fields(turn.output.output)), intent=name)
+        except KeyError as missing:
+            # A tool error, or a result without the field the script expects.
+            logger.warning("tool result lacks a field the reply uses", extra=log_extra(
+                intent=name, tool=turn.call.name, missing=str(missing), is_error=turn.output.is_error,
+                pii={"output": turn.output.output}))
+            return Response(text=self.config.fallback, intent=name)
+
+    def _intent_that_called(self, tool: str, user_text: str) -> str | None:
+        # Matching is deterministic, so the words that made the call name its intent again.
+        name = intents.match(user_text, self._phrases)
+        if name is not None and self.config.intents[name].tool == tool:
+            return name
+        return next((n for n, i in self.config.intents.items() if i.tool == tool), None)
+
+    def _check_templates(self) -> None:
+        known = set(self.variables) | set(TURN_FIELDS)
+        problems = []
+        for name, intent in self.config.intents.items():
+            templates = {"reply": intent.reply} | {f"arguments.{k}": v for k, v in intent.arguments.items()}
+            for where, template in templates.items():
+                if template is None:
+                    continue
+                for used in _fields(template):
+                    if used not in known:
+                        problems.append(f"intents.{name}.{where} uses {{{used}}}; known: {sorted(known)}")
+            if intent.after_tool is not None:
+                _fields(intent.after_tool)  # the tool's fields are known only at run time
+        if problems:
+            raise ValueError("; ".join(problems))
+
+
+class _ScriptedStream(llm.LLMStream):
+    _llm: ScriptedLLM
+
+    def __init__(self, scripted: ScriptedLLM, *, tools_allowed: bool, **kwargs: Any) -> None:
+        super().__init__(scripted, **kwargs)
+        self._tools_allowed = tools_allowed
+
+    async def _run(self) -> None:
+        tool_names = set(get_fnc_tool_names(self._tools)) if self._tools_allowed else set()
+        response = self._llm.respond(self._chat_ctx, tool_names)
+        request_id = shortuuid("scripted_")
+        if response.tool_call is not None:
+            self._event_ch.send_nowait(llm.ChatChunk(
+                id=request_id, delta=llm.ChoiceDelta(role="assistant", tool_calls=[response.tool_call])))
+            return
+        # Word by word, as a model streams: the session starts speaking before the end.
+        for piece in re.findall(r"\S+\s*", response.text):
+            self._event_ch.send_nowait(llm.ChatChunk(
+                id=request_id, delta=llm.ChoiceDelta(role="assistant", content=piece)))
+            await asyncio.sleep(0)
+
+
+def _read_turn(chat_ctx: llm.ChatContext) -> _Turn:
+    turn = _Turn()
+    items = [i for i in chat_ctx.items if i.type in ("message", "function_call", "function_call_output")]
+    if items and isinstance(items[-1], llm.FunctionCallOutput):
+        turn.output = items[-1]
+        turn.call = next((i for i in reversed(items) if isinstance(i, llm.FunctionCall)
+                          and i.call_id == turn.output.call_id), None)
+    for item in reversed(items):
+        if isinstance(item, llm.ChatMessage) and item.role == "user":
+            turn.user_text = item.text_content or ""
+            break
+    return turn
+
+
+def _result_fields(output: str) -> dict[str, Any]:
+    """A tool result's fields. livekit writes a returned dict with str(), so both JSON and
+    Python literals are read; anything else is the single field `result`."""
+    for parse in (json.loads, ast.literal_eval):
+        try:
+            value = parse(output)
+        except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+            continue
+        return {str(k): v for k, v in value.items()} if isinstance(value, dict) else {"result": value}
+    return {"result": output}
+
+
+_DIGIT_TOKENS = intents.DIGIT_WORDS | {str(d): str(d) for d in range(10)}
+
+
+def said_digits(text: str) -> str:
+    """The digits the caller said: the longest run of digit words or numerals.
+
+    "I would like to check my order 1 2 3 4" → "1234". `intents.spoken_digits` alone would
+    read "to" as a 2 (it is made for digit-only answers); here a homophone counts inside a
+    run of unambiguous digits, or when the caller said nothing else.
+    """
+    runs: list[list[str]] = [[]]
+    for word in intents.words(text):
+        if word in _DIGIT_TOKENS or word in intents.HOMOPHONES:
+            runs[-1].append(word)
+        elif runs[-1]:
+            runs.append([])
+    best = ""
+    for run in runs:
+        while run and run[0] in intents.HOMOPHONES:
+            run.pop(0)
+        while run and run[-1] in intents.HOMOPHONES:
+            run.pop()
+        digits = intents.spoken_digits(" ".join(run))
+        if len(digits) > len(best):
+            best = digits
+    if best:
+        return best
+    # Only homophones: digits if that is all that was said ("to for" from a digits grammar).
+    said = intents.words(text)
+    return intents.spoken_digits(text) if said and all(w in intents.HOMOPHONES for w in said) else ""
+
+
+def _fields(template: str) -> list[str]:
+    names = []
+    for _literal, name, _spec, _conversion in string.Formatter().parse(template):
+        if name is None:
+            continue
+        if not name.isidentifier():
+            # No attribute or index access: a template is configuration, not code.
+            raise ValueError(f"template field {{{name}}} must be a plain name, in {template!r}")
+        names.append(name)
+    return names
+
+
+def render(template: str, values: dict[str, Any]) -> str:
+    """str.format limited to plain names; a missing name raises KeyError."""
+    out = []
+    for literal, name, spec, conversion in string.Formatter().parse(template):
+        out.append(literal)
+        if name is None:
+            continue
+        if not name.isidentifier():
+            raise ValueError(f"template field {{{name}}} must be a plain name, in {template!r}")
+        value = values[name]
+        if conversion == "r":
+            value = repr(value)
+        elif conversion in ("s", "a"):
+            value = str(value) if conversion == "s" else ascii(value)
+        out.append(format(value, spec or ""))
+    return "".join(out)

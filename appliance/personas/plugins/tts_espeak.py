@@ -1,0 +1,76 @@
+"""espeak-ng as a livekit-agents TTS: offline, non-streaming, in the box's 16 kHz mono.
+
+Every instance shares the one process-wide synthesizer (espeak-ng keeps global state and
+renders under a lock); a render runs in a worker thread so the event loop keeps serving
+calls. livekit wraps a non-streaming TTS in a StreamAdapter that speaks sentence by sentence.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+
+from livekit.agents import tts
+from livekit.agents.types import DEFAULT_API_CONNECT_OPTIONS, APIConnectOptions
+from livekit.agents.utils import shortuuid
+
+from appliance.core.audio import FRAME_MS, SAMPLE_RATE
+from appliance.speech import tts as speech_tts
+
+__all__ = ["EspeakTTS"]
+
+_synthesizer: speech_tts.EspeakTTS | None = None
+_synthesizer_lock = threading.Lock()
+
+
+def _shared_synthesizer() -> speech_tts.EspeakTTS:
+    global _synthesizer
+    with _synthesizer_lock:
+        if _synthesizer is None:
+            _synthesizer = speech_tts.EspeakTTS()
+        return _synthesizer
+
+
+class EspeakTTS(tts.TTS):
+    def __init__(self, *, voice: str = "en-us") -> None:
+        super().__init__(
+            capabilities=tts.TTSCapabilities(streaming=False),
+            sample_rate=SAMPLE_RATE,
+            num_channels=1,
+        )
+        self.voice = voice
+
+    @property
+    def model(self) -> str:
+        return self.voice
+
+    @property
+    def provider(self) -> str:
+        return "espeak-ng"
+
+    def prewarm(self) -> None:
+        _shared_synthesizer()
+
+    def synthesize(
+        self, text: str, *, conn_options: APIConnectOptions = DEFAULT_API_CONNECT_OPTIONS
+    ) -> tts.ChunkedStream:
+        return _EspeakStream(tts=self, input_text=text, conn_options=conn_options)
+
+
+class _EspeakStream(tts.ChunkedStream):
+    _tts: EspeakTTS
+
+    async def _run(self, output_emitter: tts.AudioEmitter) -> None:
+        pcm = await asyncio.to_thread(self._render)
+        output_emitter.initialize(
+            request_id=shortuuid("espeak_"),
+            sample_rate=SAMPLE_RATE,
+            num_channels=1,
+            mime_type="audio/pcm",
+            frame_size_ms=FRAME_MS,
+        )
+        output_emitter.push(pcm)
+        output_emitter.flush()
+
+    def _render(self) -> bytes:
+        return _shared_synthesizer().synthesize(self.input_text, self._tts.voice)

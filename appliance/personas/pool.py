@@ -1,0 +1,43 @@
+"""The persona worker pool: prewarmed processes the hub dispatches personas to."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+from pathlib import Path
+from typing import Callable
+
+from appliance.config import Config
+from appliance.core.processes import ProcessPool, die_with_parent
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+class PersonaPool:
+    def __init__(self, config: Config, agent_token: Callable[[str], str]):
+        self.config = config
+        self.agent_token = agent_token
+        self.names = [f"p{i + 1}" for i in range(config.personas.workers)]
+        self.pool = ProcessPool("persona-worker")
+
+    async def start(self) -> None:
+        for name in self.names:
+            self.pool.start(name, lambda name=name: self._spawn(name))
+
+    async def stop(self) -> None:
+        await self.pool.stop()
+
+    async def _spawn(self, name: str) -> asyncio.subprocess.Process:
+        settings = self.config.personas
+        args = [
+            sys.executable, "-m", "appliance.personas.worker",
+            "--name", name,
+            "--hub-socket", str(self.config.hub_socket),
+            "--flows-dir", str(self.config.flows_dir),
+            "--capacity", str(settings.sessions_per_worker),
+            "--endpointing", str(settings.endpointing_s),
+        ]
+        env = dict(os.environ, SWITCHBOARD_AGENT_TOKEN=self.agent_token(name), HF_HUB_OFFLINE="1")
+        env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+        return await asyncio.create_subprocess_exec(*args, env=env, preexec_fn=die_with_parent)

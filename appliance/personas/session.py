@@ -1,0 +1,163 @@
+"""One persona in one call: an AgentSession joined to the room through the hub.
+
+Reports transcripts and tool calls to the hub, exits (resolved / human / failed) when a
+tool says so and its last reply has played, and fails — never hangs — when a provider
+breaks, the caller stays silent too long, or the turn limit is reached.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+from typing import Any, Callable
+
+from livekit.agents import AgentSession
+from livekit.agents import vad as lk_vad
+
+from appliance.flow.loader import load_personas
+from appliance.flow.persona import Persona
+from appliance.observability.logging import log_extra
+from appliance.personas.io import HubAudioInput, HubAudioOutput
+from appliance.personas.persona import build_agent
+from appliance.rooms import protocol as p
+
+log = logging.getLogger(__name__)
+
+EXIT_AFTER_REPLY_MAX_S = 15.0  # a reply that never finishes playing must not keep the caller
+
+
+class PersonaJob:
+    def __init__(self, dispatch: p.Dispatch, flows_dir: Path, vad: lk_vad.VAD,
+                 send: Callable[[Any], None], send_audio: Callable[[int, bytes], None],
+                 endpointing_s: float):
+        self.leg = dispatch.leg
+        self.call_id = dispatch.call_id
+        self.persona_name = dispatch.persona
+        self.variables: dict[str, Any] = dict(dispatch.variables)
+        self.flows_dir = flows_dir
+        self.vad = vad
+        self._send = send
+        self.input = HubAudioInput()
+        self.output = HubAudioOutput(self.leg, send_audio, send)
+        self.endpointing_s = endpointing_s
+        self.session: AgentSession | None = None
+        self._pending_exit: tuple[str, dict[str, Any], str] | None = None
+        self._exited = False
+        self._turns = 0
+        self._silence: asyncio.TimerHandle | None = None
+        self.persona: Persona | None = None
+
+    # --- PersonaCall (what tools may do)
+    def tool_event(self, name: str, arguments: dict[str, Any], result: Any) -> None:
+        self._send(p.ToolEvent(leg=self.leg, name=name, arguments=arguments, result=result))
+
+    def exit_after_reply(self, exit_: str, variables: dict[str, Any], reason: str) -> None:
+        self._pending_exit = (exit_, variables, reason)
+        asyncio.get_running_loop().call_later(EXIT_AFTER_REPLY_MAX_S, self._exit, exit_, variables, reason)
+
+    def call_action(self, action: str, arguments: dict[str, Any]) -> None:
+        self._send(p.CallAction(leg=self.leg, action=action, arguments=arguments))  # type: ignore[arg-type]
+
+    def load_persona(self, name: str) -> Persona:
+        persona = load_personas(self.flows_dir / "personas")[name]
+        self.persona = persona
+        return persona
+
+    # --- lifecycle
+    async def start(self) -> None:
+        try:
+            persona = self.load_persona(self.persona_name)
+            agent = build_agent(persona, self)
+            session: AgentSession = AgentSession(
+                vad=self.vad,
+                turn_handling={
+                    "turn_detection": "vad",
+                    "endpointing": {"min_delay": self.endpointing_s, "max_delay": 3.0},
+                    "interruption": {"enabled": True, "min_duration": persona.interruption.min_duration,
+                                     "min_words": persona.interruption.min_words},
+                },
+                max_tool_steps=3,
+            )
+            self.session = session
+            session.input.audio = self.input
+            session.output.audio = self.output
+            session.on("user_input_transcribed", self._on_user_transcript)
+            session.on("conversation_item_added", self._on_item)
+            session.on("agent_state_changed", self._on_agent_state)
+            session.on("error", self._on_error)
+            session.on("user_state_changed", self._on_user_state)
+            await session.start(agent)
+            self._arm_silence()
+            if persona.greeting:
+                session.say(persona.greeting)
+        except Exception as exc:
+            log.exception("persona failed to start", extra=log_extra(call_id=self.call_id, persona=self.persona_name))
+            self._exit("failed", {"persona_error": f"{type(exc).__name__}: {exc}"}, "start failed")
+
+    async def close(self) -> None:
+        self._exited = True
+        if self._silence:
+            self._silence.cancel()
+        self.input.close()
+        if self.session is not None:
+            try:
+                await asyncio.wait_for(self.session.aclose(), timeout=5)
+            except Exception:
+                log.warning("persona session did not close cleanly", extra=log_extra(call_id=self.call_id))
+
+    def audio(self, pcm: bytes) -> None:
+        self.input.push(pcm)
+
+    def played(self, message: p.Played) -> None:
+        self.output.played(message)
+
+    # --- session events
+    def _on_user_transcript(self, event: Any) -> None:
+        if not event.is_final or not event.transcript.strip():
+            return
+        self._arm_silence()
+        self._send(p.Transcript(leg=self.leg, role="caller", text=event.transcript))
+        self._turns += 1
+        if self.persona and self._turns > self.persona.limits.max_turns:
+            self._exit("failed", {"persona_error": "turn limit reached"}, "max_turns")
+
+    def _on_item(self, event: Any) -> None:
+        item = event.item
+        if getattr(item, "role", None) != "assistant":
+            return
+        text = item.text_content or ""
+        if text:
+            self._send(p.Transcript(leg=self.leg, role="persona", text=text, persona=self.persona.name if self.persona else "",
+                                    interrupted=bool(getattr(item, "interrupted", False))))
+
+    def _on_user_state(self, event: Any) -> None:
+        log.info("caller state", extra=log_extra(call_id=self.call_id, state=event.new_state))
+
+    def _on_agent_state(self, event: Any) -> None:
+        if event.new_state == "listening":
+            self._arm_silence()
+            if self._pending_exit is not None:
+                self._exit(*self._pending_exit)
+
+    def _on_error(self, event: Any) -> None:
+        error = getattr(event, "error", event)
+        recoverable = getattr(error, "recoverable", False)
+        log.error("persona provider error", extra=log_extra(call_id=self.call_id, error=str(error), recoverable=recoverable))
+        if not recoverable:
+            self._exit("failed", {"persona_error": str(error)}, "provider error")
+
+    def _arm_silence(self) -> None:
+        if self._silence:
+            self._silence.cancel()
+        if self.persona is not None:
+            self._silence = asyncio.get_running_loop().call_later(
+                self.persona.limits.max_silence, self._exit, "failed", {"persona_error": "caller silent"}, "max_silence")
+
+    def _exit(self, exit_: str, variables: dict[str, Any], reason: str) -> None:
+        if self._exited:
+            return
+        self._exited = True
+        if self._silence:
+            self._silence.cancel()
+        self._send(p.PersonaExit(leg=self.leg, exit=exit_, variables=variables, reason=reason))  # type: ignore[arg-type]
