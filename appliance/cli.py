@@ -104,6 +104,17 @@ def _flows(config: Config):  # type: ignore[no-untyped-def]
     return load_dir(config.flows_dir, config.webhooks.allowed, config.transfers.allowed)
 
 
+def _text_personas(config: Config):  # type: ignore[no-untyped-def]
+    """Personas in text mode, for the simulator and flow tests."""
+
+    def start(name: str, variables: dict) -> object:  # type: ignore[type-arg]
+        from appliance.personas.text import TextPersona
+
+        return TextPersona(name, variables, config.flows_dir)
+
+    return start
+
+
 def cmd_flows_simulate(args: argparse.Namespace) -> int:
     import datetime as dt
 
@@ -117,7 +128,8 @@ def cmd_flows_simulate(args: argparse.Namespace) -> int:
         return 2
     variables = dict(v.split("=", 1) for v in args.var)
     now = dt.datetime.fromisoformat(args.now) if args.now else dt.datetime.now(dt.timezone.utc)
-    sim = Simulation(loaded, variables=variables, now=now, on_heard=lambda text: print(f"  🔊 {text}"))
+    sim = Simulation(loaded, variables=variables, now=now, on_heard=lambda text: print(f"  🔊 {text}"),
+                     personas=_text_personas(config))
     script = Path(args.script).read_text().splitlines() if args.script else None
 
     def status() -> None:
@@ -163,7 +175,7 @@ def cmd_flows_test(args: argparse.Namespace) -> int:
         return 1
 
     async def run() -> list:  # type: ignore[type-arg]
-        return [r for f in files for r in await run_file(f, flows)]
+        return [r for f in files for r in await run_file(f, flows, _text_personas(config))]
 
     results = asyncio.run(run())
     for result in results:

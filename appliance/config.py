@@ -76,13 +76,13 @@ class WebhooksConfig(_Model):
     # Loopback only by default: the example support flow's account lookup (flows/support.yaml).
     allowed: list[str] = Field(
         default_factory=lambda: ["http://127.0.0.1:8765/"],
-        description="URL prefixes (ending in /) or fnmatch patterns flows may call",
+        description="URL prefixes flows and persona tools may call: scheme://host[:port]/path, host may be *.domain",
     )
 
 
 class TransfersConfig(_Model):
     # Toll-fraud protection: a flow can only send callers where the admin listed.
-    allowed: list[str] = Field(default_factory=list, description="fnmatch patterns of SIP URIs or numbers")
+    allowed: list[str] = Field(default_factory=list, description="sip:USER@HOST (USER may use * and ?) or numbers like +1555*")
 
 
 class PersonasConfig(_Model):

@@ -26,7 +26,7 @@ from appliance.speech import tones
 from appliance.speech.audiofile import load_wav
 from appliance.speech.recognizer import Recognizer
 from appliance.speech.tts import EspeakTTS
-from appliance.flow.checker import allowed
+from appliance.flow.policy import destination_allowed
 from appliance.personas.dispatcher import PersonaDispatcher, PersonaJob
 from appliance.storage import Storage
 from appliance.core.audio import SAMPLE_RATE, duration_s
@@ -342,7 +342,7 @@ class FlowRunner:
             self._send_dtmf(str(arguments.get("digits", "")))
         elif action == "transfer":
             to = str(arguments.get("to", ""))
-            if not allowed(to, self.services.transfers_allowed):
+            if not destination_allowed(to, self.services.transfers_allowed):
                 self.storage.add_event(self.call_id, "transfer_refused", {"to": to})
                 return
             if self._persona is not None:

@@ -4,7 +4,6 @@ audio files, webhook URLs and transfer destinations. Every problem is reported, 
 
 from __future__ import annotations
 
-import fnmatch
 import string
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -12,7 +11,10 @@ from typing import Any, Callable
 
 from appliance.config import TransfersConfig, WebhooksConfig
 from appliance.core.errors import Problem
+from appliance.speech.stt import known_words
+from appliance.flow import intents
 from appliance.flow.expressions import Expression, ExpressionError
+from appliance.flow.policy import destination_allowed, url_allowed
 from appliance.flow.schema import Flow
 
 # Set by the appliance on every call or by steps as they run.
@@ -37,8 +39,6 @@ class FlowContext:
     personas_supported: bool = True
 
 
-def allowed(value: str, patterns: list[str]) -> bool:
-    return any(fnmatch.fnmatchcase(value, p) or (p.endswith("/") and value.startswith(p)) for p in patterns)
 
 
 def _template_names(text: str) -> list[str]:
@@ -83,11 +83,11 @@ def check(flow: Flow, at: Where, context: FlowContext) -> list[Problem]:
         if step.webhook:
             if step.webhook.send:
                 need(here + ("webhook", "send"), step.webhook.send)
-            if not allowed(step.webhook.url, context.webhooks_allowed):
+            if not url_allowed(step.webhook.url, context.webhooks_allowed):
                 problems.append(at(here + ("webhook", "url"),
                                    f"webhook URL {step.webhook.url} is not allowed (webhooks.allowed in appliance.yaml)",
                                    value=True))
-        if step.transfer and not allowed(step.transfer.to, context.transfers_allowed):
+        if step.transfer and not destination_allowed(step.transfer.to, context.transfers_allowed):
             problems.append(at(here + ("transfer", "to"),
                                f"transfer destination {step.transfer.to} is not allowed (transfers.allowed in appliance.yaml)",
                                value=True))
@@ -102,6 +102,12 @@ def check(flow: Flow, at: Where, context: FlowContext) -> list[Problem]:
             if not context.personas_supported:
                 problems.append(at(here + ("persona",), "persona steps need the AI persona runtime, "
                                    "which this version does not have yet"))
+        for path, phrases in _phrases(step):
+            unknown = sorted({w for phrase in phrases for w in intents.words(phrase)
+                              if not w.isdigit()} - known_words())
+            if unknown:
+                problems.append(at(here + path, f"the recogniser does not know the words {', '.join(unknown)}; "
+                                   "use other words or spell them as they sound"))
         for path, audio in _audio_files(step):
             if context.directory is not None and not (context.directory / audio).is_file():
                 problems.append(at(here + path, f"audio file {audio} not found in {context.directory}", value=True))
@@ -120,6 +126,15 @@ def _texts(step: Any) -> list[tuple[tuple[str, ...], str]]:
         out.append((("escalate", "announcement"), step.escalate.announcement))
     if step.set:
         out += [(("set", k), v) for k, v in step.set.items() if isinstance(v, str)]
+    return out
+
+
+def _phrases(step: Any) -> list[tuple[tuple[str, ...], list[str]]]:
+    out: list[tuple[tuple[str, ...], list[str]]] = []
+    if step.menu:
+        out += [(("menu", "speech", target), phrases) for target, phrases in step.menu.speech.items()]
+    if step.gather:
+        out += [(("gather", "intents", name), phrases) for name, phrases in step.gather.intents.items()]
     return out
 
 

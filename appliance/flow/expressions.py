@@ -34,8 +34,13 @@ class Expression:
             self.tree = ast.parse(source.strip(), mode="eval").body
         except SyntaxError as exc:
             raise ExpressionError(f"cannot parse {source!r}: {exc.msg}") from exc
+        except (RecursionError, MemoryError, ValueError) as exc:
+            raise ExpressionError("the condition is nested too deeply") from exc
         self.names: set[str] = set()
-        self._check(self.tree)
+        try:
+            self._check(self.tree)
+        except RecursionError as exc:
+            raise ExpressionError("the condition is nested too deeply") from exc
 
     def _check(self, node: ast.AST) -> None:
         if isinstance(node, ast.Name):
@@ -108,6 +113,10 @@ def _compare(op: ast.cmpop, left: Any, right: Any) -> bool:
                 pass  # an int too large for a float: Python compares it with the other number exactly
             except (TypeError, ValueError):
                 return isinstance(op, ast.NotEq)
+    if isinstance(op, (ast.In, ast.NotIn)) and isinstance(right, list):
+        # Membership follows ==, so the key "1" is in [1, 2] as it equals 1.
+        found = any(_compare(ast.Eq(), left, item) for item in right)
+        return found if isinstance(op, ast.In) else not found
     try:
         return bool(_COMPARE[type(op)](left, right))
     except TypeError:

@@ -22,15 +22,20 @@ def _minutes(hhmm: str) -> int:
 
 
 def is_open(hours: Hours, now: dt.datetime) -> bool:
+    """Open when a weekly range covers the moment; a range like 22:00-02:00 runs past midnight."""
     local = now.astimezone(ZoneInfo(hours.timezone))
     if local.date().isoformat() in hours.holidays:
         return False
-    day = DAYS[local.weekday()]
+    today = DAYS[local.weekday()]
+    yesterday = DAYS[(local.weekday() - 1) % 7]
     minute = local.hour * 60 + local.minute
     for spec, ranges in hours.weekly.items():
-        if day in _days(spec):
-            for span in ranges:
-                start, end = span.split("-")
-                if _minutes(start) <= minute < _minutes(end):
+        days = _days(spec)
+        for span in ranges:
+            start, end = (_minutes(t) for t in span.split("-"))
+            if start < end:
+                if today in days and start <= minute < end:
                     return True
+            elif (today in days and minute >= start) or (yesterday in days and minute < end):
+                return True
     return False

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import re
 
+from appliance.speech.stt import known_words
+
 DIGIT_WORDS = {
     "zero": "0", "oh": "0", "one": "1", "two": "2", "three": "3", "four": "4",
     "five": "5", "six": "6", "seven": "7", "eight": "8", "nine": "9",
@@ -63,4 +65,9 @@ def grammar(intents: dict[str, list[str]], digits: bool = False) -> str:
         vocabulary |= set(FILLERS)  # a digits-only gather hears digits only: "to" would steal "two"
     if digits:
         vocabulary |= set(DIGIT_WORDS)
+    # A word the dictionary lacks would make pocketsphinx refuse the whole grammar mid-call;
+    # `flows check` reports such words, and here they are left out rather than fail.
+    vocabulary &= known_words()
+    if not vocabulary:
+        vocabulary = set(FILLERS)
     return "#JSGF V1.0;\ngrammar choices;\npublic <choice> = ( " + " | ".join(sorted(vocabulary)) + " )+ ;\n"

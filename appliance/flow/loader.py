@@ -16,7 +16,8 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from appliance.core.errors import FlowError, Problem
-from appliance.flow.checker import FlowContext, allowed, check
+from appliance.flow.checker import FlowContext, check
+from appliance.flow.policy import url_allowed
 from appliance.flow.persona import Persona
 from appliance.flow.schema import Flow, Queues
 
@@ -233,7 +234,7 @@ def context_for(directory: Path, webhooks_allowed: list[str] | None = None,
         policy.transfers_allowed = list(transfers_allowed)
     for persona in personas.values():
         for tool in persona.tools:
-            if not allowed(tool.url, policy.webhooks_allowed):
+            if not url_allowed(tool.url, policy.webhooks_allowed):
                 problems.append(Problem(str(directory / PERSONAS_DIR / f"{persona.name}.yaml"), 1, 1,
                                         f"tool '{tool.name}' URL {tool.url} is not allowed (webhooks.allowed in appliance.yaml)"))
     if problems:

@@ -16,7 +16,7 @@ STEP_ID = r"^[A-Za-z_][A-Za-z0-9_-]*$"
 VARIABLE = r"^[A-Za-z_][A-Za-z0-9_]*$"
 DIGITS = "0123456789*#"
 DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
-_RANGE = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)-([01]\d|2[0-4]):([0-5]\d)$")
+_RANGE = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)-(([01]\d|2[0-3]):([0-5]\d)|24:00)$")
 
 Phrases = list[str]
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import re
 from dataclasses import dataclass, field
-from typing import Any, Awaitable, Callable
+from typing import Any, Awaitable, Callable, Protocol
 
 from appliance.flow import engine as fe
 from appliance.flow.engine import FlowEngine
@@ -18,6 +18,19 @@ from appliance.flow.loader import LoadedFlow
 from appliance.flow.webhook import call_webhook
 
 WebhookCaller = Callable[[str, dict[str, Any], float], Awaitable[fe.WebhookDone]]
+
+
+class TextPersona(Protocol):
+    """A persona the simulator can talk to in text (appliance.personas.text provides it)."""
+
+    exit: tuple[str, dict[str, Any]] | None
+
+    async def start(self) -> list[str]: ...
+    async def reply(self, text: str) -> list[str]: ...
+    async def close(self) -> None: ...
+
+
+PersonaFactory = Callable[[str, dict[str, Any]], TextPersona]
 SPEECH_SECONDS_PER_WORD = 0.4
 _SILENCE = re.compile(r"^silence(?:\s+(\d+(?:\.\d+)?))?$", re.IGNORECASE)
 
@@ -40,6 +53,7 @@ class Simulation:
     webhook: WebhookCaller = _real_webhook
     transfer_ok: bool = True
     on_heard: Callable[[str], None] | None = None
+    personas: PersonaFactory | None = None
 
     heard: list[str] = field(default_factory=list)
     steps: list[str] = field(default_factory=list)
@@ -53,6 +67,7 @@ class Simulation:
         self._events: list[fe.Event] = []
         self._recording_since: float | None = None
         self._recording_until: float | None = None
+        self._persona: TextPersona | None = None
 
     def _clock(self) -> dt.datetime:
         return self.now + dt.timedelta(seconds=self.elapsed)
@@ -93,23 +108,49 @@ class Simulation:
     async def speak(self, text: str) -> None:
         self.elapsed += SPEECH_SECONDS_PER_WORD * max(1, len(text.split()))
         await self._due()
-        if not self.finished:
+        if self._persona is not None:
+            await self._persona_turn(text)
+        elif not self.finished:
             await self._feed(fe.Speech(text))
+
+    async def _start_persona(self, action: fe.StartPersona) -> None:
+        if self.personas is None:
+            self._events.append(fe.PersonaDone("failed", {"persona_error": "no persona runtime in this simulation"}))
+            return
+        self._persona = self.personas(action.name, action.variables)
+        for line in await self._persona.start():
+            self._hear(line)
+
+    async def _persona_turn(self, text: str) -> None:
+        persona = self._persona
+        assert persona is not None
+        for line in await persona.reply(text):
+            if line:
+                self._hear(line)
+        if persona.exit is not None:
+            exit_, variables = persona.exit
+            self._persona = None
+            await persona.close()
+            await self._feed(fe.PersonaDone(exit_, variables))
 
     async def silence(self, seconds: float | None = None) -> None:
         """Stay silent for `seconds`, or until the next thing the flow waits for happens."""
         if seconds is None:
-            upcoming = list(self._timers.values()) + ([self._recording_until] if self._recording_until else [])
+            live = [at for timer, at in self._timers.items() if timer == self.engine._wait.timer]
+            upcoming = live + ([self._recording_until] if self._recording_until else [])
             seconds = max(0.0, min(upcoming) - self.elapsed) if upcoming else 0.0
         target = self.elapsed + seconds
         await self._due(target)
         self.elapsed = max(self.elapsed, target)
 
     async def hangup(self) -> None:
+        if self._persona is not None:
+            await self._persona.close()
+            self._persona = None
+        self.caller_hung_up = True  # from now on nothing is heard
         if self._recording_since is not None:
             await self._run([fe.StopRecording()])  # a message left by hanging up is kept
             await self._drain()
-        self.caller_hung_up = True
 
     # --- the flow
     async def _due(self, until: float | None = None) -> None:
@@ -138,6 +179,8 @@ class Simulation:
             await self._run(self.engine.handle(self._events.pop(0)))
 
     def _hear(self, text: str) -> None:
+        if self.caller_hung_up:
+            return
         self.heard.append(text)
         if self.on_heard:
             self.on_heard(text)
@@ -168,6 +211,8 @@ class Simulation:
                 seconds = self.elapsed - self._recording_since
                 self._recording_since = self._recording_until = None
                 self._events.append(fe.RecordingDone(seconds))
+            elif isinstance(action, fe.StartPersona):
+                await self._start_persona(action)
             elif isinstance(action, fe.Transfer):
                 self._events.append(fe.TransferDone(self.transfer_ok, None if self.transfer_ok else "503 Busy"))
             # StopSpeaking, Listen, StopListening, SetVariable, Escalated, Hangup: nothing to do in text

@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from appliance.core.errors import FlowError, Problem
 from appliance.flow.engine import WebhookDone
 from appliance.flow.loader import LoadedFlow
-from appliance.flow.simulate import Simulation
+from appliance.flow.simulate import PersonaFactory, Simulation
 
 
 class _Model(BaseModel):
@@ -119,7 +119,7 @@ def _in_order(wanted: list[str], seen: list[str], match: Any) -> str | None:
     return None
 
 
-async def run_case(case: Case, loaded: LoadedFlow, file: str) -> CaseResult:
+async def run_case(case: Case, loaded: LoadedFlow, file: str, personas: PersonaFactory | None = None) -> CaseResult:
     async def webhook(url: str, payload: dict[str, Any], timeout: float) -> WebhookDone:
         reply = case.webhooks.get(url)
         if reply is None:
@@ -127,7 +127,7 @@ async def run_case(case: Case, loaded: LoadedFlow, file: str) -> CaseResult:
         return reply.as_result()
 
     sim = Simulation(loaded, variables=case.variables, webhook=webhook, transfer_ok=not case.transfer_fails,
-                     now=case.now or dt.datetime.now(dt.timezone.utc))
+                     now=case.now or dt.datetime.now(dt.timezone.utc), personas=personas)
     await sim.start()
     for line in case.caller:
         if sim.finished:
@@ -168,9 +168,9 @@ async def run_case(case: Case, loaded: LoadedFlow, file: str) -> CaseResult:
     return result
 
 
-async def run_file(path: Path, flows: dict[str, LoadedFlow]) -> list[CaseResult]:
+async def run_file(path: Path, flows: dict[str, LoadedFlow], personas: PersonaFactory | None = None) -> list[CaseResult]:
     tests = load_tests(path)
     loaded = flows.get(tests.flow)
     if loaded is None:
         return [CaseResult(str(path), "(file)", [f"flow '{tests.flow}' is not loaded"])]
-    return [await run_case(case, loaded, str(path)) for case in tests.cases]
+    return [await run_case(case, loaded, str(path), personas) for case in tests.cases]

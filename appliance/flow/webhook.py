@@ -24,7 +24,11 @@ async def call_webhook(url: str, payload: dict[str, Any], timeout: float, call_i
     try:
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout)) as session:
             async with session.post(url, json=payload, headers={"User-Agent": "Switchboard"}) as response:
-                body = await response.content.read(MAX_REPLY_BYTES + 1)
+                body = b""
+                async for chunk in response.content.iter_chunked(16384):
+                    body += chunk
+                    if len(body) > MAX_REPLY_BYTES:
+                        break
                 if response.status // 100 != 2:
                     return _failed(url, f"HTTP {response.status}", call_id)
                 if len(body) > MAX_REPLY_BYTES:

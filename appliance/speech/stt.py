@@ -7,11 +7,19 @@ vocabulary; its acoustic model is 16 kHz, which is also the box's audio rate.
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 
 import numpy as np
 from pocketsphinx import Config, Decoder, get_model_path
 
 from appliance.core.audio import SAMPLE_RATE
+
+
+@lru_cache(maxsize=1)
+def known_words() -> frozenset[str]:
+    """Every word the shipped pronunciation dictionary knows (a grammar may use only these)."""
+    with open(f"{get_model_path()}/en-us/cmudict-en-us.dict", encoding="utf-8", errors="replace") as f:
+        return frozenset(line.split(" ", 1)[0].split("(", 1)[0] for line in f if line.strip())
 
 
 def phrases_grammar(phrases: list[str]) -> str:
