@@ -6,10 +6,16 @@ of the call to WAV files; it dials with `-e "/dial URI"`, hangs up and quits aft
 
 from __future__ import annotations
 
+import itertools
+import json
 import re
+import socket
 import subprocess
+import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 from tests.support.appliance import free_port_block
 
@@ -135,3 +141,132 @@ def pcm16k(path: Path) -> bytes:
         ["sox", str(path), "-t", "raw", "-r", "16000", "-c", "1", "-b", "16", "-e", "signed-integer", "-L", "-"],
         check=True, capture_output=True,
     ).stdout
+
+
+class Softphone:
+    """baresip under remote control through its ctrl_tcp module: dial, speak on cue, hear the hang-up.
+
+    Its microphone is silence until `say` switches it to a WAV (speech, then silence), so a
+    test can speak exactly when the flow listens; `wait_closed` returns once the far end
+    has hung up. Use as a context manager: baresip is stopped by its PID whatever happens.
+    """
+
+    def __init__(self, workdir: Path, max_seconds: float = 90):
+        self.workdir = workdir
+        self.max_seconds = max_seconds
+        self.dumps = workdir / "dumps"
+        self.log_path = workdir / "baresip.log"
+        self.ctrl_port = free_port_block(1)
+        self._messages: list[dict] = []
+        self._arrived = threading.Condition()
+        self._tokens = itertools.count(1)
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def __enter__(self) -> "Softphone":
+        self.dumps.mkdir(parents=True, exist_ok=True)
+        silence = self.workdir / "silence.wav"
+        subprocess.run(["sox", "-n", "-r", "16000", "-c", "1", "-b", "16", str(silence),
+                        "trim", "0", str(self.max_seconds + 10)], check=True)
+        rtp_first = free_port_block(8)
+        (self.workdir / "config").write_text(CONFIG.format(
+            modules=MODULES, sip_port=free_port_block(1), rtp_first=rtp_first, rtp_last=rtp_first + 7,
+            microphone=silence, dumps=self.dumps,
+        ) + f"module_app ctrl_tcp.so\nctrl_tcp_listen 127.0.0.1:{self.ctrl_port}\n")
+        (self.workdir / "accounts").write_text(ACCOUNTS)
+        (self.workdir / "contacts").write_text("")
+        self._log = open(self.log_path, "wb")
+        self.process = subprocess.Popen(
+            ["baresip", "-f", str(self.workdir), "-t", str(round(self.max_seconds))],
+            stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT, cwd=self.workdir,
+        )
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                self._socket = socket.create_connection(("127.0.0.1", self.ctrl_port), timeout=1)
+                break
+            except OSError:
+                if time.monotonic() > deadline or self.process.poll() is not None:
+                    self.__exit__(None, None, None)
+                    raise RuntimeError(f"baresip's control port did not open:\n{self.output}")
+                time.sleep(0.1)
+        self._socket.settimeout(None)
+        threading.Thread(target=self._read, name="baresip-ctrl", daemon=True).start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.process is not None and self.process.poll() is None:
+            try:
+                self.command("quit", timeout=2)
+            except (OSError, TimeoutError):
+                pass
+            try:
+                self.process.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        if hasattr(self, "_socket"):
+            self._socket.close()
+        self._log.close()
+
+    # ctrl_tcp speaks JSON in netstrings ("<length>:<json>,") both ways.
+    def _read(self) -> None:
+        buffer = b""
+        while True:
+            try:
+                chunk = self._socket.recv(65536)
+            except OSError:
+                chunk = b""
+            if not chunk:
+                return
+            buffer += chunk
+            while b":" in buffer:
+                length, rest = buffer.split(b":", 1)
+                if len(rest) < int(length) + 1:
+                    break
+                message, buffer = json.loads(rest[: int(length)]), rest[int(length) + 1:]
+                with self._arrived:
+                    self._messages.append(message)
+                    self._arrived.notify_all()
+
+    def _wait(self, match: Callable[[dict], bool], timeout: float) -> dict:
+        with self._arrived:
+            if not self._arrived.wait_for(lambda: any(match(m) for m in self._messages), timeout):
+                raise TimeoutError(f"baresip: nothing matched in {timeout}s; messages: {self._messages}")
+            return next(m for m in self._messages if match(m))
+
+    def command(self, name: str, params: str = "", timeout: float = 5) -> str:
+        token = str(next(self._tokens))
+        body = json.dumps({"command": name, "params": params, "token": token}).encode()
+        self._socket.sendall(str(len(body)).encode() + b":" + body + b",")
+        reply = self._wait(lambda m: m.get("response") and m.get("token") == token, timeout)
+        if not reply.get("ok"):
+            raise RuntimeError(f"baresip refused {name} {params}: {reply}")
+        return reply.get("data", "")
+
+    def dial(self, uri: str, timeout: float = 10) -> None:
+        self.command("dial", uri)
+        self._wait(lambda m: m.get("type") == "CALL_ESTABLISHED", timeout)
+
+    def say(self, microphone: Path) -> None:
+        """From now on the microphone plays this WAV (16 kHz mono; make its silence outlast the call)."""
+        self.command("ausrc", f"aufile,{microphone}")
+
+    def press(self, keys: str, gap_s: float = 0.4) -> None:
+        """Send keys as RFC 4733 events, one after the other."""
+        for i, key in enumerate(keys):
+            if i:
+                time.sleep(gap_s)
+            self.command("sndcode", key)
+
+    def wait_closed(self, timeout: float) -> str:
+        """Wait for the call to end; its reason as baresip says it."""
+        return self._wait(lambda m: m.get("type") == "CALL_CLOSED", timeout).get("param", "")
+
+    @property
+    def output(self) -> str:
+        return re.sub(r"\r*\[\d+:\d\d:\d\d\] audio=\S+ \(bit/s\) *\r*", "", self.log_path.read_text(errors="replace"))
+
+    def result(self) -> BaresipCall:
+        found = {d: sorted(self.dumps.glob(f"dump-*-{d}.wav")) for d in ("dec", "enc")}
+        return BaresipCall(self.process.returncode if self.process else -1, self.output,
+                           found["dec"][-1] if found["dec"] else None, found["enc"][-1] if found["enc"] else None)

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import csv
+import secrets
+import socket
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 from string import Template
+from xml.sax.saxutils import escape
 
 from tests.support.appliance import free_port_block
 
@@ -64,8 +67,9 @@ class SippResult:
 
 def run_sipp(scenario: Path, target_port: int, workdir: Path, *, calls: int = 1, rate: float = 10,
              limit: int | None = None, service: str = "100", timeout: float = 120,
-             extra: list[str] | None = None) -> SippResult:
-    sip_port = free_port_block(1)
+             extra: list[str] | None = None, sip_port: int | None = None) -> SippResult:
+    """One sipp run to its end; `sip_port` is its own port (default: any free one)."""
+    sip_port = sip_port or free_port_block(1)
     media_port = free_port_block(4)
     args = [
         "sipp", "-sf", str(scenario), "-s", service, f"127.0.0.1:{target_port}",
@@ -99,3 +103,100 @@ def refused_scenario(directory: Path, code: int, header_regexp: str | None = Non
     path = directory / f"refused_{code}.xml"
     path.write_text(text)
     return path
+
+
+# Debian's key captures come from one RTP stream, in this order. pjmedia drops a replayed
+# packet whose sequence number is behind the last one as a duplicate, so within one call
+# keys can be replayed only in this order and each at most once.
+DTMF_CAPTURE_ORDER = "123456789*#0"
+G711A_SPEECH = PCAPS / "g711a.pcap"  # about 7 s of a man speaking, PCMA
+
+
+def dtmf_pcap(digit: str) -> Path:
+    """Debian's capture of one RFC 4733 key press (about 140 ms)."""
+    name = {"*": "star", "#": "pound"}.get(digit, digit)
+    return PCAPS / f"dtmf_2833_{name}.pcap"
+
+
+def keys(digits: str, start_ms: int = 0, gap_ms: int = 400) -> list[tuple[int, Path]]:
+    """Replays pressing `digits` one after the other, for a cue block."""
+    return [(start_ms + i * gap_ms, dtmf_pcap(d)) for i, d in enumerate(digits)]
+
+
+Cue = list[tuple[int, Path]]  # (ms after the cue, pcap to replay)
+
+
+def _cue_blocks(cues: list[Cue]) -> str:
+    """Each cue as a wait for `send_cue`, then its replays."""
+    digit_of = {dtmf_pcap(d): d for d in DTMF_CAPTURE_ORDER}
+    pressed = "".join(digit_of[pcap] for cue in cues for _, pcap in sorted(cue) if pcap in digit_of)
+    order = [DTMF_CAPTURE_ORDER.index(d) for d in pressed]
+    if order != sorted(set(order)):
+        raise ValueError(f"keys {pressed!r} are not in capture order {DTMF_CAPTURE_ORDER!r}, each once")
+    blocks = []
+    for cue in cues:
+        steps, now = ['<recv request="OPTIONS"/>'], 0
+        for at_ms, pcap in sorted(cue, key=lambda play: play[0]):
+            if at_ms > now:
+                steps.append(f'<pause milliseconds="{at_ms - now}"/>')
+                now = at_ms
+            # A replay starts its own sender and stops the one before: one pcap at a time.
+            steps.append(f'<nop><action><exec play_pcap_audio="{pcap}"/></action></nop>')
+        blocks.append("\n  ".join(steps))
+    return "\n  ".join(blocks)
+
+
+def cued_caller_scenario(directory: Path, cues: list[Cue], bye_timeout_ms: int = 60000,
+                         name: str = "cued_caller") -> Path:
+    """A caller that is silent but for `cues`: each waits for `send_cue`, then replays its pcaps."""
+    text = Template((SCENARIOS / "cued_caller.xml").read_text()).substitute(
+        CUES=_cue_blocks(cues), BYE_TIMEOUT_MS=bye_timeout_ms
+    )
+    path = directory / f"{name}.xml"
+    path.write_text(text)
+    return path
+
+
+def cued_hangup_scenario(directory: Path, cues: list[Cue], hangup_after_ms: int, name: str = "cued_hangup") -> Path:
+    """Like `cued_caller_scenario`, but the caller hangs up `hangup_after_ms` after its last cue."""
+    text = Template((SCENARIOS / "cued_hangup.xml").read_text()).substitute(
+        CUES=_cue_blocks(cues), HANGUP_AFTER_MS=hangup_after_ms
+    )
+    path = directory / f"{name}.xml"
+    path.write_text(text)
+    return path
+
+
+def transferee_scenario(directory: Path, cues: list[Cue], refer_to_regexp: str, decline: str | None = None,
+                        bye_timeout_ms: int = 30000) -> Path:
+    """A caller the box REFERs elsewhere: it accepts (202, then NOTIFY "200 OK") or answers `decline`.
+
+    The REFER's Refer-To must match `refer_to_regexp`, or sipp fails the call.
+    """
+    template = "refer_declined.xml" if decline else "refer_accepted.xml"
+    text = Template((SCENARIOS / template).read_text()).substitute(
+        CUES=_cue_blocks(cues), REFER_TO=escape(refer_to_regexp, {'"': "&quot;"}), CODE=decline or "",
+        BYE_TIMEOUT_MS=bye_timeout_ms,
+    )
+    path = directory / template
+    path.write_text(text)
+    return path
+
+
+def send_cue(sipp_port: int, sip_call_id: str, sequence: int = 1) -> None:
+    """Let a cued caller go on: an OPTIONS with its Call-ID, which sipp matches to the call.
+
+    The scenario does not answer it: the cue is only a signal between the test and sipp.
+    """
+    message = (
+        f"OPTIONS sip:sipp@127.0.0.1:{sipp_port} SIP/2.0\r\n"
+        f"Via: SIP/2.0/UDP 127.0.0.1:9;branch=z9hG4bKcue{sequence}{secrets.token_hex(4)}\r\n"
+        f"From: <sip:test@127.0.0.1>;tag=cue{secrets.token_hex(4)}\r\n"
+        f"To: <sip:sipp@127.0.0.1>\r\n"
+        f"Call-ID: {sip_call_id}\r\n"
+        f"CSeq: {sequence} OPTIONS\r\n"
+        "Max-Forwards: 70\r\n"
+        "Content-Length: 0\r\n\r\n"
+    )
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.sendto(message.encode(), ("127.0.0.1", sipp_port))
