@@ -54,8 +54,9 @@ def spoken_digits(text: str) -> str:
 
 # Words callers wrap around a choice ("I'd like to talk to sales please"): in the grammar so
 # they are recognised as themselves instead of being forced onto a choice's words.
-FILLERS = ("i", "i'd", "want", "would", "like", "to", "talk", "speak", "with", "please", "the", "a",
-           "my", "me", "about", "is", "it", "um", "uh", "yes", "no", "hello", "and", "for", "in", "of")
+FILLERS = ("i", "want", "would", "like", "to", "talk", "speak", "with", "please",
+           "my", "me", "about", "is", "it", "yes", "no", "hello", "and", "for", "in", "of")
+# (Hesitations like "uh" are the recogniser's own filler model, not words of the grammar.)
 
 
 def grammar(intents: dict[str, list[str]], digits: bool = False) -> str:

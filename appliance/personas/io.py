@@ -9,6 +9,7 @@ interrupted reply is truncated in the chat context where the caller stopped hear
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Callable
 
 from livekit import rtc
@@ -16,6 +17,8 @@ from livekit.agents.voice.io import AudioInput, AudioOutput, AudioOutputCapabili
 
 from appliance.core.audio import FRAME_BYTES, SAMPLE_RATE, SAMPLES_PER_FRAME
 from appliance.rooms import protocol as p
+
+log = logging.getLogger(__name__)
 
 # Two seconds of caller audio may wait for the session; older audio is dropped, not queued.
 INPUT_QUEUE_FRAMES = 100
@@ -87,6 +90,8 @@ class HubAudioOutput(AudioOutput):
 
     def played(self, message: p.Played) -> None:
         """The hub's report for one segment: how much of it the caller heard."""
+        log.info("reply played", extra={"fields": {"segment": message.segment, "seconds": message.seconds,
+                                                   "interrupted": message.interrupted, "known": message.segment in self._unplayed}})
         if message.segment in self._unplayed:
             self._unplayed.discard(message.segment)
             self.on_playback_finished(playback_position=message.seconds, interrupted=message.interrupted)

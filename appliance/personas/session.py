@@ -135,6 +135,7 @@ class PersonaJob:
         log.info("caller state", extra=log_extra(call_id=self.call_id, state=event.new_state))
 
     def _on_agent_state(self, event: Any) -> None:
+        log.info("persona state", extra=log_extra(call_id=self.call_id, state=event.new_state))
         if event.new_state == "listening":
             self._arm_silence()
             if self._pending_exit is not None:

@@ -42,7 +42,7 @@ class PersonaWorker:
 
         # End of speech after 0.35 s of silence (silero's default 0.55 s): on the phone every
         # 100 ms here is 100 ms the caller waits for an answer.
-        self.vad = silero.VAD.load(min_silence_duration=0.35, prefix_padding_duration=0.3)
+        self.vad = silero.VAD.load(min_silence_duration=0.35)
         EspeakTTS().synthesize("Hello.")
 
     async def run(self) -> None:

@@ -28,7 +28,7 @@ def phrases_grammar(phrases: list[str]) -> str:
     return "#JSGF V1.0;\ngrammar words;\npublic <utterance> = ( " + " | ".join(words) + " )+ ;\n"
 
 
-def decoder_for(grammar: str | None) -> Decoder:
+def decoder_for(grammar: str | None, live: bool = True) -> Decoder:
     config = Config(
         hmm=f"{get_model_path()}/en-us/en-us",
         dict=f"{get_model_path()}/en-us/cmudict-en-us.dict",
@@ -41,9 +41,8 @@ def decoder_for(grammar: str | None) -> Decoder:
         config["jsgf"] = None
         config["lm"] = None
         # Measured: with a looping word grammar, best-path rescoring takes 2-4 s per
-        # utterance for no better words; without it (and without filler insertion) 70 ms.
-        config["bestpath"] = False
-        config["fsgusefiller"] = False
+        # utterance; a caller cannot wait for that, an offline transcription can.
+        config["bestpath"] = not live
     decoder = Decoder(config)
     if grammar is not None:
         decoder.add_jsgf_string("grammar", grammar.encode())
@@ -53,7 +52,7 @@ def decoder_for(grammar: str | None) -> Decoder:
 
 def transcribe(pcm: bytes, grammar: str | None = None) -> str:
     """Text of 16 kHz s16le mono speech; `grammar` (JSGF) constrains what can be heard."""
-    decoder = decoder_for(grammar)
+    decoder = decoder_for(grammar, live=False)
     samples = np.frombuffer(pcm, dtype=np.int16)
     decoder.start_utt()
     decoder.process_raw(samples.tobytes(), full_utt=True)

@@ -228,7 +228,8 @@ def said_digits(text: str) -> str:
     run of unambiguous digits, or when the caller said nothing else.
     """
     runs: list[list[str]] = [[]]
-    for word in intents.words(text):
+    # Short words the recogniser slips between digits ("one it two") do not end a run.
+    for word in (w for w in intents.words(text) if len(w) > 2 or w in _DIGIT_TOKENS or w in intents.HOMOPHONES):
         if word in _DIGIT_TOKENS or word in intents.HOMOPHONES:
             runs[-1].append(word)
         elif runs[-1]:

@@ -31,6 +31,8 @@ logger = logging.getLogger(__name__)
 
 # The only acoustic model and dictionary pocketsphinx ships.
 LANGUAGE = LanguageCode("en-US")
+# 100 ms of 16 kHz s16le: how much the decoder takes between two chances for the event loop.
+CHUNK_BYTES = SAMPLE_RATE // 10 * 2
 
 
 def grammar_for(phrases: list[str], digits: bool = False) -> str:
@@ -72,24 +74,37 @@ class PocketsphinxSTT(stt.STT):
     ) -> stt.SpeechEvent:
         if is_given(language) and language and LanguageCode(language).language != LANGUAGE.language:
             raise ValueError(f"pocketsphinx ships only an English model, not {language!r}")
-        samples = _mono_16k(buffer)
-        text = await asyncio.to_thread(self._decode, samples.tobytes()) if len(samples) else ""
-        logger.debug("utterance recognised", extra=log_extra(
-            seconds=round(len(samples) / SAMPLE_RATE, 2), pii={"transcript": text}))
+        frames = buffer if isinstance(buffer, list) else [buffer]
+        text, seconds = await asyncio.to_thread(self._transcribe, frames)
+        logger.debug("utterance recognised", extra=log_extra(seconds=round(seconds, 2), pii={"transcript": text}))
         return stt.SpeechEvent(
             type=stt.SpeechEventType.FINAL_TRANSCRIPT,
             request_id=shortuuid("ps_"),
-            alternatives=[stt.SpeechData(language=LANGUAGE, text=text, end_time=len(samples) / SAMPLE_RATE)],
+            alternatives=[stt.SpeechData(language=LANGUAGE, text=text, end_time=seconds)],
         )
 
-    def _decode(self, pcm: bytes) -> str:
+    def _transcribe(self, frames: list[rtc.AudioFrame]) -> tuple[str, float]:
+        pcm = _mono_16k(frames).tobytes()
+        if not pcm:
+            return "", 0.0
+        chunks = [pcm[i : i + CHUNK_BYTES] for i in range(0, len(pcm), CHUNK_BYTES)]
         with self._lock:
             decoder = self._loaded()
+            # pocketsphinx holds the GIL inside process_raw, so a whole utterance in one call
+            # (full_utt=True) would stall every other call's event loop for its decode. Fed in
+            # chunks it normalises with a running cepstral mean instead, and hears a call's
+            # first words badly; so a first, search-free pass measures this utterance's mean.
             decoder.start_utt()
-            decoder.process_raw(pcm, full_utt=True)
+            for chunk in chunks:
+                decoder.process_raw(chunk, no_search=True, full_utt=False)
+            decoder.end_utt()
+            decoder.set_cmn(decoder.get_cmn(True))
+            decoder.start_utt()
+            for chunk in chunks:
+                decoder.process_raw(chunk, full_utt=False)
             decoder.end_utt()
             hyp = decoder.hyp()
-        return hyp.hypstr if hyp else ""
+        return (hyp.hypstr if hyp else ""), len(pcm) / (2 * SAMPLE_RATE)
 
     def _loaded(self) -> Decoder:
         if self._decoder is None:
@@ -97,8 +112,7 @@ class PocketsphinxSTT(stt.STT):
         return self._decoder
 
 
-def _mono_16k(buffer: AudioBuffer) -> np.ndarray:
-    frames = buffer if isinstance(buffer, list) else [buffer]
+def _mono_16k(frames: list[rtc.AudioFrame]) -> np.ndarray:
     if not frames:
         return np.zeros(0, dtype=np.int16)
     frame = rtc.combine_audio_frames(frames)

@@ -1,0 +1,132 @@
+"""A real caller talks to the offline order-desk persona: speech in, a tool call, the answer heard."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import threading
+import wave
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+import pytest
+
+from appliance.speech.stt import phrases_grammar, transcribe
+from appliance.speech.tts import EspeakTTS
+from tests.support import baresip
+from tests.support.appliance import ROOT, free_port_block
+
+pytestmark = pytest.mark.sip
+
+
+class OrdersApi:
+    """The shop's order system on loopback: answers lookups, remembers what it was asked."""
+
+    def __init__(self) -> None:
+        self.requests: list[dict[str, Any]] = []
+        api = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802 - http.server's name
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])) or b"{}")
+                api.requests.append({"path": self.path, "body": body})
+                reply = json.dumps({"order": body.get("order"), "status": "shipped"}).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(reply)))
+                self.end_headers()
+                self.wfile.write(reply)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.port = free_port_block(1)
+        self.server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def __enter__(self) -> "OrdersApi":
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def orders_api() -> Iterator[OrdersApi]:
+    with OrdersApi() as api:
+        yield api
+
+
+def _flows_with(tmp_path: Path, api: OrdersApi) -> Path:
+    flows = tmp_path / "flows"
+    shutil.copytree(ROOT / "flows", flows)
+    persona = flows / "personas" / "orders.yaml"
+    persona.write_text(persona.read_text().replace("http://127.0.0.1:8765/", f"http://127.0.0.1:{api.port}/"))
+    return flows
+
+
+def _microphone(path: Path, script: list[tuple[float, str]], seconds: float) -> None:
+    """Speech at given times (s), silence elsewhere, 16 kHz mono: what the caller says when."""
+    tts = EspeakTTS()
+    pcm = bytearray(int(seconds * 16000) * 2)
+    for at, text in script:
+        speech = tts.synthesize(text)
+        start = int(at * 16000) * 2
+        pcm[start : start + len(speech)] = speech
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(16000)
+        w.writeframes(bytes(pcm))
+
+
+def test_caller_checks_an_order_with_the_persona(appliance_factory, orders_api: OrdersApi, tmp_path: Path) -> None:
+    app = appliance_factory(
+        flows_dir=_flows_with(tmp_path, orders_api),
+        numbers={"300": "orders"},
+        extra={"webhooks": {"allowed": [f"http://127.0.0.1:{orders_api.port}/", "http://127.0.0.1:8765/"]}},
+    )
+    microphone = tmp_path / "caller.wav"
+    stay = 24
+    _microphone(microphone, [(5.0, "I would like to check my order."), (11.0, "one two three four")], stay + 10)
+    result = baresip.call(f"sip:300@127.0.0.1:{app.sip_port}", microphone, tmp_path / "baresip", seconds=stay)
+    assert result.established, result.output
+
+    (call,) = app.wait_calls_closed(1, timeout=40)
+    record = app.call(call["id"])
+    transcript = [(t["role"], t["text"]) for t in record["transcript"]]
+    assert orders_api.requests == [{"path": "/orders/lookup", "body": {"order": "1234"}}], (transcript, app.log_tail())
+    persona_lines = [text for role, text in transcript if role == "persona"]
+    assert any("Order 1234 is shipped" in line for line in persona_lines), transcript
+    assert any(role == "caller" and "order" in text for role, text in transcript), transcript
+    tools = [e["data"]["name"] for e in record["events"] if e["kind"] == "tool"]
+    assert "lookup_order" in tools
+
+    # The caller really heard the answer: transcribe what baresip received, reply by reply.
+    grammar = phrases_grammar(["hello this is the acme order desk how can i help you",
+                               "sure what is your order number", "order one two three four is shipped",
+                               "is there anything else"])
+    replies = [transcribe(chunk, grammar) for chunk in _utterances(baresip.pcm16k(result.heard))]
+    assert any("shipped" in reply.split() for reply in replies), replies
+
+
+def _utterances(pcm: bytes) -> list[bytes]:
+    """Stretches of sound separated by at least 0.4 s of quiet."""
+    samples = np.frombuffer(pcm, dtype=np.int16).astype(np.float64)
+    frames = [np.sqrt(np.mean(samples[i : i + 320] ** 2)) for i in range(0, len(samples) - 320, 320)]
+    loud = [i for i, rms in enumerate(frames) if rms > 300]
+    chunks, start, last = [], None, None
+    for i in loud:
+        if start is None:
+            start = last = i
+        elif i - last > 20:
+            chunks.append(pcm[start * 640 : (last + 10) * 640])
+            start = i
+        last = i
+    if start is not None:
+        chunks.append(pcm[start * 640 : (last + 10) * 640])
+    return chunks
