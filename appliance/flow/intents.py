@@ -21,20 +21,26 @@ def words(text: str) -> list[str]:
 
 
 def match(text: str, intents: dict[str, list[str]]) -> str | None:
-    """The intent whose phrase best covers what was said; None when nothing fits."""
-    said = words(text)
+    """The intent whose phrase best covers what was said; None when nothing fits.
+
+    Words that sound alike ("to", "two") compare as one word: the recogniser cannot tell
+    them apart, so neither may the matcher.
+    """
+    said = _sounds(words(text))
     if not said:
         return None
     said_set = set(said)
     best, best_score = None, 0.0
     for intent, phrases in intents.items():
         for phrase in phrases:
-            wanted = words(phrase)
+            wanted = _sounds(words(phrase))
             if not wanted:
                 continue
             joined = " ".join(said)
             if f" {' '.join(wanted)} " in f" {joined} ":  # whole words: "no" is not in "i know"
                 score = 1.0 + len(wanted) / 100  # a longer exact phrase wins
+                if set(wanted) <= set(_SAME_SOUND.values()):
+                    score -= 0.02  # "two" alone may have been "to": weaker than any other exact phrase
             else:
                 score = len(said_set & set(wanted)) / len(set(wanted))
             if score > best_score:
@@ -44,6 +50,11 @@ def match(text: str, intents: dict[str, list[str]]) -> str | None:
 
 # Words the recogniser may write for a digit it heard (same pronunciation in its dictionary).
 HOMOPHONES = {"to": "2", "too": "2", "for": "4", "won": "1", "ate": "8"}
+_SAME_SOUND = {"to": "two", "too": "two", "for": "four", "won": "one", "ate": "eight"}
+
+
+def _sounds(tokens: list[str]) -> list[str]:
+    return [_SAME_SOUND.get(t, t) for t in tokens]
 
 
 def spoken_digits(text: str) -> str:

@@ -130,3 +130,56 @@ def _utterances(pcm: bytes) -> list[bytes]:
     if start is not None:
         chunks.append(pcm[start * 640 : (last + 10) * 640])
     return chunks
+
+
+def _events(app: Any, call_id: str, kind: str) -> list[dict[str, Any]]:
+    return [e["data"] for e in app.call(call_id)["events"] if e["kind"] == kind]
+
+
+def test_caller_who_asks_for_a_person_leaves_the_persona_for_the_queue(
+        appliance_factory, orders_api: OrdersApi, tmp_path: Path) -> None:
+    app = appliance_factory(
+        flows_dir=_flows_with(tmp_path, orders_api),
+        extra={"webhooks": {"allowed": [f"http://127.0.0.1:{orders_api.port}/", "http://127.0.0.1:8765/"]}},
+    )
+    microphone = tmp_path / "caller.wav"
+    _microphone(microphone, [(5.0, "Can I talk to someone please.")], 26)
+    result = baresip.call(f"sip:300@127.0.0.1:{app.sip_port}", microphone, tmp_path / "baresip", seconds=14)
+    assert result.established, result.output
+    (call,) = app.wait_calls_closed(1, timeout=40)
+    assert _events(app, call["id"], "persona_ended")[0]["exit"] == "human"
+    assert _events(app, call["id"], "escalated") == [{"queue": "technical"}]
+    steps = [s["step"] for s in _events(app, call["id"], "step")]
+    assert steps[:2] == ["assistant", "to_person"], steps
+    assert any(t["name"] == "escalate" for t in _events(app, call["id"], "tool"))
+
+
+def test_a_failing_provider_takes_the_failed_branch_without_silence(
+        appliance_factory, orders_api: OrdersApi, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    flows = _flows_with(tmp_path, orders_api)
+    persona = flows / "personas" / "orders.yaml"
+    dead = free_port_block(1)  # nothing listens here: the "hosted" LLM is down
+    persona.write_text(persona.read_text().replace(
+        "  llm: {name: scripted}",
+        f"  llm: {{name: openai, options: {{base_url: 'http://127.0.0.1:{dead}/v1', model: m, api_key_env: TEST_LLM_KEY}}}}"))
+    monkeypatch.setenv("TEST_LLM_KEY", "not-a-real-key")
+    app = appliance_factory(
+        flows_dir=flows,
+        extra={"webhooks": {"allowed": [f"http://127.0.0.1:{orders_api.port}/", "http://127.0.0.1:8765/"]}},
+    )
+    microphone = tmp_path / "caller.wav"
+    _microphone(microphone, [(5.0, "I would like to check my order.")], 30)
+    result = baresip.call(f"sip:300@127.0.0.1:{app.sip_port}", microphone, tmp_path / "baresip", seconds=18)
+    assert result.established, result.output
+    (call,) = app.wait_calls_closed(1, timeout=40)
+    ended = _events(app, call["id"], "persona_ended")
+    assert ended and ended[0]["exit"] == "failed", ended
+    says = [(e["at"], e["data"]["text"]) for e in app.call(call["id"])["events"] if e["kind"] == "say"]
+    ended_at = next(e["at"] for e in app.call(call["id"])["events"] if e["kind"] == "persona_ended")
+    fallback = [at for at, text in says if text.startswith("Sorry, I am having trouble")]
+    assert fallback, says
+    import datetime as dt
+    gap = (dt.datetime.fromisoformat(fallback[0]) - dt.datetime.fromisoformat(ended_at)).total_seconds()
+    assert gap < 2.0  # the caller is never left in silence
+    steps = [s["step"] for s in _events(app, call["id"], "step")]
+    assert steps[:2] == ["assistant", "to_person"], steps

@@ -31,8 +31,6 @@ logger = logging.getLogger(__name__)
 
 # The only acoustic model and dictionary pocketsphinx ships.
 LANGUAGE = LanguageCode("en-US")
-# 100 ms of 16 kHz s16le: how much the decoder takes between two chances for the event loop.
-CHUNK_BYTES = SAMPLE_RATE // 10 * 2
 
 
 def grammar_for(phrases: list[str], digits: bool = False) -> str:
@@ -87,21 +85,13 @@ class PocketsphinxSTT(stt.STT):
         pcm = _mono_16k(frames).tobytes()
         if not pcm:
             return "", 0.0
-        chunks = [pcm[i : i + CHUNK_BYTES] for i in range(0, len(pcm), CHUNK_BYTES)]
         with self._lock:
             decoder = self._loaded()
-            # pocketsphinx holds the GIL inside process_raw, so a whole utterance in one call
-            # (full_utt=True) would stall every other call's event loop for its decode. Fed in
-            # chunks it normalises with a running cepstral mean instead, and hears a call's
-            # first words badly; so a first, search-free pass measures this utterance's mean.
+            # Whole: the cepstral mean is then this utterance's own (batch CMN); fed in chunks
+            # it is a running mean, and a call's first words are heard worse. Note pocketsphinx
+            # holds the GIL inside process_raw (~30 ms per second of speech), thread or not.
             decoder.start_utt()
-            for chunk in chunks:
-                decoder.process_raw(chunk, no_search=True, full_utt=False)
-            decoder.end_utt()
-            decoder.set_cmn(decoder.get_cmn(True))
-            decoder.start_utt()
-            for chunk in chunks:
-                decoder.process_raw(chunk, full_utt=False)
+            decoder.process_raw(pcm, full_utt=True)
             decoder.end_utt()
             hyp = decoder.hyp()
         return (hyp.hypstr if hyp else ""), len(pcm) / (2 * SAMPLE_RATE)

@@ -17,13 +17,18 @@ from livekit.agents.utils import shortuuid
 from appliance.core.audio import FRAME_MS, SAMPLE_RATE
 from appliance.speech import tts as speech_tts
 
-__all__ = ["EspeakTTS"]
+__all__ = ["EspeakTTS", "shared_synthesizer"]
 
 _synthesizer: speech_tts.EspeakTTS | None = None
 _synthesizer_lock = threading.Lock()
 
 
-def _shared_synthesizer() -> speech_tts.EspeakTTS:
+def shared_synthesizer() -> speech_tts.EspeakTTS:
+    """The process's one espeak-ng synthesizer, made on first use.
+
+    Everything in a process that speaks should use it: espeak-ng's sample callback is global,
+    so a second `speech.tts.EspeakTTS` takes the audio and the first renders nothing.
+    """
     global _synthesizer
     with _synthesizer_lock:
         if _synthesizer is None:
@@ -32,12 +37,17 @@ def _shared_synthesizer() -> speech_tts.EspeakTTS:
 
 
 class EspeakTTS(tts.TTS):
+    """`voice` is an espeak-ng voice: "en-us", "en-gb-x-rp", "en-029", "fr", "de", ..."""
+
     def __init__(self, *, voice: str = "en-us") -> None:
         super().__init__(
             capabilities=tts.TTSCapabilities(streaming=False),
             sample_rate=SAMPLE_RATE,
             num_channels=1,
         )
+        # Saying nothing selects the voice: an unknown one fails here, when the persona is
+        # built, rather than when the caller is waiting for the first words.
+        shared_synthesizer().synthesize("", voice)
         self.voice = voice
 
     @property
@@ -49,7 +59,7 @@ class EspeakTTS(tts.TTS):
         return "espeak-ng"
 
     def prewarm(self) -> None:
-        _shared_synthesizer()
+        shared_synthesizer()
 
     def synthesize(
         self, text: str, *, conn_options: APIConnectOptions = DEFAULT_API_CONNECT_OPTIONS
@@ -73,4 +83,4 @@ class _EspeakStream(tts.ChunkedStream):
         output_emitter.flush()
 
     def _render(self) -> bytes:
-        return _shared_synthesizer().synthesize(self.input_text, self._tts.voice)
+        return shared_synthesizer().synthesize(self.input_text, self._tts.voice)
