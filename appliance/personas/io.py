@@ -58,6 +58,8 @@ class HubAudioOutput(AudioOutput):
         self._partial = b""
         self._capturing = False
         self._unplayed: set[int] = set()  # segments sent whose playback the hub has not reported
+        self._sent_s: dict[int, float] = {}  # seconds of audio sent per segment
+        self.last_played: tuple[float, float] = (0.0, 0.0)  # (heard, sent) seconds of the last reply
 
     async def capture_frame(self, frame: rtc.AudioFrame) -> None:
         await super().capture_frame(frame)
@@ -66,6 +68,7 @@ class HubAudioOutput(AudioOutput):
         whole = len(data) // FRAME_BYTES * FRAME_BYTES
         for offset in range(0, whole, FRAME_BYTES):
             self._send_audio(self.leg, data[offset : offset + FRAME_BYTES])
+        self._sent_s[self._segment] = self._sent_s.get(self._segment, 0.0) + whole / (2 * SAMPLE_RATE)
         self._partial = data[whole:]
         self._unplayed.add(self._segment)
 
@@ -94,4 +97,5 @@ class HubAudioOutput(AudioOutput):
                                                    "interrupted": message.interrupted, "known": message.segment in self._unplayed}})
         if message.segment in self._unplayed:
             self._unplayed.discard(message.segment)
+            self.last_played = (message.seconds, self._sent_s.pop(message.segment, message.seconds))
             self.on_playback_finished(playback_position=message.seconds, interrupted=message.interrupted)

@@ -127,9 +127,18 @@ class PersonaJob:
         if getattr(item, "role", None) != "assistant":
             return
         text = item.text_content or ""
+        interrupted = bool(getattr(item, "interrupted", False))
+        if interrupted and text:
+            # Keep in the context what the caller heard: the share of words the played share
+            # of the audio carried (espeak-ng gives no word timings to cut at exactly).
+            heard, sent = self.output.last_played
+            words = text.split()
+            kept = round(len(words) * min(1.0, heard / sent)) if sent > 0 else len(words)
+            text = " ".join(words[:kept])
+            item.content = [text]
         if text:
             self._send(p.Transcript(leg=self.leg, role="persona", text=text, persona=self.persona.name if self.persona else "",
-                                    interrupted=bool(getattr(item, "interrupted", False))))
+                                    interrupted=interrupted))
 
     def _on_user_state(self, event: Any) -> None:
         log.info("caller state", extra=log_extra(call_id=self.call_id, state=event.new_state))

@@ -183,3 +183,49 @@ def test_a_failing_provider_takes_the_failed_branch_without_silence(
     assert gap < 2.0  # the caller is never left in silence
     steps = [s["step"] for s in _events(app, call["id"], "step")]
     assert steps[:2] == ["assistant", "to_person"], steps
+
+
+def test_caller_talking_over_a_long_reply_stops_it(appliance_factory, orders_api: OrdersApi, tmp_path: Path) -> None:
+    app = appliance_factory(
+        flows_dir=_flows_with(tmp_path, orders_api),
+        extra={"webhooks": {"allowed": [f"http://127.0.0.1:{orders_api.port}/", "http://127.0.0.1:8765/"]}},
+    )
+    microphone = tmp_path / "caller.wav"
+    barge_at = 12.0
+    _microphone(microphone, [(5.0, "How long does shipping take?"), (barge_at, "one two three four")], 32)
+    result = baresip.call(f"sip:300@127.0.0.1:{app.sip_port}", microphone, tmp_path / "baresip", seconds=20)
+    assert result.established, result.output
+    (call,) = app.wait_calls_closed(1, timeout=40)
+    record = app.call(call["id"])
+    shipping = [t for t in record["transcript"] if t["role"] == "persona" and "shipping" in t["text"]]
+    assert shipping and shipping[0]["interrupted"] == 1, record["transcript"]
+    # What the context keeps is what the caller heard, not the whole reply.
+    assert "Express shipping" not in shipping[0]["text"], shipping
+    # On the wire: what the caller hears (right channel) goes quiet soon after they start talking.
+    with wave.open(call["recording_path"]) as w:
+        stereo = np.frombuffer(w.readframes(w.getnframes()), dtype=np.int16).reshape(-1, 2)
+    heard = stereo[:, 1].astype(np.float64)
+
+    def rms(start: float, end: float) -> float:
+        part = heard[int(start * 16000) : int(end * 16000)]
+        return float(np.sqrt(np.mean(part**2))) if len(part) else 0.0
+
+    assert rms(barge_at - 2.0, barge_at) > 500  # the reply was playing
+    assert rms(barge_at + 1.2, barge_at + 1.7) < 100  # and stopped under the caller's voice
+
+
+def test_order_desk_hands_a_billing_question_to_the_billing_persona(
+        appliance_factory, orders_api: OrdersApi, tmp_path: Path) -> None:
+    app = appliance_factory(
+        flows_dir=_flows_with(tmp_path, orders_api),
+        extra={"webhooks": {"allowed": [f"http://127.0.0.1:{orders_api.port}/", "http://127.0.0.1:8765/"]}},
+    )
+    microphone = tmp_path / "caller.wav"
+    _microphone(microphone, [(5.0, "I have a question about my bill."), (11.0, "What is my balance?")], 30)
+    result = baresip.call(f"sip:300@127.0.0.1:{app.sip_port}", microphone, tmp_path / "baresip", seconds=18)
+    assert result.established, result.output
+    (call,) = app.wait_calls_closed(1, timeout=40)
+    record = app.call(call["id"])
+    assert any(e["kind"] == "tool" and e["data"]["name"] == "handoff" for e in record["events"])
+    billing = [t["text"] for t in record["transcript"] if t["speaker"] == "billing"]
+    assert any("Your balance is zero dollars" in text for text in billing), record["transcript"]

@@ -10,7 +10,10 @@ from __future__ import annotations
 import importlib
 import os
 import pkgutil
+import sys
+import threading
 from collections.abc import Callable
+from types import ModuleType
 from typing import Any
 
 from livekit.agents import llm, stt, tts, vad
@@ -70,8 +73,7 @@ def _scripted(options: dict[str, Any]) -> llm.LLM:
 
 
 def _openai(options: dict[str, Any]) -> llm.LLM:
-    from livekit.plugins import openai
-
+    openai = _import_plugin("openai")
     options = dict(options)
     if "model" not in options:
         raise ValueError("option model is required (the endpoint's model name)")
@@ -88,8 +90,7 @@ def _openai(options: dict[str, Any]) -> llm.LLM:
 
 
 def _silero(options: dict[str, Any]) -> vad.VAD:
-    from livekit.plugins import silero
-
+    silero = _import_plugin("silero")
     return silero.VAD.load(**options)  # the onnx model ships inside the package
 
 
@@ -117,7 +118,7 @@ def _build(kind: str, spec: ProviderSpec | dict[str, Any]) -> Any:
 def _from_plugin_package(kind: str, name: str) -> Callable[[dict[str, Any]], Any]:
     module_name = f"livekit.plugins.{name}"
     try:
-        module = importlib.import_module(module_name)
+        module = _import_plugin(name)
     except ModuleNotFoundError as e:
         if e.name is None or not module_name.startswith(e.name):
             raise  # the plugin is there but one of its own imports is missing
@@ -131,6 +132,15 @@ def _from_plugin_package(kind: str, name: str) -> Callable[[dict[str, Any]], Any
     if kind == "vad" and hasattr(cls, "load"):
         return lambda options: cls.load(**options)  # livekit VADs are built by load()
     return lambda options: cls(**options)
+
+
+def _import_plugin(name: str) -> ModuleType:
+    module_name = f"livekit.plugins.{name}"
+    if module_name not in sys.modules and threading.current_thread() is not threading.main_thread():
+        # livekit.agents.Plugin.register_plugin refuses any other thread.
+        raise RuntimeError(f"{module_name} registers itself on import, which livekit allows only on the "
+                           "main thread: import it there at start-up before building providers in a thread")
+    return importlib.import_module(module_name)
 
 
 def _available(kind: str) -> str:
