@@ -22,7 +22,7 @@ class ProviderSpec(_Model):
     """A provider by name: an offline one (pocketsphinx, espeak, silero, scripted), `openai`
     for any OpenAI-compatible endpoint, or any installed livekit plugin."""
 
-    name: str
+    name: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
     options: dict[str, Any] = Field(default_factory=dict)
 
 
@@ -34,6 +34,10 @@ class Providers(_Model):
 
 
 class ScriptedIntent(_Model):
+    """When the caller says one of `phrases`: call `tool` with `arguments` if the agent offers
+    it, then say `after_tool` (or `reply`) filled with the result's fields; else say `reply`.
+    Templates use {text}, {digits}, the persona's variables and, after a tool, its fields."""
+
     phrases: list[str] = Field(min_length=1)
     reply: str | None = None
     tool: str | None = Field(None, pattern=TOOL_NAME)
@@ -44,6 +48,8 @@ class ScriptedIntent(_Model):
     def _does_something(self) -> "ScriptedIntent":
         if self.reply is None and self.tool is None:
             raise ValueError("a scripted intent needs a 'reply' or a 'tool'")
+        if self.tool is None and (self.arguments or self.after_tool is not None):
+            raise ValueError("'arguments' and 'after_tool' need a 'tool'")
         return self
 
 

@@ -23,7 +23,24 @@ _SYNTH_CALLBACK = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.POINTER(ctypes.c_short),
 
 
 class EspeakTTS:
+    """One per process, whatever the number of callers: espeak-ng's state and its sample
+    callback are global, so a second instance would silence the first."""
+
+    _instance: "EspeakTTS | None" = None
+    _created = threading.Lock()
+
+    def __new__(cls, voice: str = "en-us", rate_wpm: int = 160) -> "EspeakTTS":
+        with cls._created:
+            if cls._instance is None:
+                instance = super().__new__(cls)
+                instance._init(voice, rate_wpm)
+                cls._instance = instance
+            return cls._instance
+
     def __init__(self, voice: str = "en-us", rate_wpm: int = 160):
+        pass  # the shared instance was set up once, in __new__
+
+    def _init(self, voice: str, rate_wpm: int) -> None:
         self._lib = ctypes.CDLL(espeakng_loader.get_library_path())
         self._lib.espeak_Initialize.restype = ctypes.c_int
         self._lib.espeak_Synth.argtypes = [

@@ -17,16 +17,10 @@ from types import ModuleType
 from typing import Any
 
 from livekit.agents import llm, stt, tts, vad
-from pydantic import BaseModel, ConfigDict, Field
+
+from appliance.flow.persona import ProviderSpec
 
 __all__ = ["ProviderSpec", "build_llm", "build_stt", "build_tts", "build_vad"]
-
-
-class ProviderSpec(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    name: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
-    options: dict[str, Any] = Field(default_factory=dict)
 
 
 def build_stt(spec: ProviderSpec | dict[str, Any]) -> stt.STT:

@@ -13,16 +13,16 @@ import json
 import logging
 import re
 import string
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from livekit.agents import llm
 from livekit.agents.llm.tool_context import get_fnc_tool_names
 from livekit.agents.types import DEFAULT_API_CONNECT_OPTIONS, NOT_GIVEN, APIConnectOptions, NotGivenOr
 from livekit.agents.utils import shortuuid
-from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from appliance.flow import intents
+from appliance.flow.persona import Scripted, ScriptedIntent
 from appliance.observability.logging import log_extra
 
 __all__ = ["ScriptedConfig", "ScriptedIntent", "ScriptedLLM", "Response", "render", "said_digits"]
@@ -33,29 +33,8 @@ logger = logging.getLogger(__name__)
 TURN_FIELDS = ("text", "digits")
 
 
-class ScriptedIntent(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    phrases: list[str] = Field(min_length=1)
-    reply: str | None = None
-    tool: str | None = None
-    arguments: dict[str, str] = Field(default_factory=dict)
-    after_tool: str | None = None
-
-    @model_validator(mode="after")
-    def _says_or_does_something(self) -> ScriptedIntent:
-        if self.reply is None and self.tool is None:
-            raise ValueError("an intent needs a reply, a tool, or both")
-        if self.tool is None and (self.arguments or self.after_tool is not None):
-            raise ValueError("arguments and after_tool need a tool")
-        return self
-
-
-class ScriptedConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    intents: dict[str, ScriptedIntent] = Field(default_factory=dict)
-    fallback: str = "Sorry, I did not catch that. Could you say it again?"
+# The persona file's models are the scripted LLM's configuration: one definition of each.
+ScriptedConfig = Scripted
 
 
 @dataclass
@@ -72,7 +51,6 @@ class _Turn:
     user_text: str = ""
     call: llm.FunctionCall | None = None
     output: llm.FunctionCallOutput | None = None
-    result: dict[str, Any] = field(default_factory=dict)
 
 
 class ScriptedLLM(llm.LLM):

@@ -8,7 +8,6 @@ calls. livekit wraps a non-streaming TTS in a StreamAdapter that speaks sentence
 from __future__ import annotations
 
 import asyncio
-import threading
 
 from livekit.agents import tts
 from livekit.agents.types import DEFAULT_API_CONNECT_OPTIONS, APIConnectOptions
@@ -19,21 +18,9 @@ from appliance.speech import tts as speech_tts
 
 __all__ = ["EspeakTTS", "shared_synthesizer"]
 
-_synthesizer: speech_tts.EspeakTTS | None = None
-_synthesizer_lock = threading.Lock()
-
-
 def shared_synthesizer() -> speech_tts.EspeakTTS:
-    """The process's one espeak-ng synthesizer, made on first use.
-
-    Everything in a process that speaks should use it: espeak-ng's sample callback is global,
-    so a second `speech.tts.EspeakTTS` takes the audio and the first renders nothing.
-    """
-    global _synthesizer
-    with _synthesizer_lock:
-        if _synthesizer is None:
-            _synthesizer = speech_tts.EspeakTTS()
-        return _synthesizer
+    """The process's one espeak-ng synthesizer (speech.tts.EspeakTTS is a per-process singleton)."""
+    return speech_tts.EspeakTTS()
 
 
 class EspeakTTS(tts.TTS):

@@ -1,0 +1,83 @@
+"""The one fake the persona tests allow: an OpenAI-compatible chat-completions endpoint on
+127.0.0.1, since no model can be downloaded here. It speaks the streaming protocol (SSE
+`data: {...}` chunks, `data: [DONE]`) the way OpenAI, Ollama and vLLM do, tool calls included.
+
+Its "model": when offered a tool and the caller mentions an order, it calls the first tool with
+the digits it heard (arguments streamed in pieces); after a tool result it answers with it;
+otherwise it says it is a test model.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+
+
+@dataclass
+class ChatEndpoint:
+    requests: list[dict[str, Any]] = field(default_factory=list)
+    headers: list[dict[str, str]] = field(default_factory=list)
+    url: str = ""
+    _runner: web.AppRunner | None = None
+
+    async def start(self) -> None:
+        app = web.Application()
+        app.router.add_post("/v1/chat/completions", self._completions)
+        app.router.add_get("/v1/models", self._models)  # livekit's prewarm asks for this
+        self._runner = web.AppRunner(app)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self.url = f"http://127.0.0.1:{port}/v1"
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    async def _models(self, request: web.Request) -> web.Response:
+        return web.json_response({"object": "list", "data": [{"id": "test", "object": "model", "owned_by": "test"}]})
+
+    async def _completions(self, request: web.Request) -> web.StreamResponse:
+        body = await request.json()
+        self.requests.append(body)
+        self.headers.append(dict(request.headers))
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+
+        async def send(delta: dict[str, Any] | None, finish: str | None = None, usage: dict | None = None) -> None:
+            chunk = {"id": "chatcmpl-test", "object": "chat.completion.chunk", "created": 0, "model": body["model"],
+                     "choices": [] if delta is None else [{"index": 0, "delta": delta, "finish_reason": finish}]}
+            if usage:
+                chunk["usage"] = usage
+            await response.write(f"data: {json.dumps(chunk)}\n\n".encode())
+
+        last = body["messages"][-1]
+        user = next(m["content"] for m in reversed(body["messages"]) if m["role"] == "user")
+        user = user if isinstance(user, str) else " ".join(p.get("text", "") for p in user)
+        tools = body.get("tools") or []
+        await send({"role": "assistant", "content": ""})
+        if last["role"] == "tool":
+            for word in re.findall(r"\S+\s*", f"Here is what I found: {last['content']}"):
+                await send({"content": word})
+            await send({}, "stop")
+        elif tools and "order" in user.lower():
+            name = tools[0]["function"]["name"]
+            arguments = json.dumps({"order_id": "".join(re.findall(r"\d", user))})
+            await send({"tool_calls": [{"index": 0, "id": "call_test1", "type": "function",
+                                        "function": {"name": name, "arguments": ""}}]})
+            for i in range(0, len(arguments), 7):  # arguments arrive in pieces, as from a real model
+                await send({"tool_calls": [{"index": 0, "function": {"arguments": arguments[i : i + 7]}}]})
+            await send({}, "tool_calls")
+        else:
+            for word in ["I ", "am ", "a ", "test ", "model."]:
+                await send({"content": word})
+            await send({}, "stop")
+        await send(None, usage={"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15})
+        await response.write(b"data: [DONE]\n\n")
+        await response.write_eof()
+        return response
