@@ -100,31 +100,20 @@ class Worker:
             await self.loop.run_in_executor(None, self.pj.join, 10)
 
     async def _session(self) -> None:
-        reader, writer = await asyncio.open_unix_connection(self.hub_socket)
+        hello = p.Hello(token=self.token, worker=self.settings.name, capacity=self.settings.max_calls)
+        reader, writer = await p.join_hub(self.hub_socket, hello)
         self.writer = writer
-        writer.write(p.encode_control(p.Hello(token=self.token, worker=self.settings.name, capacity=self.settings.max_calls)))
-        kind, body = await asyncio.wait_for(p.read_frame(reader), timeout=10)
-        if kind != p.KIND_CONTROL or not isinstance(p.decode_control(body), p.Welcome):
-            raise OSError("hub refused the worker")
         self._set_accepting(True)
-        stop = asyncio.ensure_future(self.stopping.wait())
         try:
-            while True:
-                read = asyncio.ensure_future(p.read_frame(reader))
-                done, _ = await asyncio.wait([read, stop], return_when=asyncio.FIRST_COMPLETED)
-                if stop in done:
-                    read.cancel()
-                    return
-                kind, body = read.result()
-                if kind == p.KIND_AUDIO:
-                    for leg, pcm in p.decode_audio(body):
+            async for message in p.messages(reader, self.stopping):
+                if isinstance(message, list):
+                    for leg, pcm in message:
                         audio = self.audio.get(leg)
                         if audio is not None:
                             audio.playout.append(pcm)
                 else:
-                    self._control(p.decode_control(body))
+                    self._control(message)
         finally:
-            stop.cancel()
             writer.close()
 
     def _control(self, message: Any) -> None:

@@ -75,31 +75,20 @@ class PersonaWorker:
                 await asyncio.sleep(1.0)
 
     async def _session(self) -> None:
-        reader, writer = await asyncio.open_unix_connection(self.hub_socket)
+        hello = p.Hello(token=self.token, worker=self.name, capacity=self.capacity)
+        reader, writer = await p.join_hub(self.hub_socket, hello)
         self.writer = writer
-        self.send(p.Hello(token=self.token, worker=self.name, capacity=self.capacity))
-        kind, body = await asyncio.wait_for(p.read_frame(reader), timeout=10)
-        if kind != p.KIND_CONTROL or not isinstance(p.decode_control(body), p.Welcome):
-            raise OSError("hub refused the persona worker")
         log.info("persona worker joined the hub", extra=log_extra(worker=self.name, capacity=self.capacity))
-        stop = asyncio.ensure_future(self.stopping.wait())
         try:
-            while True:
-                read = asyncio.ensure_future(p.read_frame(reader))
-                done, _ = await asyncio.wait([read, stop], return_when=asyncio.FIRST_COMPLETED)
-                if stop in done:
-                    read.cancel()
-                    return
-                kind, body = read.result()
-                if kind == p.KIND_AUDIO:
-                    for leg, pcm in p.decode_audio(body):
+            async for message in p.messages(reader, self.stopping):
+                if isinstance(message, list):
+                    for leg, pcm in message:
                         job = self.jobs.get(leg)
                         if job is not None:
                             job.audio(pcm)
                 else:
-                    await self._control(p.decode_control(body))
+                    await self._control(message)
         finally:
-            stop.cancel()
             writer.close()
             self.writer = None
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import struct
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, AsyncIterator, Literal, Union
 
 from pydantic import BaseModel, Field, TypeAdapter, ValidationError
 
@@ -234,3 +234,30 @@ async def read_frame(reader: asyncio.StreamReader) -> tuple[int, bytes]:
     if not 1 <= length <= MAX_FRAME:
         raise ProtocolError(f"frame length {length} out of range")
     return kind, await reader.readexactly(length - 1)
+
+
+async def join_hub(socket_path: str, hello: Hello) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """Connect to the hub as a worker; raises OSError unless the hub welcomes the token."""
+    reader, writer = await asyncio.open_unix_connection(socket_path)
+    writer.write(encode_control(hello))
+    kind, body = await asyncio.wait_for(read_frame(reader), timeout=10)
+    if kind != KIND_CONTROL or not isinstance(decode_control(body), Welcome):
+        writer.close()
+        raise OSError("the hub refused this worker")
+    return reader, writer
+
+
+async def messages(reader: asyncio.StreamReader, stop: asyncio.Event) -> AsyncIterator[list[tuple[int, bytes]] | BaseModel]:
+    """What the hub sends, until `stop` is set: audio batches and control messages."""
+    stopped = asyncio.ensure_future(stop.wait())
+    try:
+        while True:
+            read = asyncio.ensure_future(read_frame(reader))
+            done, _ = await asyncio.wait([read, stopped], return_when=asyncio.FIRST_COMPLETED)
+            if stopped in done:
+                read.cancel()
+                return
+            kind, body = read.result()
+            yield decode_audio(body) if kind == KIND_AUDIO else decode_control(body)
+    finally:
+        stopped.cancel()
