@@ -147,10 +147,13 @@ class Simulation:
         if self._persona is not None:
             await self._persona.close()
             self._persona = None
-        self.caller_hung_up = True  # from now on nothing is heard
+        self.caller_hung_up = True  # from now on nothing is heard, and the flow stops here
         if self._recording_since is not None:
-            await self._run([fe.StopRecording()])  # a message left by hanging up is kept
-            await self._drain()
+            # A message left by hanging up is kept (outcome voicemail), as on a real call;
+            # what the flow would do next is not run: there is nobody left to do it for.
+            seconds = self.elapsed - self._recording_since
+            self._recording_since = self._recording_until = None
+            self.engine.handle(fe.RecordingDone(seconds))
 
     # --- the flow
     async def _due(self, until: float | None = None) -> None:

@@ -2,6 +2,7 @@
 
 It plays a WAV as its microphone (`aufile`) and the `sndfile` filter dumps both directions
 of the call to WAV files; it dials with `-e "/dial URI"`, hangs up and quits after `-t` seconds.
+`Softphone` drives it over its control socket instead, for a caller that acts on cue.
 """
 
 from __future__ import annotations
@@ -162,7 +163,7 @@ class Softphone:
         self._tokens = itertools.count(1)
         self.process: subprocess.Popen[bytes] | None = None
 
-    def __enter__(self) -> "Softphone":
+    def __enter__(self) -> Softphone:
         self.dumps.mkdir(parents=True, exist_ok=True)
         silence = self.workdir / "silence.wav"
         subprocess.run(["sox", "-n", "-r", "16000", "-c", "1", "-b", "16", str(silence),
@@ -238,7 +239,7 @@ class Softphone:
         token = str(next(self._tokens))
         body = json.dumps({"command": name, "params": params, "token": token}).encode()
         self._socket.sendall(str(len(body)).encode() + b":" + body + b",")
-        reply = self._wait(lambda m: m.get("response") and m.get("token") == token, timeout)
+        reply = self._wait(lambda m: bool(m.get("response")) and m.get("token") == token, timeout)
         if not reply.get("ok"):
             raise RuntimeError(f"baresip refused {name} {params}: {reply}")
         return reply.get("data", "")
