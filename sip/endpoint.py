@@ -134,6 +134,11 @@ class PjThread(threading.Thread):
         self._started = threading.Event()
         self._failed: BaseException | None = None
         self._graveyard: list[Any] = []  # pjsua2 objects freed on the next turn, never in their own callback
+        # Media ports are reused, never destroyed while the endpoint runs: pjmedia 2.15's
+        # asynchronous conference bridge may still touch a destroyed port on its next tick
+        # (pjproject#3928), which crashed workers under load (docs/BENCHMARKS.md).
+        self._free_ports: list[CallMediaPort] = []
+        self._all_ports: list[CallMediaPort] = []
         self._waker = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self.accepting = False
 
@@ -229,7 +234,12 @@ class PjThread(threading.Thread):
             except Exception:
                 pass
         self.legs.clear()
+        # Let the bridge drop the hung-up calls, then the ports, before the library goes.
+        self.ep.libHandleEvents(100)
         self._graveyard.clear()
+        self._free_ports.clear()
+        self._all_ports.clear()
+        self.ep.libHandleEvents(200)
         try:
             self.account.shutdown()
         except Exception:
@@ -311,8 +321,14 @@ class PjThread(threading.Thread):
         leg = self.legs.get(leg_id)
         if leg is None or leg.port is not None:
             return
-        port = CallMediaPort()
-        port.createPort(f"leg{leg_id}", audio_format())
+        if self._free_ports:
+            port = self._free_ports.pop()
+            port.received.clear()
+            port.playout.clear()
+        else:
+            port = CallMediaPort()
+            port.createPort(f"port{len(self._all_ports)}", audio_format())
+            self._all_ports.append(port)
         media = call.getAudioMedia(index)
         media.startTransmit(port)
         port.startTransmit(media)
@@ -326,5 +342,8 @@ class PjThread(threading.Thread):
         leg = self.legs.pop(leg_id, None)
         if leg is None:
             return
-        self._graveyard += [leg.call, leg.port]
+        self._graveyard.append(leg.call)
+        if leg.port is not None:
+            # The call's media is gone from the bridge, so nothing transmits to or from the port.
+            self._free_ports.append(leg.port)
         self.emit("ended", leg_id, {"reason": reason})

@@ -44,6 +44,7 @@ class Worker:
         self.call_ids: dict[int, str] = {}  # leg → the hub's call id, for our log lines
         self.writer: asyncio.StreamWriter | None = None
         self.stopping = asyncio.Event()
+        self._calls_up = asyncio.Event()
 
     def _from_pj(self, kind: str, leg: int, data: dict[str, Any]) -> None:
         # Runs on the pjsua2 thread: hand over to asyncio and return at once.
@@ -55,6 +56,7 @@ class Worker:
             self._send(p.Offer(leg=leg, **data))
         elif kind == "answered":
             self.audio[leg] = LegAudio(data["received"], data["playout"])
+            self._calls_up.set()
             log.info("call leg answered", extra=log_extra(call_id=self.call_ids.get(leg), leg=leg, codec=data["codec"]))
             self._send(p.Answered(leg=leg, codec=data["codec"]))
         elif kind == "dtmf":
@@ -149,6 +151,9 @@ class Worker:
             next_at += FRAME_MS / 1000
             await asyncio.sleep(max(0.0, next_at - self.loop.time()))
             if self.writer is None or not self.audio:
+                # No call: sleep until one is answered instead of waking 50 times a second.
+                self._calls_up.clear()
+                await self._calls_up.wait()
                 next_at = self.loop.time()
                 continue
             batch = []
