@@ -10,7 +10,7 @@ first persona audio in what it received. The breakdown of each turn comes from t
 recording, the appliance log and the transcripts. Writes bench/results/ and the "Persona voice
 turns" section of docs/BENCHMARKS.md.
 
-    python bench/personas.py          # 3 calls one after another, then 2, 4, 6, 8 at once (~12 min)
+    python bench/personas.py          # 3 calls one after another, then 2, 4, 8, 12, 16 at once (~13 min)
     python bench/personas.py --quick  # 1 short call, then 2 at once: checks the benchmark (~3 min)
 """
 
@@ -507,6 +507,7 @@ def run_step(app: ApplianceProcess, concurrent: int, calls: int, turns: int, wor
     all_turns: list[Turn] = []
     meters = []
     states: dict[str, list[tuple[float, str, str]]] = {}
+    first_rss_kb = None  # the first round's: later rounds of the step reuse what it left behind
     for first in range(0, calls, concurrent):
         for attempt in range(1, 100):
             runs = []
@@ -515,6 +516,7 @@ def run_step(app: ApplianceProcess, concurrent: int, calls: int, turns: int, wor
                 run_dir.mkdir(parents=True)
                 runs.append(CallRun(k, run_dir, microphone(run_dir / "microphone.wav", turns), seconds))
             meter = place_calls(app, runs, seconds)
+            first_rss_kb = first_rss_kb or meter["rss_kb"].get("persona")
             records = wait_closed(app, seen, len(runs), timeout=40)
             seen.update(r["id"] for r in records)
             if meter["other_load_pct"] > args.quiet and args.retries > 0:
@@ -541,9 +543,8 @@ def run_step(app: ApplianceProcess, concurrent: int, calls: int, turns: int, wor
             all_turns.extend(turns_)
     step.session_start = stats(mark_neighbours(all_turns, step.call_info, states))
     step.meter = merge_meters(meters)
-    persona_rss = step.meter["rss_kb"].get("persona")
-    if persona_rss and step.persona_rss_mb_before is not None:
-        step.persona_rss_mb_per_session = round((persona_rss / 1024 - step.persona_rss_mb_before) / concurrent, 1)
+    if first_rss_kb and step.persona_rss_mb_before is not None:
+        step.persona_rss_mb_per_session = round((first_rss_kb / 1024 - step.persona_rss_mb_before) / concurrent, 1)
     summarise(step, all_turns)
     p95 = step.latency.get("p95_ms")
     if p95 is None:
@@ -823,7 +824,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             rss = Meter(app)
             rss.sample_rss()
             report["after_rss_kb"] = rss.stop()["rss_kb"]
-            report["persona_sessions"] = sum(s["calls"] for s in report["steps"])
+            report["persona_sessions"] = sum(s["calls"] + sum(len(d["calls"]) for d in s["discarded_rounds"])
+                                             for s in report["steps"])
             report["speaking_state_lines"] = sum(
                 1 for states in session_log(app).values() for _, msg, state in states
                 if msg == "persona state" and state == "speaking")
@@ -841,6 +843,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             break
         capacity = step["concurrent"]
     report["capacity_concurrent_calls"] = capacity
+    # The same, counting only turns with no other session starting or ending on their worker.
+    capacity = 0
+    for step in sorted(report["steps"], key=lambda s: s["concurrent"]):
+        if step["latency"].get("with_no_session_starting_or_ending", {}).get("p95_ms", 10**6) > CAPACITY_P95_S * 1000:
+            break
+        capacity = step["concurrent"]
+    report["capacity_without_neighbour_sessions"] = capacity
     return report
 
 
@@ -889,13 +898,15 @@ def _pp(st: dict[str, Any]) -> str:
 
 def latency_table(report: dict[str, Any]) -> str:
     head = ("| concurrent calls | calls × turns | turns measured | **latency p50 / p95 ms** | max ms | "
+            "turns with no other session starting or ending on the worker: p50 / p95 (n) | "
             "hub-side p50 / p95 ms | tool turns p50 / p95 | other turns p50 / p95 | result |")
     rows = [head, "|" + "---|" * (head.count("|") - 1)]
     for s in report["steps"]:
         lat = s["latency"]
         rows.append(
             f"| {s['concurrent']} | {s['calls']} × {s['turns_per_call']} | {lat.get('n', 0)} of {lat.get('turns', 0)} | "
-            f"**{_pp(lat)}** | {_f(lat.get('max_ms'))} | {_pp(lat['hub'])} | "
+            f"**{_pp(lat)}** | {_f(lat.get('max_ms'))} | {_pp(lat.get('with_no_session_starting_or_ending', {}))} "
+            f"({lat.get('with_no_session_starting_or_ending', {}).get('n', '–')}) | {_pp(lat['hub'])} | "
             f"{_pp(lat['by_kind']['tool (lookup_order)'])} | {_pp(lat['by_kind']['no tool'])} | "
             f"{'pass' if s['passed'] else 'FAIL: ' + '; '.join(s['problems'])[:160]} |")
     return "\n".join(rows)
@@ -965,7 +976,8 @@ What is your order number?").
 p95 {_f(report['steps'][0]['latency'].get('p95_ms'))} ms over {report['steps'][0]['latency'].get('n')} turns**
 (goal: p50 ≤ {GOAL_P50_S * 1000:.0f} ms, p95 ≤ {GOAL_P95_S * 1000:.0f} ms).
 **Concurrent persona calls before p95 exceeds {CAPACITY_P95_S:g} s: {report['capacity_concurrent_calls']}**
-(of the steps run: {', '.join(str(s['concurrent']) for s in report['steps'])}).
+(of the steps run: {', '.join(str(s['concurrent']) for s in report['steps'])}; counting only turns with no other
+session starting or ending on their worker: {report.get('capacity_without_neighbour_sessions', '–')}).
 
 {latency_table(report)}
 
@@ -1008,8 +1020,8 @@ How the numbers are taken:
   core (the box has {m['cores']}: {100 * (m['cores'] or 1)}% is all of it); the baresip callers run on the same box
   and are counted apart; "other work" is the rest of the box (other jobs, not ours; `/proc/stat`
   against the processes' own counters, good to about ±10% of a core on this VM). Persona RSS is
-  the persona worker processes' RSS summed (median over the window); per session, minus their
-  RSS just before the step, divided by N (idle at start: {idle['rss_kb'].get('persona', 0) / 1024:.0f} MB for
+  the persona worker processes' RSS summed (median over the window); per session, the first
+  round of calls' RSS minus the RSS just before the step, divided by N (idle at start: {idle['rss_kb'].get('persona', 0) / 1024:.0f} MB for
   {st['persona_workers']} workers; after the last step: {report.get('after_rss_kb', {}).get('persona', 0) / 1024:.0f} MB). The workers keep memory
   after a session ends (see below), and a later session partly reuses it, so the per-session
   figure of a later step is an underestimate; the first steps' figures are the better ones.
@@ -1022,108 +1034,130 @@ How the numbers are taken:
 
 
 def analyse(report: dict[str, Any]) -> str:
-    """A reading of the numbers, regenerated on every run."""
+    """A reading of the numbers for the docs, as bullets, regenerated on every run."""
     steps = report["steps"]
     if not steps:
         return "No step ran."
-    one = steps[0]
+    one, settings = steps[0], report["settings"]
     lat, ph = one["latency"], one["phases"]
-    parts = []
+    bullets = []
     if lat.get("n"):
         meets = lat["p50_ms"] <= GOAL_P50_S * 1000 and lat["p95_ms"] <= GOAL_P95_S * 1000
-        parts.append(f"With one call at a time the caller waits {lat['p50_ms']} ms (p50) and {lat['p95_ms']} ms (p95) "
-                     f"from the end of their speech to the first sound of the answer: the goal "
-                     f"({GOAL_P50_S * 1000:.0f} / {GOAL_P95_S * 1000:.0f} ms) is {'met' if meets else 'not met'}.")
+        text = (f"**Latency.** With one call at a time the caller waits {lat['p50_ms']} ms (p50) and {lat['p95_ms']} ms "
+                f"(p95) from the end of their speech to the first sound of the answer: the goal "
+                f"({GOAL_P50_S * 1000:.0f} / {GOAL_P95_S * 1000:.0f} ms) is {'met' if meets else 'not met'}.")
         if ph.get("turns_with_every_phase"):
             p50 = {k: ph[k].get("p50_ms") for k in PHASES}
             shifts = [c["heard_dump_shift_s"] for c in one["call_info"] if c.get("heard_dump_shift_s") is not None]
-            parts.append(
-                f"Of the median turn, the VAD's end-of-speech decision takes {p50['vad_s']} ms (0.35 s of it is the "
-                f"silence silero waits for), pocketsphinx {p50['stt_s']} ms, the turn commit {p50['commit_s']} ms, the "
-                f"reply (scripted LLM, tool, espeak-ng, to the hub) {p50['reply_s']} ms, and the wire "
-                f"{ph['transport_both_ways_s'].get('p50_ms')} ms both ways ({p50['inbound_s']} in, {p50['outbound_s']} out, "
-                f"of which baresip's own jitter buffer is about {round(1000 * float(np.median(shifts))) if shifts else '?'} ms).")
-            turns = [t for s in steps for t in s["turns"] if t["stt_s"] is not None]
-            early = [t for t in turns if t["stt_s"] <= 0.01]
-            if early:
-                parts.append(
-                    f"In {len(early)} of {len(turns)} turns the transcript reached the hub before (or within 10 ms of) the "
-                    f"session's `listening` line: livekit wraps the non-streaming pocketsphinx STT in a StreamAdapter "
-                    f"with a second silero stream of its own, so every frame is run through silero twice and the two "
-                    f"streams decide the end of speech separately.")
-            settings = report["settings"]
+            text += (f" Of the median turn, silero's end-of-speech decision takes {p50['vad_s']} ms (0.35 s of it is the "
+                     f"silence it waits for), pocketsphinx {p50['stt_s']} ms, the turn commit {p50['commit_s']} ms, the "
+                     f"reply (scripted LLM, tool, espeak-ng, to the hub) {p50['reply_s']} ms, and the wire "
+                     f"{ph['transport_both_ways_s'].get('p50_ms')} ms both ways ({p50['inbound_s']} in, {p50['outbound_s']} out, "
+                     f"of which baresip's own jitter buffer is about "
+                     f"{round(1000 * float(np.median(shifts))) if shifts else '?'} ms). The LLM, the tool and TTS are not "
+                     f"where the time goes.")
             if ph["commit_s"].get("p50_ms", 1000) < 50 and settings["endpointing_s"] < 0.35:
-                parts.append(
-                    f"`personas.endpointing_s` ({settings['endpointing_s']:g} s) adds nothing: livekit counts it from the "
-                    f"end of speech, and by the time the turn can commit silero's 0.35 s of silence (`min_silence_duration`, "
-                    f"fixed in `appliance/personas/worker.py`) has already passed; the commit comes {ph['commit_s']['p50_ms']} ms "
-                    f"after the transcript. The floor of this pipeline is therefore 0.35 s of silence + silero's "
-                    f"lag + a whole-utterance pocketsphinx decode + the two wire legs, about "
-                    f"{p50['vad_s'] + p50['stt_s'] + ph['transport_both_ways_s'].get('p50_ms', 0)} ms at the median: "
-                    f"the {GOAL_P50_S * 1000:.0f} ms goal needs a shorter VAD silence, one VAD stream, and a streaming "
-                    f"(incremental) decode so the transcript is ready when the silence ends.")
-    idle_other = report.get("idle", {}).get("other_load_pct")
-    loaded = [s for s in steps if s["meter"].get("other_load_pct", 0) > 30]
+                text += (f" `personas.endpointing_s` ({settings['endpointing_s']:g} s) adds nothing: livekit counts it "
+                         f"from the end of speech, and by the time the turn can commit silero's 0.35 s of silence "
+                         f"(`min_silence_duration`, fixed in `appliance/personas/worker.py`) has already passed; the commit "
+                         f"comes {ph['commit_s']['p50_ms']} ms after the transcript. The floor of this pipeline is "
+                         f"therefore silero's silence and lag + a whole-utterance pocketsphinx decode + the two wire "
+                         f"legs, {p50['vad_s'] + p50['stt_s'] + ph['transport_both_ways_s'].get('p50_ms', 0)} ms at the "
+                         f"median: the {GOAL_P50_S * 1000:.0f} ms goal needs a shorter VAD silence (a setting that works), "
+                         f"and a decode that runs while the caller speaks so the transcript is ready when the silence ends.")
+        bullets.append(text)
+        turns = [t for s in steps for t in s["turns"] if t["stt_s"] is not None]
+        early = [t for t in turns if t["stt_s"] <= 0.01]
+        if early:
+            bullets.append(
+                f"**Two VADs per call.** In {len(early)} of {len(turns)} turns the transcript reached the hub before (or "
+                f"within 10 ms of) the session's `caller state` `listening` line: livekit wraps the non-streaming "
+                f"pocketsphinx STT in a StreamAdapter with a second silero stream of its own, so every frame goes "
+                f"through silero twice and the two streams decide the end of speech apart (about "
+                f"{2 * report['offline']['vad']['cpu_pct_of_a_core_per_stream']:g}% of a core per call).")
+    loaded = [s for s in steps if s["meter"].get("other_load_pct", 0) > settings.get("quiet_pct", 30)]
+    discarded = sum(len(s.get("discarded_rounds", [])) for s in steps)
+    warnings = report.get("log_warnings", {})
+    stalls = sum(v for k, v in warnings.items() if "hub clock stalled" in k)
+    box = (f"**The box was shared.** Other jobs ran on it during this benchmark; {discarded} round(s) of calls were run "
+           f"again because of them.")
     if loaded:
-        parts.append("Other work was running on the box during steps "
-                     f"{', '.join(str(s['concurrent']) for s in loaded)} "
-                     f"({', '.join(str(s['meter']['other_load_pct']) + '%' for s in loaded)} of a core): those latencies "
-                     "are pessimistic.")
-    elif idle_other is not None:
-        parts.append(f"The box had little other work (at most {max(0.0, max(s['meter']['other_load_pct'] for s in steps))}% "
-                     f"of a core).")
-    during = [(s["concurrent"], s["latency"].get("while_another_session_started", {})) for s in steps]
-    during = [(n, st) for n, st in during if st.get("n")]
-    starts = [s["session_start"] for s in steps if s.get("session_start", {}).get("n")]
-    if starts:
-        parts.append(f"Starting a persona session takes {min(s['p50_ms'] for s in starts)}–{max(s['p50_ms'] for s in starts)} ms "
-                     f"(p50 per step; from `persona job started` to its first `persona state` line), "
-                     f"{report['offline']['stt_decoder_load_ms']} ms of it loading the session's own pocketsphinx decoder "
-                     f"in livekit's synchronous `prewarm`, on the worker's event loop.")
-    if during:
-        parts.append("Turns during which another call's persona was starting on the same worker (livekit runs the "
-                     "providers' prewarm, which loads a pocketsphinx decoder, on the worker's event loop): " +
-                     ", ".join(f"{st['n']} at {n} calls, p50 {st['p50_ms']} / max {st['max_ms']} ms" for n, st in during) + ".")
-    ending = [(s["concurrent"], s["latency"].get("while_another_session_ended", {}),
-               s["latency"].get("with_no_session_starting_or_ending", {})) for s in steps]
-    ending = [(n, st, rest) for n, st, rest in ending if st.get("n")]
-    if ending:
-        parts.append(
-            "Turns that ended within 3 s after another call on the same persona worker hung up: " +
-            ", ".join(f"{st['n']} at {n} calls, p50 {st['p50_ms']} / max {st['max_ms']} ms "
-                      f"(turns with no session starting or ending nearby: p50 {rest.get('p50_ms')} / max {rest.get('max_ms')} ms)"
-                      for n, st, rest in ending) +
-            ". The persona worker handles the hub's `Release` inline in its read loop "
-            "(`await job.close()` → `session.aclose()`, up to 5 s, appliance/personas/worker.py `_control`), so while "
-            "livekit closes one session the worker reads no audio and no `Played` reports for any other session on it.")
+        box += (" Other work still took " + ", ".join(f"{s['meter']['other_load_pct']}% of a core at {s['concurrent']} "
+                                                      f"call(s)" for s in loaded) + ": those latencies are pessimistic.")
+    if stalls:
+        box += (f" The hub logged `hub clock stalled` {stalls} times in the run (the rounds run again included; "
+                f"the appliance log in the kept temp dir says when).")
+    if discarded or loaded or stalls:
+        bullets.append(box)
     failed = next((s for s in steps if not s["passed"]), None)
     last = failed or steps[-1]
     cpu = last["meter"]["cpu_pct"]
-    parts.append(
-        f"At {last['concurrent']} concurrent calls the persona workers used {cpu.get('persona')}% of a core "
-        f"(busiest worker {last['meter']['cpu_pct_max_process'].get('persona')}%), the SIP workers {cpu.get('sip')}%, "
-        f"the hub {cpu.get('main')}%, the baresip callers {cpu.get('baresip')}%; the box was {last['meter']['box_busy_pct']}% "
-        f"busy of {100 * (report['machine']['cores'] or 1)}%.")
-    if failed:
-        parts.append(f"The ramp stopped at {failed['concurrent']} calls: {'; '.join(failed['problems'])}.")
-    else:
-        parts.append(f"Every step stayed under p95 {CAPACITY_P95_S:g} s, up to {last['concurrent']} calls.")
-    rss = [s["persona_rss_mb_per_session"] for s in steps if s["persona_rss_mb_per_session"] is not None]
-    if rss:
-        parts.append(f"Persona memory per session: {min(rss)}–{max(rss)} MB (RSS of the persona workers above "
-                     f"their RSS before the step, per concurrent call).")
+    n = last["concurrent"]
+    appliance = sum(cpu.get(r, 0.0) for r in ("persona", "sip", "main", "kamailio"))
+    text = (f"**Capacity.** {'Every step stayed under p95 ' + format(CAPACITY_P95_S, 'g') + ' s, up to ' + str(n) + ' calls' if not failed else 'The ramp failed at ' + str(n) + ' calls: ' + '; '.join(failed['problems'])}. "
+            f"At {n} concurrent calls the persona workers used {cpu.get('persona')}% of a core "
+            f"(busiest worker {last['meter']['cpu_pct_max_process'].get('persona')}%), the SIP workers {cpu.get('sip')}%, "
+            f"the hub {cpu.get('main')}%; the appliance {appliance:.0f}% in all, {appliance / n:.1f}% of a core per call, "
+            f"of the box's {100 * (report['machine']['cores'] or 1)}% (the baresip callers took {cpu.get('baresip')}% more).")
+    if not failed:
+        text += (f" CPU is not what limits {n} calls: the ramp ends at the configured sessions "
+                 f"({settings['persona_workers']} persona workers × {settings['sessions_per_worker']}).")
+    if report.get("capacity_without_neighbour_sessions", 0) > report["capacity_concurrent_calls"]:
+        text += (f" Counting only the turns during which no other call's persona started or ended on the same worker, "
+                 f"p95 stays within {CAPACITY_P95_S:g} s up to {report['capacity_without_neighbour_sessions']} calls: what "
+                 f"breaks the limit first is the hang-up stall below, not the CPU.")
+    bullets.append(text)
+    ending = [(s["concurrent"], s["latency"].get("while_another_session_ended", {}),
+               s["latency"].get("with_no_session_starting_or_ending", {})) for s in steps]
+    ending = [(c, st, rest) for c, st, rest in ending if st.get("n")]
+    closed_late = sum(v for k, v in warnings.items() if "did not close cleanly" in k)
+    if ending or closed_late:
+        text = "**A hang-up freezes the other calls on its persona worker.**"
+        if ending:
+            text += (" Turns that ended within 3 s after another call on the same worker hung up: " +
+                     ", ".join(f"{st['n']} at {c} calls, p50 {st['p50_ms']} / max {st['max_ms']} ms (turns with no session "
+                               f"starting or ending nearby: p50 {rest.get('p50_ms')} / max {rest.get('max_ms')} ms)"
+                               for c, st, rest in ending) + ".")
+        text += (" The worker handles the hub's `Release` inline in its read loop (`_control` → `await job.close()` → "
+                 "`session.aclose()` with a 5 s timeout, appliance/personas/worker.py), so while livekit closes one "
+                 "session the worker reads no caller audio and no `Played` reports for any other session on it; their "
+                 "VAD and STT see nothing until the close is done.")
+        if closed_late:
+            text += f" `persona session did not close cleanly` (the 5 s timeout) was logged {closed_late} time(s)."
+        bullets.append(text)
+    starts = [s["session_start"] for s in steps if s.get("session_start", {}).get("n")]
+    during = [(s["concurrent"], s["latency"].get("while_another_session_started", {})) for s in steps]
+    during = [(c, st) for c, st in during if st.get("n")]
+    if starts:
+        text = (f"**Session start.** A persona session takes {min(s['p50_ms'] for s in starts)}–"
+                f"{max(s['p50_ms'] for s in starts)} ms to start (p50 per step; `persona job started` to its first "
+                f"`persona state` line); each one also loads its own pocketsphinx decoder "
+                f"({report['offline']['stt_decoder_load_ms']} ms and about 28 MB, timed alone) in livekit's synchronous "
+                f"`prewarm`, on the worker's event loop.")
+        if during:
+            text += (" Turns while another persona started on the same worker: " +
+                     ", ".join(f"{st['n']} at {c} calls, p50 {st['p50_ms']} / max {st['max_ms']} ms" for c, st in during) +
+                     " — not a measurable cost at this rate of new calls.")
+        bullets.append(text)
+    rss = [(s["concurrent"], s["persona_rss_mb_per_session"]) for s in steps[:2] if s["persona_rss_mb_per_session"] is not None]
     idle_rss, after_rss = report.get("idle", {}).get("rss_kb", {}).get("persona"), report.get("after_rss_kb", {}).get("persona")
+    text = "**Memory.**"
+    if rss:
+        text += (" A live session costs " + " and ".join(f"{v} MB at {c} call(s)" for c, v in rss) +
+                 " of persona worker RSS (its pocketsphinx decoder alone is about 28 MB).")
     if idle_rss and after_rss:
-        parts.append(f"After {report.get('persona_sessions')} sessions had ended the persona workers held "
-                     f"{after_rss / 1024:.0f} MB, {(after_rss - idle_rss) / 1024:.0f} MB more than when idle at the start "
-                     f"({(after_rss - idle_rss) / 1024 / max(1, report.get('persona_sessions') or 1):.0f} MB per session "
-                     f"that is not given back).")
+        sessions = max(1, report.get("persona_sessions") or 1)
+        text += (f" The workers do not give it back: after {sessions} sessions had ended they held "
+                 f"{after_rss / 1024:.0f} MB, {(after_rss - idle_rss) / 1024:.0f} MB more than idle at the start "
+                 f"({(after_rss - idle_rss) / 1024 / sessions:.0f} MB per session). Unless that levels off later than "
+                 f"these runs can show, a worker that runs for days grows until the box runs out of memory.")
+    bullets.append(text)
     if report.get("speaking_state_lines") == 0:
-        parts.append("The persona workers never logged `persona state` `speaking`: `HubAudioOutput` "
-                     "(appliance/personas/io.py) never calls livekit's `on_playback_started`, so the agent goes "
-                     "from thinking straight back to listening, and livekit's own first-audio mark and latency "
-                     "metrics are never taken.")
-    return " ".join(parts)
+        bullets.append("**No `speaking` state.** The persona workers never logged `persona state` `speaking`: "
+                       "`HubAudioOutput` (appliance/personas/io.py) never calls livekit's `on_playback_started`, so the "
+                       "agent goes from thinking straight back to listening, livekit's first-audio mark and latency "
+                       "metrics (`e2e_latency`) are never taken, and this benchmark cannot split LLM from TTS in a call.")
+    return "\n".join(f"- {b}" for b in bullets)
 
 
 def write_doc(report: dict[str, Any], analysis: str) -> None:
@@ -1143,12 +1177,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python bench/personas.py", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=lambda s: [int(x) for x in s.split(",") if x.strip()],
-                        help="concurrent calls per step, comma-separated (default 1,2,4,6,8)")
+                        help="concurrent calls per step, comma-separated (default 1,2,4,8,12,16)")
     parser.add_argument("--calls", type=int, help="calls one after another in the step of 1 (default 3)")
-    parser.add_argument("--turns", type=int, help="turns per call in the step of 1 (default 11)")
+    parser.add_argument("--turns", type=int, help="turns per call in the step of 1 (default 10)")
     parser.add_argument("--turns-concurrent", type=int, help="turns per call in the later steps (default 7)")
     parser.add_argument("--persona-workers", type=int, default=2)
-    parser.add_argument("--sessions-per-worker", type=int, default=4)
+    parser.add_argument("--sessions-per-worker", type=int, default=8)
     parser.add_argument("--endpointing", type=float, default=0.3, help="personas.endpointing_s (default 0.3)")
     parser.add_argument("--quick", action="store_true", help="1 call of 4 turns, then 2 at once: checks the benchmark")
     parser.add_argument("--all-steps", action="store_true",
@@ -1166,9 +1200,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                              "than --quiet during them (default 2; 0 with --quick)")
     args = parser.parse_args(argv)
     args.argv = argv
-    args.steps = args.steps or ([1, 2] if args.quick else [1, 2, 4, 6, 8])
+    args.steps = args.steps or ([1, 2] if args.quick else [1, 2, 4, 8, 12, 16])
     args.calls = args.calls or (1 if args.quick else 3)
-    args.turns = args.turns or (4 if args.quick else 11)
+    args.turns = args.turns or (4 if args.quick else 10)
     args.turns_concurrent = args.turns_concurrent or (4 if args.quick else 7)
     args.retries = args.retries if args.retries is not None else (0 if args.quick else 2)
     args.sip_workers = max(1, -(-max(args.steps) // 4))
