@@ -214,6 +214,17 @@ def load_personas(directory: Path) -> dict[str, Persona]:
     return personas
 
 
+def _policy(directory: Path, webhooks_allowed: list[str] | None,
+            transfers_allowed: list[str] | None) -> FlowContext:
+    """The allow-lists given, else the appliance's defaults (FlowContext's)."""
+    context = FlowContext(directory=directory)
+    if webhooks_allowed is not None:
+        context.webhooks_allowed = list(webhooks_allowed)
+    if transfers_allowed is not None:
+        context.transfers_allowed = list(transfers_allowed)
+    return context
+
+
 def context_for(directory: Path, webhooks_allowed: list[str] | None = None,
                 transfers_allowed: list[str] | None = None) -> FlowContext:
     problems: list[Problem] = []
@@ -227,11 +238,7 @@ def context_for(directory: Path, webhooks_allowed: list[str] | None = None,
         personas = load_personas(directory / PERSONAS_DIR)
     except FlowError as exc:
         problems += exc.problems
-    policy = FlowContext(directory=directory)
-    if webhooks_allowed is not None:
-        policy.webhooks_allowed = list(webhooks_allowed)
-    if transfers_allowed is not None:
-        policy.transfers_allowed = list(transfers_allowed)
+    policy = _policy(directory, webhooks_allowed, transfers_allowed)
     for persona in personas.values():
         for tool in persona.tools:
             if not url_allowed(tool.url, policy.webhooks_allowed):
@@ -257,11 +264,7 @@ def load_dir(directory: Path, webhooks_allowed: list[str] | None = None,
         context = context_for(directory, webhooks_allowed, transfers_allowed)
     except FlowError as exc:
         problems += exc.problems
-        context = FlowContext(directory=directory)
-        if webhooks_allowed is not None:
-            context.webhooks_allowed = list(webhooks_allowed)
-        if transfers_allowed is not None:
-            context.transfers_allowed = list(transfers_allowed)
+        context = _policy(directory, webhooks_allowed, transfers_allowed)
     numbers: dict[str, str] = {}
     for path in flow_files(directory):
         try:
