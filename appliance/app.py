@@ -44,6 +44,7 @@ class Appliance:
         self.personas = PersonaDispatcher(self.storage)
         self.calls = CallManager(config, self.hub, self.storage, self.flows, self.tts, self.personas)
         self.server = ParticipantServer(self.hub, self.tokens, self.calls, self.personas)
+        self.calls.workers = self.server.workers  # where bridge transfers place their outbound legs
         self.http = HttpApi(self.storage, self.tokens, config.recordings_dir, self.health)
         self.gateway = Gateway(config, lambda name: self.tokens.mint(f"sip-{name}", "sip"))
         self.persona_pool = PersonaPool(config, lambda name: self.tokens.mint(f"agent-{name}", "agent"))

@@ -83,6 +83,11 @@ class WebhooksConfig(_Model):
 class TransfersConfig(_Model):
     # Toll-fraud protection: a flow can only send callers where the admin listed.
     allowed: list[str] = Field(default_factory=list, description="sip:USER@HOST (USER may use * and ?) or numbers like +1555*")
+    outbound_proxy: str | None = Field(
+        None, pattern=r"^sips?:[A-Za-z0-9.-]+(:\d{1,5})?$",
+        description="bridge transfers to numbers go to sip:NUMBER@ this host (a carrier's termination, "
+                    "e.g. sip:example.pstn.twilio.com); unset: numbers cannot be bridged",
+    )
 
 
 class PersonasConfig(_Model):

@@ -265,10 +265,19 @@ class Edge:
             os.killpg(process.pid, signal.SIGKILL)
         await process.wait()
 
+    def local_host(self) -> str:
+        """Where processes on this box reach the edge."""
+        host = "127.0.0.1" if self.settings.listen_host == "0.0.0.0" else self.settings.listen_host
+        return "::1" if host == "::" else host
+
+    def local_address(self) -> str:
+        """host:port of the edge for a SIP URI on this box."""
+        host = self.local_host()
+        return f"[{host}]:{self.settings.port}" if ":" in host else f"{host}:{self.settings.port}"
+
     async def _wait_until_answering(self) -> None:
         assert self._process is not None
-        host = "127.0.0.1" if self.settings.listen_host == "0.0.0.0" else self.settings.listen_host
-        host = "::1" if host == "::" else host
+        host = self.local_host()
         loop = asyncio.get_running_loop()
         answered: asyncio.Future[None] = loop.create_future()
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
@@ -466,7 +475,7 @@ route[CLASSIFY] {
     $var(trusted) = 0;
     $var(worker) = 0;
     if (ds_is_from_list("{{SET}}")) {
-        # Workers first: they may share a trunk's network, but never start calls here.
+        # Workers first: they may share a trunk's network; their INVITEs are calls the hub places.
         $var(worker) = 1;
         $var(trusted) = 1;
         return;
@@ -482,6 +491,10 @@ route[TRUNK] {
 }
 
 route[INVITE] {
+    if ($var(worker) == 1) {
+        route(OUTBOUND);
+        exit;
+    }
     if ($var(trunk) == "") {
         xlog("L_INFO", "edge: INVITE from $si:$sp matches no trunk, refused\n");
         sl_send_reply("403", "Forbidden");
@@ -518,6 +531,16 @@ route[INVITE] {
         sl_reply_error();
     }
     exit;
+}
+
+# A call a worker places (a bridge transfer; the hub checked the destination against
+# transfers.allowed): out to its Request-URI, staying in the path so the far end's BYE
+# comes back through here. The hub, not tm, decides how long it may ring.
+route[OUTBOUND] {
+    remove_hf("Route");
+    record_route();
+    t_set_fr(180000, 8000);
+    route(RELAY);
 }
 
 route[WITHINDLG] {

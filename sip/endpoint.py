@@ -64,6 +64,7 @@ class EndpointSettings:
     poll_ms: int
     media_address: str | None = None
     retry_after_s: int = 5
+    outbound_proxy: str | None = None  # the edge, e.g. sip:127.0.0.1:5060;lr: calls we place leave through it
 
 
 @dataclass
@@ -74,6 +75,7 @@ class Leg:
     call: "WorkerCall"
     port: CallMediaPort | None = None
     answered: bool = False
+    outbound: bool = False  # placed by us (a bridge transfer), not offered by a caller
     info: dict[str, Any] = field(default_factory=dict)
 
 
@@ -91,7 +93,7 @@ class WorkerCall(pj.Call):
         info = self.getInfo()
         if info.state == pj.PJSIP_INV_STATE_DISCONNECTED:
             reason = self.local_hangup or ("caller-hangup" if info.lastStatusCode in (200, 487) else f"sip-{info.lastStatusCode}")
-            self.thread.call_ended(self.leg_id, reason)
+            self.thread.call_ended(self.leg_id, reason, info.lastStatusCode, info.lastReason)
 
     def onCallMediaState(self, prm: pj.OnCallMediaStateParam) -> None:
         info = self.getInfo()
@@ -224,6 +226,9 @@ class PjThread(threading.Thread):
         acfg.mediaConfig.transportConfig.portRange = s.rtp_ports
         if s.media_address:
             acfg.mediaConfig.transportConfig.publicAddress = s.media_address
+        if s.outbound_proxy:
+            # Our socket is on loopback: calls we place leave through the edge, which owns the SIP port.
+            acfg.sipConfig.proxies.append(s.outbound_proxy)
         self.account = WorkerAccount(self)
         self.account.create(acfg)
 
@@ -312,6 +317,21 @@ class PjThread(threading.Thread):
         except pj.Error as exc:
             self.emit("transfer_result", leg_id, {"ok": False, "code": exc.status, "reason": exc.reason})
 
+    def dial(self, leg_id: int, uri: str) -> None:
+        """Place a call for the hub; the outcome comes back as one `dial_result`."""
+        if leg_id in self.legs or len(self.legs) >= self.settings.max_calls:
+            self.emit("dial_result", leg_id, {"ok": False, "code": 503, "reason": "worker full"})
+            return
+        call = WorkerCall(self, self.account, pj.PJSUA_INVALID_ID, leg_id)
+        leg = Leg(leg_id, call, outbound=True, info={"to": uri})
+        self.legs[leg_id] = leg
+        try:
+            call.makeCall(uri, pj.CallOpParam(True))
+        except pj.Error as exc:
+            self.legs.pop(leg_id, None)
+            self._graveyard.append(call)
+            self.emit("dial_result", leg_id, {"ok": False, "code": exc.status, "reason": exc.reason})
+
     def send_dtmf(self, leg_id: int, digits: str) -> None:
         leg = self.legs.get(leg_id)
         if leg is not None and leg.answered:
@@ -336,9 +356,10 @@ class PjThread(threading.Thread):
         leg.answered = True
         codec = call.getStreamInfo(index).codecName
         # Only the deques cross threads: the port itself must die on this thread.
-        self.emit("answered", leg_id, {"codec": codec, "received": port.received, "playout": port.playout})
+        self.emit("answered", leg_id, {"codec": codec, "received": port.received, "playout": port.playout,
+                                       "outbound": leg.outbound})
 
-    def call_ended(self, leg_id: int, reason: str) -> None:
+    def call_ended(self, leg_id: int, reason: str, code: int = 0, sip_reason: str = "") -> None:
         leg = self.legs.pop(leg_id, None)
         if leg is None:
             return
@@ -346,4 +367,10 @@ class PjThread(threading.Thread):
         if leg.port is not None:
             # The call's media is gone from the bridge, so nothing transmits to or from the port.
             self._free_ports.append(leg.port)
-        self.emit("ended", leg_id, {"reason": reason})
+        if leg.outbound and not leg.answered:
+            # A call we placed that never answered: busy, declined, unknown, cancelled.
+            self.emit("dial_result", leg_id, {"ok": False, "code": code, "reason": sip_reason})
+        elif leg.outbound:
+            self.emit("ended", leg_id, {"reason": "destination-hangup" if reason == "caller-hangup" else reason})
+        else:
+            self.emit("ended", leg_id, {"reason": reason})

@@ -82,6 +82,7 @@ class Gateway:
         ]
         if sip.media_address:
             args += ["--media-address", sip.media_address]
+        args += ["--outbound-proxy", f"sip:{self.edge.local_address()};lr"]
         env = dict(os.environ, SWITCHBOARD_WORKER_TOKEN=self.worker_token(spec.name))
         root = str(Path(__file__).resolve().parent.parent)
         env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")

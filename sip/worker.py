@@ -57,8 +57,16 @@ class Worker:
         elif kind == "answered":
             self.audio[leg] = LegAudio(data["received"], data["playout"])
             self._calls_up.set()
-            log.info("call leg answered", extra=log_extra(call_id=self.call_ids.get(leg), leg=leg, codec=data["codec"]))
-            self._send(p.Answered(leg=leg, codec=data["codec"]))
+            log.info("call leg answered", extra=log_extra(call_id=self.call_ids.get(leg), leg=leg, codec=data["codec"],
+                                                          outbound=data["outbound"]))
+            if data["outbound"]:
+                self._send(p.DialResult(leg=leg, ok=True, code=200, reason="OK", codec=data["codec"]))
+            else:
+                self._send(p.Answered(leg=leg, codec=data["codec"]))
+        elif kind == "dial_result":
+            log.info("outbound leg failed", extra=log_extra(call_id=self.call_ids.pop(leg, None), leg=leg,
+                                                             code=data["code"], reason=data["reason"]))
+            self._send(p.DialResult(leg=leg, **data))
         elif kind == "dtmf":
             self._send(p.Dtmf(leg=leg, **data))
         elif kind == "transfer_result":
@@ -131,6 +139,11 @@ class Worker:
             self.pj.submit(lambda: self.pj.hangup(message.leg, message.reason))
         elif isinstance(message, p.Transfer):
             self.pj.submit(lambda: self.pj.transfer(message.leg, message.to))
+        elif isinstance(message, p.Dial):
+            self.call_ids[message.leg] = message.call_id
+            log.info("dialling an outbound leg", extra=log_extra(call_id=message.call_id, leg=message.leg,
+                                                                 pii={"to": message.to}))
+            self.pj.submit(lambda: self.pj.dial(message.leg, message.to))
         elif isinstance(message, p.SendDtmf):
             self.pj.submit(lambda: self.pj.send_dtmf(message.leg, message.digits))
 
@@ -174,6 +187,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--poll-ms", type=int, default=100)
     parser.add_argument("--media-address")
     parser.add_argument("--retry-after", type=int, default=5)
+    parser.add_argument("--outbound-proxy", help="SIP URI calls we place are routed through (the edge)")
     parser.add_argument("--hub-socket", required=True)
     args = parser.parse_args(argv)
     setup(os.environ.get("SWITCHBOARD_LOG_LEVEL", "INFO"))
@@ -181,7 +195,7 @@ def main(argv: list[str] | None = None) -> None:
     settings = EndpointSettings(
         name=args.name, sip_port=args.sip_port, rtp_port=args.rtp_port, rtp_ports=args.rtp_ports,
         max_calls=args.max_calls, poll_ms=args.poll_ms, media_address=args.media_address,
-        retry_after_s=args.retry_after,
+        retry_after_s=args.retry_after, outbound_proxy=args.outbound_proxy,
     )
 
     async def run() -> None:

@@ -1,7 +1,8 @@
 """The life of every call: offered by a SIP worker, answered into a room, run, recorded, closed.
 
 Implements the participant server's CallHandler. Every path that ends a call goes through
-`_end`, which closes the record exactly once, whatever raced (hang-up, flow, worker loss).
+`_end`, which closes the record exactly once, whatever raced (hang-up, flow, worker loss),
+and hangs up a bridge transfer's outbound leg with it.
 """
 
 from __future__ import annotations
@@ -10,7 +11,10 @@ import logging
 import re
 from dataclasses import dataclass, field
 
+import asyncio
+
 from appliance.calls.admission import admit
+from appliance.calls.bridge import NoRoute, OutboundLeg, dial_uri, pick_worker
 from appliance.calls.runner import CallControl, CallServices, FlowRunner
 from appliance.config import Config
 from appliance.core.clock import iso_now, utcnow
@@ -41,6 +45,7 @@ class Call:
     variables: dict[str, str] = field(default_factory=dict)
     recorder: Recorder | None = None
     runner: FlowRunner | None = None
+    bridge: OutboundLeg | None = None  # a bridge transfer's destination, ringing or answered
 
 
 class CallManager:
@@ -51,6 +56,8 @@ class CallManager:
         self.storage = storage
         self.flows = flows
         self.calls: dict[str, Call] = {}
+        # The connected SIP workers (the participant server's registry), for placing outbound legs.
+        self.workers: dict[str, WorkerConnection] = {}
         self.services = CallServices(
             tts=tts, storage=storage, personas=personas, flows_dir=config.flows_dir,
             recording_dir=config.recordings_dir, transfers_allowed=config.transfers.allowed,
@@ -59,7 +66,11 @@ class CallManager:
 
     def _call(self, worker: WorkerConnection, leg: int) -> Call | None:
         participant = worker.legs.get(leg)
-        return self.calls.get(participant.room.name) if participant and participant.room else None
+        return self.calls.get(participant.call_id) if isinstance(participant, SipParticipant) else None
+
+    @staticmethod
+    def _is_destination(call: Call, worker: WorkerConnection, leg: int) -> bool:
+        return call.bridge is not None and call.bridge.worker is worker and call.bridge.participant.leg == leg
 
     async def offer(self, worker: WorkerConnection, offer: p.Offer) -> p.OfferReply:
         decision = admit(self.config, offer.trunk, offer.source, offer.to_user, self.flows.numbers())
@@ -83,7 +94,7 @@ class CallManager:
         )
         self.storage.add_event(call_id, "offered", {"sip_call_id": offer.sip_call_id, "source": offer.source})
         room = self.hub.create_room(call_id)
-        leg = SipParticipant("caller", worker, offer.leg)
+        leg = SipParticipant("caller", worker, offer.leg, call_id)
         room.join(leg)
         worker.legs[offer.leg] = leg
         variables = {
@@ -111,6 +122,7 @@ class CallManager:
         control = CallControl(
             hangup=lambda reason: self._hangup(call, reason),
             transfer=lambda to: self._transfer(call, to),
+            bridge=lambda to, timeout: self._bridge(call, to, timeout),
             send_dtmf=call.leg.send_dtmf,
         )
         call.runner = FlowRunner(call.id, call.room, engine, self.services, control, caller=call.leg.identity)
@@ -119,8 +131,11 @@ class CallManager:
 
     def dtmf(self, worker: WorkerConnection, message: p.Dtmf) -> None:
         call = self._call(worker, message.leg)
-        if call is None:
+        if call is None or self._is_destination(call, worker, message.leg):
             return
+        if call.bridge is not None and call.bridge.state == "answered":
+            # Bridged: the caller's keys are for the destination (its own menu, a PIN).
+            call.bridge.participant.send_dtmf(message.digit)
         self.storage.add_event(call.id, "dtmf", {"digit": message.digit, "method": message.method})
         call.room.emit("dtmf", call.leg.identity, {"digit": message.digit})
         if call.runner:
@@ -128,6 +143,9 @@ class CallManager:
 
     def ended(self, worker: WorkerConnection, message: p.Ended) -> None:
         call = self._call(worker, message.leg)
+        if call is not None and self._is_destination(call, worker, message.leg):
+            self._destination_gone(call, "destination", message.reason)
+            return
         worker.legs.pop(message.leg, None)
         if call is not None:
             self._end(call, message.reason)
@@ -135,9 +153,18 @@ class CallManager:
     def worker_lost(self, worker: WorkerConnection) -> None:
         for leg in list(worker.legs):
             call = self._call(worker, leg)
-            if call is not None:
+            if call is None:
+                continue
+            if self._is_destination(call, worker, leg):
+                self._destination_gone(call, "worker", "worker-lost")
+            else:
                 self._end(call, "worker-lost")
         worker.legs.clear()
+
+    def dial_result(self, worker: WorkerConnection, message: p.DialResult) -> None:
+        call = self._call(worker, message.leg)
+        if call is not None and call.bridge is not None and self._is_destination(call, worker, message.leg):
+            call.bridge.result(message)
 
     def transfer_result(self, worker: WorkerConnection, message: p.TransferResult) -> None:
         call = self._call(worker, message.leg)
@@ -151,6 +178,52 @@ class CallManager:
         record = self.storage.get_call(call.id)
         call.leg.transfer(_refer_target(to, record.from_uri if record and record.from_uri else ""))
 
+    def _bridge(self, call: Call, to: str, timeout: float) -> None:
+        """A bridge transfer: dial `to` (allowed: the runner checked) from a SIP worker; the answer, or not, goes back to the runner."""
+        try:
+            uri = dial_uri(to, self.config.transfers.outbound_proxy)
+            worker = pick_worker(call.leg.worker, self.workers.values())
+        except NoRoute as exc:
+            log.warning("transfer cannot be dialled", extra=log_extra(call_id=call.id, error=str(exc)))
+            self._bridge_failed(call, 0, str(exc))
+            return
+        call.bridge = OutboundLeg(call.id, call.room, worker, uri, timeout,
+                                  on_result=lambda message: self._dial_done(call, message))
+        self.storage.add_event(call.id, "transfer_dialling", {"uri": uri, "worker": worker.name,
+                                                              "timeout_s": timeout})
+
+    def _dial_done(self, call: Call, message: p.DialResult) -> None:
+        if not message.ok:
+            call.bridge = None
+            self._bridge_failed(call, message.code, message.reason)
+            return
+        assert call.bridge is not None
+        self.storage.add_event(call.id, "transfer_answered", {"code": message.code, "codec": message.codec,
+                                                              "worker": call.bridge.worker.name})
+        if call.runner:
+            call.runner.transfer_done(True, None)
+
+    def _bridge_failed(self, call: Call, code: int, reason: str) -> None:
+        """Busy, declined, no answer, not allowed, no route: the flow takes the step's on_error."""
+        self.storage.add_event(call.id, "transfer_result", {"ok": False, "code": code, "reason": reason})
+        if call.runner:
+            # Soon, not now: the runner may still be inside the action that asked for the transfer.
+            error = f"{code} {reason}".strip() if code else reason
+            asyncio.get_running_loop().call_soon(call.runner.transfer_done, False, error)
+
+    def _destination_gone(self, call: Call, by: str, reason: str) -> None:
+        """The bridged (or ringing) destination's leg ended: the caller's call ends with it."""
+        bridge = call.bridge
+        assert bridge is not None
+        answered = bridge.state == "answered"
+        bridge.ended()
+        call.bridge = None
+        if not answered:
+            self._bridge_failed(call, 0, reason)
+            return
+        self.storage.add_event(call.id, "transfer_ended", {"by": by, "reason": reason})
+        self._hangup(call, "transferred")
+
     def _hangup(self, call: Call, reason: str) -> None:
         call.leg.hangup(reason)
         call.leg.worker.legs.pop(call.leg.leg, None)
@@ -159,6 +232,16 @@ class CallManager:
     def _end(self, call: Call, reason: str) -> None:
         if self.calls.pop(call.id, None) is None:
             return
+        if call.bridge is not None:
+            # The caller's side is over: the destination must not stay up (or keep ringing) alone.
+            bridge, call.bridge = call.bridge, None
+            bridge.close(reason)
+            if bridge.answered:
+                by = {"caller-hangup": "caller", "worker-lost": "worker"}.get(reason, "appliance")
+                self.storage.add_event(call.id, "transfer_ended", {"by": by, "reason": reason})
+                reason = "transferred"  # the call's outcome; who hung up is in transfer_ended
+            else:
+                self.storage.add_event(call.id, "transfer_cancelled", {"reason": reason})
         if call.runner:
             call.runner.stop()
         duration = call.recorder.stop() if call.recorder else 0.0

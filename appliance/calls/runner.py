@@ -94,7 +94,8 @@ class CallControl:
     """What the runner may do to the caller's SIP leg."""
 
     hangup: Callable[[str], None]
-    transfer: Callable[[str], None]
+    transfer: Callable[[str], None]  # blind, by REFER
+    bridge: Callable[[str, float], None]  # dial the destination and join it to the room; ring timeout
     send_dtmf: Callable[[str], None]
 
 
@@ -109,6 +110,7 @@ class FlowRunner:
         self.storage = services.storage
         self._hangup = control.hangup
         self._transfer = control.transfer
+        self._bridge = control.bridge
         self._send_dtmf = control.send_dtmf
         self.flows_dir = services.flows_dir
         self.recording_dir = services.recording_dir
@@ -126,7 +128,7 @@ class FlowRunner:
         self._task: asyncio.Task[None] | None = None
         self._listener: _Listener | None = None
         self._voicemail: _Voicemail | None = None
-        self._holding = False
+        self._holding = False  # hold audio or ringback is looping
         room.observers.append(self)
         self._handlers: dict[type, Callable[[Any], Any]] = {
             fe.EnterStep: self._enter_step,
@@ -169,6 +171,8 @@ class FlowRunner:
         self._events.put_nowait(fe.Digit(digit))
 
     def transfer_done(self, ok: bool, error: str | None) -> None:
+        if self._holding:
+            self._stop_speaking(None)  # the ringback of a bridge transfer
         if self._persona_transfer:
             # The persona asked for it: success ends the call, failure is the persona's failure.
             self._persona_transfer = False
@@ -231,7 +235,10 @@ class FlowRunner:
             self._events.put_nowait(fe.PlaybackDone())
 
     def _play_hold(self, action: fe.PlayHold) -> None:
-        audio = load_wav((self.flows_dir / action.path).resolve()) if action.path else tones.hold()
+        self._loop(load_wav((self.flows_dir / action.path).resolve()) if action.path else tones.hold())
+
+    def _loop(self, audio: bytes) -> None:
+        """Play `audio` over and over until something else is said or played."""
         self._holding = True
         self._speech += 1
         generation = self._speech
@@ -308,7 +315,16 @@ class FlowRunner:
 
     def _ask_transfer(self, action: fe.Transfer) -> None:
         self.storage.add_event(self.call_id, "transfer", {"to": action.to, "mode": action.mode})
-        self._transfer(action.to)
+        # Checked again here: flows were checked when loaded, but this is what really dials.
+        if not destination_allowed(action.to, self.services.transfers_allowed):
+            log.warning("transfer destination refused", extra=log_extra(call_id=self.call_id, pii={"to": action.to}))
+            self.storage.add_event(self.call_id, "transfer_refused", {"to": action.to})
+            self._events.put_nowait(fe.TransferDone(False, "destination not allowed"))
+        elif action.mode == "bridge":
+            self._loop(tones.ringback())  # what a caller expects to hear while the destination rings
+            self._bridge(action.to, action.timeout)
+        else:
+            self._transfer(action.to)
 
     def _start_persona(self, action: fe.StartPersona) -> None:
         self._persona_variables = {}

@@ -153,7 +153,8 @@ class StopRecording:
 @dataclass(frozen=True)
 class Transfer:
     to: str
-    mode: str
+    mode: str  # refer | bridge
+    timeout: float = 30.0  # bridge: how long the destination may ring
 
 
 @dataclass(frozen=True)
@@ -304,7 +305,11 @@ class FlowEngine:
         self._wait.transfer = False
         transfer = self.step.transfer
         assert transfer is not None
-        if event.ok:
+        if event.ok and transfer.mode == "bridge":
+            # The caller stays on the line, talking to the destination: the flow's part is over.
+            self.outcome = f"transferred:{transfer.to}"
+            self.finished = True
+        elif event.ok:
             self.outcome = f"transferred:{transfer.to}"
             self._finish("transferred")
         else:
@@ -481,7 +486,7 @@ class FlowEngine:
     def _played_transfer(self) -> None:
         transfer = self.step.transfer
         assert transfer is not None
-        self._out.append(Transfer(transfer.to, transfer.mode))
+        self._out.append(Transfer(transfer.to, transfer.mode, transfer.timeout))
         self._wait.transfer = True
 
     def _enter_goto(self, step: Step) -> str | None:

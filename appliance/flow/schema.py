@@ -167,8 +167,11 @@ class Voicemail(_Model):
 
 class Transfer(_Model):
     to: str = Field(description="a SIP URI or E.164 number; must be allowed in appliance.yaml")
-    mode: Literal["refer"] = "refer"
+    mode: Literal["refer", "bridge"] = Field(
+        "refer", description="refer: the caller's phone is sent a REFER; bridge: the box dials `to` and joins the two",
+    )
     announcement: str | None = None
+    timeout: float = Field(30.0, gt=0, le=120, description="bridge: seconds the destination may ring")
     on_error: str
 
 

@@ -181,6 +181,13 @@ class Simulation:
         while self._events and not self.engine.finished:
             await self._run(self.engine.handle(self._events.pop(0)))
 
+    def _transfer(self, action: fe.Transfer) -> fe.TransferDone:
+        if action.mode == "bridge":
+            # The caller hears the destination ring; a failed bridge is a busy destination.
+            self._hear("[ringback]")
+            return fe.TransferDone(self.transfer_ok, None if self.transfer_ok else "486 Busy Here")
+        return fe.TransferDone(self.transfer_ok, None if self.transfer_ok else "503 Busy")
+
     def _hear(self, text: str) -> None:
         if self.caller_hung_up:
             return
@@ -217,5 +224,5 @@ class Simulation:
             elif isinstance(action, fe.StartPersona):
                 await self._start_persona(action)
             elif isinstance(action, fe.Transfer):
-                self._events.append(fe.TransferDone(self.transfer_ok, None if self.transfer_ok else "503 Busy"))
+                self._events.append(self._transfer(action))
             # StopSpeaking, Listen, StopListening, SetVariable, Escalated, Hangup: nothing to do in text

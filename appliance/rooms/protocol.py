@@ -97,6 +97,28 @@ class TransferResult(BaseModel):
     reason: str = ""
 
 
+class Dial(BaseModel):
+    """Hub → SIP worker: place a call to `to` as leg `leg` (the hub numbers the legs it dials).
+
+    The worker answers with one DialResult; after an answered one, the leg ends with Ended
+    like any other, and a Hangup for the leg cancels it while it rings.
+    """
+
+    type: Literal["dial"] = "dial"
+    leg: int
+    call_id: str
+    to: str = Field(pattern=r"^sips?:[^\s<>]+$")
+
+
+class DialResult(BaseModel):
+    type: Literal["dial_result"] = "dial_result"
+    leg: int
+    ok: bool
+    code: int = 0  # the SIP status that decided it (200, 486, 603…); 0 if the worker refused locally
+    reason: str = ""
+    codec: str | None = None
+
+
 # --- persona (agent) workers: dispatched to a room, as livekit-agents workers are
 class Dispatch(BaseModel):
     """Hub → agent worker: join the call `call_id` as persona `persona` (job = `leg`)."""
@@ -187,7 +209,7 @@ class SendDtmf(BaseModel):
 
 Message = Annotated[
     Union[Hello, Welcome, Offer, OfferReply, Answered, Dtmf, Ended, Hangup, Transfer, TransferResult,
-          Dispatch, Release, SegmentEnd, ClearAudio, Played, Transcript, ToolEvent, CallAction, PersonaExit,
+          Dial, DialResult, Dispatch, Release, SegmentEnd, ClearAudio, Played, Transcript, ToolEvent, CallAction, PersonaExit,
           SendDtmf],
     Field(discriminator="type"),
 ]

@@ -30,6 +30,9 @@ log = logging.getLogger(__name__)
 # 200 ms of caller audio may wait for the hub's tick; more means the hub is behind and
 # old audio is worth less than fresh audio.
 CALLER_JITTER_FRAMES = 10
+# Legs the hub dials are numbered by the hub from here, so they never meet the ids a
+# worker gives the calls it is offered (counted up from 1).
+FIRST_DIALLED_LEG = 1 << 31
 
 
 class WorkerConnection:
@@ -42,6 +45,15 @@ class WorkerConnection:
         self.writer = writer
         self.legs: dict[int, RemoteParticipant] = {}
         self.outgoing: list[tuple[int, bytes]] = []
+        self._dialled = 0
+
+    def next_dialled_leg(self) -> int:
+        self._dialled += 1
+        return FIRST_DIALLED_LEG + self._dialled
+
+    @property
+    def room_for_calls(self) -> int:
+        return self.capacity - len(self.legs)
 
     def send(self, message: BaseModel) -> None:
         if not self.writer.is_closing():
@@ -72,10 +84,11 @@ class RemoteParticipant(Participant):
 
 
 class SipParticipant(RemoteParticipant):
-    """The caller: a SIP leg on a worker."""
+    """A SIP leg on a worker: the caller, or a destination the hub dialled for the call `call_id`."""
 
-    def __init__(self, identity: str, worker: WorkerConnection, leg: int):
+    def __init__(self, identity: str, worker: WorkerConnection, leg: int, call_id: str):
         super().__init__(identity, "sip", worker, leg, jitter=CALLER_JITTER_FRAMES)
+        self.call_id = call_id
 
     @property
     def worker(self) -> WorkerConnection:
@@ -86,6 +99,9 @@ class SipParticipant(RemoteParticipant):
 
     def transfer(self, to: str) -> None:
         self.connection.send(p.Transfer(leg=self.leg, to=to))
+
+    def dial(self, uri: str) -> None:
+        self.connection.send(p.Dial(leg=self.leg, call_id=self.call_id, to=uri))
 
     def send_dtmf(self, digits: str) -> None:
         self.connection.send(p.SendDtmf(leg=self.leg, digits=digits))
@@ -141,6 +157,7 @@ class CallHandler(Protocol):
     def dtmf(self, worker: WorkerConnection, message: p.Dtmf) -> None: ...
     def ended(self, worker: WorkerConnection, message: p.Ended) -> None: ...
     def transfer_result(self, worker: WorkerConnection, message: p.TransferResult) -> None: ...
+    def dial_result(self, worker: WorkerConnection, message: p.DialResult) -> None: ...
     def worker_lost(self, worker: WorkerConnection) -> None: ...
 
 
@@ -260,6 +277,7 @@ class ParticipantServer:
             p.Dtmf: self.handler.dtmf,
             p.Ended: self.handler.ended,
             p.TransferResult: self.handler.transfer_result,
+            p.DialResult: self.handler.dial_result,
         }
         if isinstance(message, p.Offer):
             # Offers are decided concurrently so one slow decision never holds the stream.

@@ -28,3 +28,10 @@ def hold() -> bytes:
     gap = np.zeros(int(SAMPLE_RATE * 0.4), dtype=np.int16)
     rest = np.zeros(int(SAMPLE_RATE * 2.0), dtype=np.int16)
     return np.concatenate([notes[0], gap, notes[1], rest]).tobytes()
+
+
+@lru_cache(maxsize=1)
+def ringback() -> bytes:
+    """One cycle of the North American ringback (440 + 480 Hz, 2 s on, 4 s off); looped while a transfer rings."""
+    rest = np.zeros(int(SAMPLE_RATE * 4.0), dtype=np.int16)
+    return np.concatenate([_tone((440.0, 480.0), 2.0, 0.2), rest]).tobytes()

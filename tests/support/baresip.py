@@ -152,12 +152,14 @@ class Softphone:
     has hung up. Use as a context manager: baresip is stopped by its PID whatever happens.
     """
 
-    def __init__(self, workdir: Path, max_seconds: float = 90):
+    def __init__(self, workdir: Path, max_seconds: float = 90, user: str = "caller"):
         self.workdir = workdir
+        self.user = user  # baresip takes calls only for its account's user: sip:<user>@127.0.0.1:<sip_port>
         self.max_seconds = max_seconds
         self.dumps = workdir / "dumps"
         self.log_path = workdir / "baresip.log"
         self.ctrl_port = free_port_block(1)
+        self.sip_port = free_port_block(1)  # where it can be called
         self._messages: list[dict] = []
         self._arrived = threading.Condition()
         self._tokens = itertools.count(1)
@@ -170,10 +172,10 @@ class Softphone:
                         "trim", "0", str(self.max_seconds + 10)], check=True)
         rtp_first = free_port_block(8)
         (self.workdir / "config").write_text(CONFIG.format(
-            modules=MODULES, sip_port=free_port_block(1), rtp_first=rtp_first, rtp_last=rtp_first + 7,
+            modules=MODULES, sip_port=self.sip_port, rtp_first=rtp_first, rtp_last=rtp_first + 7,
             microphone=silence, dumps=self.dumps,
         ) + f"module_app ctrl_tcp.so\nctrl_tcp_listen 127.0.0.1:{self.ctrl_port}\n")
-        (self.workdir / "accounts").write_text(ACCOUNTS)
+        (self.workdir / "accounts").write_text(ACCOUNTS.replace("caller", self.user))
         (self.workdir / "contacts").write_text("")
         self._log = open(self.log_path, "wb")
         self.process = subprocess.Popen(
@@ -247,6 +249,17 @@ class Softphone:
     def dial(self, uri: str, timeout: float = 10) -> None:
         self.command("dial", uri)
         self._wait(lambda m: m.get("type") == "CALL_ESTABLISHED", timeout)
+
+    def wait_incoming(self, timeout: float) -> None:
+        """Wait until somebody calls (baresip rings; nothing is answered until `accept`)."""
+        self._wait(lambda m: m.get("type") == "CALL_INCOMING", timeout)
+
+    def accept(self, timeout: float = 10) -> None:
+        self.command("accept")
+        self._wait(lambda m: m.get("type") == "CALL_ESTABLISHED", timeout)
+
+    def hangup(self) -> None:
+        self.command("hangup")
 
     def say(self, microphone: Path) -> None:
         """From now on the microphone plays this WAV (16 kHz mono; make its silence outlast the call)."""

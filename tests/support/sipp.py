@@ -200,3 +200,61 @@ def send_cue(sipp_port: int, sip_call_id: str, sequence: int = 1) -> None:
     )
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         s.sendto(message.encode(), ("127.0.0.1", sipp_port))
+
+
+class Destination:
+    """sipp as a bridge transfer's destination (a UAS on its own port), run in the background.
+
+    `busy`: rings, then 486. `no_answer`: rings until the box CANCELs. `wait()` returns the
+    run's result; sipp counts the call successful only if the scenario went as written.
+    """
+
+    def __init__(self, workdir: Path, scenario: Path, timeout: float = 60):
+        self.workdir = workdir
+        self.port = free_port_block(1)
+        workdir.mkdir(parents=True, exist_ok=True)
+        self.process = subprocess.Popen(
+            ["sipp", "-sf", str(scenario), "-i", "127.0.0.1", "-p", str(self.port), "-m", "1",
+             "-nostdin", "-trace_stat", "-stf", str(workdir / "stats.csv"), "-trace_err",
+             "-error_file", str(workdir / "sipp_errors.log"), "-timeout", f"{int(timeout)}s"],
+            cwd=workdir, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        )
+
+    @staticmethod
+    def busy(workdir: Path, ruri_regexp: str) -> "Destination":
+        text = Template((SCENARIOS / "destination_busy.xml").read_text()).substitute(
+            RURI_REGEXP=escape(ruri_regexp, {'"': "&quot;"}))
+        path = workdir / "destination_busy.xml"
+        path.write_text(text)
+        return Destination(workdir / "busy", path)
+
+    @staticmethod
+    def no_answer(workdir: Path, cancel_timeout_ms: int = 30000) -> "Destination":
+        text = Template((SCENARIOS / "destination_no_answer.xml").read_text()).substitute(
+            CANCEL_TIMEOUT_MS=cancel_timeout_ms)
+        path = workdir / "destination_no_answer.xml"
+        path.write_text(text)
+        return Destination(workdir / "no_answer", path)
+
+    @property
+    def uri_host(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def wait(self, timeout: float = 60) -> SippResult:
+        try:
+            output, _ = self.process.communicate(timeout=timeout)
+        finally:
+            if self.process.poll() is None:
+                self.process.kill()
+                output, _ = self.process.communicate()
+        stats_file = self.workdir / "stats.csv"
+        stats = list(csv.DictReader(stats_file.read_text().splitlines(), delimiter=";")) if stats_file.exists() else []
+        last = stats[-1] if stats else {}
+        errors = self.workdir / "sipp_errors.log"
+        return SippResult(
+            returncode=self.process.returncode,
+            successful=int(last.get("SuccessfulCall(C)", 0) or 0),
+            failed=int(last.get("FailedCall(C)", 0) or 0),
+            output=(output or "")[-3000:] + (errors.read_text()[-3000:] if errors.exists() else ""),
+            stats=stats,
+        )
