@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from typing import Callable
 
 from livekit import rtc
@@ -63,6 +64,9 @@ class HubAudioOutput(AudioOutput):
 
     async def capture_frame(self, frame: rtc.AudioFrame) -> None:
         await super().capture_frame(frame)
+        if not self._capturing:
+            # The hub plays what it is sent at its next 20 ms tick: the reply starts now.
+            self.on_playback_started(created_at=time.time())
         self._capturing = True
         data = self._partial + bytes(frame.data.cast("B"))
         whole = len(data) // FRAME_BYTES * FRAME_BYTES

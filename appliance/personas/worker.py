@@ -33,6 +33,7 @@ class PersonaWorker:
         self.writer: asyncio.StreamWriter | None = None
         self.outgoing: list[tuple[int, bytes]] = []
         self.stopping = asyncio.Event()
+        self.closing: set[asyncio.Task[None]] = set()
 
     def prewarm(self) -> None:
         """Load what every session needs once, before the first caller waits for it."""
@@ -40,9 +41,9 @@ class PersonaWorker:
 
         from appliance.speech.tts import EspeakTTS
 
-        # End of speech after 0.35 s of silence (silero's default 0.55 s): on the phone every
-        # 100 ms here is 100 ms the caller waits for an answer.
-        self.vad = silero.VAD.load(min_silence_duration=0.35)
+        # The caller's turn ends after this much silence (silero's default is 0.55 s): on the
+        # phone every 100 ms here is 100 ms the caller waits for an answer.
+        self.vad = silero.VAD.load(min_silence_duration=self.endpointing_s)
         EspeakTTS().synthesize("Hello.")
 
     async def run(self) -> None:
@@ -68,8 +69,7 @@ class PersonaWorker:
                 await self._session()
             except (OSError, asyncio.IncompleteReadError) as exc:
                 log.warning("hub connection lost", extra=log_extra(error=str(exc)))
-            for job in list(self.jobs.values()):
-                await job.close()
+            await asyncio.gather(*(job.close() for job in self.jobs.values()), *self.closing)
             self.jobs.clear()
             if not self.stopping.is_set():
                 await asyncio.sleep(1.0)
@@ -103,7 +103,10 @@ class PersonaWorker:
         elif isinstance(message, p.Release):
             job = self.jobs.pop(message.leg, None)
             if job is not None:
-                await job.close()
+                # Closing a session can take seconds; the read loop carries the other calls' audio.
+                task = asyncio.get_running_loop().create_task(job.close())
+                self.closing.add(task)
+                task.add_done_callback(self.closing.discard)
         elif isinstance(message, p.Played):
             job = self.jobs.get(message.leg)
             if job is not None:

@@ -211,7 +211,9 @@ def test_caller_talking_over_a_long_reply_stops_it(appliance_factory, orders_api
         return float(np.sqrt(np.mean(part**2))) if len(part) else 0.0
 
     assert rms(barge_at - 2.0, barge_at) > 500  # the reply was playing
-    assert rms(barge_at + 1.2, barge_at + 1.7) < 100  # and stopped under the caller's voice
+    # ...and stopped while the caller was still talking (their 1.3 s of digits; the answer to
+    # them may follow right after).
+    assert rms(barge_at + 0.8, barge_at + 1.2) < 100
 
 
 def test_order_desk_hands_a_billing_question_to_the_billing_persona(

@@ -1,4 +1,4 @@
-"""PocketsphinxSTT hears espeak-ng speech through livekit's recognize(), at the rates calls bring.
+"""PocketsphinxSTT hears espeak-ng speech through livekit's recognize() and stream(), at the rates calls bring.
 
 pocketsphinx hears synthetic speech imperfectly ("where is my order" → "where me my order"),
 and telephone-band audio worse, so a test asserts what the persona needs (the words reach the
@@ -123,13 +123,102 @@ async def test_another_language_is_refused(recogniser: PocketsphinxSTT) -> None:
         await recogniser.recognize(frames(spoken("hello", 16_000), 16_000), language="fr")
 
 
-def test_capabilities_say_batch_only() -> None:
+def test_capabilities_say_streaming_with_finals_on_flush() -> None:
     caps = PocketsphinxSTT().capabilities
 
-    assert (caps.streaming, caps.interim_results) == (False, False)
+    # manual_flush: the session's VAD ends an utterance, not a second VAD in a StreamAdapter.
+    assert (caps.streaming, caps.interim_results, caps.manual_flush) == (True, False, True)
 
 
 def test_a_grammar_needs_words() -> None:
     with pytest.raises(ValueError):
         grammar_for([], digits=False)
     assert " nine " in grammar_for([], digits=True)
+
+
+# --- the stream a session uses: 20 ms frames in, a final transcript per flush
+
+
+async def _stream_heard(recogniser: PocketsphinxSTT, samples: np.ndarray, rate: int = 16_000,
+                        flushes: int = 1) -> tuple[list[str], float]:
+    """Feed `samples` as a call would, flush, and return the finals and how long the last flush took."""
+    stream = recogniser.stream()
+    for frame in frames(samples, rate):
+        stream.push_frame(frame)
+        await asyncio.sleep(0)  # a call's frames come 20 ms apart; the stream sees each one
+    await asyncio.sleep(0.3)  # the session's VAD needs this much silence before it flushes
+    started = time.perf_counter()
+    finals: list[str] = []
+    for _ in range(flushes):
+        stream.flush()
+    stream.end_input()
+    async for event in stream:
+        assert event.type == stt.SpeechEventType.FINAL_TRANSCRIPT
+        finals.append(event.alternatives[0].text)
+    return finals, time.perf_counter() - started
+
+
+@pytest.mark.parametrize("rate", [16_000, 8_000])
+async def test_the_stream_gives_the_final_transcript_on_flush(recogniser: PocketsphinxSTT, rate: int) -> None:
+    finals, _ = await _stream_heard(recogniser, spoken("where is my order", rate, silence_s=0.5), rate)
+
+    assert len(finals) == 1 and intents.match(finals[0], INTENTS) == "order", finals
+
+
+async def test_the_stream_hears_speech_that_resumes_after_a_pause(recogniser: PocketsphinxSTT) -> None:
+    # The pause makes the stream decode "where is my order" alone; the flush must not answer with it.
+    said = np.concatenate([spoken("where is my order", silence_s=0.4), spoken("I want to speak to an operator")])
+
+    finals, _ = await _stream_heard(recogniser, said)
+
+    assert len(finals) == 1
+    assert "order" in finals[0] and "operator" in finals[0], finals
+
+
+async def test_the_flush_finds_the_transcript_decoded_during_the_pause(recogniser: PocketsphinxSTT) -> None:
+    long_utterance = spoken("I would like to check my order one two three four", silence_s=0.5)
+    decode_started = time.perf_counter()
+    recogniser.decode(long_utterance.tobytes())
+    decode_s = time.perf_counter() - decode_started
+
+    finals, flush_s = await _stream_heard(recogniser, long_utterance)
+
+    assert intents.spoken_digits(finals[0]) == "1234", finals
+    # Not a timing goal: a flush that decoded the utterance again would take the decode's time.
+    assert flush_s < decode_s / 2, (flush_s, decode_s)
+
+
+async def test_silence_on_the_stream_gives_no_transcript(recogniser: PocketsphinxSTT) -> None:
+    finals, _ = await _stream_heard(recogniser, np.zeros(16_000 * 2, dtype=np.int16), flushes=2)
+
+    assert finals == []
+
+
+async def test_each_flush_ends_one_utterance(recogniser: PocketsphinxSTT) -> None:
+    stream = recogniser.stream()
+    for said in ("where is my order", "I want to speak to an operator"):
+        for frame in frames(spoken(said, silence_s=0.4), 16_000):
+            stream.push_frame(frame)
+            await asyncio.sleep(0)
+        stream.flush()
+    stream.end_input()
+
+    heard_ = [intents.match(event.alternatives[0].text, INTENTS) async for event in stream]
+
+    assert heard_ == ["order", "operator"]
+
+
+async def test_a_click_long_before_the_words_is_left_out_of_the_utterance(recogniser: PocketsphinxSTT) -> None:
+    click = (np.random.default_rng(7).normal(0, 3000, 16_000 // 10)).astype(np.int16)
+    words = spoken("where is my order", silence_s=0.5)
+    stream = recogniser.stream()
+    for frame in frames(np.concatenate([click, np.zeros(16_000 * 3 // 2, dtype=np.int16), words]), 16_000):
+        stream.push_frame(frame)
+        await asyncio.sleep(0)
+    stream.flush()
+    stream.end_input()
+
+    (event,) = [event async for event in stream]
+
+    assert heard(event) == "order", event.alternatives[0].text
+    assert event.alternatives[0].end_time < len(words) / 16_000  # the decoded audio: the words, not the click

@@ -1,8 +1,11 @@
-"""pocketsphinx as a livekit-agents STT: offline, non-streaming, accurate with a grammar.
+"""pocketsphinx as a livekit-agents STT: offline, accurate with a grammar, and ready on time.
 
-The session's VAD cuts the caller's speech into utterances (livekit wraps a non-streaming
-STT in a StreamAdapter); each utterance arrives here at whatever rate the input has and is
-decoded at the model's 16 kHz in a worker thread.
+Streaming with manual flush: the session feeds every 20 ms of the caller and flushes when its
+VAD says the turn's speech ended; that flush answers with the final transcript. A whole
+utterance decodes best (the cepstral mean is then the utterance's own), but waiting for the
+flush to start decoding costs the caller ~100 ms per turn, so the stream decodes what was said
+as soon as a pause of 0.1 s begins (pocketsphinx's WebRTC VAD, cheap) and the flush finds the
+transcript made. Speech that resumes makes that guess stale; the flush then decodes again.
 """
 
 from __future__ import annotations
@@ -15,9 +18,9 @@ import numpy as np
 from livekit import rtc
 from livekit.agents import stt
 from livekit.agents.language import LanguageCode
-from livekit.agents.types import NOT_GIVEN, APIConnectOptions, NotGivenOr
+from livekit.agents.types import DEFAULT_API_CONNECT_OPTIONS, NOT_GIVEN, APIConnectOptions, NotGivenOr
 from livekit.agents.utils import AudioBuffer, is_given, shortuuid
-from pocketsphinx import Decoder
+from pocketsphinx import Decoder, Vad
 
 from appliance.core.audio import SAMPLE_RATE
 from appliance.flow import intents
@@ -32,6 +35,21 @@ logger = logging.getLogger(__name__)
 # The only acoustic model and dictionary pocketsphinx ships.
 LANGUAGE = LanguageCode("en-US")
 
+VAD_FRAME_S = 0.02
+# An utterance is decoded from 0.1 s before its first voiced frame to 0.1 s after its last:
+# measured on calls' audio, wider margins make the grammar turn line noise into words
+# ("one it two three four"), and a pause of 0.1 s is where the early decode starts.
+PREROLL_S = 0.1
+TAIL_S = 0.1
+PAUSE_FRAMES = round(TAIL_S / VAD_FRAME_S)
+# WebRTC's VAD calls some near-silence voice (it settles for a while at the start); voice is
+# also louder than this, about -50 dBFS, below any speech a phone carries.
+VOICE_FLOOR_RMS = 100.0
+# A click, a breath, or the VAD settling at the start: fewer voiced frames than a short word,
+# then a second with no flush (the session's VAD would have ended a real utterance by then).
+BLIP_FRAMES, BLIP_PAUSE_FRAMES = 10, 50
+MAX_UTTERANCE_S = 30.0
+
 
 def grammar_for(phrases: list[str], digits: bool = False) -> str:
     """A JSGF grammar hearing the phrases' words (with fillers), and digits if asked."""
@@ -41,10 +59,10 @@ def grammar_for(phrases: list[str], digits: bool = False) -> str:
 
 
 class PocketsphinxSTT(stt.STT):
-    """Recognises one utterance at a time; `grammar` (JSGF) None means open vocabulary."""
+    """Recognises utterances; `grammar` (JSGF) None means open vocabulary."""
 
     def __init__(self, *, grammar: str | None = None) -> None:
-        super().__init__(capabilities=stt.STTCapabilities(streaming=False, interim_results=False))
+        super().__init__(capabilities=stt.STTCapabilities(streaming=True, interim_results=False, manual_flush=True))
         self._grammar = grammar
         self._decoder: Decoder | None = None
         # A Decoder is not thread-safe, and utterances of one session may overlap.
@@ -63,6 +81,15 @@ class PocketsphinxSTT(stt.STT):
         with self._lock:
             self._loaded()
 
+    def stream(
+        self,
+        *,
+        language: NotGivenOr[str] = NOT_GIVEN,
+        conn_options: APIConnectOptions = DEFAULT_API_CONNECT_OPTIONS,
+    ) -> PocketsphinxStream:
+        _check_language(language)
+        return PocketsphinxStream(stt=self, conn_options=conn_options)
+
     async def _recognize_impl(
         self,
         buffer: AudioBuffer,
@@ -70,21 +97,16 @@ class PocketsphinxSTT(stt.STT):
         language: NotGivenOr[str] = NOT_GIVEN,
         conn_options: APIConnectOptions,
     ) -> stt.SpeechEvent:
-        if is_given(language) and language and LanguageCode(language).language != LANGUAGE.language:
-            raise ValueError(f"pocketsphinx ships only an English model, not {language!r}")
+        _check_language(language)
         frames = buffer if isinstance(buffer, list) else [buffer]
-        text, seconds = await asyncio.to_thread(self._transcribe, frames)
-        logger.debug("utterance recognised", extra=log_extra(seconds=round(seconds, 2), pii={"transcript": text}))
-        return stt.SpeechEvent(
-            type=stt.SpeechEventType.FINAL_TRANSCRIPT,
-            request_id=shortuuid("ps_"),
-            alternatives=[stt.SpeechData(language=LANGUAGE, text=text, end_time=seconds)],
-        )
-
-    def _transcribe(self, frames: list[rtc.AudioFrame]) -> tuple[str, float]:
         pcm = _mono_16k(frames).tobytes()
+        text = await asyncio.to_thread(self.decode, pcm)
+        return _final(text, len(pcm) / (2 * SAMPLE_RATE))
+
+    def decode(self, pcm: bytes) -> str:
+        """Text of one whole utterance of 16 kHz s16le mono (blocking)."""
         if not pcm:
-            return "", 0.0
+            return ""
         with self._lock:
             decoder = self._loaded()
             # Whole: the cepstral mean is then this utterance's own (batch CMN); fed in chunks
@@ -94,12 +116,105 @@ class PocketsphinxSTT(stt.STT):
             decoder.process_raw(pcm, full_utt=True)
             decoder.end_utt()
             hyp = decoder.hyp()
-        return (hyp.hypstr if hyp else ""), len(pcm) / (2 * SAMPLE_RATE)
+        text = hyp.hypstr if hyp else ""
+        logger.debug("utterance recognised", extra=log_extra(seconds=round(len(pcm) / (2 * SAMPLE_RATE), 2),
+                                                             pii={"transcript": text}))
+        return text
 
     def _loaded(self) -> Decoder:
         if self._decoder is None:
             self._decoder = decoder_for(self._grammar)
         return self._decoder
+
+
+class PocketsphinxStream(stt.RecognizeStream):
+    """One session's caller audio → a final transcript per flush."""
+
+    def __init__(self, *, stt: PocketsphinxSTT, conn_options: APIConnectOptions) -> None:
+        super().__init__(stt=stt, conn_options=conn_options, sample_rate=SAMPLE_RATE)
+        self._engine = stt
+        self._vad = Vad(Vad.LOOSE, SAMPLE_RATE, VAD_FRAME_S)
+        self._reset()
+
+    def _reset(self) -> None:
+        self._pcm = bytearray()  # the utterance so far, pre-roll included
+        self._unclassified = b""
+        self._voiced_end: int | None = None  # bytes of _pcm up to the end of the last voiced frame
+        self._quiet_frames = 0
+        self._voiced_frames = 0
+        self._guess: tuple[int, asyncio.Task[str]] | None = None  # (voiced_end it decoded, decoding)
+
+    async def _run(self) -> None:
+        async for item in self._input_ch:
+            if isinstance(item, self._FlushSentinel):
+                await self._finish()
+            else:
+                self._take(item)
+
+    def _take(self, frame: rtc.AudioFrame) -> None:
+        samples = np.frombuffer(frame.data, dtype=np.int16)
+        if frame.num_channels > 1:
+            samples = samples.reshape(-1, frame.num_channels).mean(axis=1).astype(np.int16)
+        data = self._unclassified + samples.tobytes()
+        size = self._vad.frame_bytes
+        whole = len(data) // size * size
+        for offset in range(0, whole, size):
+            self._classify(data[offset : offset + size])
+        self._unclassified = data[whole:]
+
+    def _classify(self, chunk: bytes) -> None:
+        self._pcm += chunk
+        if _rms(chunk) > VOICE_FLOOR_RMS and self._vad.is_speech(chunk):
+            self._voiced_end = len(self._pcm)
+            self._voiced_frames += 1
+            self._quiet_frames = 0
+            return
+        self._quiet_frames += 1
+        if self._voiced_end is not None and self._voiced_frames < BLIP_FRAMES and self._quiet_frames >= BLIP_PAUSE_FRAMES:
+            self._voiced_end, self._voiced_frames, self._guess = None, 0, None
+        if self._voiced_end is None:
+            del self._pcm[: -_bytes(PREROLL_S)]
+        elif len(self._pcm) > _bytes(MAX_UTTERANCE_S):
+            cut = len(self._pcm) - _bytes(MAX_UTTERANCE_S)
+            del self._pcm[:cut]
+            self._voiced_end = max(0, self._voiced_end - cut)
+            self._guess = None
+        elif self._quiet_frames == PAUSE_FRAMES and (self._guess is None or self._guess[0] != self._voiced_end):
+            pcm = bytes(self._pcm)
+            self._guess = (self._voiced_end, asyncio.create_task(asyncio.to_thread(self._engine.decode, pcm)))
+
+    async def _finish(self) -> None:
+        guess, voiced_end = self._guess, self._voiced_end
+        pcm = bytes(self._pcm[: (voiced_end or 0) + _bytes(TAIL_S)])
+        self._reset()
+        if voiced_end is None:
+            return  # the grammar would make words of noise; WebRTC's loosest mode misses no speech
+        fresh = guess is not None and guess[0] == voiced_end
+        text = await guess[1] if fresh and guess else await asyncio.to_thread(self._engine.decode, pcm)
+        if text:
+            self._event_ch.send_nowait(_final(text, len(pcm) / (2 * SAMPLE_RATE)))
+
+
+def _rms(chunk: bytes) -> float:
+    samples = np.frombuffer(chunk, dtype=np.int16).astype(np.float32)
+    return float(np.sqrt(np.mean(samples * samples)))
+
+
+def _bytes(seconds: float) -> int:
+    return int(seconds * SAMPLE_RATE) * 2
+
+
+def _final(text: str, seconds: float) -> stt.SpeechEvent:
+    return stt.SpeechEvent(
+        type=stt.SpeechEventType.FINAL_TRANSCRIPT,
+        request_id=shortuuid("ps_"),
+        alternatives=[stt.SpeechData(language=LANGUAGE, text=text, end_time=seconds)],
+    )
+
+
+def _check_language(language: NotGivenOr[str]) -> None:
+    if is_given(language) and language and LanguageCode(language).language != LANGUAGE.language:
+        raise ValueError(f"pocketsphinx ships only an English model, not {language!r}")
 
 
 def _mono_16k(frames: list[rtc.AudioFrame]) -> np.ndarray:
