@@ -222,7 +222,8 @@ class CallManager:
             self._bridge_failed(call, 0, reason)
             return
         self.storage.add_event(call.id, "transfer_ended", {"by": by, "reason": reason})
-        self._hangup(call, "transferred")
+        # A destination that hung up is a transfer that ran its course; a lost worker is a fault.
+        self._hangup(call, "transferred" if by == "destination" else reason)
 
     def _hangup(self, call: Call, reason: str) -> None:
         call.leg.hangup(reason)
@@ -239,7 +240,8 @@ class CallManager:
             if bridge.answered:
                 by = {"caller-hangup": "caller", "worker-lost": "worker"}.get(reason, "appliance")
                 self.storage.add_event(call.id, "transfer_ended", {"by": by, "reason": reason})
-                reason = "transferred"  # the call's outcome; who hung up is in transfer_ended
+                if by == "caller":
+                    reason = "transferred"  # the call's outcome; who hung up is in transfer_ended
             else:
                 self.storage.add_event(call.id, "transfer_cancelled", {"reason": reason})
         if call.runner:

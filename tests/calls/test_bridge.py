@@ -7,8 +7,11 @@ answering. Both baresips speak espeak-ng sentences; what each one heard is recog
 
 from __future__ import annotations
 
+import os
 import re
+import signal
 import time
+from contextlib import contextmanager
 import wave
 from dataclasses import dataclass
 from pathlib import Path
@@ -130,20 +133,26 @@ class Bridged:
     workdir: Path
 
 
-@pytest.fixture
-def bridged(appliance_factory, tmp_path: Path) -> Iterator[Bridged]:
+@contextmanager
+def bridged_call(appliance_factory, tmp_path: Path, calls_per_worker: int = 4) -> Iterator[Bridged]:
     """A caller talking to the billing desk through the box, after it rang RING_S seconds."""
     with baresip.Softphone(tmp_path / "desk", max_seconds=CALL_LIMIT_S, user="desk") as desk, \
             baresip.Softphone(tmp_path / "caller", max_seconds=CALL_LIMIT_S) as caller:
         to = f"sip:desk@127.0.0.1:{desk.sip_port}"
         app = appliance_factory(numbers={NUMBER: "billing_line"}, flows_dir=_flows(tmp_path / "flows", to),
-                                extra={"transfers": {"allowed": [to]}})
+                                extra={"transfers": {"allowed": [to]}}, calls_per_worker=calls_per_worker)
         caller.dial(f"sip:{NUMBER}@127.0.0.1:{app.sip_port}")
         desk.wait_incoming(timeout=20)
         time.sleep(RING_S)
         desk.accept()
         _wait_event(app, "transfer_answered")
         yield Bridged(app, caller, desk, tmp_path)
+
+
+@pytest.fixture
+def bridged(appliance_factory, tmp_path: Path) -> Iterator[Bridged]:
+    with bridged_call(appliance_factory, tmp_path) as call:
+        yield call
 
 
 def _talk(bridged: Bridged) -> tuple[baresip.Microphone, baresip.Microphone]:
@@ -204,6 +213,24 @@ def test_caller_hanging_up_hangs_up_the_desk(bridged: Bridged) -> None:
     detail = _closed(bridged.app)
     assert detail["end_reason"] == "transferred", detail
     assert _events(detail, "transfer_ended") == [{"by": "caller", "reason": "caller-hangup"}]
+
+
+@pytest.mark.parametrize("lost", ["caller's", "desk's"])
+def test_a_lost_worker_leaves_no_leg_behind(appliance_factory, tmp_path: Path, lost: str) -> None:
+    # One call per worker, so the desk is dialled from the other worker than the caller's:
+    # whichever worker dies, the box hangs up the leg on the one that lives.
+    with bridged_call(appliance_factory, tmp_path, calls_per_worker=1) as bridged:
+        detail = bridged.app.call(bridged.app.calls()[0]["id"])
+        callers_worker = detail["worker"]
+        (dialling,) = _events(detail, "transfer_dialling")
+        assert dialling["worker"] != callers_worker, dialling
+        victim, survivor = (callers_worker, bridged.desk) if lost == "caller's" else (dialling["worker"], bridged.caller)
+        os.kill(bridged.app.worker_pid(victim), signal.SIGKILL)
+        # The survivor's phone gets a BYE from the box, not a timeout of its own.
+        assert survivor.wait_closed(timeout=15) != "end of file", survivor.output
+        detail = _closed(bridged.app)
+    assert detail["end_reason"] == "worker-lost", detail
+    assert _events(detail, "transfer_ended") == [{"by": "worker", "reason": "worker-lost"}]
 
 
 def _call_sipp(app: ApplianceProcess, workdir: Path) -> None:

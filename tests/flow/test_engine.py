@@ -19,6 +19,8 @@ from appliance.flow.engine import (
     StartTimer,
     StopSpeaking,
     TimerFired,
+    Transfer,
+    TransferDone,
 )
 from appliance.flow.loader import load_file, parse
 from appliance.flow.schema import Flow
@@ -318,3 +320,41 @@ def test_say_text_that_is_not_a_template_is_spoken_as_written(text: str):
     )
     (_, say) = FlowEngine(flow).start()
     assert say.text == text
+
+
+BRIDGE_FLOW = """\
+name: desk
+entry: to_desk
+steps:
+  to_desk:
+    transfer: {to: "sip:desk@pbx.example.com", mode: bridge, timeout: 12, on_error: sorry}
+  sorry:
+    say: "Busy: {transfer_error}"
+    next: bye
+  bye:
+    hangup:
+"""
+
+
+def test_answered_bridge_ends_the_flow_but_not_the_call():
+    engine = FlowEngine(_unchecked_flow(BRIDGE_FLOW))
+    assert engine.start() == [EnterStep("to_desk", "transfer"), Transfer("sip:desk@pbx.example.com", "bridge", 12.0)]
+    assert engine.handle(Digit("1")) == []  # keys while it rings change nothing
+    # No Hangup: the caller stays on the line with the destination.
+    assert engine.handle(TransferDone(True)) == []
+    assert engine.finished and engine.outcome == "transferred:sip:desk@pbx.example.com"
+
+
+def test_failed_bridge_takes_on_error_with_the_reason():
+    engine = FlowEngine(_unchecked_flow(BRIDGE_FLOW))
+    engine.start()
+    actions = engine.handle(TransferDone(False, "408 no answer in 12 s"))
+    assert actions[:3] == [SetVariable("transfer_error", "408 no answer in 12 s"), EnterStep("sorry", "say"),
+                           Say("Busy: 408 no answer in 12 s")]
+    assert not engine.finished
+
+
+def test_refer_that_works_hangs_up_the_flow_side():
+    engine = FlowEngine(_unchecked_flow(BRIDGE_FLOW.replace("mode: bridge", "mode: refer")))
+    engine.start()
+    assert engine.handle(TransferDone(True)) == [Hangup("transferred")]

@@ -195,3 +195,15 @@ async def test_transfer_that_fails_takes_on_error(reception: LoadedFlow):
     sim = await call(reception, "#0", transfer_ok=False)
     assert sim.heard[-1] == "Reception is busy (503 Busy). Goodbye."
     assert sim.steps[-2:] == ["busy", "bye"] and sim.outcome == "hangup"
+
+
+async def test_bridge_transfer_rings_then_the_flow_is_over_without_hanging_up(tmp_path: Path):
+    (tmp_path / "reception.yaml").write_text(TRANSFER_FLOW.replace("      on_error: busy", "      mode: bridge\n      on_error: busy"))
+    loaded = load_file(tmp_path / "reception.yaml", context_for(tmp_path, transfers_allowed=["sip:*@pbx.example.com"]))
+    sim = await call(loaded, "#0")
+    assert sim.heard == ["Press 0 for reception.", "Transferring you to reception.", "[ringback]"]
+    assert sim.finished and sim.outcome == "transferred:sip:reception@pbx.example.com"
+
+    busy = await call(loaded, "#0", transfer_ok=False)
+    assert busy.heard[-2:] == ["[ringback]", "Reception is busy (486 Busy Here). Goodbye."]
+    assert busy.outcome == "hangup"

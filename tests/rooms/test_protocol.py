@@ -16,6 +16,8 @@ from appliance.rooms.protocol import (
     KIND_CONTROL,
     MAX_FRAME,
     Answered,
+    Dial,
+    DialResult,
     Dtmf,
     Ended,
     Hangup,
@@ -44,7 +46,17 @@ MESSAGES = [
     Ended(leg=5, reason="caller-bye"),
     Hangup(leg=6),
     Hangup(leg=6, reason="operator"),
+    Dial(leg=(1 << 31) + 1, call_id="CA0123456789ab", to="sip:+15550199@example.pstn.twilio.com"),
+    DialResult(leg=(1 << 31) + 1, ok=True, code=200, reason="OK", codec="G722"),
+    DialResult(leg=(1 << 31) + 2, ok=False, code=486, reason="Busy Here"),
 ]
+
+
+@pytest.mark.parametrize("to", ["+15550199", "tel:+15550199", "sip:a b@host", "<sip:a@host>", ""])
+def test_dial_takes_only_a_sip_uri(to: str):
+    # The hub resolves numbers to URIs; a worker must never be handed anything else to dial.
+    with pytest.raises(ProtocolError):
+        decode_control(f'{{"type": "dial", "leg": 1, "call_id": "CA1", "to": "{to}"}}'.encode())
 
 
 def _reader(data: bytes) -> asyncio.StreamReader:
