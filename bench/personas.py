@@ -40,6 +40,7 @@ if str(ROOT) not in sys.path:
 
 import numpy as np
 
+from appliance.config import PersonasConfig
 from tests.calls.test_persona_call import OrdersApi
 from tests.support import baresip
 from tests.support.appliance import ApplianceProcess
@@ -53,6 +54,9 @@ NUMBER = "300"  # flows/orders.yaml → the order desk persona
 SAYS = ("I would like to check my order.", "one two three four")
 FIRST_AT_S = 5.0  # after the greeting (3.4 s) has played
 PERIOD_S = 8.0  # one utterance every 8 s: the longest reply (4.4 s) ends well before the next
+# baresip's jitter buffer at its smallest: the reply is timed as it leaves that buffer, so it
+# still counts 1-2 frames (20-40 ms) that are not on the wire. Loopback has no jitter to absorb.
+JITTER_FRAMES = (1, 2)
 GOAL_P50_S, GOAL_P95_S, CAPACITY_P95_S = 0.5, 0.8, 1.0
 
 RATE = 16000
@@ -304,7 +308,8 @@ def place_call(app: ApplianceProcess, run: CallRun, delay_s: float) -> None:
     time.sleep(delay_s)
     out: dict[str, baresip.BaresipCall] = {}
     caller = threading.Thread(target=lambda: out.update(call=baresip.call(
-        f"sip:{NUMBER}@127.0.0.1:{app.sip_port}", run.workdir / "microphone.wav", run.workdir, seconds=run.seconds)))
+        f"sip:{NUMBER}@127.0.0.1:{app.sip_port}", run.workdir / "microphone.wav", run.workdir, seconds=run.seconds,
+        jitter_frames=JITTER_FRAMES)))
     caller.start()
     log, offset = run.workdir / "baresip.log", 0
     while caller.is_alive() and run.established_wall is None:
@@ -1051,32 +1056,21 @@ def analyse(report: dict[str, Any]) -> str:
         if ph.get("turns_with_every_phase"):
             p50 = {k: ph[k].get("p50_ms") for k in PHASES}
             shifts = [c["heard_dump_shift_s"] for c in one["call_info"] if c.get("heard_dump_shift_s") is not None]
-            text += (f" Of the median turn, silero's end-of-speech decision takes {p50['vad_s']} ms (0.35 s of it is the "
-                     f"silence it waits for), pocketsphinx {p50['stt_s']} ms, the turn commit {p50['commit_s']} ms, the "
-                     f"reply (scripted LLM, tool, espeak-ng, to the hub) {p50['reply_s']} ms, and the wire "
-                     f"{ph['transport_both_ways_s'].get('p50_ms')} ms both ways ({p50['inbound_s']} in, {p50['outbound_s']} out, "
-                     f"of which baresip's own jitter buffer is about "
-                     f"{round(1000 * float(np.median(shifts))) if shifts else '?'} ms). The LLM, the tool and TTS are not "
-                     f"where the time goes.")
-            if ph["commit_s"].get("p50_ms", 1000) < 50 and settings["endpointing_s"] < 0.35:
-                text += (f" `personas.endpointing_s` ({settings['endpointing_s']:g} s) adds nothing: livekit counts it "
-                         f"from the end of speech, and by the time the turn can commit silero's 0.35 s of silence "
-                         f"(`min_silence_duration`, fixed in `appliance/personas/worker.py`) has already passed; the commit "
-                         f"comes {ph['commit_s']['p50_ms']} ms after the transcript. The floor of this pipeline is "
-                         f"therefore silero's silence and lag + a whole-utterance pocketsphinx decode + the two wire "
-                         f"legs, {p50['vad_s'] + p50['stt_s'] + ph['transport_both_ways_s'].get('p50_ms', 0)} ms at the "
-                         f"median: the {GOAL_P50_S * 1000:.0f} ms goal needs a shorter VAD silence (a setting that works), "
-                         f"and a decode that runs while the caller speaks so the transcript is ready when the silence ends.")
+            text += (f" Of the median turn, silero's end-of-speech decision takes {p50['vad_s']} ms "
+                     f"({settings['endpointing_s']:g} s of it is the silence it waits for, `personas.endpointing_s`; the "
+                     f"rest is its smoothing and the hub's input), the final transcript comes {p50['stt_s']} ms after it, "
+                     f"the turn commit {p50['commit_s']} ms, the reply (scripted LLM, tool, espeak-ng, to the hub) "
+                     f"{p50['reply_s']} ms, and the wire {ph['transport_both_ways_s'].get('p50_ms')} ms both ways "
+                     f"({p50['inbound_s']} in, {p50['outbound_s']} out, of which baresip's own jitter buffer, set to "
+                     f"{JITTER_FRAMES[0]}-{JITTER_FRAMES[1]} frames, is about "
+                     f"{round(1000 * float(np.median(shifts))) if shifts else '?'} ms).")
+            decode = report["offline"]["stt_decode_ms"]
+            text += (f" pocketsphinx decodes the utterance during the first 0.1 s of silence (a whole-utterance decode "
+                     f"takes {min(decode.values()):.0f}-{max(decode.values()):.0f} ms, timed alone), so the session's "
+                     f"flush at silero's end of speech finds the transcript made. What is left is silero's silence and "
+                     f"lag and the two wire legs: `personas.endpointing_s` is the one knob, and a shorter silence cuts in "
+                     f"on callers who pause inside a sentence.")
         bullets.append(text)
-        turns = [t for s in steps for t in s["turns"] if t["stt_s"] is not None]
-        early = [t for t in turns if t["stt_s"] <= 0.01]
-        if early:
-            bullets.append(
-                f"**Two VADs per call.** In {len(early)} of {len(turns)} turns the transcript reached the hub before (or "
-                f"within 10 ms of) the session's `caller state` `listening` line: livekit wraps the non-streaming "
-                f"pocketsphinx STT in a StreamAdapter with a second silero stream of its own, so every frame goes "
-                f"through silero twice and the two streams decide the end of speech apart (about "
-                f"{2 * report['offline']['vad']['cpu_pct_of_a_core_per_stream']:g}% of a core per call).")
     loaded = [s for s in steps if s["meter"].get("other_load_pct", 0) > settings.get("quiet_pct", 30)]
     discarded = sum(len(s.get("discarded_rounds", [])) for s in steps)
     warnings = report.get("log_warnings", {})
@@ -1117,17 +1111,15 @@ def analyse(report: dict[str, Any]) -> str:
     ending = [(c, st, rest) for c, st, rest in ending if st.get("n")]
     closed_late = sum(v for k, v in warnings.items() if "did not close cleanly" in k)
     if ending or closed_late:
-        text = "**A hang-up freezes the other calls on its persona worker.**"
+        text = "**Hang-ups and the other calls on the same persona worker.**"
         if ending:
             text += (f" {sum(st['n'] for _, st, _ in ending)} of {sum(s['latency'].get('n', 0) for s in steps)} turns "
                      "ended within 3 s after another call on the same worker hung up: " +
                      ", ".join(f"{st['n']} at {c} calls, p50 {st['p50_ms']} / max {st['max_ms']} ms (turns with no session "
                                f"starting or ending nearby: p50 {rest.get('p50_ms')} / max {rest.get('max_ms')} ms)"
                                for c, st, rest in ending) + ".")
-        text += (" The worker handles the hub's `Release` inline in its read loop (`_control` → `await job.close()` → "
-                 "`session.aclose()` with a 5 s timeout, appliance/personas/worker.py), so while livekit closes one "
-                 "session the worker reads no caller audio and no `Played` reports for any other session on it; their "
-                 "VAD and STT see nothing until the close is done.")
+        text += (" The worker closes a released session in a task of its own (appliance/personas/worker.py), so its "
+                 "read loop keeps carrying the other sessions' audio while livekit closes it.")
         if closed_late:
             text += f" `persona session did not close cleanly` (the 5 s timeout) was logged {closed_late} time(s)."
         bullets.append(text)
@@ -1137,9 +1129,9 @@ def analyse(report: dict[str, Any]) -> str:
     if starts:
         text = (f"**Session start.** A persona session takes {min(s['p50_ms'] for s in starts)}–"
                 f"{max(s['p50_ms'] for s in starts)} ms to start (p50 per step; `persona job started` to its first "
-                f"`persona state` line); each one also loads its own pocketsphinx decoder "
-                f"({report['offline']['stt_decoder_load_ms']} ms and about 28 MB, timed alone) in livekit's synchronous "
-                f"`prewarm`, on the worker's event loop.")
+                f"`persona state` line). Sessions borrow loaded pocketsphinx decoders from a pool per grammar "
+                f"(loading one takes {report['offline']['stt_decoder_load_ms']} ms and about 28 MB, timed alone), so "
+                f"only the first session of a persona, or more overlapping utterances than ever before, waits for one.")
         if during:
             text += (" Turns while another persona started on the same worker: " +
                      ", ".join(f"{st['n']} at {c} calls, p50 {st['p50_ms']} / max {st['max_ms']} ms" for c, st in during) +
@@ -1153,10 +1145,12 @@ def analyse(report: dict[str, Any]) -> str:
                  " of persona worker RSS (its pocketsphinx decoder alone is about 28 MB).")
     if idle_rss and after_rss:
         sessions = max(1, report.get("persona_sessions") or 1)
-        text += (f" The workers do not give it back: after {sessions} sessions had ended they held "
-                 f"{after_rss / 1024:.0f} MB, {(after_rss - idle_rss) / 1024:.0f} MB more than idle at the start "
-                 f"({(after_rss - idle_rss) / 1024 / sessions:.0f} MB per session). Unless that levels off later than "
-                 f"these runs can show, a worker that runs for days grows until the box runs out of memory.")
+        grown = (after_rss - idle_rss) / 1024
+        text += (f" After {sessions} sessions had ended the workers held {after_rss / 1024:.0f} MB, {grown:.0f} MB more "
+                 f"than idle at the start ({grown / sessions:.1f} MB per session)")
+        text += (": decoders kept in the pool for the next calls, and what the allocator keeps." if grown / sessions < 5 else
+                 ". Unless that levels off later than these runs can show, a worker that runs for days grows until the "
+                 "box runs out of memory.")
     bullets.append(text)
     if report.get("speaking_state_lines") == 0:
         bullets.append("**No `speaking` state.** The persona workers never logged `persona state` `speaking`: "
@@ -1189,7 +1183,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--turns-concurrent", type=int, help="turns per call in the later steps (default 7)")
     parser.add_argument("--persona-workers", type=int, default=2)
     parser.add_argument("--sessions-per-worker", type=int, default=8)
-    parser.add_argument("--endpointing", type=float, default=0.3, help="personas.endpointing_s (default 0.3)")
+    parser.add_argument("--endpointing", type=float, default=PersonasConfig().endpointing_s,
+                        help=f"personas.endpointing_s (default {PersonasConfig().endpointing_s:g}, the appliance's)")
     parser.add_argument("--quick", action="store_true", help="1 call of 4 turns, then 2 at once: checks the benchmark")
     parser.add_argument("--all-steps", action="store_true",
                         help="keep ramping after a step fails (by default the ramp goes on past a step that only "

@@ -119,7 +119,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--hub-socket", required=True)
     parser.add_argument("--flows-dir", required=True)
     parser.add_argument("--capacity", type=int, default=4)
-    parser.add_argument("--endpointing", type=float, default=0.3)
+    parser.add_argument("--endpointing", type=float, required=True, help="seconds of silence that end a turn")
     args = parser.parse_args(argv)
     setup(os.environ.get("SWITCHBOARD_LOG_LEVEL", "INFO"))
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing is ever fetched from a hub at run time

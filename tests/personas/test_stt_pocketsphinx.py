@@ -222,3 +222,20 @@ async def test_a_click_long_before_the_words_is_left_out_of_the_utterance(recogn
 
     assert heard(event) == "order", event.alternatives[0].text
     assert event.alternatives[0].end_time < len(words) / 16_000  # the decoded audio: the words, not the click
+
+
+async def test_sessions_with_one_grammar_share_loaded_decoders() -> None:
+    grammar = grammar_for(["a shared grammar"], digits=True)
+    first, second = PocketsphinxSTT(grammar=grammar), PocketsphinxSTT(grammar=grammar)
+    first.prewarm()
+
+    started = time.perf_counter()
+    second.prewarm()  # loading a decoder takes ~0.3 s; borrowing the first one's takes nothing
+    borrowed_s = time.perf_counter() - started
+    overlapping = await asyncio.gather(
+        first.recognize(frames(spoken("one two three", 16_000), 16_000)),
+        second.recognize(frames(spoken("four three two one", 16_000), 16_000)),
+    )
+
+    assert borrowed_s < 0.05, borrowed_s
+    assert [intents.spoken_digits(e.alternatives[0].text) for e in overlapping] == ["123", "4321"]

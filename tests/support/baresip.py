@@ -92,8 +92,13 @@ class BaresipCall:
         return match.group(1) if match else None
 
 
-def call(uri: str, microphone: Path, workdir: Path, *, seconds: float) -> BaresipCall:
-    """Dial `uri`, stay about `seconds`, hang up; baresip is stopped by its PID whatever happens."""
+def call(uri: str, microphone: Path, workdir: Path, *, seconds: float,
+         jitter_frames: tuple[int, int] | None = None) -> BaresipCall:
+    """Dial `uri`, stay about `seconds`, hang up; baresip is stopped by its PID whatever happens.
+
+    `jitter_frames` (min, max) sets baresip's jitter buffer (its default holds 5-10 frames, 100 ms
+    and more); what it heard is dumped after that buffer.
+    """
     missing = [m for m in re.findall(r"^module\w* (\S+\.so)$", CONFIG, re.M) if not (MODULES / m).exists()]
     if missing:
         raise RuntimeError(f"baresip modules {missing} missing from {MODULES}: run scripts/test.sh")
@@ -105,7 +110,7 @@ def call(uri: str, microphone: Path, workdir: Path, *, seconds: float) -> Baresi
     (workdir / "config").write_text(CONFIG.format(
         modules=MODULES, sip_port=free_port_block(1), rtp_first=rtp_first, rtp_last=rtp_first + 7,
         microphone=microphone, dumps=dumps,
-    ))
+    ) + (f"jitter_buffer_delay {jitter_frames[0]}-{jitter_frames[1]}\n" if jitter_frames else ""))
     (workdir / "accounts").write_text(ACCOUNTS)
     (workdir / "contacts").write_text("")
     log_path = workdir / "baresip.log"

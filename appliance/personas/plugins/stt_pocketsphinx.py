@@ -13,6 +13,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import numpy as np
 from livekit import rtc
@@ -64,9 +66,6 @@ class PocketsphinxSTT(stt.STT):
     def __init__(self, *, grammar: str | None = None) -> None:
         super().__init__(capabilities=stt.STTCapabilities(streaming=True, interim_results=False, manual_flush=True))
         self._grammar = grammar
-        self._decoder: Decoder | None = None
-        # A Decoder is not thread-safe, and utterances of one session may overlap.
-        self._lock = threading.Lock()
 
     @property
     def model(self) -> str:
@@ -77,9 +76,9 @@ class PocketsphinxSTT(stt.STT):
         return "pocketsphinx"
 
     def prewarm(self) -> None:
-        """Load the model now (blocking) rather than on the first utterance."""
-        with self._lock:
-            self._loaded()
+        """Load a decoder now (blocking) rather than on the first utterance."""
+        with _DECODERS.borrow(self._grammar):
+            pass
 
     def stream(
         self,
@@ -107,8 +106,7 @@ class PocketsphinxSTT(stt.STT):
         """Text of one whole utterance of 16 kHz s16le mono (blocking)."""
         if not pcm:
             return ""
-        with self._lock:
-            decoder = self._loaded()
+        with _DECODERS.borrow(self._grammar) as decoder:
             # Whole: the cepstral mean is then this utterance's own (batch CMN); fed in chunks
             # it is a running mean, and a call's first words are heard worse. Note pocketsphinx
             # holds the GIL inside process_raw (~30 ms per second of speech), thread or not.
@@ -121,10 +119,33 @@ class PocketsphinxSTT(stt.STT):
                                                              pii={"transcript": text}))
         return text
 
-    def _loaded(self) -> Decoder:
-        if self._decoder is None:
-            self._decoder = decoder_for(self._grammar)
-        return self._decoder
+
+
+class _DecoderPool:
+    """Decoders kept per grammar and lent one utterance at a time.
+
+    A decoder takes ~0.3 s and ~28 MB to load and is not thread-safe. One per session made
+    every persona start wait for it and left the worker's memory growing as sessions came and
+    went; lent from a pool, the worker holds as many per grammar as utterances ever overlapped.
+    """
+
+    def __init__(self) -> None:
+        self._idle: dict[str | None, list[Decoder]] = {}
+        self._lock = threading.Lock()
+
+    @contextmanager
+    def borrow(self, grammar: str | None) -> Iterator[Decoder]:
+        with self._lock:
+            idle = self._idle.setdefault(grammar, [])
+            decoder = idle.pop() if idle else None
+        if decoder is None:
+            decoder = decoder_for(grammar)
+        yield decoder  # one that raised mid-utterance is dropped, not lent again
+        with self._lock:
+            self._idle[grammar].append(decoder)
+
+
+_DECODERS = _DecoderPool()
 
 
 class PocketsphinxStream(stt.RecognizeStream):
