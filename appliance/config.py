@@ -88,6 +88,13 @@ class TransfersConfig(_Model):
         description="bridge transfers to numbers go to sip:NUMBER@ this host (a carrier's termination, "
                     "e.g. sip:example.pstn.twilio.com); unset: numbers cannot be bridged",
     )
+    # What the destination's phone shows: an agent wants to see who is calling, a carrier may
+    # insist on a number it knows (Twilio: one of yours or a verified one).
+    caller_id: str = Field(
+        "caller", pattern=r"^(caller|\+?[0-9]{3,15})$",
+        description="From user of a bridge transfer's outbound call: 'caller' passes the caller's number on, "
+                    "or a fixed number",
+    )
 
 
 class PersonasConfig(_Model):

@@ -675,8 +675,8 @@ def offline_parts() -> dict[str, Any]:
     tts = EspeakTTS()
     decode: dict[str, float] = {}
     for text in SAYS:
-        # As the VAD hands it over: speech with its padding before and 0.35 s of silence after.
-        pcm = bytes(int(0.5 * RATE) * 2) + tts.synthesize(text) + bytes(int(0.4 * RATE) * 2)
+        # As the STT stream cuts it: 0.1 s before the first voiced frame and after the last.
+        pcm = bytes(int(0.1 * RATE) * 2) + tts.synthesize(text) + bytes(int(0.1 * RATE) * 2)
         times = []
         for _ in range(5):
             t = time.perf_counter()
@@ -971,7 +971,7 @@ What is your order number?").
 - Code: {report['code']}
 - Command: `{report['command']}`
 - Settings: {st['persona_workers']} persona workers × {st['sessions_per_worker']} sessions, endpointing_s {st['endpointing_s']}
-  (silero min_silence 0.35 s, set in the worker); {st['sip_workers']} SIP workers. The first step is {st['sequential_calls']}
+  (silero's min_silence); {st['sip_workers']} SIP workers; baresip's jitter buffer {JITTER_FRAMES[0]}-{JITTER_FRAMES[1]} frames. The first step is {st['sequential_calls']}
   calls of {st['turns_sequential']} turns one after another; each later step is N calls of {st['turns_concurrent']} turns at once, their
   starts spread evenly over one {st['period_s']:g} s period so that turns of different calls interleave (so
   early callers hang up while later ones are still talking). Before each step the benchmark waits up to 30 s for
@@ -1010,18 +1010,17 @@ How the numbers are taken:
   channel, put on the wall clock by the call's `answered_at` (the recorder joins then) minus
   the same end in the sent dump, put on the wall clock by the moment baresip printed "Call
   established" (polled every 5 ms); *VAD end of speech*, the session's `caller state`
-  `listening` log line (livekit's VAD end of speech, 0.35 s of silence after the speech);
+  `listening` log line (livekit's VAD end of speech, endpointing_s of silence after the speech);
   *STT*, the caller transcript row's `at` in SQLite (pocketsphinx's result reached the hub);
   *turn commit*, the `persona state` `thinking` line (livekit committed the turn and started
   the reply); *LLM + tool + TTS → hub*, the first loud frame of the reply in the recording's
   right channel (scripted LLM, the webhook for the digits, espeak-ng's first sentence, the
   worker → hub socket and the hub's 20 ms tick); *hub → wire*, the reply in the heard dump.
   Both wall-clock anchors are good to a tick (±20 ms); the anchors cancel in *transport both
-  ways* (SIP latency minus hub-side latency), which needs none. The worker never logs
-  `persona state` `speaking` (see below), so LLM and TTS are not apart in the call; timed alone
-  in this process on the same box: scripted LLM {off['llm_scripted_ms']} ms per step; espeak-ng:
-  {renders}; pocketsphinx decoding an utterance as the VAD hands it over (0.5 s before, 0.4 s
-  after): {decode}; loading its decoder {off['stt_decoder_load_ms']} ms; silero VAD
+  ways* (SIP latency minus hub-side latency), which needs none. LLM and TTS are not apart in the
+  call; timed alone in this process on the same box: scripted LLM {off['llm_scripted_ms']} ms per step; espeak-ng:
+  {renders}; pocketsphinx decoding a whole utterance (0.1 s before and after, as the stream cuts it):
+  {decode}; loading its decoder {off['stt_decoder_load_ms']} ms; silero VAD
   {off['vad']['inference_ms_median']} ms per 32 ms window, {off['vad']['cpu_pct_of_a_core_per_stream']}% of a core per stream.
 - **Load**: `/proc/PID/stat` CPU over each step's steady window (all calls talking) in % of one
   core (the box has {m['cores']}: {100 * (m['cores'] or 1)}% is all of it); the baresip callers run on the same box

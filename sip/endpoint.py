@@ -317,16 +317,19 @@ class PjThread(threading.Thread):
         except pj.Error as exc:
             self.emit("transfer_result", leg_id, {"ok": False, "code": exc.status, "reason": exc.reason})
 
-    def dial(self, leg_id: int, uri: str) -> None:
-        """Place a call for the hub; the outcome comes back as one `dial_result`."""
+    def dial(self, leg_id: int, uri: str, caller_id: str | None = None) -> None:
+        """Place a call for the hub as `caller_id` (From user); the outcome comes back as one `dial_result`."""
         if leg_id in self.legs or len(self.legs) >= self.settings.max_calls:
             self.emit("dial_result", leg_id, {"ok": False, "code": 503, "reason": "worker full"})
             return
         call = WorkerCall(self, self.account, pj.PJSUA_INVALID_ID, leg_id)
         leg = Leg(leg_id, call, outbound=True, info={"to": uri})
         self.legs[leg_id] = leg
+        prm = pj.CallOpParam(True)
+        if caller_id:
+            prm.txOption.localUri = f"sip:{caller_id}@127.0.0.1:{self.settings.sip_port}"
         try:
-            call.makeCall(uri, pj.CallOpParam(True))
+            call.makeCall(uri, prm)
         except pj.Error as exc:
             self.legs.pop(leg_id, None)
             self._graveyard.append(call)

@@ -143,7 +143,7 @@ class Worker:
             self.call_ids[message.leg] = message.call_id
             log.info("dialling an outbound leg", extra=log_extra(call_id=message.call_id, leg=message.leg,
                                                                  pii={"to": message.to}))
-            self.pj.submit(lambda: self.pj.dial(message.leg, message.to))
+            self.pj.submit(lambda: self.pj.dial(message.leg, message.to, message.caller_id))
         elif isinstance(message, p.SendDtmf):
             self.pj.submit(lambda: self.pj.send_dtmf(message.leg, message.digits))
 

@@ -54,7 +54,7 @@ class OutboundLeg:
     """One call's dialled destination: ringing → answered → over (or ringing → over)."""
 
     def __init__(self, call_id: str, room: Room, worker: WorkerConnection, uri: str, timeout: float,
-                 on_result: Callable[[p.DialResult], None]):
+                 on_result: Callable[[p.DialResult], None], caller_id: str | None = None):
         self.call_id = call_id
         self.room = room
         self.uri = uri
@@ -63,7 +63,7 @@ class OutboundLeg:
         self.participant = SipParticipant(DESTINATION, worker, worker.next_dialled_leg(), call_id)
         self._on_result = on_result
         worker.legs[self.participant.leg] = self.participant
-        self.participant.dial(uri)
+        self.participant.dial(uri, caller_id)
         self._timer: asyncio.TimerHandle | None = asyncio.get_running_loop().call_later(timeout, self._ring_timeout, timeout)
         log.info("transfer dialling", extra=log_extra(call_id=call_id, worker=worker.name, leg=self.participant.leg,
                                                       timeout_s=timeout, pii={"to": uri}))

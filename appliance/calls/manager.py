@@ -187,8 +187,12 @@ class CallManager:
             log.warning("transfer cannot be dialled", extra=log_extra(call_id=call.id, error=str(exc)))
             self._bridge_failed(call, 0, str(exc))
             return
+        caller_id = self.config.transfers.caller_id
+        if caller_id == "caller":
+            record = self.storage.get_call(call.id)
+            caller_id = _caller_id(record.from_uri if record and record.from_uri else "")
         call.bridge = OutboundLeg(call.id, call.room, worker, uri, timeout,
-                                  on_result=lambda message: self._dial_done(call, message))
+                                  on_result=lambda message: self._dial_done(call, message), caller_id=caller_id)
         self.storage.add_event(call.id, "transfer_dialling", {"uri": uri, "worker": worker.name,
                                                               "timeout_s": timeout})
 
@@ -267,6 +271,12 @@ _URI_HOST = re.compile(r"@([^;>:]+)")
 def _user(uri: str) -> str:
     match = _URI_USER.search(uri)
     return match.group(1) if match else ""
+
+
+def _caller_id(from_uri: str) -> str | None:
+    """The caller's number to pass on; None (the box's own identity) when it has none fit to send."""
+    user = _user(from_uri)
+    return user if re.fullmatch(r"[A-Za-z0-9+._~-]{1,64}", user) else None
 
 
 def _refer_target(to: str, from_uri: str) -> str:

@@ -108,6 +108,7 @@ class Dial(BaseModel):
     leg: int
     call_id: str
     to: str = Field(pattern=r"^sips?:[^\s<>]+$")
+    caller_id: str | None = Field(None, pattern=r"^[A-Za-z0-9+._~-]{1,64}$")  # the From user; None: the worker's own
 
 
 class DialResult(BaseModel):

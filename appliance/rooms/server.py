@@ -100,8 +100,8 @@ class SipParticipant(RemoteParticipant):
     def transfer(self, to: str) -> None:
         self.connection.send(p.Transfer(leg=self.leg, to=to))
 
-    def dial(self, uri: str) -> None:
-        self.connection.send(p.Dial(leg=self.leg, call_id=self.call_id, to=uri))
+    def dial(self, uri: str, caller_id: str | None = None) -> None:
+        self.connection.send(p.Dial(leg=self.leg, call_id=self.call_id, to=uri, caller_id=caller_id))
 
     def send_dtmf(self, digits: str) -> None:
         self.connection.send(p.SendDtmf(leg=self.leg, digits=digits))

@@ -47,6 +47,7 @@ MESSAGES = [
     Hangup(leg=6),
     Hangup(leg=6, reason="operator"),
     Dial(leg=(1 << 31) + 1, call_id="CA0123456789ab", to="sip:+15550199@example.pstn.twilio.com"),
+    Dial(leg=(1 << 31) + 1, call_id="CA0123456789ab", to="sip:desk@pbx", caller_id="+15551234"),
     DialResult(leg=(1 << 31) + 1, ok=True, code=200, reason="OK", codec="G722"),
     DialResult(leg=(1 << 31) + 2, ok=False, code=486, reason="Busy Here"),
 ]
@@ -57,6 +58,13 @@ def test_dial_takes_only_a_sip_uri(to: str):
     # The hub resolves numbers to URIs; a worker must never be handed anything else to dial.
     with pytest.raises(ProtocolError):
         decode_control(f'{{"type": "dial", "leg": 1, "call_id": "CA1", "to": "{to}"}}'.encode())
+
+
+@pytest.mark.parametrize("caller_id", ["", "a b", "<sip:x@y>", "x@evil", "1" * 65])
+def test_dial_caller_id_is_only_a_sip_user(caller_id: str):
+    # It becomes the From user of the outbound INVITE: nothing that could add a header or a host.
+    with pytest.raises(ProtocolError):
+        decode_control(f'{{"type": "dial", "leg": 1, "call_id": "CA1", "to": "sip:a@host", "caller_id": "{caller_id}"}}'.encode())
 
 
 def _reader(data: bytes) -> asyncio.StreamReader:
