@@ -8,10 +8,12 @@ JSON schema for their arguments.
 from __future__ import annotations
 
 import json
+from collections.abc import AsyncIterable, AsyncIterator
 from typing import Any, Protocol
 
 import aiohttp
-from livekit.agents import Agent, RunContext, function_tool, llm
+from livekit import rtc
+from livekit.agents import Agent, ModelSettings, RunContext, function_tool, llm, stt
 
 from appliance.flow.persona import Persona, WebhookTool
 from appliance.personas.plugins import build_llm, build_stt, build_tts
@@ -27,6 +29,7 @@ class PersonaCall(Protocol):
     def exit_after_reply(self, exit_: str, variables: dict[str, Any], reason: str) -> None: ...
     def call_action(self, action: str, arguments: dict[str, Any]) -> None: ...
     def load_persona(self, name: str) -> Persona: ...
+    def heard_back_channel(self) -> bool: ...
 
 
 def build_agent(persona: Persona, call: PersonaCall, chat_ctx: llm.ChatContext | None = None) -> Agent:
@@ -41,7 +44,8 @@ def build_agent(persona: Persona, call: PersonaCall, chat_ctx: llm.ChatContext |
     if tts_spec["name"] == "espeak":
         tts_spec["options"] = {"voice": persona.voice, **tts_spec["options"]}
     tools = _builtin_tools(persona, call) + [_webhook_tool(t, call) for t in persona.tools]
-    return Agent(
+    return PersonaAgent(
+        call,
         instructions=persona.instructions,
         tools=tools,
         stt=build_stt(stt_spec),
@@ -49,6 +53,28 @@ def build_agent(persona: Persona, call: PersonaCall, chat_ctx: llm.ChatContext |
         tts=build_tts(tts_spec),
         chat_ctx=chat_ctx,
     )
+
+
+class PersonaAgent(Agent):
+    """An Agent that does not take a back-channel ("uh-huh", "right") for a turn.
+
+    livekit interrupts the agent on any final transcript, however short the speech under it
+    was, and commits it as the caller's turn; `interruption.min_duration` alone only delays
+    that. A transcript of speech shorter than min_duration, heard while the persona talks, is
+    dropped here, so the reply plays on and the caller's "right" is not answered.
+    """
+
+    def __init__(self, call: PersonaCall, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._call = call
+
+    async def stt_node(self, audio: AsyncIterable[rtc.AudioFrame], model_settings: ModelSettings
+                       ) -> AsyncIterator[stt.SpeechEvent | str]:
+        async for event in Agent.default.stt_node(self, audio, model_settings):
+            if (isinstance(event, stt.SpeechEvent) and event.type == stt.SpeechEventType.FINAL_TRANSCRIPT
+                    and self._call.heard_back_channel()):
+                continue
+            yield event
 
 
 def grammar_for_persona(persona: Persona) -> str | None:

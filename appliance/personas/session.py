@@ -47,6 +47,8 @@ class PersonaJob:
         self._turns = 0
         self._silence: asyncio.TimerHandle | None = None
         self.persona: Persona | None = None
+        self._caller_speaking_since: float | None = None
+        self._caller_speech_s = 0.0  # how long the caller's last utterance was, by the VAD
 
     # --- PersonaCall (what tools may do)
     def tool_event(self, name: str, arguments: dict[str, Any], result: Any) -> None:
@@ -58,6 +60,15 @@ class PersonaJob:
 
     def call_action(self, action: str, arguments: dict[str, Any]) -> None:
         self._send(p.CallAction(leg=self.leg, action=action, arguments=arguments))  # type: ignore[arg-type]
+
+    def heard_back_channel(self) -> bool:
+        """The caller's last utterance was too short to interrupt the reply that is playing."""
+        if self.session is None or self.persona is None or self.session.agent_state != "speaking":
+            return False
+        short = self._caller_speech_s < self.persona.interruption.min_duration
+        if short:
+            log.info("back-channel ignored", extra=log_extra(call_id=self.call_id, seconds=round(self._caller_speech_s, 2)))
+        return short
 
     def load_persona(self, name: str) -> Persona:
         persona = load_personas(self.flows_dir / "personas")[name]
@@ -142,6 +153,12 @@ class PersonaJob:
 
     def _on_user_state(self, event: Any) -> None:
         log.info("caller state", extra=log_extra(call_id=self.call_id, state=event.new_state))
+        if event.new_state == "speaking":
+            self._caller_speaking_since = event.created_at
+        elif event.old_state == "speaking" and self._caller_speaking_since is not None:
+            # The VAD says "listening" only after endpointing_s of silence.
+            self._caller_speech_s = max(0.0, event.created_at - self._caller_speaking_since - self.endpointing_s)
+            self._caller_speaking_since = None
 
     def _on_agent_state(self, event: Any) -> None:
         log.info("persona state", extra=log_extra(call_id=self.call_id, state=event.new_state))

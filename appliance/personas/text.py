@@ -44,6 +44,9 @@ class TextPersona:
     def load_persona(self, name: str) -> Persona:
         return load_personas(self.flows_dir / "personas")[name]
 
+    def heard_back_channel(self) -> bool:
+        return False  # typed turns have no speech under them
+
     # --- the conversation
     async def start(self) -> list[str]:
         agent = build_agent(self.persona, self)

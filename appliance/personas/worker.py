@@ -39,11 +39,12 @@ class PersonaWorker:
         """Load what every session needs once, before the first caller waits for it."""
         from livekit.plugins import silero
 
+        from appliance.personas.vad import SpeechTimedVAD
         from appliance.speech.tts import EspeakTTS
 
         # The caller's turn ends after this much silence (silero's default is 0.55 s): on the
         # phone every 100 ms here is 100 ms the caller waits for an answer.
-        self.vad = silero.VAD.load(min_silence_duration=self.endpointing_s)
+        self.vad = SpeechTimedVAD(silero.VAD.load(min_silence_duration=self.endpointing_s))
         EspeakTTS().synthesize("Hello.")
 
     async def run(self) -> None:

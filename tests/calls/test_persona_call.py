@@ -216,6 +216,37 @@ def test_caller_talking_over_a_long_reply_stops_it(appliance_factory, orders_api
     assert rms(barge_at + 0.8, barge_at + 1.2) < 100
 
 
+def test_a_short_back_channel_does_not_cut_the_reply_off(appliance_factory, orders_api: OrdersApi, tmp_path: Path) -> None:
+    # "uh" is about 0.3 s of speech to silero (0.45 s by the time it has crossed G.722), under
+    # the persona's interruption.min_duration of 0.5 s.
+    app = appliance_factory(
+        flows_dir=_flows_with(tmp_path, orders_api),
+        extra={"webhooks": {"allowed": [f"http://127.0.0.1:{orders_api.port}/", "http://127.0.0.1:8765/"]}},
+    )
+    microphone = tmp_path / "caller.wav"
+    back_channel_at = 10.0
+    _microphone(microphone, [(5.0, "How long does shipping take?"), (back_channel_at, "uh")], 34)
+    result = baresip.call(f"sip:300@127.0.0.1:{app.sip_port}", microphone, tmp_path / "baresip", seconds=26)
+    assert result.established, result.output
+    (call,) = app.wait_calls_closed(1, timeout=40)
+    record = app.call(call["id"])
+    shipping = [t for t in record["transcript"] if t["role"] == "persona" and "shipping" in t["text"]]
+    assert shipping and shipping[0]["interrupted"] == 0, record["transcript"]
+    assert "Express shipping takes one to two days." in shipping[0]["text"], shipping
+    with wave.open(call["recording_path"]) as w:
+        stereo = np.frombuffer(w.readframes(w.getnframes()), dtype=np.int16).reshape(-1, 2)
+    heard = stereo[:, 1].astype(np.float64)
+
+    def rms(start: float, end: float) -> float:
+        part = heard[int(start * 16000) : int(end * 16000)]
+        return float(np.sqrt(np.mean(part**2))) if len(part) else 0.0
+
+    # The reply went on playing through and after the back-channel (it stops for pauses
+    # between words only: a window of 1 s is never silent inside speech).
+    for start in np.arange(back_channel_at - 1.0, back_channel_at + 3.0, 0.5):
+        assert rms(start, start + 1.0) > 300, start
+
+
 def test_order_desk_hands_a_billing_question_to_the_billing_persona(
         appliance_factory, orders_api: OrdersApi, tmp_path: Path) -> None:
     app = appliance_factory(
