@@ -8,7 +8,7 @@ import threading
 import wave
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import pytest
@@ -185,23 +185,22 @@ def test_a_failing_provider_takes_the_failed_branch_without_silence(
     assert steps[:2] == ["assistant", "to_person"], steps
 
 
-def test_caller_talking_over_a_long_reply_stops_it(appliance_factory, orders_api: OrdersApi, tmp_path: Path) -> None:
+def _shipping_question_with(appliance_factory, orders_api: OrdersApi, tmp_path: Path, *, at: float, said: str,
+                            seconds: float) -> tuple[dict[str, Any], Callable[[float, float], float]]:
+    """Ask how long shipping takes (a long reply), say `said` at `at` s over it; the persona's
+    transcript of the reply and the RMS of what the caller heard (the recording's right channel)."""
     app = appliance_factory(
         flows_dir=_flows_with(tmp_path, orders_api),
         extra={"webhooks": {"allowed": [f"http://127.0.0.1:{orders_api.port}/", "http://127.0.0.1:8765/"]}},
     )
     microphone = tmp_path / "caller.wav"
-    barge_at = 12.0
-    _microphone(microphone, [(5.0, "How long does shipping take?"), (barge_at, "one two three four")], 32)
-    result = baresip.call(f"sip:300@127.0.0.1:{app.sip_port}", microphone, tmp_path / "baresip", seconds=20)
+    _microphone(microphone, [(5.0, "How long does shipping take?"), (at, said)], seconds + 8)
+    result = baresip.call(f"sip:300@127.0.0.1:{app.sip_port}", microphone, tmp_path / "baresip", seconds=seconds)
     assert result.established, result.output
     (call,) = app.wait_calls_closed(1, timeout=40)
     record = app.call(call["id"])
     shipping = [t for t in record["transcript"] if t["role"] == "persona" and "shipping" in t["text"]]
-    assert shipping and shipping[0]["interrupted"] == 1, record["transcript"]
-    # What the context keeps is what the caller heard, not the whole reply.
-    assert "Express shipping" not in shipping[0]["text"], shipping
-    # On the wire: what the caller hears (right channel) goes quiet soon after they start talking.
+    assert shipping, record["transcript"]
     with wave.open(call["recording_path"]) as w:
         stereo = np.frombuffer(w.readframes(w.getnframes()), dtype=np.int16).reshape(-1, 2)
     heard = stereo[:, 1].astype(np.float64)
@@ -210,39 +209,34 @@ def test_caller_talking_over_a_long_reply_stops_it(appliance_factory, orders_api
         part = heard[int(start * 16000) : int(end * 16000)]
         return float(np.sqrt(np.mean(part**2))) if len(part) else 0.0
 
-    assert rms(barge_at - 2.0, barge_at) > 500  # the reply was playing
-    # ...and stopped while the caller was still talking (their 1.3 s of digits; the answer to
-    # them may follow right after).
+    return shipping[0], rms
+
+
+def test_caller_talking_over_a_long_reply_stops_it(appliance_factory, orders_api: OrdersApi, tmp_path: Path) -> None:
+    barge_at = 12.0
+    reply, rms = _shipping_question_with(appliance_factory, orders_api, tmp_path, at=barge_at,
+                                         said="one two three four", seconds=20)
+
+    assert reply["interrupted"] == 1, reply
+    # What the context keeps is what the caller heard, not the whole reply.
+    assert "Express shipping" not in reply["text"], reply
+    # On the wire: the reply was playing, and stopped while the caller was still talking
+    # (their 1.3 s of digits; the answer to them may follow right after).
+    assert rms(barge_at - 2.0, barge_at) > 500
     assert rms(barge_at + 0.8, barge_at + 1.2) < 100
 
 
 def test_a_short_back_channel_does_not_cut_the_reply_off(appliance_factory, orders_api: OrdersApi, tmp_path: Path) -> None:
     # "uh" is about 0.3 s of speech to silero (0.45 s by the time it has crossed G.722), under
     # the persona's interruption.min_duration of 0.5 s.
-    app = appliance_factory(
-        flows_dir=_flows_with(tmp_path, orders_api),
-        extra={"webhooks": {"allowed": [f"http://127.0.0.1:{orders_api.port}/", "http://127.0.0.1:8765/"]}},
-    )
-    microphone = tmp_path / "caller.wav"
     back_channel_at = 10.0
-    _microphone(microphone, [(5.0, "How long does shipping take?"), (back_channel_at, "uh")], 34)
-    result = baresip.call(f"sip:300@127.0.0.1:{app.sip_port}", microphone, tmp_path / "baresip", seconds=26)
-    assert result.established, result.output
-    (call,) = app.wait_calls_closed(1, timeout=40)
-    record = app.call(call["id"])
-    shipping = [t for t in record["transcript"] if t["role"] == "persona" and "shipping" in t["text"]]
-    assert shipping and shipping[0]["interrupted"] == 0, record["transcript"]
-    assert "Express shipping takes one to two days." in shipping[0]["text"], shipping
-    with wave.open(call["recording_path"]) as w:
-        stereo = np.frombuffer(w.readframes(w.getnframes()), dtype=np.int16).reshape(-1, 2)
-    heard = stereo[:, 1].astype(np.float64)
+    reply, rms = _shipping_question_with(appliance_factory, orders_api, tmp_path, at=back_channel_at,
+                                         said="uh", seconds=26)
 
-    def rms(start: float, end: float) -> float:
-        part = heard[int(start * 16000) : int(end * 16000)]
-        return float(np.sqrt(np.mean(part**2))) if len(part) else 0.0
-
-    # The reply went on playing through and after the back-channel (it stops for pauses
-    # between words only: a window of 1 s is never silent inside speech).
+    assert reply["interrupted"] == 0, reply
+    assert "Express shipping takes one to two days." in reply["text"], reply
+    # The reply went on playing through and after the back-channel (it pauses between words
+    # only: a window of 1 s is never silent inside speech).
     for start in np.arange(back_channel_at - 1.0, back_channel_at + 3.0, 0.5):
         assert rms(start, start + 1.0) > 300, start
 
