@@ -29,10 +29,10 @@ class _Model(BaseModel):
 
 
 class TrunkConfig(_Model):
-    name: str = Field(pattern=r"^[A-Za-z0-9_-]+$")
-    sources: list[Network] = Field(default_factory=list)
-    username: str | None = None
-    password_env: str | None = None
+    name: str = Field(pattern=r"^[A-Za-z0-9_-]+$", description="names the trunk in logs and call records")
+    sources: list[Network] = Field(default_factory=list, description="networks its SIP may come from (IP ACL); others get 403")
+    username: str | None = Field(None, description="digest user (not supported yet: the edge refuses to start)")
+    password_env: str | None = Field(None, description="environment variable holding the digest password")
     numbers: list[str] = Field(default_factory=list, description="numbers delivered; empty = any")
 
     @field_validator("sources")
@@ -48,28 +48,29 @@ class TrunkConfig(_Model):
 
 
 class SipConfig(_Model):
-    listen_host: str = "0.0.0.0"
-    port: int = 5060
+    listen_host: str = Field("0.0.0.0", description="address the SIP edge (Kamailio) listens on")
+    port: int = Field(5060, description="SIP port of the edge (UDP)")
     media_address: str | None = Field(None, description="address put in SDP; default: the host's")
-    workers: int = Field(2, ge=1, le=64)
+    workers: int = Field(2, ge=1, le=64, description="pjsua2 worker processes behind the edge")
     calls_per_worker: int = Field(4, ge=1, le=4, description="the pjsua2 wheel's compiled-in limit is 4")
-    worker_base_port: int = 5100
-    rtp_port_start: int = 20000
+    worker_base_port: int = Field(5100, description="loopback SIP port of worker 1; worker N uses base + N - 1")
+    rtp_port_start: int = Field(20000, description="first RTP port; each worker takes rtp_ports_per_worker from here on")
     rtp_ports_per_worker: int = 100
-    poll_ms: int = Field(100, ge=1, le=1000)
+    poll_ms: int = Field(100, ge=1, le=1000, description="longest a worker's SIP thread sleeps between events")
     flood_requests: int = Field(32, description="INVITEs per source per 2 s before pike drops")
-    retry_after_s: int = 5
-    edge_memory_mb: int = 64
+    retry_after_s: int = Field(5, description="Retry-After of the 503 sent when every worker is full")
+    edge_memory_mb: int = Field(64, description="Kamailio's shared memory")
 
 
 class HttpConfig(_Model):
-    host: str = "127.0.0.1"
+    host: str = Field("127.0.0.1", description="address of the API, console and /metrics")
     port: int = 8080
 
 
 class AuthConfig(_Model):
-    api_key: str = "switchboard"
-    api_secret_env: str = "SWITCHBOARD_API_SECRET"
+    api_key: str = Field("switchboard", description="the key id in the access tokens the box signs")
+    api_secret_env: str = Field("SWITCHBOARD_API_SECRET", description="environment variable with the signing secret; "
+                                "unset: one is generated once and kept in data_dir/api_secret")
 
 
 class WebhooksConfig(_Model):
@@ -99,7 +100,7 @@ class TransfersConfig(_Model):
 
 class PersonasConfig(_Model):
     workers: int = Field(1, ge=0, le=32, description="persona worker processes (0: no AI personas)")
-    sessions_per_worker: int = Field(4, ge=1, le=32)
+    sessions_per_worker: int = Field(4, ge=1, le=32, description="persona calls one worker process holds")
     # Every 100 ms here is 100 ms more before each answer; too little cuts in on callers who
     # pause inside a sentence. 0.25 s keeps the voice-turn p50 under 500 ms (docs/BENCHMARKS.md).
     endpointing_s: float = Field(0.25, ge=0.05, le=3.0, description="silence that ends the caller's turn")
@@ -110,16 +111,17 @@ class Config(_Model):
     http: HttpConfig = Field(default_factory=HttpConfig)
     auth: AuthConfig = Field(default_factory=AuthConfig)
     trunks: list[TrunkConfig] = Field(
-        default_factory=lambda: [TrunkConfig(name="lan", sources=list(DEFAULT_TRUNK_SOURCES))]
+        default_factory=lambda: [TrunkConfig(name="lan", sources=list(DEFAULT_TRUNK_SOURCES))],
+        description="where calls may come from; the default takes loopback and private networks only",
     )
     numbers: dict[str, str] = Field(default_factory=lambda: {"100": "default"}, description="number → flow")
     webhooks: WebhooksConfig = Field(default_factory=WebhooksConfig)
     personas: PersonasConfig = Field(default_factory=PersonasConfig)
     transfers: TransfersConfig = Field(default_factory=TransfersConfig)
     flows_reload_s: float = Field(1.0, ge=0, description="how often flows/ is checked for edits; 0 = never")
-    data_dir: Path = Path("data")
-    recordings_dir: Path = Path("recordings")
-    flows_dir: Path = Path("flows")
+    data_dir: Path = Field(Path("data"), description="SQLite database, hub socket, edge config, generated secret")
+    recordings_dir: Path = Field(Path("recordings"), description="call recordings and voicemail (WAV)")
+    flows_dir: Path = Field(Path("flows"), description="flows, queues.yaml, personas/ and tests/")
 
     @property
     def hub_socket(self) -> Path:
@@ -166,3 +168,42 @@ class Config(_Model):
                 if not value.is_absolute():
                     setattr(config, key, (base / value).resolve())
         return config
+
+
+def reference() -> str:
+    """docs/CONFIG.md: every key of appliance.yaml with its default, from the models above."""
+    import json
+    import typing
+
+    def default(field: typing.Any) -> str:
+        value = field.get_default(call_default_factory=True)
+        if isinstance(value, BaseModel):
+            value = value.model_dump(mode="json")
+        elif isinstance(value, list):
+            value = [v.model_dump(mode="json") if isinstance(v, BaseModel) else v for v in value]
+        elif isinstance(value, Path):
+            value = str(value)
+        return "required" if field.is_required() else f"`{json.dumps(value)}`"
+
+    def row(key: str, field: typing.Any) -> str:
+        description = (field.description or "").replace("|", "\\|")
+        return f"| `{key}` | {default(field)} | {description} |"
+
+    lines = ["# appliance.yaml: every key and its default", "",
+             "Generated from `appliance/config.py` (`python -m appliance.config > docs/CONFIG.md`); a test",
+             "keeps it in step. Relative paths are taken from the file's directory. An empty file is the",
+             "embedded default.", "", "| key | default | what it is |", "|---|---|---|"]
+    for name, field in Config.model_fields.items():
+        annotation = field.annotation
+        item = typing.get_args(annotation)[0] if typing.get_origin(annotation) is list else None
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            lines += [row(f"{name}.{key}", sub) for key, sub in annotation.model_fields.items()]
+        else:
+            lines.append(row(name, field))
+            if isinstance(item, type) and issubclass(item, BaseModel):
+                lines += [row(f"{name}[].{key}", sub) for key, sub in item.model_fields.items()]
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    print(reference(), end="")
