@@ -2,7 +2,7 @@
 
 Streaming with manual flush: the session feeds every 20 ms of the caller and flushes when its
 VAD says the turn's speech ended; that flush answers with the final transcript. A whole
-utterance decodes best (the cepstral mean is then the utterance's own), but waiting for the
+utterance decodes best (its whole cepstrum goes into the mean), but waiting for the
 flush to start decoding costs the caller ~100 ms per turn, so the stream decodes what was said
 as soon as a pause of 0.1 s begins (pocketsphinx's WebRTC VAD, cheap) and the flush finds the
 transcript made. Speech that resumes makes that guess stale; the flush then decodes again.
@@ -102,11 +102,22 @@ class PocketsphinxSTT(stt.STT):
         text = await asyncio.to_thread(self.decode, pcm)
         return _final(text, len(pcm) / (2 * SAMPLE_RATE))
 
-    def decode(self, pcm: bytes) -> str:
-        """Text of one whole utterance of 16 kHz s16le mono (blocking)."""
+    def decode(self, pcm: bytes, cmn: str | None = None) -> str:
+        """Text of one whole utterance of 16 kHz s16le mono (blocking); see `decode_with_cmn`."""
+        return self.decode_with_cmn(pcm, cmn)[0]
+
+    def decode_with_cmn(self, pcm: bytes, cmn: str | None) -> tuple[str, str | None]:
+        """Text of one utterance, decoded from the caller's cepstral mean `cmn` (None: the
+        model's), and the mean after it.
+
+        pocketsphinx carries its cepstral mean from one utterance to the next. Decoders are
+        shared by calls, so each call keeps its own: a caller's words depend on what that
+        caller said before, never on another call.
+        """
         if not pcm:
-            return ""
+            return "", cmn
         with _DECODERS.borrow(self._grammar) as decoder:
+            decoder.set_cmn(cmn or _DECODERS.initial_cmn(self._grammar))
             # Whole: the cepstral mean is then this utterance's own (batch CMN); fed in chunks
             # it is a running mean, and a call's first words are heard worse. Note pocketsphinx
             # holds the GIL inside process_raw (~30 ms per second of speech), thread or not.
@@ -114,10 +125,11 @@ class PocketsphinxSTT(stt.STT):
             decoder.process_raw(pcm, full_utt=True)
             decoder.end_utt()
             hyp = decoder.hyp()
+            cmn = decoder.get_cmn(False)
         text = hyp.hypstr if hyp else ""
         logger.debug("utterance recognised", extra=log_extra(seconds=round(len(pcm) / (2 * SAMPLE_RATE), 2),
                                                              pii={"transcript": text}))
-        return text
+        return text, cmn
 
 
 
@@ -131,7 +143,12 @@ class _DecoderPool:
 
     def __init__(self) -> None:
         self._idle: dict[str | None, list[Decoder]] = {}
+        self._initial_cmn: dict[str | None, str] = {}
         self._lock = threading.Lock()
+
+    def initial_cmn(self, grammar: str | None) -> str:
+        with self._lock:
+            return self._initial_cmn[grammar]
 
     @contextmanager
     def borrow(self, grammar: str | None) -> Iterator[Decoder]:
@@ -140,6 +157,7 @@ class _DecoderPool:
             decoder = idle.pop() if idle else None
         if decoder is None:
             decoder = decoder_for(grammar)
+            self._initial_cmn.setdefault(grammar, decoder.get_cmn(False))
         yield decoder  # one that raised mid-utterance is dropped, not lent again
         with self._lock:
             self._idle[grammar].append(decoder)
@@ -155,6 +173,7 @@ class PocketsphinxStream(stt.RecognizeStream):
         super().__init__(stt=stt, conn_options=conn_options, sample_rate=SAMPLE_RATE)
         self._engine = stt
         self._vad = Vad(Vad.LOOSE, SAMPLE_RATE, VAD_FRAME_S)
+        self._cmn: str | None = None  # this caller's cepstral mean, carried from utterance to utterance
         self._reset()
 
     def _reset(self) -> None:
@@ -163,7 +182,7 @@ class PocketsphinxStream(stt.RecognizeStream):
         self._voiced_end: int | None = None  # bytes of _pcm up to the end of the last voiced frame
         self._quiet_frames = 0
         self._voiced_frames = 0
-        self._guess: tuple[int, asyncio.Task[str]] | None = None  # (voiced_end it decoded, decoding)
+        self._guess: tuple[int, asyncio.Task[tuple[str, str | None]]] | None = None  # (voiced_end it decoded, decoding)
 
     async def _run(self) -> None:
         async for item in self._input_ch:
@@ -202,7 +221,8 @@ class PocketsphinxStream(stt.RecognizeStream):
             self._guess = None
         elif self._quiet_frames == PAUSE_FRAMES and (self._guess is None or self._guess[0] != self._voiced_end):
             pcm = bytes(self._pcm)
-            self._guess = (self._voiced_end, asyncio.create_task(asyncio.to_thread(self._engine.decode, pcm)))
+            self._guess = (self._voiced_end, asyncio.create_task(
+                asyncio.to_thread(self._engine.decode_with_cmn, pcm, self._cmn)))
 
     async def _finish(self) -> None:
         guess, voiced_end = self._guess, self._voiced_end
@@ -211,7 +231,10 @@ class PocketsphinxStream(stt.RecognizeStream):
         if voiced_end is None:
             return  # the grammar would make words of noise; WebRTC's loosest mode misses no speech
         fresh = guess is not None and guess[0] == voiced_end
-        text = await guess[1] if fresh and guess else await asyncio.to_thread(self._engine.decode, pcm)
+        if fresh and guess:
+            text, self._cmn = await guess[1]
+        else:
+            text, self._cmn = await asyncio.to_thread(self._engine.decode_with_cmn, pcm, self._cmn)
         if text:
             self._event_ch.send_nowait(_final(text, len(pcm) / (2 * SAMPLE_RATE)))
 
