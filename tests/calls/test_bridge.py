@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import re
 import signal
+import sqlite3
 import time
 from contextlib import contextmanager
 import wave
@@ -213,6 +214,17 @@ def test_caller_hanging_up_hangs_up_the_desk(bridged: Bridged) -> None:
     detail = _closed(bridged.app)
     assert detail["end_reason"] == "transferred", detail
     assert _events(detail, "transfer_ended") == [{"by": "caller", "reason": "caller-hangup"}]
+
+
+def test_stopping_the_appliance_hangs_up_both_legs(bridged: Bridged) -> None:
+    call_id = bridged.app.calls()[0]["id"]
+    bridged.app.stop()  # SIGTERM: the orderly stop an admin's systemctl stop sends
+    # Both phones get a BYE from the box, not a timeout of their own.
+    assert bridged.desk.wait_closed(timeout=15) != "end of file", bridged.desk.output
+    assert bridged.caller.wait_closed(timeout=15) != "end of file", bridged.caller.output
+    with sqlite3.connect(bridged.app.data_dir / "switchboard.db") as db:  # the API stopped with the box
+        (end_reason,) = db.execute("select end_reason from calls where id = ?", (call_id,)).fetchone()
+    assert end_reason == "appliance-stop"
 
 
 @pytest.mark.parametrize("lost", ["caller's", "desk's"])
