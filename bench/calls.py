@@ -38,6 +38,7 @@ if str(ROOT) not in sys.path:
 
 import numpy as np
 
+from bench.common import process_rss_kb, say, wait_closed
 from tests.support.appliance import ApplianceProcess
 from tests.support.sipp import PCAPS, SippResult, run_sipp
 
@@ -138,11 +139,6 @@ def _stat_ticks(path: Path) -> int:
     return int(fields[11]) + int(fields[12])  # utime + stime
 
 
-def _rss_kb(pid: int) -> int:
-    match = re.search(r"^VmRSS:\s*(\d+)", Path(f"/proc/{pid}/status").read_text(), re.MULTILINE)
-    return int(match.group(1)) if match else 0
-
-
 def _role(pid: int, main_pid: int) -> str:
     if pid == main_pid:
         return "main"
@@ -163,7 +159,7 @@ def snapshot(app: ApplianceProcess, extra: list[int] = ()) -> dict[int, Proc]:  
     procs: dict[int, Proc] = {}
     for pid in [main, *app.child_pids(), *extra]:
         try:
-            procs[pid] = Proc(pid, _role(pid, main), _stat_ticks(Path(f"/proc/{pid}/stat")), _rss_kb(pid))
+            procs[pid] = Proc(pid, _role(pid, main), _stat_ticks(Path(f"/proc/{pid}/stat")), process_rss_kb(pid))
         except (OSError, ValueError):
             continue  # exited between listing and reading
     return procs
@@ -449,17 +445,6 @@ def wait_active(app: ApplianceProcess, count: int, deadline: float) -> bool:
     return False
 
 
-def wait_closed(app: ApplianceProcess, seen: set[str], count: int, timeout: float) -> list[dict[str, Any]]:
-    deadline = time.monotonic() + timeout
-    new: list[dict[str, Any]] = []
-    while time.monotonic() < deadline:
-        new = [c for c in app.calls() if c["id"] not in seen]
-        if len(new) >= count and all(c["ended_at"] for c in new):
-            break
-        time.sleep(0.5)
-    return new
-
-
 def log_count(app: ApplianceProcess, needle: str) -> int:
     try:
         return app.log_path.read_text(errors="replace").count(needle)
@@ -680,7 +665,7 @@ def wait_quiet(app: ApplianceProcess, limit_pct: float, max_wait_s: float) -> fl
     deadline = time.monotonic() + max_wait_s
     readings = [other_load(app, 3.0), other_load(app, 3.0)]
     while max(readings[-2:]) > limit_pct and time.monotonic() < deadline:
-        _say(f"  waiting for a quiet box: other work is using {readings[-1]:.0f}% of a core")
+        say(f"  waiting for a quiet box: other work is using {readings[-1]:.0f}% of a core")
         readings.append(other_load(app, 3.0))
     return round(readings[-1], 1)
 
@@ -706,7 +691,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                      "hub_nice": args.hub_nice, "quiet_pct": args.quiet},
         "steps": [],
     }
-    _say(f"appliance: {workers} workers in {root}")
+    say(f"appliance: {workers} workers in {root}")
     try:
         app.start(timeout=60 + 3 * workers)
         if args.hub_nice is not None:
@@ -716,26 +701,26 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         wait_quiet(app, args.quiet, args.quiet_wait)
         idle = measure_idle(app, args.idle)
         report["idle"] = idle
-        _say(f"idle: {idle['cpu']['appliance_total']}% of a core for {workers} workers "
+        say(f"idle: {idle['cpu']['appliance_total']}% of a core for {workers} workers "
              f"({idle['cpu_pct_per_worker']}% per worker), RSS {idle['rss_kb'] / 1024:.0f} MB")
         seen: set[str] = set()
         report["retried"] = []
         for n in args.steps:
             for attempt in range(1, args.attempts + 1):
                 quiet = wait_quiet(app, args.quiet, args.quiet_wait)
-                _say(f"step {n}: {n} calls of {args.duration:.0f} s at {args.rate:g} calls/s")
+                say(f"step {n}: {n} calls of {args.duration:.0f} s at {args.rate:g} calls/s")
                 step = run_step(app, n, args, root / f"step-{n}-{attempt}", idle["rss_kb"], seen)
-                _say(_step_line(step))
+                say(_step_line(step))
                 noisy = step.other_load_pct is not None and step.other_load_pct > args.quiet
                 if step.passed or not noisy or attempt == args.attempts:
                     break
                 # Failed while other work shared the box: that is not the appliance's number. Once more.
-                _say(f"step {n} failed with other work at {step.other_load_pct}% of a core (before: {quiet}%); again")
+                say(f"step {n} failed with other work at {step.other_load_pct}% of a core (before: {quiet}%); again")
                 report["retried"].append(asdict(step))
                 time.sleep(args.settle)
             report["steps"].append(asdict(step))
             if not step.passed:
-                _say(f"step {n} failed: {'; '.join(step.problems)}")
+                say(f"step {n} failed: {'; '.join(step.problems)}")
                 break
             time.sleep(args.settle)
     finally:
@@ -768,10 +753,6 @@ def _log_summary(path: Path) -> dict[str, int]:
             key = f"{entry.get('level')}: {entry.get('msg') or entry.get('message')}"
             counts[key] = counts.get(key, 0) + 1
     return counts
-
-
-def _say(text: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {text}", flush=True)
 
 
 def _step_line(s: Step) -> str:

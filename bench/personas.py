@@ -43,6 +43,7 @@ import numpy as np
 from appliance.config import PersonasConfig
 from tests.calls.test_persona_call import OrdersApi
 from tests.support import baresip
+from bench.common import process_rss_kb, say, wait_closed
 from tests.support.appliance import ApplianceProcess
 
 RESULTS = ROOT / "bench" / "results"
@@ -154,11 +155,6 @@ def _ticks(pid: int) -> int:
     return int(fields[11]) + int(fields[12])  # utime + stime
 
 
-def _rss_kb(pid: int) -> int:
-    match = re.search(r"^VmRSS:\s*(\d+)", Path(f"/proc/{pid}/status").read_text(), re.MULTILINE)
-    return int(match.group(1)) if match else 0
-
-
 def processes(app: ApplianceProcess, callers: list[Path] = ()) -> dict[int, str]:  # type: ignore[assignment]
     """pid → role (main, sip, persona, kamailio, baresip) for the appliance and our callers."""
     assert app.process is not None
@@ -211,7 +207,7 @@ class Meter:
         by_role: dict[str, int] = {}
         for pid, role in processes(self.app).items():
             try:
-                by_role[role] = by_role.get(role, 0) + _rss_kb(pid)
+                by_role[role] = by_role.get(role, 0) + process_rss_kb(pid)
             except OSError:
                 continue
         self.rss.append(by_role)
@@ -261,7 +257,7 @@ def wait_quiet(app: ApplianceProcess, limit: float, longest: float) -> float:
     deadline = time.monotonic() + longest
     load = other_load(app)
     while load > limit and time.monotonic() < deadline:
-        _say(f"  other work on the box: {load}% of a core; waiting for it to drop below {limit}%")
+        say(f"  other work on the box: {load}% of a core; waiting for it to drop below {limit}%")
         time.sleep(5)
         load = other_load(app)
     return load
@@ -527,7 +523,7 @@ def run_step(app: ApplianceProcess, concurrent: int, calls: int, turns: int, wor
             if meter["other_load_pct"] > args.quiet and args.retries > 0:
                 args.retries -= 1
                 step.discarded_rounds.append({"calls": [r.index + 1 for r in runs], "meter": meter})
-                _say(f"  other work took {meter['other_load_pct']}% of a core during calls "
+                say(f"  other work took {meter['other_load_pct']}% of a core during calls "
                      f"{[r.index + 1 for r in runs]}: running them again ({args.retries} retries left)")
                 wait_quiet(app, args.quiet, args.quiet_wait)
                 continue
@@ -632,17 +628,6 @@ def merge_meters(meters: list[dict[str, Any]]) -> dict[str, Any]:
         "other_load_pct": round(sum(m["other_load_pct"] * m["seconds"] for m in meters) / total, 1),
         "rss_kb": {r: int(np.median([m["rss_kb"].get(r, 0) for m in meters])) for r in {r for m in meters for r in m["rss_kb"]}},
     }
-
-
-def wait_closed(app: ApplianceProcess, seen: set[str], count: int, timeout: float) -> list[dict[str, Any]]:
-    deadline = time.monotonic() + timeout
-    new: list[dict[str, Any]] = []
-    while time.monotonic() < deadline:
-        new = [c for c in app.calls() if c["id"] not in seen]
-        if len(new) >= count and all(c["ended_at"] for c in new):
-            break
-        time.sleep(0.5)
-    return new
 
 
 def match_record(records: list[dict[str, Any]], run: CallRun) -> dict[str, Any] | None:
@@ -790,9 +775,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         },
         "steps": [],
     }
-    _say("timing the providers alone")
+    say("timing the providers alone")
     report["offline"] = offline_parts()
-    _say(f"  {json.dumps(report['offline'])}")
+    say(f"  {json.dumps(report['offline'])}")
     root = Path(tempfile.mkdtemp(prefix="sb-bench-personas-"))
     with OrdersApi() as api:
         flows = root / "flows"
@@ -808,7 +793,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                                 "endpointing_s": args.endpointing}},
         )
         try:
-            _say(f"starting the appliance in {root}")
+            say(f"starting the appliance in {root}")
             app.start(timeout=60)
             time.sleep(2)
             idle = Meter(app)
@@ -817,13 +802,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 time.sleep(1)
             report["idle"] = idle.stop()
             idle_persona = report["idle"]["rss_kb"].get("persona", 0)
-            _say(f"idle: persona workers {idle_persona / 1024:.0f} MB RSS, box other load {report['idle']['other_load_pct']}%")
+            say(f"idle: persona workers {idle_persona / 1024:.0f} MB RSS, box other load {report['idle']['other_load_pct']}%")
             seen: set[str] = set()
             for n in args.steps:
                 calls, turns = (args.calls, args.turns) if n == 1 else (n, args.turns_concurrent)
-                _say(f"step: {calls} call(s) of {turns} turns, {n} at a time")
+                say(f"step: {calls} call(s) of {turns} turns, {n} at a time")
                 step = run_step(app, n, calls, turns, root / f"step{n}", seen, args)
-                _say(step_line(step))
+                say(step_line(step))
                 report["steps"].append(asdict(step))
                 p95, missing = step.latency.get("p95_ms"), step.latency.get("unanswered_or_skipped", 0)
                 if not args.all_steps and n > 1 and (p95 is None or p95 > 2000 * CAPACITY_P95_S or missing > 0.2 * step.latency["turns"]):
@@ -875,10 +860,6 @@ def log_warnings(app: ApplianceProcess) -> dict[str, int]:
             key = f"{entry.get('logger')}: {entry.get('msg')}"
             counts[key] = counts.get(key, 0) + 1
     return counts
-
-
-def _say(text: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {text}", flush=True)
 
 
 def step_line(s: Step) -> str:

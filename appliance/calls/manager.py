@@ -7,11 +7,10 @@ and hangs up a bridge transfer's outbound leg with it.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 from dataclasses import dataclass, field
-
-import asyncio
 
 from appliance.calls.admission import admit
 from appliance.calls.bridge import NoRoute, OutboundLeg, dial_uri, pick_worker
@@ -163,8 +162,8 @@ class CallManager:
 
     def dial_result(self, worker: WorkerConnection, message: p.DialResult) -> None:
         call = self._call(worker, message.leg)
-        if call is not None and call.bridge is not None and self._is_destination(call, worker, message.leg):
-            call.bridge.result(message)
+        if call is not None and self._is_destination(call, worker, message.leg):
+            call.bridge.result(message)  # type: ignore[union-attr]  # _is_destination: there is one
 
     def transfer_result(self, worker: WorkerConnection, message: p.TransferResult) -> None:
         call = self._call(worker, message.leg)
@@ -276,7 +275,7 @@ def _user(uri: str) -> str:
 def _caller_id(from_uri: str) -> str | None:
     """The caller's number to pass on; None (the box's own identity) when it has none fit to send."""
     user = _user(from_uri)
-    return user if re.fullmatch(r"[A-Za-z0-9+._~-]{1,64}", user) else None
+    return user if re.fullmatch(p.SIP_USER, user) else None
 
 
 def _refer_target(to: str, from_uri: str) -> str:

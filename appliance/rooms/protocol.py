@@ -97,6 +97,10 @@ class TransferResult(BaseModel):
     reason: str = ""
 
 
+# A SIP URI's user part we put in a From header: nothing that could add a header or a host.
+SIP_USER = r"[A-Za-z0-9+._~-]{1,64}"
+
+
 class Dial(BaseModel):
     """Hub → SIP worker: place a call to `to` as leg `leg` (the hub numbers the legs it dials).
 
@@ -108,7 +112,7 @@ class Dial(BaseModel):
     leg: int
     call_id: str
     to: str = Field(pattern=r"^sips?:[^\s<>]+$")
-    caller_id: str | None = Field(None, pattern=r"^[A-Za-z0-9+._~-]{1,64}$")  # the From user; None: the worker's own
+    caller_id: str | None = Field(None, pattern=f"^{SIP_USER}$")  # the From user; None: the worker's own
 
 
 class DialResult(BaseModel):
