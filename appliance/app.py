@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from pathlib import Path
 from typing import Any
 
@@ -22,19 +23,46 @@ from appliance.personas.pool import PersonaPool
 from appliance.recording.wavfile import repair
 from appliance.rooms.hub import Hub
 from appliance.rooms.server import ParticipantServer
-from appliance.rooms.tokens import TokenAuthority
+from appliance.rooms.tokens import TokenAuthority, worker_identity
 from appliance.speech.tts import EspeakTTS
 from appliance.storage import Storage
 from sip.gateway import Gateway
 
 log = logging.getLogger(__name__)
 
+DATA_DIR_MODE = 0o750  # the group may reach recordings inside it; secrets in it are 0600 themselves
+RECORDINGS_DIR_MODE = 0o750  # a group (e.g. an archive job) may read recordings, never others
+
+
+def _private_dirs(config: Config) -> None:
+    """Data and recordings private to the service user, including what an older version left open."""
+    for directory, mode in ((config.data_dir, DATA_DIR_MODE), (config.recordings_dir, RECORDINGS_DIR_MODE)):
+        directory.mkdir(mode=mode, parents=True, exist_ok=True)
+        _tighten(directory, mode)
+    for path in config.data_dir.glob("switchboard.db*"):
+        _tighten(path, 0o640)
+    _tighten(config.data_dir / "api_secret", 0o600)
+
+
+def _tighten(path: Path, mode: int) -> None:
+    """Take away what `mode` does not grant; a path we do not own is the admin's to set (said in the log)."""
+    try:
+        info = path.stat()
+    except FileNotFoundError:
+        return
+    if info.st_mode & 0o777 & ~mode == 0:
+        return
+    if info.st_uid != os.geteuid():
+        log.warning("path is more open than it should be and not ours to change",
+                    extra=log_extra(path=str(path), mode=oct(info.st_mode & 0o777), wanted=oct(mode)))
+        return
+    path.chmod(info.st_mode & 0o777 & mode)
+
 
 class Appliance:
     def __init__(self, config: Config):
         self.config = config
-        config.data_dir.mkdir(parents=True, exist_ok=True)
-        config.recordings_dir.mkdir(parents=True, exist_ok=True)
+        _private_dirs(config)
         # Raises FlowError on any broken flow: the appliance never runs half-configured.
         self.flows = FlowLibrary(config.flows_dir, config.webhooks.allowed, config.transfers.allowed)
         self.storage = Storage(config.database)
@@ -46,8 +74,11 @@ class Appliance:
         self.server = ParticipantServer(self.hub, self.tokens, self.calls, self.personas)
         self.calls.workers = self.server.workers  # where bridge transfers place their outbound legs
         self.http = HttpApi(self.storage, self.tokens, config.recordings_dir, self.health)
-        self.gateway = Gateway(config, lambda name: self.tokens.mint(f"sip-{name}", "sip"))
-        self.persona_pool = PersonaPool(config, lambda name: self.tokens.mint(f"agent-{name}", "agent"))
+        self.gateway = Gateway(config, lambda name: self.tokens.mint(worker_identity("sip", name), "sip"))
+        self.persona_pool = PersonaPool(config, lambda name: self.tokens.mint(worker_identity("agent", name), "agent"))
+        # Read once above; no child (workers, Kamailio) needs them, so none inherits them.
+        for name in config.secret_env_names():
+            os.environ.pop(name, None)
 
     def health(self) -> dict[str, Any]:
         up = len(self.server.workers)

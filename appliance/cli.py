@@ -187,7 +187,13 @@ def cmd_flows_test(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+# Files the appliance writes (database, recordings, secrets, edge config) are the service's own:
+# group-readable at most, never world-readable, whatever umask the shell or unit had.
+UMASK = 0o027
+
+
 def main(argv: list[str] | None = None) -> int:
+    os.umask(UMASK)
     parser = argparse.ArgumentParser(prog="appliance", description="Switchboard call-center appliance")
     parser.add_argument("--config", help="appliance.yaml (default: ./appliance.yaml, /etc/switchboard/appliance.yaml)")
     sub = parser.add_subparsers(dest="command", required=True)

@@ -30,9 +30,14 @@ class _Model(BaseModel):
 
 class TrunkConfig(_Model):
     name: str = Field(pattern=r"^[A-Za-z0-9_-]+$", description="names the trunk in logs and call records")
-    sources: list[Network] = Field(default_factory=list, description="networks its SIP may come from (IP ACL); others get 403")
-    username: str | None = Field(None, description="digest user (not supported yet: the edge refuses to start)")
+    sources: list[Network] = Field(default_factory=list, description="networks its SIP may come from (IP ACL); others get 403. "
+                                   "Empty with a username: any network whose INVITEs authenticate")
+    username: str | None = Field(None, description="digest user: the edge challenges the trunk's INVITEs (407) and admits "
+                                 "them only with this user and the password from password_env or password_file; "
+                                 "with sources, both must match")
     password_env: str | None = Field(None, description="environment variable holding the digest password")
+    password_file: Path | None = Field(None, description="absolute path of a file holding the digest password, "
+                                       "readable by its owner only (mode 0600), else the box refuses to start")
     numbers: list[str] = Field(default_factory=list, description="numbers delivered; empty = any")
 
     @field_validator("sources")
@@ -42,9 +47,31 @@ class TrunkConfig(_Model):
             ipaddress.ip_network(net, strict=False)
         return value
 
+    @field_validator("password_file")
+    @classmethod
+    def _absolute(cls, value: Path | None) -> Path | None:
+        # Relative to what? The process's directory is not the YAML file's.
+        if value is not None and not value.is_absolute():
+            raise ValueError("must be an absolute path")
+        return value
+
     @property
     def password(self) -> str | None:
-        return os.environ.get(self.password_env) if self.password_env else None
+        """The digest password, read when the edge is configured; a file anyone else can read is refused."""
+        if self.password_file is None:
+            return os.environ.get(self.password_env) if self.password_env else None
+        where = f"trunk {self.name}: password_file {self.password_file}"
+        if self.password_env:
+            raise ConfigError(f"trunk {self.name}: set password_env or password_file, not both")
+        try:
+            mode = self.password_file.stat().st_mode
+            if mode & 0o077:
+                raise ConfigError(f"{where} is readable or writable by group or others "
+                                  f"(mode {mode & 0o777:o}); chmod 600 it")
+            # A trailing newline is the editor's, not the password's.
+            return self.password_file.read_text().rstrip("\r\n")
+        except OSError as exc:
+            raise ConfigError(f"{where}: cannot read: {exc.strerror}") from exc
 
 
 class SipConfig(_Model):
@@ -89,12 +116,13 @@ class TransfersConfig(_Model):
         description="bridge transfers to numbers go to sip:NUMBER@ this host (a carrier's termination, "
                     "e.g. sip:example.pstn.twilio.com); unset: numbers cannot be bridged",
     )
-    # What the destination's phone shows: an agent wants to see who is calling, a carrier may
-    # insist on a number it knows (Twilio: one of yours or a verified one).
+    # What the destination's phone shows. The caller's From is whatever the caller wrote, never
+    # authenticated: passing it to a carrier by default would let anyone spoof any number through
+    # us. The number the caller dialled is one of ours (admission only takes configured numbers).
     caller_id: str = Field(
-        "caller", pattern=r"^(caller|\+?[0-9]{3,15})$",
-        description="From user of a bridge transfer's outbound call: 'caller' passes the caller's number on, "
-                    "or a fixed number",
+        "called", pattern=r"^(called|caller|\+?[0-9]{3,15})$",
+        description="From user of a bridge transfer's outbound call: 'called' (the box's number the caller dialled), "
+                    "a fixed number, or 'caller' to pass on the caller's unverified number (a carrier may refuse it)",
     )
 
 
@@ -139,9 +167,19 @@ class Config(_Model):
         path = self.data_dir / "api_secret"
         if not path.exists():
             self.data_dir.mkdir(parents=True, exist_ok=True)
-            path.write_text(secrets.token_urlsafe(32))
-            path.chmod(0o600)
+            # 0600 from the first byte: write-then-chmod leaves a moment where anyone may read it.
+            try:
+                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+            except FileExistsError:
+                pass  # another process made it first; read theirs
+            else:
+                with os.fdopen(fd, "w") as file:
+                    file.write(secrets.token_urlsafe(32))
         return path.read_text().strip()
+
+    def secret_env_names(self) -> list[str]:
+        """Environment variables that hold secrets, to keep out of child processes' environments."""
+        return [self.auth.api_secret_env] + [t.password_env for t in self.trunks if t.password_env]
 
     def trunk(self, name: str) -> TrunkConfig | None:
         return next((t for t in self.trunks if t.name == name), None)

@@ -1,8 +1,10 @@
 """The SIP edge: one Kamailio process, configured by us, that owns the box's SIP port.
 
-It admits INVITEs from trunk sources only, names the trunk for the worker in a header, and
-spreads calls over the pjsua2 worker pool by call load; RTP never passes through it. This
-module renders the Kamailio config and dispatcher list, and starts and stops the process.
+It admits INVITEs from trunks (by source network, digest credentials, or both), names the
+trunk for the worker in a header, and spreads calls over the pjsua2 worker pool by call
+load; RTP never passes through it. It relays nothing else: in-dialog requests only along a
+route it record-routed and signed, and workers' calls only to hosts the admin configured.
+This module renders the Kamailio config and dispatcher list, and starts and stops the process.
 
 Trunk sources are matched with ipops `is_in_subnet` rather than the permissions module,
 because permissions reads its address table from a database and the edge runs without one.
@@ -12,19 +14,25 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import ipaddress
 import os
 import re
+import secrets
 import signal
 import socket
 import uuid
-from dataclasses import dataclass
+from collections.abc import Iterable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from appliance.core.processes import die_with_parent
 
-__all__ = ["EdgeTrunk", "EdgeSettings", "EdgeStartError", "Edge", "render_config", "render_dispatcher"]
+__all__ = [
+    "EdgeTrunk", "EdgeSettings", "EdgeStartError", "Edge", "render_config", "render_dispatcher",
+    "outbound_hosts", "route_signature",
+]
 
 DISPATCHER_SET = 1
 WILDCARD_HOSTS = ("0.0.0.0", "::")
@@ -40,14 +48,29 @@ STOP_GRACE_S = 5.0
 START_TIMEOUT_S = 10.0
 PROBE_INTERVAL_S = 0.2
 _TRUNK_NAME = re.compile(r"^[A-Za-z0-9._-]+$")
+# The digest realm of the 407 challenges the edge sends trunks with credentials.
+REALM = "switchboard"
+# The Record-Route parameter carrying route_signature(); 32 hex digits (128 bits) of SHA-256.
+SIGNATURE_PARAM = "sb"
+SIGNATURE_HEX = 32
+_SECRET = re.compile(r"^[0-9a-f]{32,}$")
+_HOST_PORT = re.compile(r"^([A-Za-z0-9.-]+)(?::(\d{1,5}))?$")
+_SIP_URI_HOST = re.compile(r"^(sips?):(?:[^@;>\s]+@)?([A-Za-z0-9.-]+(?::\d{1,5})?)$")
+# No SIP header carries control characters; a quote or backslash in a digest username must
+# be escaped in the quoted-string of Authorization, which carriers get wrong.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 @dataclass(frozen=True)
 class EdgeTrunk:
     name: str
-    sources: list[str]  # CIDRs allowed to send INVITEs for this trunk
-    username: str | None = None  # digest credentials: not implemented by the edge yet
-    password: str | None = None
+    sources: list[str]  # CIDRs allowed to send INVITEs for this trunk; none: any source that authenticates
+    username: str | None = None  # digest credentials the trunk's INVITEs must carry (407 challenge)
+    password: str | None = field(default=None, repr=False)
+
+    @property
+    def has_credentials(self) -> bool:
+        return self.username is not None
 
 
 @dataclass(frozen=True)
@@ -62,6 +85,12 @@ class EdgeSettings:
     run_dir: Path = Path("/tmp")
     memory_mb: int = 64
     advertise: str | None = None  # Record-Route/Via address, used only when listen_host is a wildcard
+    # Where workers' calls may go: host or host:port (5060 if none) of transfers.outbound_proxy
+    # and of transfers.allowed SIP URIs. A worker's INVITE anywhere else gets 403.
+    outbound_hosts: list[str] = field(default_factory=list)
+    # Signs the edge's Record-Route (route_signature) and keys the auth module's nonces. A new
+    # one per start is enough: a restart of the appliance ends every call the old one routed.
+    secret: str = field(default_factory=lambda: secrets.token_hex(32), repr=False)
 
     @property
     def config_path(self) -> Path:
@@ -86,6 +115,56 @@ class EdgeSettings:
 
 class EdgeStartError(RuntimeError):
     """Kamailio did not come up; the message carries its log tail and its own config check."""
+
+
+def route_signature(secret: str, call_id: str, from_tag: str) -> str:
+    """The `sb` parameter of the edge's Record-Route for a dialog: SHA-256(k:SHA-256(k:ftag:callid)), 32 hex digits.
+
+    The from-tag is the one of the dialog's first INVITE (the route's `ftag`), so requests in
+    both directions check against the same value. HMAC's nested shape rather than HMAC itself:
+    the config language has `{s.sha256}` over text but no HMAC (that needs the crypto module,
+    which Debian's kamailio 5.6 packages do not ship); the outer hash over a fixed-length inner
+    digest leaves no room for SHA-256 length extension. The from-tag goes first because a tag
+    has no colon while a Call-ID may, so the input splits one way only.
+    """
+    inner = hashlib.sha256(f"{secret}:{from_tag}:{call_id}".encode()).hexdigest()
+    return hashlib.sha256(f"{secret}:{inner}".encode()).hexdigest()[:SIGNATURE_HEX]
+
+
+def outbound_hosts(uris: Iterable[str | None]) -> list[str]:
+    """host:port of each SIP URI in `uris` (`sip:HOST`, `sip:USER@HOST[:PORT]`); numbers and None are skipped."""
+    hosts: list[str] = []
+    for uri in uris:
+        match = _SIP_URI_HOST.match(uri or "")
+        if match:
+            host = _host_port(match.group(2), 5061 if match.group(1) == "sips" else 5060)
+            if host not in hosts:
+                hosts.append(host)
+    return hosts
+
+
+def _host_port(entry: str, default_port: int = 5060) -> str:
+    match = _HOST_PORT.match(entry)
+    if match is None or not 0 < int(match.group(2) or default_port) < 65536:
+        raise ValueError(f"outbound host {entry!r} is not host or host:port")
+    return f"{match.group(1).lower()}:{match.group(2) or default_port}"
+
+
+def _check_credentials(trunk: EdgeTrunk) -> None:
+    if trunk.username is None and trunk.password is None:
+        return
+    if trunk.username is None:
+        raise ValueError(f"trunk {trunk.name!r} has a password but no username")
+    if not trunk.password:
+        raise ValueError(
+            f"trunk {trunk.name!r} has a username but no password "
+            "(its password_env variable is unset or empty, or neither password_env nor password_file is set)"
+        )
+    if not trunk.username or _CONTROL.search(trunk.username) or any(ch in trunk.username for ch in '"\\'):
+        raise ValueError(f"trunk {trunk.name!r}: the digest username must be non-empty, without quotes, "
+                         "backslashes or control characters")
+    if _CONTROL.search(trunk.password):
+        raise ValueError(f"trunk {trunk.name!r}: the digest password must not contain control characters or newlines")
 
 
 def _check(settings: EdgeSettings) -> None:
@@ -118,11 +197,15 @@ def _check(settings: EdgeSettings) -> None:
     for trunk in settings.trunks:
         if not _TRUNK_NAME.match(trunk.name):
             raise ValueError(f"trunk name {trunk.name!r} must match {_TRUNK_NAME.pattern} (it goes in a SIP header)")
-        if trunk.username is not None or trunk.password is not None:
-            raise NotImplementedError(
-                f"trunk {trunk.name!r} has digest credentials, which the SIP edge does not check yet; "
-                "admit it by source CIDR and leave username/password unset"
-            )
+        _check_credentials(trunk)
+    # Trunks without sources are told apart by the username alone.
+    open_users = [t.username for t in settings.trunks if t.has_credentials and not t.sources]
+    if len(set(open_users)) != len(open_users):
+        raise ValueError(f"trunks without sources share a digest username: {open_users}")
+    for host in settings.outbound_hosts:
+        _host_port(host)
+    if not _SECRET.match(settings.secret):
+        raise ValueError("the edge secret must be at least 32 lowercase hex digits")
 
 
 def _networks(trunk: EdgeTrunk) -> str:
@@ -146,15 +229,32 @@ def _host(host: str) -> str:
     return f"[{host}]" if ":" in host and not host.startswith("[") else host
 
 
+def _decoded(var: str, text: str, indent: str) -> list[str]:
+    """Script lines setting $var(var) to `text`, written as hex so no character can end the
+    string literal or start a directive (the config also checks cleanly whatever it holds)."""
+    return [f'{indent}$var({var}) = "{text.encode().hex()}";',
+            f"{indent}$var({var}) = $(var({var}){{s.decode.hexa}});"]
+
+
+def _credentials(trunk: EdgeTrunk, indent: str) -> list[str]:
+    assert trunk.username is not None and trunk.password is not None  # _check
+    return _decoded("auth_user", trunk.username, indent) + _decoded("auth_pass", trunk.password, indent)
+
+
 def _trunk_route(settings: EdgeSettings) -> str:
     lines = []
     for trunk in settings.trunks:
         networks = _networks(trunk)
         if not networks:
-            lines.append(f"    # trunk {trunk.name}: no sources, so no request can claim it")
+            if trunk.has_credentials:
+                lines.append(f"    # trunk {trunk.name}: no sources, named by its credentials (route TRUNK_BY_CREDENTIALS)")
+            else:
+                lines.append(f"    # trunk {trunk.name}: no sources and no credentials, so no request can claim it")
             continue
         lines.append(f'    if (is_in_subnet("$si", "{networks}")) {{')
         lines.append(f'        $var(trunk) = "{trunk.name}";')
+        if trunk.has_credentials:
+            lines += _credentials(trunk, "        ")
         lines.append("        return;")
         lines.append("    }")
     if not lines:
@@ -162,6 +262,30 @@ def _trunk_route(settings: EdgeSettings) -> str:
     # Kamailio rejects an empty route block.
     lines.append("    return;")
     return "\n".join(lines)
+
+
+def _credentials_route(settings: EdgeSettings) -> str:
+    trunks = [t for t in settings.trunks if t.has_credentials and not t.sources]
+    if not trunks:
+        return "    # no trunk without sources has credentials: a source in no trunk is refused\n    $var(by_credentials) = 0;\n    return;"
+    lines = ["    $var(by_credentials) = 1;"]
+    for trunk in trunks:
+        assert trunk.username is not None
+        lines += _decoded("user", trunk.username, "    ")
+        lines.append("    if ($aU == $var(user)) {")
+        lines.append(f'        $var(trunk) = "{trunk.name}";')
+        lines += _credentials(trunk, "        ")
+        lines.append("        return;")
+        lines.append("    }")
+    lines.append("    return;")
+    return "\n".join(lines)
+
+
+def _outbound_route(settings: EdgeSettings) -> str:
+    hosts = [_host_port(host) for host in settings.outbound_hosts]
+    if not hosts:
+        return "    # no outbound hosts configured: workers place no calls"
+    return "\n".join(f'    if ($var(hostport) == "{host}") {{\n        $var(allowed) = 1;\n    }}' for host in hosts)
 
 
 def render_dispatcher(settings: EdgeSettings) -> str:
@@ -191,6 +315,14 @@ def render_config(settings: EdgeSettings) -> str:
         "TRUNK_HEADER": TRUNK_HEADER,
         "SOURCE_HEADER": SOURCE_HEADER,
         "TRUNK_ROUTE": _trunk_route(settings),
+        "CREDENTIALS_ROUTE": _credentials_route(settings),
+        "OUTBOUND_HOSTS": _outbound_route(settings),
+        "REALM": REALM,
+        "SIGNATURE_PARAM": SIGNATURE_PARAM,
+        "SIGNATURE_HEX": str(SIGNATURE_HEX),
+        "ROUTE_SECRET": settings.secret,
+        # Its own key for the nonces: the route key never signs anything an outsider chooses.
+        "AUTH_SECRET": hashlib.sha256(f"auth:{settings.secret}".encode()).hexdigest(),
     }
     text = _CONFIG
     for key, value in values.items():
@@ -224,7 +356,7 @@ class Edge:
         run_dir = Path(settings.run_dir)
         run_dir.mkdir(parents=True, exist_ok=True)
         settings.dispatcher_path.write_text(dispatcher)
-        settings.config_path.write_text(config)
+        _write_private(settings.config_path, config)
         # A socket left by a killed Kamailio would make ctl fail to bind.
         settings.ctl_socket.unlink(missing_ok=True)
         with open(settings.log_path, "wb") as log:
@@ -323,6 +455,15 @@ class Edge:
         )
 
 
+def _write_private(path: Path, text: str) -> None:
+    """Write `text` readable by this user alone: the config holds the route secret and trunk passwords."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as file:
+        # A file left from before may have been created with wider permissions.
+        os.fchmod(file.fileno(), 0o600)
+        file.write(text)
+
+
 class _Probe(asyncio.DatagramProtocol):
     def __init__(self, answered: asyncio.Future[None]):
         self.answered = answered
@@ -384,6 +525,7 @@ loadmodule "sanity.so"
 loadmodule "ipops.so"
 loadmodule "pike.so"
 loadmodule "dispatcher.so"
+loadmodule "auth.so"
 
 modparam("ctl", "binrpc", "unix:{{CTL_SOCKET}}")
 
@@ -392,7 +534,17 @@ modparam("ctl", "binrpc", "unix:{{CTL_SOCKET}}")
 modparam("tm", "fr_timer", 2000)
 modparam("tm", "fr_inv_timer", 60000)
 
+# The ftag parameter: route_signature() in sip/edge.py signs it with the Call-ID.
 modparam("rr", "append_fromtag", 1)
+
+# Digest for trunks with credentials: qop=auth with nonce counting (each nc used once, so a
+# captured INVITE cannot be replayed), nonces valid 30 s, and for clients without qop a nonce
+# bound to the Request-URI and source address (auth_checks_no_dlg 1 + 8).
+modparam("auth", "secret", "{{AUTH_SECRET}}")
+modparam("auth", "qop", "auth")
+modparam("auth", "nonce_count", 1)
+modparam("auth", "nonce_expire", 30)
+modparam("auth", "auth_checks_no_dlg", 9)
 
 modparam("pike", "sampling_time_unit", 2)
 modparam("pike", "reqs_density_per_unit", {{FLOOD}})
@@ -459,6 +611,8 @@ request_route {
         exit;
     }
 
+    # Nothing else goes anywhere out of dialog, from workers either: a MESSAGE or SUBSCRIBE
+    # relayed on a Route would make the edge an open relay.
     if (!is_method("INVITE")) {
         append_to_reply("Allow: INVITE, ACK, BYE, CANCEL, OPTIONS\r\n");
         sl_send_reply("405", "Method Not Allowed");
@@ -469,11 +623,16 @@ request_route {
 }
 
 # Sets $var(trunk) to the trunk the source address belongs to, "" if none, and
-# $var(trusted) to 1 for trunk and worker sources.
+# $var(trusted) to 1 for trunk and worker sources. A trunk with credentials also sets
+# $var(auth_user) and $var(auth_pass), which its INVITEs must prove.
 route[CLASSIFY] {
+    # $var lives on in the process from one message to the next: reset every one.
     $var(trunk) = "";
     $var(trusted) = 0;
     $var(worker) = 0;
+    $var(auth_user) = "";
+    $var(auth_pass) = "";
+    $var(by_credentials) = 0;
     if (ds_is_from_list("{{SET}}")) {
         # Workers first: they may share a trunk's network; their INVITEs are calls the hub places.
         $var(worker) = 1;
@@ -490,15 +649,36 @@ route[TRUNK] {
 {{TRUNK_ROUTE}}
 }
 
+# Trunks with credentials and no sources: the username in Proxy-Authorization names the
+# trunk (route AUTH then checks the password). Sets $var(by_credentials) to 1 when such
+# trunks exist, so a source in no trunk is challenged instead of refused.
+route[TRUNK_BY_CREDENTIALS] {
+{{CREDENTIALS_ROUTE}}
+}
+
 route[INVITE] {
     if ($var(worker) == 1) {
         route(OUTBOUND);
         exit;
     }
     if ($var(trunk) == "") {
+        route(TRUNK_BY_CREDENTIALS);
+    }
+    if ($var(trunk) == "" && $var(by_credentials) == 0) {
         xlog("L_INFO", "edge: INVITE from $si:$sp matches no trunk, refused\n");
         sl_send_reply("403", "Forbidden");
         exit;
+    }
+
+    # A transaction before anything is counted, so tm absorbs INVITE retransmissions
+    # instead of each one spending a nonce count or adding call load.
+    if (!t_newtran()) {
+        sl_reply_error();
+        exit;
+    }
+
+    if ($var(trunk) == "" || $var(auth_pass) != "") {
+        route(AUTH);
     }
 
     # The trunk name is ours to say: drop anything the caller claims.
@@ -506,14 +686,9 @@ route[INVITE] {
     remove_hf("{{SOURCE_HEADER}}");
     append_hf("{{TRUNK_HEADER}}: $var(trunk)\r\n");
     append_hf("{{SOURCE_HEADER}}: $si\r\n");
-    record_route();
-
-    # A transaction before selecting a worker, so tm absorbs INVITE retransmissions
-    # instead of each one adding call load.
-    if (!t_newtran()) {
-        sl_reply_error();
-        exit;
-    }
+    $var(ftag) = $ft;
+    route(SIGN);
+    record_route(";{{SIGNATURE_PARAM}}=$var(sig)");
 
     # Algorithm 10: the worker with the fewest calls below its maxload; the others
     # with room are kept in the _dsdst_ xavps for failover.
@@ -533,24 +708,87 @@ route[INVITE] {
     exit;
 }
 
+# The caller proves its trunk's password: a 407 challenge, then the same INVITE with
+# Proxy-Authorization, whose credentials stop here rather than reach the worker.
+route[AUTH] {
+    if (!is_present_hf("Proxy-Authorization")) {
+        # 1: qop=auth in the challenge.
+        proxy_challenge("{{REALM}}", "1");
+        exit;
+    }
+    if ($var(auth_user) == "" || $aU != $var(auth_user)) {
+        route(WRONG_CREDENTIALS);
+    }
+    pv_proxy_authenticate("{{REALM}}", "$var(auth_pass)", "0");
+    $var(rc) = $rc;
+    if ($var(rc) == -4 || $var(rc) == -6) {
+        # An expired or already counted nonce: a fresh one (17: qop=auth, stale=true) lets the
+        # caller answer again without anyone typing a password.
+        proxy_challenge("{{REALM}}", "17");
+        exit;
+    }
+    if ($var(rc) == -5) {
+        # Credentials for another realm.
+        proxy_challenge("{{REALM}}", "1");
+        exit;
+    }
+    if ($var(rc) < 0) {
+        route(WRONG_CREDENTIALS);
+    }
+    consume_credentials();
+}
+
+route[WRONG_CREDENTIALS] {
+    # Refused, not challenged again: a wrong password asked again only invites guessing.
+    xlog("L_NOTICE", "edge: wrong credentials in INVITE from $si:$sp, refused\n");
+    t_reply("403", "Forbidden");
+    exit;
+}
+
+# $var(sig) = route_signature(secret, Call-ID, $var(ftag)) of sip/edge.py.
+route[SIGN] {
+    $var(inner) = "{{ROUTE_SECRET}}:" + $var(ftag) + ":" + $ci;
+    $var(inner) = $(var(inner){s.sha256});
+    $var(sig) = "{{ROUTE_SECRET}}:" + $var(inner);
+    $var(sig) = $(var(sig){s.sha256}{s.substr,0,{{SIGNATURE_HEX}}});
+}
+
 # A call a worker places (a bridge transfer; the hub checked the destination against
-# transfers.allowed): out to its Request-URI, staying in the path so the far end's BYE
-# comes back through here. The hub, not tm, decides how long it may ring.
+# transfers.allowed): out to its Request-URI if that names a configured outbound host,
+# staying in the path so the far end's BYE comes back through here. The hub, not tm,
+# decides how long it may ring.
 route[OUTBOUND] {
+    route(OUTBOUND_HOST);
+    if ($var(allowed) == 0) {
+        xlog("L_NOTICE", "edge: worker INVITE to $rd:$rp, not a configured outbound host, refused\n");
+        sl_send_reply("403", "Forbidden");
+        exit;
+    }
     remove_hf("Route");
-    record_route();
+    $var(ftag) = $ft;
+    route(SIGN);
+    record_route(";{{SIGNATURE_PARAM}}=$var(sig)");
     t_set_fr(180000, 8000);
     route(RELAY);
 }
 
-route[WITHINDLG] {
-    # In-dialog requests only from trunks and workers: a Route header from anyone
-    # else must not turn the edge into an open relay.
-    if ($var(trusted) == 0) {
-        sl_send_reply("403", "Forbidden");
-        exit;
+# $var(allowed) = 1 if the Request-URI's host:port is an outbound host (EdgeSettings.outbound_hosts).
+route[OUTBOUND_HOST] {
+    $var(allowed) = 0;
+    # maddr would send the request elsewhere than the host it names.
+    if ($(ru{uri.param,maddr}) != "") {
+        return;
     }
+    $var(hostport) = $(rd{s.tolower}) + ":" + $rp;
+{{OUTBOUND_HOSTS}}
+}
+
+# In-dialog requests from any source, but only along a route the edge record-routed itself:
+# route CHECK_ROUTE refuses the rest, so a Route header naming the edge cannot turn it into
+# a relay. (The far end of a bridge transfer is in no trunk; its BYE carries our route.)
+route[WITHINDLG] {
     if (loose_route()) {
+        route(CHECK_ROUTE);
         if (is_method("BYE")) {
             # Either side hanging up ends the call's load on its worker.
             ds_load_update();
@@ -570,6 +808,43 @@ route[WITHINDLG] {
         exit;
     }
     sl_send_reply("404", "Not Here");
+    exit;
+}
+
+# After loose_route(): the Route it consumed must be ours (check_route_param looks only at
+# a local Route) and carry this dialog's signature; from anyone but a worker, the next hop
+# must be a worker. A worker's in-dialog requests go wherever the dialog's route set says.
+route[CHECK_ROUTE] {
+    $var(why) = "no route the edge signed for this dialog";
+    if (!check_route_param("{{SIGNATURE_PARAM}}=[0-9a-f]{{{SIGNATURE_HEX}}}")) {
+        route(FORGED_ROUTE);
+    }
+    $var(ftag) = $(route_uri{uri.param,ftag});
+    route(SIGN);
+    if ($(route_uri{uri.param,{{SIGNATURE_PARAM}}}) != $var(sig)) {
+        route(FORGED_ROUTE);
+    }
+    if ($var(worker) == 1) {
+        return;
+    }
+    $var(next) = $ru;
+    if ($du != $null) {
+        $var(next) = $du;
+    }
+    $var(why) = "the next hop is no worker";
+    # An address, not a name: ds_is_from_list would resolve a name the sender chose.
+    if ($(var(next){uri.param,maddr}) != "" || !is_ip("$(var(next){uri.host})")
+            || !ds_is_from_list("{{SET}}", "2", "$var(next)")) {
+        route(FORGED_ROUTE);
+    }
+}
+
+route[FORGED_ROUTE] {
+    xlog("L_NOTICE", "edge: in-dialog $rm from $si:$sp refused: $var(why)\n");
+    # No reply to an ACK, ever.
+    if (!is_method("ACK")) {
+        sl_send_reply("403", "Forbidden");
+    }
     exit;
 }
 

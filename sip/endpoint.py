@@ -8,6 +8,7 @@ reports call events through `on_event`, which the worker bridges to asyncio.
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import queue
 import re
@@ -19,6 +20,7 @@ from typing import Any, Callable
 import pjsua2 as pj
 
 from appliance.core.audio import FRAME_MS, SAMPLE_RATE
+from appliance.observability.logging import log_extra
 from sip.media import CallMediaPort, audio_format
 
 log = logging.getLogger(__name__)
@@ -29,11 +31,24 @@ CODEC_PRIORITIES = {"G722/16000": 255, "PCMU/8000": 254, "PCMA/8000": 253}
 
 _REQUEST_USER = re.compile(r"^INVITE\s+(?:sips?|tel):([^@;>\s]+)", re.IGNORECASE)
 _HEADER = "^{name}:[ \t]*([^\r\n]+)"
+_END_OF_HEADERS = re.compile(r"\r?\n\r?\n")
 
 
-def _header(message: str, name: str) -> str | None:
-    match = re.search(_HEADER.format(name=re.escape(name)), message, re.IGNORECASE | re.MULTILINE)
+def header(message: str, name: str) -> str | None:
+    """The first `name` header of a SIP message, looked for in the header section only.
+
+    The body is the sender's: an SDP line reading "X-Switchboard-Source: ..." is not a header,
+    and searching the whole message would read it as one wherever the real header is missing.
+    """
+    headers = _END_OF_HEADERS.split(message, maxsplit=1)[0]
+    match = re.search(_HEADER.format(name=re.escape(name)), headers, re.IGNORECASE | re.MULTILINE)
     return match.group(1).strip() if match else None
+
+
+def _address(text: str) -> tuple[ipaddress.IPv4Address | ipaddress.IPv6Address, int]:
+    """("host:port" or "[v6]:port") → (address, port); a bad one raises ValueError."""
+    host, _, port = text.rpartition(":")
+    return ipaddress.ip_address(host.strip("[]")), int(port)
 
 
 _PJ_LEVELS = {0: logging.CRITICAL, 1: logging.ERROR, 2: logging.WARNING, 3: logging.INFO}
@@ -62,6 +77,9 @@ class EndpointSettings:
     rtp_ports: int
     max_calls: int
     poll_ms: int
+    # The SIP edge as host:port, the only sender whose INVITEs are offered to the hub. A
+    # wildcard host (0.0.0.0, ::) means the edge's port on any of this box's addresses.
+    edge: str
     media_address: str | None = None
     retry_after_s: int = 5
     outbound_proxy: str | None = None  # the edge, e.g. sip:127.0.0.1:5060;lr: calls we place leave through it
@@ -83,17 +101,50 @@ EventSink = Callable[[str, int, dict[str, Any]], None]
 
 
 class WorkerCall(pj.Call):
+    """One pjsua2 call. Only the hub places calls: nothing the far end sends makes this one dial.
+
+    Left to its defaults, pjsua2 acts on two requests by itself. A REFER from the far end is
+    answered 202 and its Refer-To dialled out through the edge (observed: a caller's REFER to
+    sip:+1900...@127.0.0.1:<port> made the box call there, with transfers.allowed empty). An
+    INVITE with Replaces naming an answered call is answered 200 without onIncomingCall, so
+    without the hub, and the old call is hung up (observed: the caller got a BYE). Both are
+    declined here (603). A 3xx to a call we placed is followed if onCallRedirected says so;
+    pjsua2's default already stops, and this says it in our code rather than in a default.
+    """
+
     def __init__(self, thread: "PjThread", account: pj.Account, call_id: int, leg_id: int):
         super().__init__(account, call_id)
         self.thread = thread
         self.leg_id = leg_id
         self.local_hangup: str | None = None
+        self.refused_redirect: tuple[int, str] | None = None  # the 3xx we did not follow
 
     def onCallState(self, prm: pj.OnCallStateParam) -> None:
         info = self.getInfo()
         if info.state == pj.PJSIP_INV_STATE_DISCONNECTED:
-            reason = self.local_hangup or ("caller-hangup" if info.lastStatusCode in (200, 487) else f"sip-{info.lastStatusCode}")
-            self.thread.call_ended(self.leg_id, reason, info.lastStatusCode, info.lastReason)
+            # pjsip ends a stopped redirect with 487, as if we had cancelled: report the 3xx instead.
+            code, sip_reason = self.refused_redirect or (info.lastStatusCode, info.lastReason)
+            reason = self.local_hangup or ("caller-hangup" if code in (200, 487) else f"sip-{code}")
+            self.thread.call_ended(self.leg_id, reason, code, sip_reason)
+
+    def onCallTransferRequest(self, prm: pj.OnCallTransferRequestParam) -> None:
+        # Transfers are the hub's to order (a flow's transfer step, checked against
+        # transfers.allowed); one the far end asks for is toll fraud waiting to happen.
+        prm.statusCode = pj.PJSIP_SC_DECLINE
+        log.warning("far end's REFER declined", extra=log_extra(leg=self.leg_id, pii={"refer_to": prm.dstUri}))
+
+    def onCallReplaceRequest(self, prm: pj.OnCallReplaceRequestParam) -> None:
+        prm.statusCode = pj.PJSIP_SC_DECLINE
+        prm.reason = "Decline"
+        log.warning("INVITE with Replaces declined", extra=log_extra(leg=self.leg_id, source=prm.rdata.srcAddress))
+
+    def onCallRedirected(self, prm: pj.OnCallRedirectedParam) -> int:
+        # STOP, not REJECT: REJECT goes on to the next target of the 3xx's Contact set.
+        if prm.e.type == pj.PJSIP_EVENT_TSX_STATE:
+            tsx = prm.e.body.tsxState.tsx
+            self.refused_redirect = (tsx.statusCode, tsx.statusText)
+        log.warning("redirect not followed", extra=log_extra(leg=self.leg_id, pii={"target": prm.targetUri}))
+        return pj.PJSIP_REDIRECT_STOP
 
     def onCallMediaState(self, prm: pj.OnCallMediaStateParam) -> None:
         info = self.getInfo()
@@ -143,6 +194,7 @@ class PjThread(threading.Thread):
         self._all_ports: list[CallMediaPort] = []
         self._waker = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self.accepting = False
+        self._edge = _address(settings.edge)
 
     # --- called from other threads
     def submit(self, command: Callable[[], None]) -> None:
@@ -254,11 +306,35 @@ class PjThread(threading.Thread):
     def emit(self, kind: str, leg_id: int, data: dict[str, Any]) -> None:
         self.on_event(kind, leg_id, data)
 
+    def from_edge(self, source: str) -> bool:
+        """Whether a request from `source` (pjsip's "host:port") was sent by the SIP edge.
+
+        The edge's trunk check and its X-Switchboard headers are worth something only if
+        nothing else can reach the hub through us: the worker's port is on loopback, where
+        any process on the box may send. A wildcard edge without an advertised address binds
+        each of the box's addresses and relays from the one the call arrived on (measured with
+        Kamailio 5.6: a LAN caller's INVITE reached the worker from <LAN address>:<edge port>,
+        a loopback caller's from 127.0.0.1:<edge port>), so there only the port is compared. A
+        datagram to 127.0.0.1 was sent on this box anyway: the kernel drops loopback-addressed
+        packets arriving from outside (net.ipv4.conf.*.route_localnet is 0 by default).
+        """
+        try:
+            address, port = _address(source)
+        except ValueError:
+            return False
+        edge_address, edge_port = self._edge
+        return port == edge_port and (edge_address.is_unspecified or address == edge_address)
+
     def incoming(self, account: pj.Account, prm: pj.OnIncomingCallParam) -> None:
         leg_id = self._next_leg
         self._next_leg += 1
         call = WorkerCall(self, account, prm.callId, leg_id)
         message = prm.rdata.wholeMsg
+        if not self.from_edge(prm.rdata.srcAddress):
+            log.warning("INVITE from outside the SIP edge refused", extra=log_extra(source=prm.rdata.srcAddress))
+            self._graveyard.append(call)
+            self._reply(call, 403)
+            return
         if not self.accepting or len(self.legs) >= self.settings.max_calls:
             self._graveyard.append(call)
             self._reply(call, 503, retry_after=True)
@@ -267,14 +343,16 @@ class PjThread(threading.Thread):
         self.legs[leg_id] = leg
         info = call.getInfo()
         user = _REQUEST_USER.search(message)
-        source = _header(message, "X-Switchboard-Source") or prm.rdata.srcAddress.rsplit(":", 1)[0]
+        # Both written by the edge, which drops any the caller sent; the packet's own source
+        # is the edge itself, so a missing header leaves the source unknown (the hub refuses).
+        source = header(message, "X-Switchboard-Source")
         leg.info = {
             "sip_call_id": info.callIdString,
             "from_uri": info.remoteUri,
             "to_uri": info.localUri,
             "to_user": user.group(1) if user else "",
-            "trunk": _header(message, "X-Switchboard-Trunk"),
-            "source": source.strip("[]"),
+            "trunk": header(message, "X-Switchboard-Trunk"),
+            "source": source.strip("[]") if source else None,
         }
         self._reply(call, 180)
         self.emit("offer", leg_id, leg.info)

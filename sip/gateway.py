@@ -17,7 +17,7 @@ from typing import Callable
 
 from appliance.config import Config
 from appliance.core.processes import ProcessPool, die_with_parent
-from sip.edge import Edge, EdgeSettings, EdgeTrunk
+from sip.edge import Edge, EdgeSettings, EdgeTrunk, outbound_hosts
 
 
 log = logging.getLogger(__name__)
@@ -52,6 +52,8 @@ class Gateway:
                 run_dir=config.data_dir / "edge",
                 memory_mb=sip.edge_memory_mb,
                 advertise=sip.media_address,
+                # Bridge transfers dial only these: the carrier's termination host and SIP destinations.
+                outbound_hosts=outbound_hosts([config.transfers.outbound_proxy, *config.transfers.allowed]),
             )
         )
 
@@ -83,6 +85,10 @@ class Gateway:
         if sip.media_address:
             args += ["--media-address", sip.media_address]
         args += ["--outbound-proxy", f"sip:{self.edge.local_address()};lr"]
+        # Where the edge relays from: its own listen address (a wildcard one relays from
+        # whichever of the box's addresses the call came to, so there the port decides).
+        edge_host, edge_port = self.edge.settings.listen_host, self.edge.settings.port
+        args += ["--edge", f"[{edge_host}]:{edge_port}" if ":" in edge_host else f"{edge_host}:{edge_port}"]
         env = dict(os.environ, SWITCHBOARD_WORKER_TOKEN=self.worker_token(spec.name))
         root = str(Path(__file__).resolve().parent.parent)
         env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")

@@ -12,6 +12,7 @@ import asyncio
 import logging
 import os
 import signal
+import sys
 from collections import deque
 from dataclasses import dataclass
 from typing import Any
@@ -24,6 +25,7 @@ from sip.endpoint import EndpointSettings, PjThread
 log = logging.getLogger("sip.worker")
 
 OFFER_TIMEOUT_S = 5.0
+EXIT_REFUSED = 3  # the hub refused our token; the appliance's process pool starts us again with a new one
 
 
 @dataclass
@@ -99,6 +101,11 @@ class Worker:
                     await self._session()
                 except (OSError, asyncio.IncompleteReadError) as exc:
                     log.warning("hub connection lost", extra=log_extra(error=str(exc)))
+                except p.HubRefused as exc:
+                    log.error("the hub refused this worker's token; exiting to be started with a fresh one",
+                              extra=log_extra(worker=self.settings.name, reason=str(exc)))
+                    self._set_accepting(False)
+                    raise
                 self._set_accepting(False)
                 self.writer = None
                 self._hangup_all("hub-lost")
@@ -188,13 +195,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--media-address")
     parser.add_argument("--retry-after", type=int, default=5)
     parser.add_argument("--outbound-proxy", help="SIP URI calls we place are routed through (the edge)")
+    parser.add_argument("--edge", required=True,
+                        help="host:port the SIP edge sends from; INVITEs from anywhere else get 403")
     parser.add_argument("--hub-socket", required=True)
     args = parser.parse_args(argv)
     setup(os.environ.get("SWITCHBOARD_LOG_LEVEL", "INFO"))
     token = os.environ.get("SWITCHBOARD_WORKER_TOKEN", "")
     settings = EndpointSettings(
         name=args.name, sip_port=args.sip_port, rtp_port=args.rtp_port, rtp_ports=args.rtp_ports,
-        max_calls=args.max_calls, poll_ms=args.poll_ms, media_address=args.media_address,
+        max_calls=args.max_calls, poll_ms=args.poll_ms, edge=args.edge, media_address=args.media_address,
         retry_after_s=args.retry_after, outbound_proxy=args.outbound_proxy,
     )
 
@@ -204,7 +213,10 @@ def main(argv: list[str] | None = None) -> None:
             asyncio.get_running_loop().add_signal_handler(sig, worker.stopping.set)
         await worker.run()
 
-    asyncio.run(run())
+    try:
+        asyncio.run(run())
+    except p.HubRefused:
+        sys.exit(EXIT_REFUSED)
 
 
 if __name__ == "__main__":

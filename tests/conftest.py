@@ -23,7 +23,7 @@ def appliance_factory(tmp_path: Path) -> Iterator:
 
     def make(**kwargs) -> ApplianceProcess:
         root = tmp_path / f"appliance{len(started)}"
-        root.mkdir()
+        root.mkdir(exist_ok=True)  # a test may have laid out an older install there
         app = ApplianceProcess(root, **kwargs)
         started.append(app)
         app.start()

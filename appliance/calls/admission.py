@@ -1,7 +1,8 @@
 """Which calls the box takes: the trunk they came on and the flow their number runs.
 
-The SIP edge already refused sources no trunk allows (403) and named the trunk in a
-header; this is the second, independent check, and the number → flow routing (404).
+The SIP edge already refused sources no trunk allows (403) and named the trunk and the
+source in headers; this is the second, independent check (the named trunk must allow that
+source), and the number → flow routing (404).
 """
 
 from __future__ import annotations
@@ -20,23 +21,23 @@ class Decision:
     flow: str | None = None
 
 
-def trunk_for_source(config: Config, source: str | None) -> TrunkConfig | None:
-    if not source:
-        return None
+def _allows(trunk: TrunkConfig, source: str | None) -> bool:
     try:
-        address = ipaddress.ip_address(source)
+        address = ipaddress.ip_address(source or "")
     except ValueError:
-        return None
-    for trunk in config.trunks:
-        if any(address in ipaddress.ip_network(net, strict=False) for net in trunk.sources):
-            return trunk
-    return None
+        return False
+    return any(address in ipaddress.ip_network(net, strict=False) for net in trunk.sources)
+
+
+def trunk_for_source(config: Config, source: str | None) -> TrunkConfig | None:
+    return next((trunk for trunk in config.trunks if _allows(trunk, source)), None)
 
 
 def admit(config: Config, trunk_name: str | None, source: str | None, number: str,
           flow_numbers: dict[str, str] | None = None) -> Decision:
+    # A name alone proves nothing: it is a header, and whoever reaches a worker can write one.
     trunk = config.trunk(trunk_name) if trunk_name else trunk_for_source(config, source)
-    if trunk is None:
+    if trunk is None or not _allows(trunk, source):
         return Decision(403, "Forbidden")
     if trunk.numbers and number not in trunk.numbers:
         return Decision(404, "Not Found", trunk)

@@ -174,8 +174,7 @@ class CallManager:
             call.runner.transfer_done(message.ok, None if message.ok else f"{message.code} {message.reason}".strip())
 
     def _transfer(self, call: Call, to: str) -> None:
-        record = self.storage.get_call(call.id)
-        call.leg.transfer(_refer_target(to, record.from_uri if record and record.from_uri else ""))
+        call.leg.transfer(_refer_target(to, self.config.transfers.outbound_proxy))
 
     def _bridge(self, call: Call, to: str, timeout: float) -> None:
         """A bridge transfer: dial `to` (allowed: the runner checked) from a SIP worker; the answer, or not, goes back to the runner."""
@@ -186,10 +185,7 @@ class CallManager:
             log.warning("transfer cannot be dialled", extra=log_extra(call_id=call.id, error=str(exc)))
             self._bridge_failed(call, 0, str(exc))
             return
-        caller_id = self.config.transfers.caller_id
-        if caller_id == "caller":
-            record = self.storage.get_call(call.id)
-            caller_id = _caller_id(record.from_uri if record and record.from_uri else "")
+        caller_id = _caller_id(self.config.transfers.caller_id, call.variables)
         call.bridge = OutboundLeg(call.id, call.room, worker, uri, timeout,
                                   on_result=lambda message: self._dial_done(call, message), caller_id=caller_id)
         self.storage.add_event(call.id, "transfer_dialling", {"uri": uri, "worker": worker.name,
@@ -264,7 +260,6 @@ class CallManager:
 
 
 _URI_USER = re.compile(r"sips?:([^@;>]+)@")
-_URI_HOST = re.compile(r"@([^;>:]+)")
 
 
 def _user(uri: str) -> str:
@@ -272,15 +267,15 @@ def _user(uri: str) -> str:
     return match.group(1) if match else ""
 
 
-def _caller_id(from_uri: str) -> str | None:
-    """The caller's number to pass on; None (the box's own identity) when it has none fit to send."""
-    user = _user(from_uri)
+def _caller_id(setting: str, variables: dict[str, str]) -> str | None:
+    """The From user for an outbound leg; None (the box's own identity) when there is none fit to send."""
+    user = {"called": variables.get("called", ""), "caller": variables.get("caller", "")}.get(setting, setting)
     return user if re.fullmatch(p.SIP_USER, user) else None
 
 
-def _refer_target(to: str, from_uri: str) -> str:
-    """A SIP URI for REFER: numbers are sent to the host the call came from (the trunk)."""
+def _refer_target(to: str, outbound_proxy: str | None) -> str:
+    """A URI for REFER. A number goes to the configured carrier host, else as a tel: URI for the
+    trunk to route; never to a host the caller named in its From (that is the caller's choice)."""
     if to.startswith(("sip:", "sips:", "tel:")):
         return to
-    host = _URI_HOST.search(from_uri)
-    return f"sip:{to}@{host.group(1)}" if host else f"tel:{to}"
+    return dial_uri(to, outbound_proxy) if outbound_proxy else f"tel:{to}"

@@ -26,7 +26,7 @@ from appliance.speech import tones
 from appliance.speech.audiofile import load_wav
 from appliance.speech.recognizer import Recognizer
 from appliance.speech.tts import EspeakTTS
-from appliance.flow.policy import destination_allowed
+from appliance.flow.policy import destination_allowed, flow_file
 from appliance.personas.dispatcher import PersonaDispatcher, PersonaJob
 from appliance.storage import Storage
 from appliance.core.audio import SAMPLE_RATE, duration_s
@@ -221,7 +221,7 @@ class FlowRunner:
 
     def _play_file(self, action: fe.PlayFile) -> None:
         self.storage.add_event(self.call_id, "play", {"file": action.path})
-        self._play(load_wav((self.flows_dir / action.path).resolve()))
+        self._play(load_wav(flow_file(self.flows_dir, action.path)))  # ValueError outside flows/
 
     def _play(self, pcm: bytes, notify: bool = True) -> None:
         self._speech += 1
@@ -235,7 +235,7 @@ class FlowRunner:
             self._events.put_nowait(fe.PlaybackDone())
 
     def _play_hold(self, action: fe.PlayHold) -> None:
-        self._loop(load_wav((self.flows_dir / action.path).resolve()) if action.path else tones.hold())
+        self._loop(load_wav(flow_file(self.flows_dir, action.path)) if action.path else tones.hold())
 
     def _loop(self, audio: bytes) -> None:
         """Play `audio` over and over until something else is said or played."""

@@ -1,7 +1,9 @@
 """HTTP API: /healthz (open), /metrics and /api/* (bearer token with a role grant).
 
 Every bad request gets a 4xx with a JSON body saying why; nothing a client sends can
-produce a 500.
+produce a 500. What a call's record shows depends on the role (`CallView`): operators
+see only the calls they handled, and only admins see the keys a caller pressed (PINs,
+card numbers) and long digit strings in variables and tool arguments.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from aiohttp import web
 
 from appliance.core.errors import AuthError
 from appliance.observability import metrics
-from appliance.rooms.tokens import Grant, TokenAuthority
+from appliance.rooms.tokens import CONSOLE, Grant, TokenAuthority
 from appliance.storage import Storage
 
 log = logging.getLogger(__name__)
@@ -25,6 +27,11 @@ log = logging.getLogger(__name__)
 GRANT = web.RequestKey("grant", Grant)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 CALL_ID = re.compile(r"^CA[0-9a-f]{8,40}$")
+# RFC 7235: the scheme is case-insensitive ("bearer", "BEARER").
+BEARER = re.compile(r"^bearer[ \t]+(\S+)[ \t]*$", re.IGNORECASE)
+# A run of digits this long in a variable or a tool argument is a PIN, an account or card number.
+SECRET_DIGITS = re.compile(r"\d{4,}")
+MASK = "•"
 
 
 def _error(status: int, message: str) -> web.Response:
@@ -62,10 +69,10 @@ class HttpApi:
 
     @web.middleware
     async def _auth(self, request: web.Request, handler: Handler) -> web.StreamResponse:
-        header = request.headers.get("Authorization", "")
-        if header.startswith("Bearer "):
+        match = BEARER.match(request.headers.get("Authorization", ""))
+        if match:
             try:
-                request[GRANT] = self.tokens.verify(header[7:].strip())
+                request[GRANT] = self.tokens.verify(match.group(1), CONSOLE)
             except AuthError:
                 pass  # open routes ignore it; protected ones answer 401 for lack of a grant
         return await handler(request)
@@ -105,7 +112,12 @@ class HttpApi:
             return _error(400, "limit must be an integer")
         if not 1 <= limit <= 1000:
             return _error(400, "limit must be between 1 and 1000")
-        calls = [dataclasses.asdict(c) | {"duration_s": c.duration_s} for c in self.storage.recent_calls(limit)]
+        grant = request[GRANT]
+        if grant.allows("operator"):
+            records = self.storage.calls_handled_by(grant.identity, limit)
+        else:
+            records = self.storage.recent_calls(limit)
+        calls = [dataclasses.asdict(c) | {"duration_s": c.duration_s} for c in records]
         return web.json_response({"calls": calls})
 
     def _call_or_error(self, request: web.Request) -> Any:
@@ -113,15 +125,24 @@ class HttpApi:
         if not CALL_ID.fullmatch(call_id):
             return _error(400, "not a call id")
         call = self.storage.get_call(call_id)
-        return call if call is not None else _error(404, "no such call")
+        if call is None:
+            return _error(404, "no such call")
+        grant = request[GRANT]
+        if grant.allows("operator") and not self.storage.handled_by(call.id, grant.identity):
+            # 404, not 403: an operator learns nothing about calls that are not theirs.
+            return _error(404, "no such call")
+        return call
 
     async def get_call(self, request: web.Request) -> web.Response:
         call = self._call_or_error(request)
         if isinstance(call, web.Response):
             return call
+        events = list(self.storage.events(call.id))
+        if not request[GRANT].allows("admin"):
+            events = [_masked(event) for event in events]
         body = dataclasses.asdict(call) | {
             "duration_s": call.duration_s,
-            "events": list(self.storage.events(call.id)),
+            "events": events,
             "recordings": self.storage.recordings(call.id),
             "transcript": self.storage.transcripts(call.id),
         }
@@ -137,3 +158,22 @@ class HttpApi:
         if self.recordings_dir not in path.parents or not path.is_file():
             return _error(404, "recording file is missing")
         return web.FileResponse(path, headers={"Content-Type": "audio/wav"})
+
+
+def _masked(event: dict[str, Any]) -> dict[str, Any]:
+    """The event with the caller's secrets hidden: every key pressed, every long digit run."""
+    if event["kind"] == "dtmf":
+        return event | {"data": event["data"] | {"digit": MASK}}
+    return event | {"data": _mask_digits(event["data"])}
+
+
+def _mask_digits(value: Any) -> Any:
+    if isinstance(value, str):
+        return SECRET_DIGITS.sub(lambda m: MASK * len(m.group(0)), value)
+    if isinstance(value, dict):
+        return {key: _mask_digits(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_mask_digits(item) for item in value]
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) >= 1000:
+        return MASK * len(str(abs(value)))
+    return value

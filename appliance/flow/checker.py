@@ -14,7 +14,7 @@ from appliance.core.errors import Problem
 from appliance.speech.stt import known_words
 from appliance.flow import intents
 from appliance.flow.expressions import Expression, ExpressionError
-from appliance.flow.policy import destination_allowed, url_allowed
+from appliance.flow.policy import destination_allowed, flow_file, url_allowed
 from appliance.flow.schema import Flow
 
 # Set by the appliance on every call or by steps as they run.
@@ -109,7 +109,16 @@ def check(flow: Flow, at: Where, context: FlowContext) -> list[Problem]:
                 problems.append(at(here + path, f"the recogniser does not know the words {', '.join(unknown)}; "
                                    "use other words or spell them as they sound"))
         for path, audio in _audio_files(step):
-            if context.directory is not None and not (context.directory / audio).is_file():
+            if context.directory is None:
+                break
+            try:
+                # The player opens the file through the same function, at play time.
+                found = flow_file(context.directory, audio).is_file()
+            except ValueError:
+                problems.append(at(here + path, f"audio file {audio} is outside the flows directory "
+                                   f"{context.directory}", value=True))
+                continue
+            if not found:
                 problems.append(at(here + path, f"audio file {audio} not found in {context.directory}", value=True))
     return problems
 

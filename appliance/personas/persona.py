@@ -11,11 +11,11 @@ import json
 from collections.abc import AsyncIterable, AsyncIterator
 from typing import Any, Protocol
 
-import aiohttp
 from livekit import rtc
 from livekit.agents import Agent, ModelSettings, RunContext, function_tool, llm, stt
 
 from appliance.flow.persona import Persona, WebhookTool
+from appliance.flow.webhook import WebhookError, post_json
 from appliance.personas.plugins import build_llm, build_stt, build_tts
 from appliance.personas.plugins.stt_pocketsphinx import grammar_for
 
@@ -144,13 +144,11 @@ def _webhook_tool(tool: WebhookTool, call: PersonaCall) -> Any:
     schema = {"name": tool.name, "description": tool.description, "parameters": tool.parameters}
 
     async def handler(raw_arguments: dict[str, object]) -> Any:
+        # The flows' client: no redirects, the reply cap, the decoder limits, the pinned address.
         try:
-            async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=tool.timeout)) as session:
-                async with session.post(tool.url, json=raw_arguments) as response:
-                    body = await response.text()
-                    result: Any = json.loads(body) if response.status // 100 == 2 else {"error": f"HTTP {response.status}"}
-        except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
-            result = {"error": f"{type(exc).__name__}: {exc}"}
+            result: Any = await post_json(tool.url, raw_arguments, tool.timeout)
+        except WebhookError as exc:
+            result = {"error": str(exc)}
         call.tool_event(tool.name, dict(raw_arguments), result)
         return json.dumps(result)
 

@@ -38,6 +38,8 @@ class PersonaPool:
             "--capacity", str(settings.sessions_per_worker),
             "--endpointing", str(settings.endpointing_s),
         ]
+        for url in self.config.webhooks.allowed:
+            args += ["--webhook-allowed", url]
         env = dict(os.environ, SWITCHBOARD_AGENT_TOKEN=self.agent_token(name), HF_HUB_OFFLINE="1")
         env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
         return await asyncio.create_subprocess_exec(*args, env=env, preexec_fn=die_with_parent)

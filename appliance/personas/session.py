@@ -30,12 +30,13 @@ EXIT_AFTER_REPLY_MAX_S = 15.0  # a reply that never finishes playing must not ke
 class PersonaJob:
     def __init__(self, dispatch: p.Dispatch, flows_dir: Path, vad: lk_vad.VAD,
                  send: Callable[[Any], None], send_audio: Callable[[int, bytes], None],
-                 endpointing_s: float):
+                 endpointing_s: float, webhooks_allowed: list[str]):
         self.leg = dispatch.leg
         self.call_id = dispatch.call_id
         self.persona_name = dispatch.persona
         self.variables: dict[str, Any] = dict(dispatch.variables)
         self.flows_dir = flows_dir
+        self.webhooks_allowed = webhooks_allowed
         self.vad = vad
         self._send = send
         self.input = HubAudioInput()
@@ -71,7 +72,8 @@ class PersonaJob:
         return short
 
     def load_persona(self, name: str) -> Persona:
-        persona = load_personas(self.flows_dir / "personas")[name]
+        # Read per call, so an edit the hub refused is refused here too, not run unchecked.
+        persona = load_personas(self.flows_dir / "personas", self.webhooks_allowed)[name]
         self.persona = persona
         return persona
 

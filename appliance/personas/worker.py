@@ -12,6 +12,7 @@ import asyncio
 import logging
 import os
 import signal
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -20,10 +21,14 @@ from appliance.rooms import protocol as p
 
 log = logging.getLogger("appliance.personas.worker")
 
+EXIT_REFUSED = 3  # the hub refused our token; the appliance's process pool starts us again with a new one
+
 
 class PersonaWorker:
-    def __init__(self, name: str, hub_socket: str, token: str, flows_dir: Path, capacity: int, endpointing_s: float):
+    def __init__(self, name: str, hub_socket: str, token: str, flows_dir: Path, capacity: int, endpointing_s: float,
+                 webhooks_allowed: list[str]):
         self.name = name
+        self.webhooks_allowed = webhooks_allowed
         self.hub_socket = hub_socket
         self.token = token
         self.flows_dir = flows_dir
@@ -70,6 +75,10 @@ class PersonaWorker:
                 await self._session()
             except (OSError, asyncio.IncompleteReadError) as exc:
                 log.warning("hub connection lost", extra=log_extra(error=str(exc)))
+            except p.HubRefused as exc:
+                log.error("the hub refused this worker's token; exiting to be started with a fresh one",
+                          extra=log_extra(worker=self.name, reason=str(exc)))
+                raise
             await asyncio.gather(*(job.close() for job in self.jobs.values()), *self.closing)
             self.jobs.clear()
             if not self.stopping.is_set():
@@ -97,7 +106,8 @@ class PersonaWorker:
         from appliance.personas.session import PersonaJob
 
         if isinstance(message, p.Dispatch):
-            job = PersonaJob(message, self.flows_dir, self.vad, self.send, self.send_audio, self.endpointing_s)
+            job = PersonaJob(message, self.flows_dir, self.vad, self.send, self.send_audio, self.endpointing_s,
+                             self.webhooks_allowed)
             self.jobs[message.leg] = job
             log.info("persona job started", extra=log_extra(call_id=message.call_id, persona=message.persona))
             asyncio.get_running_loop().create_task(job.start())
@@ -121,18 +131,22 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--flows-dir", required=True)
     parser.add_argument("--capacity", type=int, default=4)
     parser.add_argument("--endpointing", type=float, required=True, help="seconds of silence that end a turn")
+    parser.add_argument("--webhook-allowed", action="append", default=[], help="a URL prefix persona tools may call")
     args = parser.parse_args(argv)
     setup(os.environ.get("SWITCHBOARD_LOG_LEVEL", "INFO"))
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing is ever fetched from a hub at run time
 
     async def run() -> None:
         worker = PersonaWorker(args.name, args.hub_socket, os.environ.get("SWITCHBOARD_AGENT_TOKEN", ""),
-                               Path(args.flows_dir), args.capacity, args.endpointing)
+                               Path(args.flows_dir), args.capacity, args.endpointing, args.webhook_allowed)
         for sig in (signal.SIGTERM, signal.SIGINT):
             asyncio.get_running_loop().add_signal_handler(sig, worker.stopping.set)
         await worker.run()
 
-    asyncio.run(run())
+    try:
+        asyncio.run(run())
+    except p.HubRefused:
+        sys.exit(EXIT_REFUSED)
 
 
 if __name__ == "__main__":

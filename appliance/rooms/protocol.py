@@ -4,6 +4,8 @@ A stream of frames over a local socket: 4-byte big-endian length, 1-byte kind, p
 Kind 1 is a JSON control message (the pydantic models below); kind 2 is an audio batch,
 the frames of many call legs in one write: repeated (leg u32, length u16, PCM).
 Batching keeps the per-frame cost to one socket write per worker per 20 ms, not per call.
+The limits below bound what a worker can make the hub hold or parse; the hub cuts off a
+worker that breaks one.
 """
 
 from __future__ import annotations
@@ -13,26 +15,71 @@ import json
 import struct
 from typing import Annotated, Any, AsyncIterator, Literal, Union
 
-from pydantic import BaseModel, Field, TypeAdapter, ValidationError
+from pydantic import AfterValidator, BaseModel, Field, TypeAdapter, ValidationError
 
+from appliance.core.audio import FRAME_BYTES
 from appliance.core.errors import ProtocolError
 
 KIND_CONTROL = 1
 KIND_AUDIO = 2
-MAX_FRAME = 1 << 22
+_KIND_NAMES = {KIND_CONTROL: "control message", KIND_AUDIO: "audio batch"}
 _HEADER = struct.Struct(">IB")
 _LEG = struct.Struct(">IH")
+
+# --- limits. Each is checked on what arrives before anything is buffered or parsed for it,
+# and each sits well above what our own workers send, so only a broken or hostile peer meets one.
+
+# Any frame, either way: a length beyond it is garbage (an HTTP request reads as 1.2 GB).
+MAX_FRAME = 1 << 22
+# A control message is JSON of a few hundred bytes. The largest legitimate one is a persona's
+# ToolEvent carrying a webhook tool's reply (capped at 64 KB by flow.webhook.MAX_REPLY_BYTES)
+# with the tool's arguments; four times that cap has no use but to make the hub parse it.
+MAX_CONTROL = 256 * 1024
+# An audio batch holds each leg's frames since the worker's last batch: one per 20 ms tick, or
+# up to a second of them after the worker fell behind (the SIP media port keeps 50 per call).
+MAX_BATCH_FRAMES_PER_LEG = 50
+# The calls a worker may declare in hello, which sizes the audio batches it may send. The
+# config allows 4 calls per SIP worker and 32 per persona worker; this is far above both.
+MAX_CAPACITY = 256
+# What the hub holds unsent for one worker: two seconds of a 32-call worker's audio, 16 s of
+# a 4-call one. A worker that far behind is not reading (hung, or hostile); its calls' audio
+# is already lost, and holding more only grows the hub without bound.
+MAX_BACKLOG = 2 << 20
+# Reasons end up in the database, metrics and logs. A remote SIP party writes some of them (a
+# reason phrase the worker relays), so they are clipped rather than refused: refusing would let
+# a caller's long reason phrase cut off every call on the worker that relayed it.
+MAX_REASON = 256
+# A peer has this long to send its hello, and a frame begun must be finished within it: a
+# slow writer would otherwise hold a connection, and the calls on it, for ever. Silence
+# *between* frames is normal (a worker with no calls sends nothing).
+HANDSHAKE_TIMEOUT_S = 10.0
+FRAME_TIMEOUT_S = 10.0
+
+
+def max_audio_batch(capacity: int) -> int:
+    """The largest audio batch body a worker declaring `capacity` calls may send."""
+    return min(MAX_FRAME - 1, capacity * MAX_BATCH_FRAMES_PER_LEG * (_LEG.size + FRAME_BYTES))
+
+
+Reason = Annotated[str, AfterValidator(lambda reason: reason[:MAX_REASON])]
 
 
 class Hello(BaseModel):
     type: Literal["hello"] = "hello"
     token: str
     worker: str
-    capacity: int
+    capacity: int = Field(ge=1, le=MAX_CAPACITY)
 
 
 class Welcome(BaseModel):
     type: Literal["welcome"] = "welcome"
+
+
+class Refused(BaseModel):
+    """Hub → worker, instead of welcome: its token is not good (expired, wrong name, wrong role)."""
+
+    type: Literal["refused"] = "refused"
+    reason: str = ""
 
 
 class Offer(BaseModel):
@@ -52,7 +99,7 @@ class OfferReply(BaseModel):
     type: Literal["offer_reply"] = "offer_reply"
     leg: int
     code: int
-    reason: str = ""
+    reason: Reason = ""
     call_id: str | None = None
 
 
@@ -72,13 +119,13 @@ class Dtmf(BaseModel):
 class Ended(BaseModel):
     type: Literal["ended"] = "ended"
     leg: int
-    reason: str
+    reason: Reason
 
 
 class Hangup(BaseModel):
     type: Literal["hangup"] = "hangup"
     leg: int
-    reason: str = "flow"
+    reason: Reason = "flow"
 
 
 class Transfer(BaseModel):
@@ -94,7 +141,7 @@ class TransferResult(BaseModel):
     leg: int
     ok: bool
     code: int = 0
-    reason: str = ""
+    reason: Reason = ""
 
 
 # A SIP URI's user part we put in a From header: nothing that could add a header or a host.
@@ -120,7 +167,7 @@ class DialResult(BaseModel):
     leg: int
     ok: bool
     code: int = 0  # the SIP status that decided it (200, 486, 603…); 0 if the worker refused locally
-    reason: str = ""
+    reason: Reason = ""
     codec: str | None = None
 
 
@@ -201,7 +248,7 @@ class PersonaExit(BaseModel):
     leg: int
     exit: Literal["resolved", "human", "failed"]
     variables: dict[str, Any] = Field(default_factory=dict)
-    reason: str = ""
+    reason: Reason = ""
 
 
 class SendDtmf(BaseModel):
@@ -213,7 +260,7 @@ class SendDtmf(BaseModel):
 
 
 Message = Annotated[
-    Union[Hello, Welcome, Offer, OfferReply, Answered, Dtmf, Ended, Hangup, Transfer, TransferResult,
+    Union[Hello, Welcome, Refused, Offer, OfferReply, Answered, Dtmf, Ended, Hangup, Transfer, TransferResult,
           Dial, DialResult, Dispatch, Release, SegmentEnd, ClearAudio, Played, Transcript, ToolEvent, CallAction, PersonaExit,
           SendDtmf],
     Field(discriminator="type"),
@@ -239,7 +286,8 @@ def decode_control(body: bytes) -> BaseModel:
         raise ProtocolError(f"bad control message: {exc}") from exc
 
 
-def decode_audio(body: bytes) -> list[tuple[int, bytes]]:
+def decode_audio(body: bytes, frame_bytes: int | None = None) -> list[tuple[int, bytes]]:
+    """The (leg, PCM) frames of a batch; with `frame_bytes`, every frame must be that long."""
     frames = []
     offset = 0
     while offset < len(body):
@@ -247,6 +295,9 @@ def decode_audio(body: bytes) -> list[tuple[int, bytes]]:
             raise ProtocolError("truncated audio batch")
         leg, length = _LEG.unpack_from(body, offset)
         offset += _LEG.size
+        if frame_bytes is not None and length != frame_bytes:
+            # The room mixes equal frames; one of another size is another audio format.
+            raise ProtocolError(f"audio frame of {length} bytes; frames are {frame_bytes}")
         if offset + length > len(body):
             raise ProtocolError("audio batch shorter than its frame lengths")
         frames.append((leg, body[offset : offset + length]))
@@ -254,24 +305,50 @@ def decode_audio(body: bytes) -> list[tuple[int, bytes]]:
     return frames
 
 
-async def read_frame(reader: asyncio.StreamReader) -> tuple[int, bytes]:
-    """Next (kind, body); raises IncompleteReadError at end of stream."""
+async def read_frame(reader: asyncio.StreamReader, max_control: int = MAX_FRAME - 1, max_audio: int = MAX_FRAME - 1,
+                     timeout: float | None = None) -> tuple[int, bytes]:
+    """Next (kind, body); raises IncompleteReadError at end of stream.
+
+    ProtocolError for a frame of an unknown kind or longer than its kind's limit (judged on
+    the header, before any of the body is read), or whose body takes over `timeout` seconds.
+    The defaults are a worker's, which trusts the hub; the hub passes its own limits.
+    """
     header = await reader.readexactly(_HEADER.size)
     length, kind = _HEADER.unpack(header)
     if not 1 <= length <= MAX_FRAME:
         raise ProtocolError(f"frame length {length} out of range")
-    return kind, await reader.readexactly(length - 1)
+    limit = {KIND_CONTROL: max_control, KIND_AUDIO: max_audio}.get(kind)
+    if limit is None:
+        raise ProtocolError(f"unknown frame kind {kind}")
+    if length - 1 > limit:
+        raise ProtocolError(f"{_KIND_NAMES[kind]} of {length - 1} bytes over the limit of {limit}")
+    try:
+        return kind, await asyncio.wait_for(reader.readexactly(length - 1), timeout)
+    except TimeoutError:
+        raise ProtocolError(f"frame body not received within {timeout} s") from None
+
+
+class HubRefused(Exception):
+    """The hub will not take this worker's token: trying again with it is pointless.
+
+    Not an OSError, so reconnect loops do not catch it: the worker exits, and the appliance
+    respawns it with a fresh token (a token minted at spawn expires; see rooms/tokens.py).
+    """
 
 
 async def join_hub(socket_path: str, hello: Hello) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-    """Connect to the hub as a worker; raises OSError unless the hub welcomes the token."""
+    """Connect to the hub as a worker. Raises HubRefused when the hub refuses the token, OSError
+    (or IncompleteReadError) when there is no hub to talk to, worth another try."""
     reader, writer = await asyncio.open_unix_connection(socket_path)
     writer.write(encode_control(hello))
     kind, body = await asyncio.wait_for(read_frame(reader), timeout=10)
-    if kind != KIND_CONTROL or not isinstance(decode_control(body), Welcome):
-        writer.close()
-        raise OSError("the hub refused this worker")
-    return reader, writer
+    message = decode_control(body) if kind == KIND_CONTROL else None
+    if isinstance(message, Welcome):
+        return reader, writer
+    writer.close()
+    if isinstance(message, Refused):
+        raise HubRefused(message.reason)
+    raise OSError("the hub did not welcome this worker")
 
 
 async def messages(reader: asyncio.StreamReader, stop: asyncio.Event) -> AsyncIterator[list[tuple[int, bytes]] | BaseModel]:

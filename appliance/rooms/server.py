@@ -23,7 +23,7 @@ from appliance.observability.logging import log_extra
 from appliance.rooms import protocol as p
 from appliance.rooms.hub import Hub
 from appliance.rooms.room import AudioTrack, Participant
-from appliance.rooms.tokens import TokenAuthority
+from appliance.rooms.tokens import HUB, WORKER_ROLES, TokenAuthority, worker_identity
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +33,19 @@ CALLER_JITTER_FRAMES = 10
 # Legs the hub dials are numbered by the hub from here, so they never meet the ids a
 # worker gives the calls it is offered (counted up from 1).
 FIRST_DIALLED_LEG = 1 << 31
+# A persona's reply is queued whole and plays at the hub's pace: two minutes of speech is
+# longer than any reply; more is a persona worker filling the hub's memory.
+AGENT_QUEUE_FRAMES = 2 * 60 * 1000 // FRAME_MS
+# What a persona worker may send the hub; anything else is a broken or hostile worker (a SIP
+# worker's messages are the keys of ParticipantServer._control's table).
+AGENT_MESSAGES = (p.SegmentEnd, p.ClearAudio, p.Transcript, p.ToolEvent, p.CallAction, p.PersonaExit)
+
+
+def _cut_off(reason: str, worker: WorkerConnection | None) -> None:
+    """The one warning for every peer the hub cuts off; `reason` says which rule it broke."""
+    # Clipped: some reasons quote what the peer sent (a pydantic error, a worker name).
+    log.warning("participant cut off", extra=log_extra(reason=reason[:500], worker=worker.name if worker else None,
+                                                       role=worker.role if worker else None))
 
 
 class WorkerConnection:
@@ -60,9 +73,21 @@ class WorkerConnection:
             self.writer.write(p.encode_control(message))
 
     def flush(self) -> None:
-        if self.outgoing and not self.writer.is_closing():
-            self.writer.write(p.encode_audio(self.outgoing))
-        self.outgoing = []
+        """Write the tick's audio in one batch, unless the worker has stopped reading what we write."""
+        outgoing, self.outgoing = self.outgoing, []
+        if self.writer.is_closing():
+            return
+        backlog = self.writer.transport.get_write_buffer_size()
+        if backlog > p.MAX_BACKLOG:
+            self.cut_off(f"not reading: {backlog} bytes unsent")
+        elif outgoing:
+            self.writer.write(p.encode_audio(outgoing))
+
+    def cut_off(self, reason: str) -> None:
+        _cut_off(reason, self)
+        # abort, not close: close waits to deliver what is unsent, to a peer that may never read it.
+        # The connection's reader then sees the end of the stream and lets the worker go.
+        self.writer.transport.abort()
 
 
 class RemoteParticipant(Participant):
@@ -120,6 +145,8 @@ class AgentParticipant(RemoteParticipant):
 
     def received(self, frame: bytes) -> None:
         assert self.track is not None
+        if self.track.pending >= AGENT_QUEUE_FRAMES:
+            raise ProtocolError(f"persona audio over {AGENT_QUEUE_FRAMES} frames queued")
         if not self._segments or self._segments[-1][2] is not None:
             self._segments.append([-1, self.track.queued_frames, None])
         self.track.write_frame(frame)
@@ -168,14 +195,18 @@ class AgentHandler(Protocol):
 
 
 class ParticipantServer:
-    def __init__(self, hub: Hub, tokens: TokenAuthority, handler: CallHandler, agents: AgentHandler | None = None):
+    def __init__(self, hub: Hub, tokens: TokenAuthority, handler: CallHandler, agents: AgentHandler | None = None,
+                 handshake_timeout_s: float = p.HANDSHAKE_TIMEOUT_S, frame_timeout_s: float = p.FRAME_TIMEOUT_S):
         self.hub = hub
         self.tokens = tokens
         self.handler = handler
         self.agents = agents
+        self.handshake_timeout_s = handshake_timeout_s
+        self.frame_timeout_s = frame_timeout_s
         self.workers: dict[str, WorkerConnection] = {}
         self.agent_workers: dict[str, WorkerConnection] = {}
         self._server: asyncio.AbstractServer | None = None
+        self._connections: dict[asyncio.Task[None], asyncio.StreamWriter] = {}  # every open one, hello or not
         hub.after_tick.append(self._after_tick)
 
     async def start(self, path: Path) -> None:
@@ -187,8 +218,12 @@ class ParticipantServer:
     async def stop(self) -> None:
         if self._server:
             self._server.close()
-            for worker in list(self.workers.values()) + list(self.agent_workers.values()):
-                worker.writer.close()
+            # Abort (a peer that does not read would hold a close open), then let each connection
+            # end as if its peer had left: cancelling them instead makes asyncio log an error each.
+            connections = dict(self._connections)
+            for writer in connections.values():
+                writer.transport.abort()
+            await asyncio.gather(*connections, return_exceptions=True)
             await self._server.wait_closed()
 
     def _after_tick(self) -> None:
@@ -204,18 +239,22 @@ class ParticipantServer:
         return self.workers if role == "sip" else self.agent_workers
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._connections[task] = writer
         worker: WorkerConnection | None = None
         try:
             worker = await self._handshake(reader, writer)
+            max_audio = p.max_audio_batch(worker.capacity)
             while True:
-                kind, body = await p.read_frame(reader)
+                kind, body = await p.read_frame(reader, p.MAX_CONTROL, max_audio, timeout=self.frame_timeout_s)
                 if kind == p.KIND_AUDIO:
-                    for leg, pcm in p.decode_audio(body):
+                    for leg, pcm in p.decode_audio(body, frame_bytes=FRAME_BYTES):
                         participant = worker.legs.get(leg)
-                        # A frame of the wrong size would break the room's mix for everyone.
-                        if participant is not None and len(pcm) == FRAME_BYTES:
+                        # None: a leg the hub has just ended can still be in the worker's next batch.
+                        if participant is not None:
                             participant.received(pcm)
-                elif kind == p.KIND_CONTROL:
+                else:  # read_frame lets through no other kind
                     message = p.decode_control(body)
                     try:
                         await self._control(worker, message)
@@ -224,39 +263,57 @@ class ParticipantServer:
                     except Exception:
                         # Our bug in one call's handling must not drop every call on the worker.
                         log.exception("control message failed", extra=log_extra(worker=worker.name, type=message.type))
-                else:
-                    raise ProtocolError(f"unknown frame kind {kind}")
         except (asyncio.IncompleteReadError, ConnectionError):
-            pass
+            pass  # the peer left, or was cut off where the reason was known (WorkerConnection.cut_off)
         except (ProtocolError, AuthError) as exc:
-            log.warning("participant protocol error", extra=log_extra(error=str(exc)))
+            _cut_off(str(exc), worker)
         finally:
-            writer.close()
+            del self._connections[task]
+            # abort, not close: close would wait to deliver what is unsent, to a peer that may never read.
+            writer.transport.abort()
             if worker is not None:
                 registry = self._registry(worker.role)
-                if registry.get(worker.name) is worker:
+                current = registry.get(worker.name) is worker
+                if current:
                     del registry[worker.name]
                     metrics.workers_up.set(len(self.workers))
                     log.warning("worker disconnected", extra=log_extra(worker=worker.name, role=worker.role,
                                                                      legs=len(worker.legs)))
-                    if worker.role == "sip":
-                        self.handler.worker_lost(worker)
-                    elif self.agents is not None:
-                        self.agents.agent_lost(worker)
+                if worker.role == "sip" and (current or worker.legs):
+                    # A connection replaced by its worker's reconnect still had calls: they died with
+                    # the old process and their records must close.
+                    self.handler.worker_lost(worker)
+                elif worker.role == "agent" and current and self.agents is not None:
+                    self.agents.agent_lost(worker)
 
     async def _handshake(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> WorkerConnection:
-        kind, body = await asyncio.wait_for(p.read_frame(reader), timeout=10)
+        try:
+            # The whole hello, header to last byte: a peer that says nothing, or trickles, is let go.
+            kind, body = await asyncio.wait_for(p.read_frame(reader, p.MAX_CONTROL, max_audio=0),
+                                                self.handshake_timeout_s)
+        except TimeoutError:
+            raise ProtocolError(f"no hello within {self.handshake_timeout_s} s") from None
         hello = p.decode_control(body) if kind == p.KIND_CONTROL else None
         if not isinstance(hello, p.Hello):
             raise ProtocolError("first message must be hello")
-        grant = self.tokens.verify(hello.token)
-        if not grant.allows("sip", "agent"):
-            raise AuthError(f"{grant.identity} has neither a sip nor an agent grant")
+        try:
+            grant = self.tokens.verify(hello.token, HUB)
+            if not grant.allows(*WORKER_ROLES):
+                raise AuthError(f"{grant.identity} has neither a sip nor an agent grant")
+            if grant.identity != worker_identity(grant.role, hello.worker):
+                # Else one worker's token could take over another's name and its calls.
+                raise AuthError(f"token of {grant.identity} cannot join as worker {hello.worker!r}")
+        except AuthError as exc:
+            # Said, so that a worker with an expired token exits to be respawned with a fresh
+            # one instead of retrying forever while the edge still sends it calls.
+            writer.write(p.encode_control(p.Refused(reason=str(exc)[:200])))
+            raise
         registry = self._registry(grant.role)
         old = registry.get(hello.worker)
         if old is not None:
             # A restarted worker reconnects under its name: the old connection's legs are gone.
-            old.writer.close()
+            # abort, not close: a hung old process would never read what close waits to deliver.
+            old.writer.transport.abort()
         worker = WorkerConnection(hello.worker, grant.role, hello.capacity, writer)
         registry[worker.name] = worker
         metrics.workers_up.set(len(self.workers))
@@ -270,6 +327,8 @@ class ParticipantServer:
         if worker.role == "agent":
             if self.agents is None:
                 raise ProtocolError("no agent handler")
+            if not isinstance(message, AGENT_MESSAGES):
+                raise ProtocolError(f"unexpected {getattr(message, 'type', '?')} from a persona worker")
             self.agents.agent_message(worker, message)
             return
         handlers = {

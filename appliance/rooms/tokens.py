@@ -2,7 +2,10 @@
 
 Roles: `operator`, `supervisor`, `admin` (people, through the console and API), `sip` (the
 SIP gateway's workers), `agent` (persona workers). The role travels as a token attribute;
-the room-level permissions travel as LiveKit video grants.
+the room-level permissions travel as LiveKit video grants. Each token also names its
+audience, the one service that accepts it: a worker's token opens the hub's participant
+socket and nothing else, a person's opens the console and API and nothing else, so a
+token lifted from one place is useless in the other.
 """
 
 from __future__ import annotations
@@ -10,11 +13,22 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass
 
+import jwt
 from livekit import api
 
 from appliance.core.errors import AuthError
 
 ROLES = ("operator", "supervisor", "admin", "sip", "agent")
+WORKER_ROLES = ("sip", "agent")
+HUB = "switchboard-hub"  # the participant protocol socket
+CONSOLE = "switchboard-console"  # the HTTP API and console
+# Workers present their token once, at hello; a person's session is a working day.
+DEFAULT_TTL = {"sip": dt.timedelta(hours=12), "agent": dt.timedelta(hours=12)}
+PERSON_TTL = dt.timedelta(hours=12)
+
+
+def audience_for(role: str) -> str:
+    return HUB if role in WORKER_ROLES else CONSOLE
 
 
 @dataclass(frozen=True)
@@ -53,17 +67,32 @@ class TokenAuthority:
             .with_identity(identity)
             .with_grants(grants)
             .with_attributes({"role": role})
-            .with_ttl(ttl or dt.timedelta(hours=12))
+            .with_ttl(ttl or DEFAULT_TTL.get(role, PERSON_TTL))
         )
-        return token.to_jwt()
+        # livekit-api has no audience setter: re-sign its claims with `aud` added. A LiveKit
+        # server ignores the claim, so the token stays a valid LiveKit token.
+        claims = jwt.decode(token.to_jwt(), options={"verify_signature": False})
+        claims["aud"] = audience_for(role)
+        return jwt.encode(claims, self.api_secret, algorithm="HS256")
 
-    def verify(self, token: str) -> Grant:
+    def verify(self, token: str, audience: str) -> Grant:
+        """The grant in `token` if it is signed by us, unexpired, and meant for `audience`."""
         try:
-            claims = self._verifier.verify(token)
-        except Exception as exc:  # the verifier raises jwt's many error types
+            # Signature, issuer, expiry and audience here; livekit-api then parses the grants.
+            jwt.decode(token, key=self.api_secret, issuer=self.api_key, audience=audience, algorithms=["HS256"],
+                       leeway=60, options={"require": ["exp", "aud", "sub"]})
+            claims = self._verifier.verify(token, verify_signature=False)
+        except Exception as exc:  # jwt and livekit-api raise many error types
             raise AuthError(f"invalid token: {exc}") from exc
         role = (claims.attributes or {}).get("role")
         if role not in ROLES:
             raise AuthError("token carries no switchboard role")
+        if audience_for(role) != audience:
+            raise AuthError(f"a {role} token is not for {audience}")
         room = claims.video.room if claims.video and claims.video.room else None
         return Grant(identity=claims.identity, role=role, room=room)
+
+
+def worker_identity(role: str, name: str) -> str:
+    """The identity in a worker's token; the hub admits its hello only under this name."""
+    return f"{role}-{name}"

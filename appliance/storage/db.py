@@ -15,6 +15,9 @@ import sqlite_utils
 
 from appliance.core.clock import iso_now
 
+# The event that makes a call an operator's own ({"identity": ...}); the operator console writes it.
+OPERATOR_JOINED = "operator_joined"
+
 CALL_COLUMNS = {
     "id": str,
     "trunk": str,
@@ -113,6 +116,22 @@ class Storage:
     def recent_calls(self, limit: int = 20) -> list[CallRecord]:
         rows = self.db["calls"].rows_where(order_by="started_at desc", limit=limit)
         return [CallRecord(**r) for r in rows]
+
+    def calls_handled_by(self, identity: str, limit: int = 20) -> list[CallRecord]:
+        """Newest first, the calls a person (an operator) joined."""
+        rows = self.db.query(
+            "SELECT calls.* FROM calls WHERE id IN (SELECT call_id FROM call_events WHERE kind = ? "
+            "AND json_extract(data, '$.identity') = ?) ORDER BY started_at DESC LIMIT ?",
+            [OPERATOR_JOINED, identity, limit],
+        )
+        return [CallRecord(**r) for r in rows]
+
+    def handled_by(self, call_id: str, identity: str) -> bool:
+        rows = self.db.query(
+            "SELECT 1 FROM call_events WHERE call_id = ? AND kind = ? AND json_extract(data, '$.identity') = ? LIMIT 1",
+            [call_id, OPERATOR_JOINED, identity],
+        )
+        return next(iter(rows), None) is not None
 
     def open_calls(self) -> list[CallRecord]:
         return [CallRecord(**r) for r in self.db["calls"].rows_where("ended_at IS NULL")]

@@ -254,9 +254,10 @@ def _call_sipp(app: ApplianceProcess, workdir: Path) -> None:
 
 def test_busy_number_takes_the_on_error_branch(appliance_factory, tmp_path: Path) -> None:
     # A number, dialled at the carrier's termination (transfers.outbound_proxy), which is busy;
-    # the desk's phone shows the caller's number (transfers.caller_id: caller, the default).
-    destination = Destination.busy(tmp_path, ruri_regexp=r"INVITE sip:\+15550199@127\.0\.0\.1:[0-9]+ SIP/2\.0"
-                                                         r".*From: *<?sip:\+155501001@")
+    # the desk's phone shows the box's number the caller dialled (transfers.caller_id: called, the
+    # default), never the caller's unverified From (+155501001 in the caller scenario).
+    destination = Destination.busy(tmp_path, ruri_regexp=rf"INVITE sip:\+15550199@127\.0\.0\.1:[0-9]+ SIP/2\.0"
+                                                         rf".*From: *<?sip:{NUMBER}@")
     app = appliance_factory(numbers={NUMBER: "billing_line"}, flows_dir=_flows(tmp_path / "flows", "+15550199"),
                             extra={"transfers": {"allowed": ["+1555*"],
                                                  "outbound_proxy": f"sip:{destination.uri_host}"}})

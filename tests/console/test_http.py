@@ -133,13 +133,13 @@ async def test_calls_list_newest_first(api: Api):
     api.storage.open_call(CALL, started_at="2026-01-01T10:00:00.000+00:00", flow="default")
     api.storage.open_call(OTHER, started_at="2026-01-02T10:00:00.000+00:00")
     api.storage.update_call(OTHER, ended_at="2026-01-02T10:00:42.000+00:00", end_reason="caller-hangup")
-    for role in ("operator", "supervisor", "admin"):
+    for role in ("supervisor", "admin"):
         status, body, _ = await api.get("/api/calls", role=role)
         assert status == 200
         assert [c["id"] for c in body["calls"]] == [OTHER, CALL]
     assert body["calls"][0]["duration_s"] == 42.0
     assert body["calls"][1]["duration_s"] is None
-    status, body, _ = await api.get("/api/calls?limit=1", role="operator")
+    status, body, _ = await api.get("/api/calls?limit=1", role="supervisor")
     assert status == 200 and [c["id"] for c in body["calls"]] == [OTHER]
 
 
@@ -154,7 +154,7 @@ async def test_one_call_with_its_events(api: Api):
     api.storage.open_call(CALL, from_uri="sip:alice@example.com")
     api.storage.add_event(CALL, "step", {"step": "welcome", "action": "say"})
     api.storage.close_call(CALL, "flow-hangup")
-    status, body, _ = await api.get(f"/api/calls/{CALL}", role="operator")
+    status, body, _ = await api.get(f"/api/calls/{CALL}", role="supervisor")
     assert status == 200
     assert body["id"] == CALL and body["end_reason"] == "flow-hangup"
     assert body["from_uri"] == "sip:alice@example.com"
@@ -262,3 +262,65 @@ async def test_odd_requests_never_get_a_500(api: Api):
     for path in paths:
         status, _, _ = await api.get(path, role="admin")
         assert status != 500 and status < 600, path
+
+
+def _call_with_secrets(storage: Storage, call_id: str) -> None:
+    storage.open_call(call_id, from_uri="sip:+15550100@example.com")
+    for digit in "4711#":
+        storage.add_event(call_id, "dtmf", {"digit": digit, "method": "rfc4733"})
+    storage.add_event(call_id, "variable", {"name": "pin", "value": "4711"})
+    storage.add_event(call_id, "tool", {"name": "lookup", "arguments": {"card": "4111 1111 1111 1111", "n": 123456},
+                                        "result": {"order": "A-12", "count": 3}})
+    storage.add_transcript(call_id, "caller", "caller", "my order is a twelve")
+
+
+async def test_operators_see_only_the_calls_they_handled(api: Api):
+    _call_with_secrets(api.storage, CALL)
+    _call_with_secrets(api.storage, OTHER)
+    api.storage.add_event(OTHER, "operator_joined", {"identity": "operator-user"})
+    status, body, _ = await api.get("/api/calls", role="operator")
+    assert status == 200 and [c["id"] for c in body["calls"]] == [OTHER]
+    status, body, _ = await api.get(f"/api/calls/{CALL}", role="operator")
+    assert status == 404 and body == {"error": "no such call"}
+    status, body, _ = await api.get(f"/api/calls/{OTHER}", role="operator")
+    assert status == 200 and body["transcript"][0]["text"] == "my order is a twelve"
+    # Another operator's token sees nothing of it.
+    other = api.tokens.mint("mallory", "operator")
+    status, body, _ = await api.get(f"/api/calls/{OTHER}", token=other)
+    assert status == 404
+    status, body, _ = await api.get("/api/calls", token=other)
+    assert status == 200 and body["calls"] == []
+
+
+@pytest.mark.parametrize("role", ["operator", "supervisor"])
+async def test_keys_and_long_digit_runs_are_masked_for_all_but_admins(api: Api, role: str):
+    _call_with_secrets(api.storage, CALL)
+    api.storage.add_event(CALL, "operator_joined", {"identity": "operator-user"})
+    status, body, _ = await api.get(f"/api/calls/{CALL}", role=role)
+    assert status == 200
+    events = body["events"]
+    assert [e["data"]["digit"] for e in events if e["kind"] == "dtmf"] == ["•"] * 5
+    assert next(e for e in events if e["kind"] == "variable")["data"] == {"name": "pin", "value": "••••"}
+    tool = next(e for e in events if e["kind"] == "tool")["data"]
+    assert tool["arguments"] == {"card": "•••• •••• •••• ••••", "n": "••••••"}
+    assert tool["result"] == {"order": "A-12", "count": 3}  # short numbers are not secrets
+    assert "4711" not in str(body) and "4111" not in str(body)
+
+
+async def test_admins_see_the_keys_pressed(api: Api):
+    _call_with_secrets(api.storage, CALL)
+    status, body, _ = await api.get(f"/api/calls/{CALL}", role="admin")
+    assert "".join(e["data"]["digit"] for e in body["events"] if e["kind"] == "dtmf") == "4711#"
+
+
+@pytest.mark.parametrize("scheme", ["Bearer", "bearer", "BEARER", "bEaReR"])
+async def test_the_bearer_scheme_is_case_insensitive(api: Api, scheme: str):
+    status, _, _ = await api.get("/api/calls", headers={"Authorization": f"{scheme} {api.token('admin')}"})
+    assert status == 200
+
+
+@pytest.mark.parametrize("role", ["sip", "agent"])
+async def test_a_workers_token_does_not_open_the_api(api: Api, role: str):
+    # Worker tokens live in worker processes' environments; they are for the hub socket only.
+    status, _, _ = await api.get("/api/calls", token=api.tokens.mint(f"{role}-w1", role))
+    assert status == 401

@@ -118,18 +118,19 @@ async def start_sipp(directory: Path, name: str, args: list[str]) -> Sipp:
     return Sipp(name, process, messages, log, full)
 
 
-async def start_uas(directory: Path, name: str, port: int, scenario: str | None = None) -> Sipp:
+async def start_uas(directory: Path, name: str, port: int, scenario: str | None = None, host: str = HOST) -> Sipp:
     """A worker stand-in running `scenario` (default: answer every call) for every INVITE.
 
     -aa answers out-of-call OPTIONS, which the edge's dispatcher sends as health pings.
+    `host`: another loopback address (127.0.0.2) stands for a peer outside every trunk.
     """
     path = write_scenario(directory, f"{name}.uas", scenario or UAS_ANSWER)
-    sipp = await start_sipp(directory, name, ["-sf", str(path), "-aa", "-i", HOST, "-p", str(port)])
-    await wait_udp_bound(port, sipp)
+    sipp = await start_sipp(directory, name, ["-sf", str(path), "-aa", "-i", host, "-p", str(port)])
+    await wait_udp_bound(port, sipp, host=host)
     return sipp
 
 
-async def wait_udp_bound(port: int, sipp: Sipp, timeout: float = 5.0) -> None:
+async def wait_udp_bound(port: int, sipp: Sipp, timeout: float = 5.0, host: str = HOST) -> None:
     """Until something holds the port, so a test never races sipp's start-up."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
@@ -138,13 +139,13 @@ async def wait_udp_bound(port: int, sipp: Sipp, timeout: float = 5.0) -> None:
             raise AssertionError(f"sipp {sipp.name} exited at start\n{sipp.report()}")
         probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         try:
-            probe.bind((HOST, port))
+            probe.bind((host, port))
         except OSError:
             return
         finally:
             probe.close()
         await asyncio.sleep(0.05)
-    raise AssertionError(f"sipp {sipp.name} did not bind {HOST}:{port}\n{sipp.report()}")
+    raise AssertionError(f"sipp {sipp.name} did not bind {host}:{port}\n{sipp.report()}")
 
 
 async def run_uac(
@@ -490,5 +491,149 @@ Content-Length: 0
 
     ]]>
   </send>
+</scenario>
+"""
+
+
+def uac_in_dialog(method: str, request_uri: str, route: str, code: int, *,
+                  from_tag: str = "[pid]SIPpTag03[call_number]") -> str:
+    """A request claiming to be inside a dialog (a To-tag and a Route naming the proxy), sent
+    to `request_uri`: as an attacker uses a loose router to reach a host of its choosing. It
+    must get final `code`; an INVITE's is ACKed with the same Route, as RFC 3261 17.1.1.3 says.
+
+    A chosen Call-ID goes in sipp's -cid_str: sipp matches replies to calls by its own [call_id].
+    """
+    if method == "INVITE":
+        body = """Content-Type: application/sdp
+Content-Length: [len]
+
+v=0
+o=user1 53655765 2353687637 IN IP[local_ip_type] [local_ip]
+s=-
+c=IN IP[media_ip_type] [media_ip]
+t=0 0
+m=audio [media_port] RTP/AVP 0
+a=rtpmap:0 PCMU/8000"""
+    else:
+        body = "Content-Type: text/plain\nContent-Length: [len]\n\nhello from nowhere"
+    ack = f"""  <send>
+    <![CDATA[
+ACK {request_uri} SIP/2.0
+[last_Via:]
+From: sipp <sip:caller@[local_ip]:[local_port]>;tag={from_tag}
+[last_To:]
+Route: {route}
+Call-ID: [call_id]
+CSeq: 2 ACK
+Max-Forwards: 70
+Content-Length: 0
+
+    ]]>
+  </send>""" if method == "INVITE" else ""
+    return f"""<?xml version="1.0" encoding="ISO-8859-1" ?>
+<!DOCTYPE scenario SYSTEM "sipp.dtd">
+<scenario name="in-dialog {method} answered {code}">
+  <send retrans="500">
+    <![CDATA[
+{method} {request_uri} SIP/2.0
+Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+From: sipp <sip:caller@[local_ip]:[local_port]>;tag={from_tag}
+To: <{request_uri}>;tag=forged[call_number]
+Route: {route}
+Call-ID: [call_id]
+CSeq: 2 {method}
+Contact: <sip:caller@[local_ip]:[local_port]>
+Max-Forwards: 70
+{body}
+    ]]>
+  </send>
+  <recv response="100" optional="true"/>
+  <recv response="{code}"/>
+{ack}
+  <pause milliseconds="200"/>
+</scenario>
+"""
+
+
+def uac_call_via_proxy(request_uri: str) -> str:
+    """A worker placing a call: to `request_uri` through the proxy (a Route naming it, as
+    pjsua2's outbound proxy adds); the far end answers and hangs up, the caller answers its BYE.
+    """
+    scenario = uac_call_hung_up_by_callee()
+    scenario = scenario.replace("INVITE sip:[service]@[remote_ip]:[remote_port] SIP/2.0", f"INVITE {request_uri} SIP/2.0")
+    scenario = scenario.replace("To: <sip:[service]@[remote_ip]:[remote_port]>", f"To: <{request_uri}>")
+    return scenario.replace("X-Switchboard-Trunk: forged-by-caller", "Route: <sip:[remote_ip]:[remote_port];lr>")
+
+
+def uac_via_proxy_rejected(method: str, request_uri: str, code: int) -> str:
+    """An out-of-dialog request to `request_uri` through the proxy (a Route naming it) that must get final `code`."""
+    return uac_in_dialog(method, request_uri, "<sip:[remote_ip]:[remote_port];lr>", code).replace(
+        ";tag=forged[call_number]", "")
+
+
+def uac_with_credentials(code: int | None = None, hold_ms: int = 0) -> str:
+    """An INVITE challenged with 407, sent again with credentials (run sipp with -au/-ap).
+
+    `code` None: the call goes through and the caller hangs up after `hold_ms`; otherwise the
+    second INVITE must get final `code` (then the ACK).
+    """
+    invite = """  <send retrans="500">
+    <![CDATA[
+INVITE sip:[service]@[remote_ip]:[remote_port] SIP/2.0
+Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+From: sipp <sip:caller@[local_ip]:[local_port]>;tag=[pid]SIPpTag04[call_number]
+To: <sip:[service]@[remote_ip]:[remote_port]>
+Call-ID: [call_id]
+CSeq: {cseq} INVITE
+Contact: <sip:caller@[local_ip]:[local_port]>
+Max-Forwards: 70
+{auth}Content-Type: application/sdp
+Content-Length: [len]
+
+v=0
+o=user1 53655765 2353687637 IN IP[local_ip_type] [local_ip]
+s=-
+c=IN IP[media_ip_type] [media_ip]
+t=0 0
+m=audio [media_port] RTP/AVP 0
+a=rtpmap:0 PCMU/8000
+    ]]>
+  </send>"""
+
+    def ack(cseq: int) -> str:
+        return f"""  <send>
+    <![CDATA[
+ACK sip:[service]@[remote_ip]:[remote_port] SIP/2.0
+[last_Via:]
+From: sipp <sip:caller@[local_ip]:[local_port]>;tag=[pid]SIPpTag04[call_number]
+[last_To:]
+Call-ID: [call_id]
+CSeq: {cseq} ACK
+Max-Forwards: 70
+Content-Length: 0
+
+    ]]>
+  </send>"""
+
+    steps = [
+        invite.format(cseq=1, auth=""),
+        '  <recv response="100" optional="true"/>',
+        '  <recv response="407" auth="true"/>',
+        ack(1),
+        invite.format(cseq=2, auth="[authentication]\n"),
+        '  <recv response="100" optional="true"/>',
+    ]
+    if code is not None:
+        steps += [f'  <recv response="{code}"/>', ack(2), '  <pause milliseconds="200"/>']
+    else:
+        # The rest of an ordinary call through the record-routing proxy, CSeq numbers moved on by one.
+        rest = UAC_CALL.split('  <recv response="100" optional="true"/>', 1)[1].rsplit("</scenario>", 1)[0]
+        rest = rest.replace("CSeq: 1 ACK", "CSeq: 2 ACK").replace("CSeq: 2 BYE", "CSeq: 3 BYE")
+        rest = rest.replace("SIPpTag00", "SIPpTag04").replace("[hold_ms]", str(hold_ms))
+        steps.append(rest)
+    return f"""<?xml version="1.0" encoding="ISO-8859-1" ?>
+<!DOCTYPE scenario SYSTEM "sipp.dtd">
+<scenario name="INVITE with digest credentials">
+{chr(10).join(steps)}
 </scenario>
 """

@@ -55,6 +55,7 @@ class Stack:
     edge: Edge
     workers: list[Sipp]
     started: list[Sipp] = field(default_factory=list)
+    spare: list[int] = field(default_factory=list)  # worker ports in the dispatcher list that a test binds itself
 
     @property
     def target(self) -> str:
@@ -89,18 +90,22 @@ class Stack:
             await asyncio.sleep(0.1)
         return loop.time() - start
 
-    async def caller(self, name: str, scenario: str, calls: int = 1, rate: int = 10) -> Sipp:
+    async def caller(self, name: str, scenario: str, calls: int = 1, rate: int = 10,
+                     extra: list[str] | None = None) -> Sipp:
         """A UAC left running; stopped by the fixture if the test does not wait for it."""
         path = write_scenario(self.directory, name, scenario)
-        uac = await run_uac(self.directory, name, path, self.target, calls=calls, rate=rate, extra=["-s", "100"])
+        uac = await run_uac(self.directory, name, path, self.target, calls=calls, rate=rate,
+                            extra=["-s", "100", *(extra or [])])
         self.started.append(uac)
         return uac
 
-    async def call(self, name: str, scenario: str, calls: int = 1, rate: int = 10) -> Sipp:
+    async def call(self, name: str, scenario: str, calls: int = 1, rate: int = 10,
+                   extra: list[str] | None = None) -> Sipp:
         """Run a UAC to its end and insist every call succeeded."""
         path = write_scenario(self.directory, name, scenario)
         try:
-            return await call(self.directory, name, path, self.target, calls=calls, rate=rate, extra=["-s", "100"])
+            return await call(self.directory, name, path, self.target, calls=calls, rate=rate,
+                              extra=["-s", "100", *(extra or [])])
         except AssertionError as error:
             raise AssertionError(f"{error}\n--- edge log\n{self.log()}") from None
 
@@ -119,17 +124,18 @@ async def stack(tmp_path: Path) -> AsyncIterator[StackFactory]:
         calls_per_worker: int = 2,
         trunks: list[EdgeTrunk] | None = None,
         scenarios: list[str | None] | None = None,
+        spare: int = 0,
         **settings: object,
     ) -> Stack:
-        *ports, edge_port = free_udp_ports(workers + 1)
-        for i, port in enumerate(ports):
+        *ports, edge_port = free_udp_ports(workers + spare + 1)
+        for i, port in enumerate(ports[:workers]):
             uas.append(await start_uas(tmp_path, f"worker{i}", port, scenarios[i] if scenarios else None))
         fields: dict[str, object] = dict(
             listen_host=HOST, port=edge_port, workers=ports, calls_per_worker=calls_per_worker,
             trunks=[LOCAL_TRUNK] if trunks is None else trunks, run_dir=tmp_path / "edge",
         )
         edge = Edge(EdgeSettings(**{**fields, **settings}))  # type: ignore[arg-type]
-        built.append(Stack(tmp_path, edge, list(uas)))
+        built.append(Stack(tmp_path, edge, list(uas), spare=ports[workers:]))
         await edge.start()
         return built[-1]
 
@@ -393,7 +399,14 @@ def test_a_wildcard_listen_without_advertise_binds_each_address(tmp_path: Path) 
     [
         ({"trunks": [EdgeTrunk("carrier a", ["10.0.0.0/8"])]}, ValueError),
         ({"trunks": [EdgeTrunk("carrier-a", ["10.0.0.300/8"])]}, ValueError),
-        ({"trunks": [EdgeTrunk("carrier-a", ["10.0.0.0/8"], "user", "secret")]}, NotImplementedError),
+        ({"trunks": [EdgeTrunk("carrier-a", ["10.0.0.0/8"], "user", None)]}, ValueError),
+        ({"trunks": [EdgeTrunk("carrier-a", ["10.0.0.0/8"], None, "secret")]}, ValueError),
+        ({"trunks": [EdgeTrunk("carrier-a", [], 'us"er', "secret")]}, ValueError),
+        ({"trunks": [EdgeTrunk("carrier-a", [], "user", "sec\nret")]}, ValueError),
+        ({"trunks": [EdgeTrunk("carrier-a", [], "user", "a"), EdgeTrunk("carrier-b", [], "user", "b")]}, ValueError),
+        ({"outbound_hosts": ["carrier.example;maddr=x"]}, ValueError),
+        ({"outbound_hosts": ["carrier.example:70000"]}, ValueError),
+        ({"secret": "short"}, ValueError),
         ({"workers": []}, ValueError),
         ({"calls_per_worker": 0}, ValueError),
     ],

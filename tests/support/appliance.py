@@ -52,6 +52,7 @@ class ApplianceProcess:
     numbers: dict[str, str] = field(default_factory=lambda: {"100": "default"})
     flows_dir: Path = ROOT / "flows"
     extra: dict[str, Any] = field(default_factory=dict)
+    umask: int = -1  # the umask the appliance is started with; -1: the test's own
     process: subprocess.Popen[bytes] | None = None
 
     def __post_init__(self) -> None:
@@ -92,7 +93,7 @@ class ApplianceProcess:
         self._log = open(self.log_path, "ab")
         self.process = subprocess.Popen(
             [sys.executable, "-m", "appliance.cli", "--config", str(self.config_path), "run"],
-            cwd=ROOT, env=self.env, stdout=self._log, stderr=subprocess.STDOUT,
+            cwd=ROOT, env=self.env, stdout=self._log, stderr=subprocess.STDOUT, umask=self.umask,
         )
         self.wait_ready(timeout)
 

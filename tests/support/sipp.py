@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import csv
+import re
 import secrets
 import socket
 import subprocess
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from string import Template
@@ -258,3 +260,94 @@ class Destination:
             output=(output or "")[-3000:] + (errors.read_text()[-3000:] if errors.exists() else ""),
             stats=stats,
         )
+
+
+def caller_refer_scenario(directory: Path, refer_to: str, code: int) -> Path:
+    """A caller that, once answered, REFERs the box to `refer_to` and passes only if that is answered `code`."""
+    text = Template((SCENARIOS / "caller_refer.xml").read_text()).substitute(
+        REFER_TO=escape(refer_to), CODE=code)
+    path = directory / "caller_refer.xml"
+    path.write_text(text)
+    return path
+
+
+def caller_replaces_scenario(directory: Path, code: int) -> Path:
+    """A caller that, once answered, sends an INVITE replacing its own call; passes only if that gets `code`."""
+    text = Template((SCENARIOS / "caller_replaces.xml").read_text()).substitute(CODE=code)
+    path = directory / "caller_replaces.xml"
+    path.write_text(text)
+    return path
+
+
+def forged_invite_scenario(directory: Path, trunk: str, source: str, code: int) -> Path:
+    """An INVITE carrying the edge's trunk and source headers, written by the sender; passes only on `code`."""
+    text = Template((SCENARIOS / "forged_invite.xml").read_text()).substitute(
+        TRUNK=trunk, SOURCE=source, CODE=code)
+    path = directory / "forged_invite.xml"
+    path.write_text(text)
+    return path
+
+
+def redirecting_destination(workdir: Path, contact: str) -> Destination:
+    """A bridge transfer's destination that answers 302 with `contact` as the new target."""
+    text = Template((SCENARIOS / "destination_redirect.xml").read_text()).substitute(CONTACT=escape(contact))
+    path = workdir / "destination_redirect.xml"
+    path.write_text(text)
+    return Destination(workdir / "redirect", path)
+
+
+class Bystander:
+    """sipp at an address no request from outside may make the box call, until `stop()`.
+
+    It turns every INVITE down (486) and traces every message it receives (sipp writes the
+    trace as each message arrives), so a test can assert that no INVITE came.
+    """
+
+    def __init__(self, workdir: Path):
+        workdir.mkdir(parents=True, exist_ok=True)
+        self.port = free_port_block(1)
+        self.trace = workdir / "messages.log"
+        self.process = subprocess.Popen(
+            ["sipp", "-sf", str(SCENARIOS / "bystander.xml"), "-i", "127.0.0.1", "-p", str(self.port),
+             "-nostdin", "-trace_msg", "-message_file", str(self.trace)],
+            cwd=workdir, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
+        )
+        self._wait_bound()
+
+    def _wait_bound(self, timeout: float = 5) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"sipp bystander exited {self.process.returncode} at start")
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+                try:
+                    probe.bind(("127.0.0.1", self.port))
+                except OSError:
+                    return  # sipp holds it
+            time.sleep(0.05)
+        raise RuntimeError(f"sipp bystander did not bind 127.0.0.1:{self.port}")
+
+    @property
+    def uri_host(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def requests(self) -> list[str]:
+        """The request line of every request received so far."""
+        text = self.trace.read_text(errors="replace") if self.trace.exists() else ""
+        return re.findall(r"message received \[\d+\] bytes :\n\n([A-Z]+ \S+ SIP/2\.0)", text)
+
+    def stop(self) -> None:
+        """SIGTERM, then SIGKILL after 3 s; only this process, by its handle."""
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(3)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+    def __enter__(self) -> "Bystander":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
