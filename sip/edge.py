@@ -38,6 +38,10 @@ DISPATCHER_SET = 1
 WILDCARD_HOSTS = ("0.0.0.0", "::")
 TRUNK_HEADER = "X-Switchboard-Trunk"
 SOURCE_HEADER = "X-Switchboard-Source"
+# Proves to a worker that an INVITE came through the edge. The source address alone does not:
+# Kamailio binds with SO_REUSEADDR, so another local user can bind the edge's port and send
+# from it (measured). The key is in the 0600 config and the workers' environments only.
+EDGE_KEY_HEADER = "X-Switchboard-Edge"
 # The longest unix socket path Linux accepts (sun_path is 108 bytes, NUL included).
 MAX_SOCKET_PATH = 107
 # pjsip drops datagrams over PJSIP_MAX_PKT_LEN (4000 by default) without a word; the edge
@@ -91,6 +95,11 @@ class EdgeSettings:
     # Signs the edge's Record-Route (route_signature) and keys the auth module's nonces. A new
     # one per start is enough: a restart of the appliance ends every call the old one routed.
     secret: str = field(default_factory=lambda: secrets.token_hex(32), repr=False)
+
+    @property
+    def worker_key(self) -> str:
+        """The value of EDGE_KEY_HEADER on every INVITE the edge relays to a worker."""
+        return hashlib.sha256(f"worker:{self.secret}".encode()).hexdigest()
 
     @property
     def config_path(self) -> Path:
@@ -314,6 +323,8 @@ def render_config(settings: EdgeSettings) -> str:
         "MAX_REQUEST_BYTES": str(MAX_REQUEST_BYTES),
         "TRUNK_HEADER": TRUNK_HEADER,
         "SOURCE_HEADER": SOURCE_HEADER,
+        "EDGE_KEY_HEADER": EDGE_KEY_HEADER,
+        "EDGE_KEY": settings.worker_key,
         "TRUNK_ROUTE": _trunk_route(settings),
         "CREDENTIALS_ROUTE": _credentials_route(settings),
         "OUTBOUND_HOSTS": _outbound_route(settings),
@@ -684,8 +695,10 @@ route[INVITE] {
     # The trunk name is ours to say: drop anything the caller claims.
     remove_hf("{{TRUNK_HEADER}}");
     remove_hf("{{SOURCE_HEADER}}");
+    remove_hf("{{EDGE_KEY_HEADER}}");
     append_hf("{{TRUNK_HEADER}}: $var(trunk)\r\n");
     append_hf("{{SOURCE_HEADER}}: $si\r\n");
+    append_hf("{{EDGE_KEY_HEADER}}: {{EDGE_KEY}}\r\n");
     $var(ftag) = $ft;
     route(SIGN);
     record_route(";{{SIGNATURE_PARAM}}=$var(sig)");

@@ -8,6 +8,7 @@ reports call events through `on_event`, which the worker bridges to asyncio.
 
 from __future__ import annotations
 
+import hmac
 import ipaddress
 import logging
 import queue
@@ -21,6 +22,7 @@ import pjsua2 as pj
 
 from appliance.core.audio import FRAME_MS, SAMPLE_RATE
 from appliance.observability.logging import log_extra
+from sip.edge import EDGE_KEY_HEADER
 from sip.media import CallMediaPort, audio_format
 
 log = logging.getLogger(__name__)
@@ -80,6 +82,9 @@ class EndpointSettings:
     # The SIP edge as host:port, the only sender whose INVITEs are offered to the hub. A
     # wildcard host (0.0.0.0, ::) means the edge's port on any of this box's addresses.
     edge: str
+    # The edge's X-Switchboard-Edge value (sip.edge.EDGE_KEY_HEADER): without it, an INVITE
+    # from the edge's address may come from another local user who bound the same port.
+    edge_key: str = ""
     media_address: str | None = None
     retry_after_s: int = 5
     outbound_proxy: str | None = None  # the edge, e.g. sip:127.0.0.1:5060;lr: calls we place leave through it
@@ -325,12 +330,16 @@ class PjThread(threading.Thread):
         edge_address, edge_port = self._edge
         return port == edge_port and (edge_address.is_unspecified or address == edge_address)
 
+    def keyed_by_edge(self, message: str) -> bool:
+        key = header(message, EDGE_KEY_HEADER) or ""
+        return bool(self.settings.edge_key) and hmac.compare_digest(key.encode(), self.settings.edge_key.encode())
+
     def incoming(self, account: pj.Account, prm: pj.OnIncomingCallParam) -> None:
         leg_id = self._next_leg
         self._next_leg += 1
         call = WorkerCall(self, account, prm.callId, leg_id)
         message = prm.rdata.wholeMsg
-        if not self.from_edge(prm.rdata.srcAddress):
+        if not self.from_edge(prm.rdata.srcAddress) or not self.keyed_by_edge(message):
             log.warning("INVITE from outside the SIP edge refused", extra=log_extra(source=prm.rdata.srcAddress))
             self._graveyard.append(call)
             self._reply(call, 403)

@@ -89,7 +89,8 @@ class Gateway:
         # whichever of the box's addresses the call came to, so there the port decides).
         edge_host, edge_port = self.edge.settings.listen_host, self.edge.settings.port
         args += ["--edge", f"[{edge_host}]:{edge_port}" if ":" in edge_host else f"{edge_host}:{edge_port}"]
-        env = dict(os.environ, SWITCHBOARD_WORKER_TOKEN=self.worker_token(spec.name))
+        env = dict(os.environ, SWITCHBOARD_WORKER_TOKEN=self.worker_token(spec.name),
+                   SWITCHBOARD_EDGE_KEY=self.edge.settings.worker_key)
         root = str(Path(__file__).resolve().parent.parent)
         env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
         return await asyncio.create_subprocess_exec(*args, env=env, preexec_fn=die_with_parent)

@@ -203,7 +203,8 @@ def main(argv: list[str] | None = None) -> None:
     token = os.environ.get("SWITCHBOARD_WORKER_TOKEN", "")
     settings = EndpointSettings(
         name=args.name, sip_port=args.sip_port, rtp_port=args.rtp_port, rtp_ports=args.rtp_ports,
-        max_calls=args.max_calls, poll_ms=args.poll_ms, edge=args.edge, media_address=args.media_address,
+        max_calls=args.max_calls, poll_ms=args.poll_ms, edge=args.edge,
+        edge_key=os.environ.get("SWITCHBOARD_EDGE_KEY", ""), media_address=args.media_address,
         retry_after_s=args.retry_after, outbound_proxy=args.outbound_proxy,
     )
 

@@ -8,6 +8,7 @@ X-Switchboard-Source; an INVITE that did not come through it must not reach the 
 from __future__ import annotations
 
 import re
+import socket
 import subprocess
 from pathlib import Path
 
@@ -107,3 +108,40 @@ async def test_a_wildcard_edge_relays_from_the_address_the_call_came_to(tmp_path
     assert detail["end_reason"] == "caller-hangup" and detail["answered_at"], detail
     (offered,) = [e["data"] for e in detail["events"] if e["kind"] == "offered"]
     assert offered["source"] == lan, offered
+
+
+def _invite(worker_port: int, local_port: int, extra: str = "") -> bytes:
+    body = "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 40000 RTP/AVP 0\r\n"
+    return (
+        f"INVITE sip:100@127.0.0.1:{worker_port} SIP/2.0\r\n"
+        f"Via: SIP/2.0/UDP 127.0.0.1:{local_port};branch=z9hG4bK-impostor;rport\r\n"
+        "Max-Forwards: 70\r\n"
+        f"From: <sip:mallory@127.0.0.1:{local_port}>;tag=impostor\r\n"
+        f"To: <sip:100@127.0.0.1:{worker_port}>\r\n"
+        "Call-ID: impostor-1@127.0.0.1\r\n"
+        "CSeq: 1 INVITE\r\n"
+        f"Contact: <sip:mallory@127.0.0.1:{local_port}>\r\n"
+        "X-Switchboard-Trunk: test\r\nX-Switchboard-Source: 127.0.0.1\r\n"
+        f"{extra}"
+        "Content-Type: application/sdp\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n{body}"
+    ).encode()
+
+
+def test_a_local_impostor_on_the_edges_own_port_is_refused(appliance_factory) -> None:
+    # Kamailio binds its UDP socket with SO_REUSEADDR, so another process on the box can bind the
+    # edge's own address and port and send from it: the source check alone would pass. It does not
+    # know the edge's key (in the 0600 config and the workers' environments only).
+    app = appliance_factory(workers=1)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as impostor:
+        impostor.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        impostor.bind(("127.0.0.1", app.sip_port))
+        impostor.settimeout(5)
+        for extra in ("", "X-Switchboard-Edge: " + "0" * 64 + "\r\n"):
+            impostor.sendto(_invite(app.worker_base, app.sip_port, extra), ("127.0.0.1", app.worker_base))
+            status = b"SIP/2.0 100"
+            while status[8:9] == b"1":  # provisional answers (100, 180) may come first
+                status, _ = impostor.recvfrom(65536)
+            assert status.startswith(b"SIP/2.0 403"), status[:40]
+    assert app.calls() == []
+    assert _responses(app) == {}
