@@ -50,6 +50,10 @@ def test_data_and_recordings_are_private_even_when_started_with_umask_0(applianc
     for path in (app.data_dir / "edge").iterdir():
         assert _mode(path) & 0o027 == 0, (path, oct(_mode(path)))
 
+    # Logs can be shared: the caller's number is in them only as a redacted PII field.
+    log = app.log_path.read_text()
+    assert "+15550100" not in log and "[redacted]" in log
+
 
 def test_no_child_process_inherits_the_api_secret(appliance) -> None:
     children = appliance.child_pids()
