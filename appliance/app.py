@@ -16,13 +16,14 @@ from typing import Any
 from appliance.calls.manager import CallManager
 from appliance.config import Config
 from appliance.console.http import HttpApi
+from appliance.core.reasons import EndReason
 from appliance.flow.library import FlowLibrary
 from appliance.observability.logging import log_extra
 from appliance.personas.dispatcher import PersonaDispatcher
 from appliance.personas.pool import PersonaPool
 from appliance.recording.wavfile import repair
 from appliance.rooms.hub import Hub
-from appliance.rooms.server import ParticipantServer
+from appliance.rooms.server import ParticipantServer, WorkerRegistry
 from appliance.rooms.tokens import TokenAuthority, worker_identity
 from appliance.speech.tts import EspeakTTS
 from appliance.storage import Storage
@@ -69,10 +70,11 @@ class Appliance:
         self.tokens = TokenAuthority(config.auth.api_key, config.api_secret())
         self.tts = EspeakTTS()
         self.hub = Hub()
-        self.personas = PersonaDispatcher(self.storage)
-        self.calls = CallManager(config, self.hub, self.storage, self.flows, self.tts, self.personas)
-        self.server = ParticipantServer(self.hub, self.tokens, self.calls, self.personas)
-        self.calls.workers = self.server.workers  # where bridge transfers place their outbound legs
+        # Kept by the participant server; read by the dispatcher and by bridge transfers' dialling.
+        self.workers = WorkerRegistry()
+        self.personas = PersonaDispatcher(self.storage, self.workers)
+        self.calls = CallManager(config, self.hub, self.storage, self.flows, self.tts, self.personas, self.workers)
+        self.server = ParticipantServer(self.hub, self.tokens, self.workers, self.calls, self.personas)
         self.http = HttpApi(self.storage, self.tokens, config.recordings_dir, self.health)
         self.gateway = Gateway(config, lambda name: self.tokens.mint(worker_identity("sip", name), "sip"))
         self.persona_pool = PersonaPool(config, lambda name: self.tokens.mint(worker_identity("agent", name), "agent"))
@@ -81,13 +83,13 @@ class Appliance:
             os.environ.pop(name, None)
 
     def health(self) -> dict[str, Any]:
-        up = len(self.server.workers)
+        up = len(self.workers.sip)
         return {"ok": up > 0, "workers_up": up, "workers": len(self.gateway.specs),
-                "personas_up": len(self.personas.agents), "personas": len(self.persona_pool.names),
+                "personas_up": len(self.workers.agents), "personas": len(self.persona_pool.names),
                 "calls_active": len(self.calls.calls)}
 
     def _recover(self) -> None:
-        for call in self.storage.close_orphans("appliance-restart"):
+        for call in self.storage.close_orphans(EndReason.APPLIANCE_RESTART):
             if call.recording_path and repair(Path(call.recording_path)):
                 log.warning("recording repaired after a crash", extra=log_extra(call_id=call.id))
 

@@ -118,6 +118,7 @@ def _text_personas(config: Config):  # type: ignore[no-untyped-def]
 def cmd_flows_simulate(args: argparse.Namespace) -> int:
     import datetime as dt
 
+    from appliance.core.clock import utcnow
     from appliance.flow.simulate import Simulation
 
     config = _config(args.config)
@@ -127,7 +128,7 @@ def cmd_flows_simulate(args: argparse.Namespace) -> int:
         print(f"appliance: no flow named {args.name!r} (have: {', '.join(sorted(flows))})", file=sys.stderr)
         return 2
     variables = dict(v.split("=", 1) for v in args.var)
-    now = dt.datetime.fromisoformat(args.now) if args.now else dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.fromisoformat(args.now) if args.now else utcnow()
     sim = Simulation(loaded, variables=variables, now=now, on_heard=lambda text: print(f"  🔊 {text}"),
                      personas=_text_personas(config))
     script = Path(args.script).read_text().splitlines() if args.script else None

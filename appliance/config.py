@@ -185,7 +185,7 @@ class Config(_Model):
         return next((t for t in self.trunks if t.name == name), None)
 
     @classmethod
-    def load(cls, path: Path | None) -> "Config":
+    def load(cls, path: Path | None) -> Config:
         raw: object = {}
         if path is not None:
             try:

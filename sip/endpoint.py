@@ -3,7 +3,8 @@
 Everything pjsua2 happens on `PjThread`: it owns the Endpoint, the account and every Call,
 and runs `libHandleEvents` in a loop. Other threads hand it work through `submit`, which
 also wakes it at once (a CRLF keep-alive to our own SIP port ends the poll early), and it
-reports call events through `on_event`, which the worker bridges to asyncio.
+reports call events (the small frozen classes below) through `on_event`, which the worker
+bridges to asyncio.
 """
 
 from __future__ import annotations
@@ -15,12 +16,15 @@ import queue
 import re
 import socket
 import threading
+from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import pjsua2 as pj
 
 from appliance.core.audio import FRAME_MS, SAMPLE_RATE
+from appliance.core.reasons import EndReason, refused, sip_failure
 from appliance.observability.logging import log_extra
 from sip.edge import EDGE_KEY_HEADER
 from sip.media import CallMediaPort, audio_format
@@ -95,14 +99,75 @@ class Leg:
     """One call on this worker, as the rest of the worker sees it."""
 
     id: int
-    call: "WorkerCall"
+    call: WorkerCall
     port: CallMediaPort | None = None
     answered: bool = False
     outbound: bool = False  # placed by us (a bridge transfer), not offered by a caller
     info: dict[str, Any] = field(default_factory=dict)
 
 
-EventSink = Callable[[str, int, dict[str, Any]], None]
+# --- what the pjsua2 thread reports, each about one leg. Plain data, built on the pjsua2 thread
+# and read on the event loop: nothing pjsua2 crosses over but the media port's deques.
+
+
+@dataclass(frozen=True)
+class CallOffered:
+    """An INVITE from the edge, answered 180 and waiting for the hub's decision."""
+
+    leg: int
+    sip_call_id: str
+    from_uri: str
+    to_uri: str
+    to_user: str
+    trunk: str | None
+    source: str | None
+
+
+@dataclass(frozen=True)
+class LegAnswered:
+    """Media is up: `received` fills with the far end's frames, `playout` is drained to it."""
+
+    leg: int
+    codec: str
+    received: deque[bytes]
+    playout: deque[bytes]
+    outbound: bool  # a leg we dialled (its answer is the dial's result)
+
+
+@dataclass(frozen=True)
+class DialFailed:
+    """A leg we dialled ended before it was answered, or could not be placed at all."""
+
+    leg: int
+    code: int
+    reason: str
+
+
+@dataclass(frozen=True)
+class DtmfReceived:
+    leg: int
+    digit: str
+    method: str  # "rfc4733" or "info"
+
+
+@dataclass(frozen=True)
+class TransferFinished:
+    """The final outcome of a REFER the hub asked for."""
+
+    leg: int
+    ok: bool
+    code: int
+    reason: str
+
+
+@dataclass(frozen=True)
+class LegEnded:
+    leg: int
+    reason: str  # an EndReason, or refused-NNN / sip-NNN
+
+
+PjEvent = CallOffered | LegAnswered | DialFailed | DtmfReceived | TransferFinished | LegEnded
+EventSink = Callable[[PjEvent], None]
 
 
 class WorkerCall(pj.Call):
@@ -117,7 +182,7 @@ class WorkerCall(pj.Call):
     pjsua2's default already stops, and this says it in our code rather than in a default.
     """
 
-    def __init__(self, thread: "PjThread", account: pj.Account, call_id: int, leg_id: int):
+    def __init__(self, thread: PjThread, account: pj.Account, call_id: int, leg_id: int):
         super().__init__(account, call_id)
         self.thread = thread
         self.leg_id = leg_id
@@ -129,7 +194,7 @@ class WorkerCall(pj.Call):
         if info.state == pj.PJSIP_INV_STATE_DISCONNECTED:
             # pjsip ends a stopped redirect with 487, as if we had cancelled: report the 3xx instead.
             code, sip_reason = self.refused_redirect or (info.lastStatusCode, info.lastReason)
-            reason = self.local_hangup or ("caller-hangup" if code in (200, 487) else f"sip-{code}")
+            reason = self.local_hangup or (EndReason.CALLER_HANGUP if code in (200, 487) else sip_failure(code))
             self.thread.call_ended(self.leg_id, reason, code, sip_reason)
 
     def onCallTransferRequest(self, prm: pj.OnCallTransferRequestParam) -> None:
@@ -162,17 +227,17 @@ class WorkerCall(pj.Call):
         if prm.finalNotify or prm.statusCode >= 300:
             prm.cont = False
             ok = 200 <= prm.statusCode < 300
-            self.thread.emit("transfer_result", self.leg_id, {"ok": ok, "code": prm.statusCode, "reason": prm.reason})
+            self.thread.emit(TransferFinished(self.leg_id, ok, prm.statusCode, prm.reason))
             if ok:
-                self.local_hangup = "transferred"
+                self.local_hangup = EndReason.TRANSFERRED
 
     def onDtmfDigit(self, prm: pj.OnDtmfDigitParam) -> None:
         method = "info" if prm.method == pj.PJSUA_DTMF_METHOD_SIP_INFO else "rfc4733"
-        self.thread.emit("dtmf", self.leg_id, {"digit": prm.digit, "method": method})
+        self.thread.emit(DtmfReceived(self.leg_id, prm.digit, method))
 
 
 class WorkerAccount(pj.Account):
-    def __init__(self, thread: "PjThread"):
+    def __init__(self, thread: PjThread):
         super().__init__()
         self.thread = thread
 
@@ -308,8 +373,8 @@ class PjThread(threading.Thread):
             pass
         self.ep.libDestroy()
 
-    def emit(self, kind: str, leg_id: int, data: dict[str, Any]) -> None:
-        self.on_event(kind, leg_id, data)
+    def emit(self, event: PjEvent) -> None:
+        self.on_event(event)
 
     def from_edge(self, source: str) -> bool:
         """Whether a request from `source` (pjsip's "host:port") was sent by the SIP edge.
@@ -364,7 +429,7 @@ class PjThread(threading.Thread):
             "source": source.strip("[]") if source else None,
         }
         self._reply(call, 180)
-        self.emit("offer", leg_id, leg.info)
+        self.emit(CallOffered(leg_id, **leg.info))
 
     def _reply(self, call: WorkerCall, code: int, retry_after: bool = False) -> None:
         prm = pj.CallOpParam()
@@ -383,7 +448,7 @@ class PjThread(threading.Thread):
         if code == 200:
             self._reply(leg.call, 200)
         else:
-            leg.call.local_hangup = f"refused-{code}"
+            leg.call.local_hangup = refused(code)
             self._reply(leg.call, code, retry_after=code == 503)
 
     def hangup(self, leg_id: int, reason: str) -> None:
@@ -402,12 +467,12 @@ class PjThread(threading.Thread):
         try:
             leg.call.xfer(to, pj.CallOpParam(True))
         except pj.Error as exc:
-            self.emit("transfer_result", leg_id, {"ok": False, "code": exc.status, "reason": exc.reason})
+            self.emit(TransferFinished(leg_id, False, exc.status, exc.reason))
 
     def dial(self, leg_id: int, uri: str, caller_id: str | None = None) -> None:
         """Place a call for the hub as `caller_id` (From user); the outcome comes back as one `dial_result`."""
         if leg_id in self.legs or len(self.legs) >= self.settings.max_calls:
-            self.emit("dial_result", leg_id, {"ok": False, "code": 503, "reason": "worker full"})
+            self.emit(DialFailed(leg_id, 503, "worker full"))
             return
         call = WorkerCall(self, self.account, pj.PJSUA_INVALID_ID, leg_id)
         leg = Leg(leg_id, call, outbound=True, info={"to": uri})
@@ -420,7 +485,7 @@ class PjThread(threading.Thread):
         except pj.Error as exc:
             self.legs.pop(leg_id, None)
             self._graveyard.append(call)
-            self.emit("dial_result", leg_id, {"ok": False, "code": exc.status, "reason": exc.reason})
+            self.emit(DialFailed(leg_id, exc.status, exc.reason))
 
     def send_dtmf(self, leg_id: int, digits: str) -> None:
         leg = self.legs.get(leg_id)
@@ -446,8 +511,7 @@ class PjThread(threading.Thread):
         leg.answered = True
         codec = call.getStreamInfo(index).codecName
         # Only the deques cross threads: the port itself must die on this thread.
-        self.emit("answered", leg_id, {"codec": codec, "received": port.received, "playout": port.playout,
-                                       "outbound": leg.outbound})
+        self.emit(LegAnswered(leg_id, codec, port.received, port.playout, leg.outbound))
 
     def call_ended(self, leg_id: int, reason: str, code: int = 0, sip_reason: str = "") -> None:
         leg = self.legs.pop(leg_id, None)
@@ -459,8 +523,10 @@ class PjThread(threading.Thread):
             self._free_ports.append(leg.port)
         if leg.outbound and not leg.answered:
             # A call we placed that never answered: busy, declined, unknown, cancelled.
-            self.emit("dial_result", leg_id, {"ok": False, "code": code, "reason": sip_reason})
+            self.emit(DialFailed(leg_id, code, sip_reason))
         elif leg.outbound:
-            self.emit("ended", leg_id, {"reason": "destination-hangup" if reason == "caller-hangup" else reason})
+            # The far end of a leg we dialled is the destination, not the caller.
+            ended = EndReason.DESTINATION_HANGUP if reason == EndReason.CALLER_HANGUP else reason
+            self.emit(LegEnded(leg_id, ended))
         else:
-            self.emit("ended", leg_id, {"reason": reason})
+            self.emit(LegEnded(leg_id, reason))

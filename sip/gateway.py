@@ -11,14 +11,13 @@ import asyncio
 import logging
 import os
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 from appliance.config import Config
 from appliance.core.processes import ProcessPool, die_with_parent
 from sip.edge import Edge, EdgeSettings, EdgeTrunk, outbound_hosts
-
 
 log = logging.getLogger(__name__)
 

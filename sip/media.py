@@ -13,7 +13,7 @@ from collections import deque
 
 import pjsua2 as pj
 
-from appliance.core.audio import FRAME_BYTES, SAMPLE_RATE, FRAME_MS
+from appliance.core.audio import FRAME_BYTES, FRAME_MS, SAMPLE_RATE
 
 # Frames waiting to be played to the caller: the hub sends one per tick; a small margin
 # absorbs scheduling jitter, more would only add latency.

@@ -14,18 +14,34 @@ import os
 import signal
 import sys
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from appliance.core.audio import FRAME_MS
-from appliance.observability.logging import log_extra, setup
+from pydantic import BaseModel
+
 import appliance.rooms.protocol as p
-from sip.endpoint import EndpointSettings, PjThread
+from appliance.core.audio import FRAME_MS
+from appliance.core.reasons import EndReason
+from appliance.observability.logging import log_extra, setup
+from appliance.rooms.client import EXIT_REFUSED, HubClient
+from sip.endpoint import (
+    CallOffered,
+    DialFailed,
+    DtmfReceived,
+    EndpointSettings,
+    LegAnswered,
+    LegEnded,
+    PjEvent,
+    PjThread,
+    TransferFinished,
+)
+
+__all__ = ["EXIT_REFUSED", "Worker", "main"]
 
 log = logging.getLogger("sip.worker")
 
 OFFER_TIMEOUT_S = 5.0
-EXIT_REFUSED = 3  # the hub refused our token; the appliance's process pool starts us again with a new one
 
 
 @dataclass
@@ -35,60 +51,68 @@ class LegAudio:
 
 
 class Worker:
+    """The hub's end of the pjsua2 thread: its events become protocol messages, the hub's orders pjsua2 commands."""
+
     def __init__(self, settings: EndpointSettings, hub_socket: str, token: str):
         self.settings = settings
-        self.hub_socket = hub_socket
-        self.token = token
         self.loop = asyncio.get_running_loop()
         self.pj = PjThread(settings, self._from_pj)
-        self.audio: dict[int, LegAudio] = {}
+        self.media: dict[int, LegAudio] = {}  # answered legs: their audio, crossing from and to the pjsua2 thread
         self.offers: dict[int, asyncio.TimerHandle] = {}
         self.call_ids: dict[int, str] = {}  # leg → the hub's call id, for our log lines
-        self.writer: asyncio.StreamWriter | None = None
         self.stopping = asyncio.Event()
+        self.hub = HubClient(hub_socket, p.Hello(token=token, worker=settings.name, capacity=settings.max_calls),
+                             self.stopping)
         self._calls_up = asyncio.Event()
 
-    def _from_pj(self, kind: str, leg: int, data: dict[str, Any]) -> None:
+    # --- the pjsua2 thread's events
+    def _from_pj(self, event: PjEvent) -> None:
         # Runs on the pjsua2 thread: hand over to asyncio and return at once.
-        self.loop.call_soon_threadsafe(self._on_pj_event, kind, leg, data)
+        self.loop.call_soon_threadsafe(self._on_pj_event, event)
 
-    def _on_pj_event(self, kind: str, leg: int, data: dict[str, Any]) -> None:
-        if kind == "offer":
-            self.offers[leg] = self.loop.call_later(OFFER_TIMEOUT_S, self._offer_timeout, leg)
-            self._send(p.Offer(leg=leg, **data))
-        elif kind == "answered":
-            self.audio[leg] = LegAudio(data["received"], data["playout"])
-            self._calls_up.set()
-            log.info("call leg answered", extra=log_extra(call_id=self.call_ids.get(leg), leg=leg, codec=data["codec"],
-                                                          outbound=data["outbound"]))
-            if data["outbound"]:
-                self._send(p.DialResult(leg=leg, ok=True, code=200, reason="OK", codec=data["codec"]))
-            else:
-                self._send(p.Answered(leg=leg, codec=data["codec"]))
-        elif kind == "dial_result":
-            log.info("outbound leg failed", extra=log_extra(call_id=self.call_ids.pop(leg, None), leg=leg,
-                                                             code=data["code"], reason=data["reason"]))
-            self._send(p.DialResult(leg=leg, **data))
-        elif kind == "dtmf":
-            self._send(p.Dtmf(leg=leg, **data))
-        elif kind == "transfer_result":
-            self._send(p.TransferResult(leg=leg, **data))
-        elif kind == "ended":
-            self.audio.pop(leg, None)
-            log.info("call leg ended", extra=log_extra(call_id=self.call_ids.pop(leg, None), leg=leg, reason=data["reason"]))
-            timer = self.offers.pop(leg, None)
-            if timer:
-                timer.cancel()
-            self._send(p.Ended(leg=leg, reason=data["reason"]))
+    def _on_pj_event(self, event: PjEvent) -> None:
+        _PJ_EVENTS[type(event)](self, event)
+
+    def _offered(self, event: CallOffered) -> None:
+        self.offers[event.leg] = self.loop.call_later(OFFER_TIMEOUT_S, self._offer_timeout, event.leg)
+        self.hub.send(p.Offer(leg=event.leg, sip_call_id=event.sip_call_id, from_uri=event.from_uri,
+                              to_uri=event.to_uri, to_user=event.to_user, trunk=event.trunk, source=event.source))
+
+    def _answered(self, event: LegAnswered) -> None:
+        leg = event.leg
+        self.media[leg] = LegAudio(event.received, event.playout)
+        self._calls_up.set()
+        log.info("call leg answered", extra=log_extra(call_id=self.call_ids.get(leg), leg=leg, codec=event.codec,
+                                                      outbound=event.outbound))
+        if event.outbound:
+            self.hub.send(p.DialResult(leg=leg, ok=True, code=200, reason="OK", codec=event.codec))
+        else:
+            self.hub.send(p.Answered(leg=leg, codec=event.codec))
+
+    def _dial_failed(self, event: DialFailed) -> None:
+        log.info("outbound leg failed", extra=log_extra(call_id=self.call_ids.pop(event.leg, None), leg=event.leg,
+                                                         code=event.code, reason=event.reason))
+        self.hub.send(p.DialResult(leg=event.leg, ok=False, code=event.code, reason=event.reason))
+
+    def _dtmf(self, event: DtmfReceived) -> None:
+        self.hub.send(p.Dtmf(leg=event.leg, digit=event.digit, method=event.method))
+
+    def _transfer_finished(self, event: TransferFinished) -> None:
+        self.hub.send(p.TransferResult(leg=event.leg, ok=event.ok, code=event.code, reason=event.reason))
+
+    def _ended(self, event: LegEnded) -> None:
+        self.media.pop(event.leg, None)
+        log.info("call leg ended", extra=log_extra(call_id=self.call_ids.pop(event.leg, None), leg=event.leg,
+                                                   reason=event.reason))
+        timer = self.offers.pop(event.leg, None)
+        if timer:
+            timer.cancel()
+        self.hub.send(p.Ended(leg=event.leg, reason=event.reason))
 
     def _offer_timeout(self, leg: int) -> None:
         self.offers.pop(leg, None)
         log.warning("hub did not answer an offer", extra=log_extra(leg=leg))
         self.pj.submit(lambda: self.pj.answer(leg, 503))
-
-    def _send(self, message: Any) -> None:
-        if self.writer is not None and not self.writer.is_closing():
-            self.writer.write(p.encode_control(message))
 
     async def run(self) -> None:
         self.pj.start()
@@ -96,63 +120,60 @@ class Worker:
         log.info("sip worker started", extra=log_extra(worker=self.settings.name, port=self.settings.sip_port))
         pump = self.loop.create_task(self._pump_audio())
         try:
-            while not self.stopping.is_set():
-                try:
-                    await self._session()
-                except (OSError, asyncio.IncompleteReadError) as exc:
-                    log.warning("hub connection lost", extra=log_extra(error=str(exc)))
-                except p.HubRefused as exc:
-                    log.error("the hub refused this worker's token; exiting to be started with a fresh one",
-                              extra=log_extra(worker=self.settings.name, reason=str(exc)))
-                    self._set_accepting(False)
-                    raise
-                self._set_accepting(False)
-                self.writer = None
-                self._hangup_all("hub-lost")
-                if not self.stopping.is_set():
-                    await asyncio.wait([asyncio.ensure_future(self.stopping.wait())], timeout=1.0)
+            await self.hub.run(self)
         finally:
+            # Refused or stopping: the edge's next INVITEs get 503 (another worker) while we go.
+            self._set_accepting(False)
             pump.cancel()
             self.pj.stop()
             await self.loop.run_in_executor(None, self.pj.join, 10)
 
-    async def _session(self) -> None:
-        hello = p.Hello(token=self.token, worker=self.settings.name, capacity=self.settings.max_calls)
-        reader, writer = await p.join_hub(self.hub_socket, hello)
-        self.writer = writer
+    # --- HubSession: the hub's side
+    def joined(self) -> None:
         self._set_accepting(True)
-        try:
-            async for message in p.messages(reader, self.stopping):
-                if isinstance(message, list):
-                    for leg, pcm in message:
-                        audio = self.audio.get(leg)
-                        if audio is not None:
-                            audio.playout.append(pcm)
-                else:
-                    self._control(message)
-        finally:
-            writer.close()
 
-    def _control(self, message: Any) -> None:
-        if isinstance(message, p.OfferReply):
-            timer = self.offers.pop(message.leg, None)
-            if timer is None:
-                return  # timed out already
-            timer.cancel()
-            if message.call_id:
-                self.call_ids[message.leg] = message.call_id
-            self.pj.submit(lambda: self.pj.answer(message.leg, message.code))
-        elif isinstance(message, p.Hangup):
-            self.pj.submit(lambda: self.pj.hangup(message.leg, message.reason))
-        elif isinstance(message, p.Transfer):
-            self.pj.submit(lambda: self.pj.transfer(message.leg, message.to))
-        elif isinstance(message, p.Dial):
+    def audio(self, frames: list[tuple[int, bytes]]) -> None:
+        for leg, pcm in frames:
+            audio = self.media.get(leg)
+            if audio is not None:
+                audio.playout.append(pcm)
+
+    async def lost(self) -> None:
+        # Without the hub nobody hears the callers or decides for them: their calls are over.
+        self._set_accepting(False)
+        self._hangup_all(EndReason.HUB_LOST)
+
+    def control(self, message: BaseModel) -> None:
+        handler = _HUB_MESSAGES.get(type(message))
+        if handler is None:
+            # A newer hub's message this worker does not know: not worth dropping every call for.
+            log.warning("unexpected message from the hub", extra=log_extra(type=getattr(message, "type", "?")))
+            return
+        handler(self, message)
+
+    def _offer_reply(self, message: p.OfferReply) -> None:
+        timer = self.offers.pop(message.leg, None)
+        if timer is None:
+            return  # timed out already
+        timer.cancel()
+        if message.call_id:
             self.call_ids[message.leg] = message.call_id
-            log.info("dialling an outbound leg", extra=log_extra(call_id=message.call_id, leg=message.leg,
-                                                                 pii={"to": message.to}))
-            self.pj.submit(lambda: self.pj.dial(message.leg, message.to, message.caller_id))
-        elif isinstance(message, p.SendDtmf):
-            self.pj.submit(lambda: self.pj.send_dtmf(message.leg, message.digits))
+        self.pj.submit(lambda: self.pj.answer(message.leg, message.code))
+
+    def _hangup(self, message: p.Hangup) -> None:
+        self.pj.submit(lambda: self.pj.hangup(message.leg, message.reason))
+
+    def _transfer(self, message: p.Transfer) -> None:
+        self.pj.submit(lambda: self.pj.transfer(message.leg, message.to))
+
+    def _dial(self, message: p.Dial) -> None:
+        self.call_ids[message.leg] = message.call_id
+        log.info("dialling an outbound leg", extra=log_extra(call_id=message.call_id, leg=message.leg,
+                                                             pii={"to": message.to}))
+        self.pj.submit(lambda: self.pj.dial(message.leg, message.to, message.caller_id))
+
+    def _send_dtmf(self, message: p.SendDtmf) -> None:
+        self.pj.submit(lambda: self.pj.send_dtmf(message.leg, message.digits))
 
     def _set_accepting(self, value: bool) -> None:
         self.pj.accepting = value
@@ -170,18 +191,34 @@ class Worker:
         while True:
             next_at += FRAME_MS / 1000
             await asyncio.sleep(max(0.0, next_at - self.loop.time()))
-            if self.writer is None or not self.audio:
+            if not self.hub.connected or not self.media:
                 # No call: sleep until one is answered instead of waking 50 times a second.
                 self._calls_up.clear()
                 await self._calls_up.wait()
                 next_at = self.loop.time()
                 continue
             batch = []
-            for leg, audio in list(self.audio.items()):
+            for leg, audio in list(self.media.items()):
                 while audio.received:
                     batch.append((leg, audio.received.popleft()))
-            if batch and not self.writer.is_closing():
-                self.writer.write(p.encode_audio(batch))
+            self.hub.send_audio(batch)
+
+
+_PJ_EVENTS: dict[type, Callable[[Worker, Any], None]] = {
+    CallOffered: Worker._offered,
+    LegAnswered: Worker._answered,
+    DialFailed: Worker._dial_failed,
+    DtmfReceived: Worker._dtmf,
+    TransferFinished: Worker._transfer_finished,
+    LegEnded: Worker._ended,
+}
+_HUB_MESSAGES: dict[type, Callable[[Worker, Any], None]] = {
+    p.OfferReply: Worker._offer_reply,
+    p.Hangup: Worker._hangup,
+    p.Transfer: Worker._transfer,
+    p.Dial: Worker._dial,
+    p.SendDtmf: Worker._send_dtmf,
+}
 
 
 def main(argv: list[str] | None = None) -> None:

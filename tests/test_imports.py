@@ -18,7 +18,6 @@ LAYERS = {
     "appliance.flow": 2,
     "appliance.recording": 3,
     "appliance.personas": 3,
-    "appliance.operators": 3,
     "appliance.calls": 4,
     "appliance.console": 5,
     "sip": 5,
@@ -26,7 +25,9 @@ LAYERS = {
     "appliance.cli": 7,
 }
 # sip/ reaches the hub only through the participant protocol, as a LiveKit SIP service would.
-SIP_MAY_IMPORT = ("appliance.core", "appliance.config", "appliance.observability", "appliance.rooms.protocol", "sip")
+# The hub client is that protocol's client side (rooms/client.py imports nothing of the hub's).
+SIP_MAY_IMPORT = ("appliance.core", "appliance.config", "appliance.observability", "appliance.rooms.protocol",
+                  "appliance.rooms.client", "sip")
 ONLY_HOME = {"pjsua2": "sip", "sqlite_utils": "appliance.storage", "aiortc": "appliance.console"}
 
 
@@ -88,3 +89,12 @@ def test_walker_sees_an_upward_import(tmp_path: Path) -> None:
     bad.write_text("from appliance.app import Appliance\n")
     assert "appliance.app" in _imports(bad)
     assert LAYERS[_package("appliance.app")] > LAYERS[_package("appliance.storage.db")]
+
+
+def test_the_hub_client_is_only_the_protocols_client_side() -> None:
+    # sip/ may import it (SIP_MAY_IMPORT) only because it reaches no further into the hub than the protocol.
+    path = ROOT / "appliance" / "rooms" / "client.py"
+    hub = [name for name in _imports(path) if name.startswith("appliance.rooms") and name != "appliance.rooms.protocol"]
+    reached = [name for name in _imports(path) if name.startswith("appliance")
+               and not name.startswith(("appliance.core", "appliance.observability", "appliance.rooms"))]
+    assert hub == [] and reached == []

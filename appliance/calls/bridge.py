@@ -11,8 +11,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-from typing import Callable, Iterable
+from collections.abc import Callable, Iterable
+from enum import Enum
 
+from appliance.core.reasons import EndReason
 from appliance.observability.logging import log_extra
 from appliance.rooms import protocol as p
 from appliance.rooms.room import Room
@@ -50,15 +52,23 @@ def pick_worker(preferred: WorkerConnection, workers: Iterable[WorkerConnection]
     return max(candidates, key=lambda w: w.room_for_calls)
 
 
+class LegState(Enum):
+    """Where an outbound leg is: ringing → answered → over, or ringing → over."""
+
+    RINGING = "ringing"
+    ANSWERED = "answered"
+    OVER = "over"
+
+
 class OutboundLeg:
-    """One call's dialled destination: ringing → answered → over (or ringing → over)."""
+    """One call's dialled destination, from the dial until its leg is gone (`LegState`)."""
 
     def __init__(self, call_id: str, room: Room, worker: WorkerConnection, uri: str, timeout: float,
                  on_result: Callable[[p.DialResult], None], caller_id: str | None = None):
         self.call_id = call_id
         self.room = room
         self.uri = uri
-        self.state = "ringing"
+        self.state = LegState.RINGING
         self.answered = False  # stays True once answered, after the leg is over too
         self.participant = SipParticipant(DESTINATION, worker, worker.next_dialled_leg(), call_id)
         self._on_result = on_result
@@ -74,11 +84,11 @@ class OutboundLeg:
 
     def result(self, message: p.DialResult) -> None:
         """The worker's answer to the dial; after a ring timeout or a cancel it comes too late to count."""
-        if self.state != "ringing":
+        if self.state is not LegState.RINGING:
             return
         self._cancel_timer()
         if message.ok:
-            self.state = "answered"
+            self.state = LegState.ANSWERED
             self.answered = True
             # In the room from now on: the caller hears the destination and the destination the caller.
             self.room.join(self.participant)
@@ -95,7 +105,7 @@ class OutboundLeg:
 
     def close(self, reason: str) -> None:
         """Hang the destination up (or stop it ringing), whatever state it is in."""
-        if self.state == "over":
+        if self.state is LegState.OVER:
             return
         self._cancel_timer()
         self.participant.hangup(reason)
@@ -103,9 +113,9 @@ class OutboundLeg:
 
     def _ring_timeout(self, timeout: float) -> None:
         self._timer = None
-        if self.state != "ringing":
+        if self.state is not LegState.RINGING:
             return
-        self.participant.hangup("ring-timeout")  # a CANCEL on the wire
+        self.participant.hangup(EndReason.RING_TIMEOUT)  # a CANCEL on the wire
         self._forget()
         self._on_result(p.DialResult(leg=self.participant.leg, ok=False, code=408,
                                      reason=f"no answer in {timeout:g} s"))
@@ -116,7 +126,7 @@ class OutboundLeg:
             self._timer = None
 
     def _forget(self) -> None:
-        self.state = "over"
+        self.state = LegState.OVER
         legs = self.participant.worker.legs
         if legs.get(self.participant.leg) is self.participant:
             del legs[self.participant.leg]

@@ -13,26 +13,30 @@ import re
 from dataclasses import dataclass, field
 
 from appliance.calls.admission import admit
-from appliance.calls.bridge import NoRoute, OutboundLeg, dial_uri, pick_worker
+from appliance.calls.bridge import LegState, NoRoute, OutboundLeg, dial_uri, pick_worker
 from appliance.calls.runner import CallControl, CallServices, FlowRunner
 from appliance.config import Config
 from appliance.core.clock import iso_now, utcnow
 from appliance.core.ids import new_call_id
+from appliance.core.reasons import EndReason, outcome_label
 from appliance.flow.engine import FlowEngine
 from appliance.flow.library import FlowLibrary
 from appliance.flow.loader import LoadedFlow
 from appliance.observability import metrics
-from appliance.personas.dispatcher import PersonaDispatcher
 from appliance.observability.logging import log_extra
+from appliance.personas.dispatcher import PersonaDispatcher
 from appliance.recording.recorder import Recorder, recording_path
 from appliance.rooms import protocol as p
 from appliance.rooms.hub import Hub
 from appliance.rooms.room import Room
-from appliance.rooms.server import SipParticipant, WorkerConnection
+from appliance.rooms.server import SipParticipant, WorkerConnection, WorkerRegistry
 from appliance.speech.tts import EspeakTTS
 from appliance.storage import Storage
 
 log = logging.getLogger(__name__)
+
+# Who ended a bridged call, by the caller's end reason: stored with the transfer's end.
+_ENDED_BY: dict[str, str] = {EndReason.CALLER_HANGUP: "caller", EndReason.WORKER_LOST: "worker"}
 
 
 @dataclass
@@ -49,14 +53,15 @@ class Call:
 
 class CallManager:
     def __init__(self, config: Config, hub: Hub, storage: Storage, flows: FlowLibrary, tts: EspeakTTS,
-                 personas: PersonaDispatcher):
+                 personas: PersonaDispatcher, workers: WorkerRegistry):
         self.config = config
         self.hub = hub
         self.storage = storage
         self.flows = flows
         self.calls: dict[str, Call] = {}
-        # The connected SIP workers (the participant server's registry), for placing outbound legs.
-        self.workers: dict[str, WorkerConnection] = {}
+        # The hub's one registry of connected workers (the participant server keeps it): where
+        # bridge transfers place their outbound legs.
+        self.workers = workers
         self.services = CallServices(
             tts=tts, storage=storage, personas=personas, flows_dir=config.flows_dir,
             recording_dir=config.recordings_dir, transfers_allowed=config.transfers.allowed,
@@ -132,7 +137,7 @@ class CallManager:
         call = self._call(worker, message.leg)
         if call is None or self._is_destination(call, worker, message.leg):
             return
-        if call.bridge is not None and call.bridge.state == "answered":
+        if call.bridge is not None and call.bridge.state is LegState.ANSWERED:
             # Bridged: the caller's keys are for the destination (its own menu, a PIN).
             call.bridge.participant.send_dtmf(message.digit)
         self.storage.add_event(call.id, "dtmf", {"digit": message.digit, "method": message.method})
@@ -155,9 +160,9 @@ class CallManager:
             if call is None:
                 continue
             if self._is_destination(call, worker, leg):
-                self._destination_gone(call, "worker", "worker-lost")
+                self._destination_gone(call, "worker", EndReason.WORKER_LOST)
             else:
-                self._end(call, "worker-lost")
+                self._end(call, EndReason.WORKER_LOST)
         worker.legs.clear()
 
     def dial_result(self, worker: WorkerConnection, message: p.DialResult) -> None:
@@ -180,7 +185,7 @@ class CallManager:
         """A bridge transfer: dial `to` (allowed: the runner checked) from a SIP worker; the answer, or not, goes back to the runner."""
         try:
             uri = dial_uri(to, self.config.transfers.outbound_proxy)
-            worker = pick_worker(call.leg.worker, self.workers.values())
+            worker = pick_worker(call.leg.worker, self.workers.sip.values())
         except NoRoute as exc:
             log.warning("transfer cannot be dialled", extra=log_extra(call_id=call.id, error=str(exc)))
             self._bridge_failed(call, 0, str(exc))
@@ -214,7 +219,7 @@ class CallManager:
         """The bridged (or ringing) destination's leg ended: the caller's call ends with it."""
         bridge = call.bridge
         assert bridge is not None
-        answered = bridge.state == "answered"
+        answered = bridge.state is LegState.ANSWERED
         bridge.ended()
         call.bridge = None
         if not answered:
@@ -222,7 +227,7 @@ class CallManager:
             return
         self.storage.add_event(call.id, "transfer_ended", {"by": by, "reason": reason})
         # A destination that hung up is a transfer that ran its course; a lost worker is a fault.
-        self._hangup(call, "transferred" if by == "destination" else reason)
+        self._hangup(call, EndReason.TRANSFERRED if by == "destination" else reason)
 
     def _hangup(self, call: Call, reason: str) -> None:
         call.leg.hangup(reason)
@@ -237,10 +242,10 @@ class CallManager:
             bridge, call.bridge = call.bridge, None
             bridge.close(reason)
             if bridge.answered:
-                by = {"caller-hangup": "caller", "worker-lost": "worker"}.get(reason, "appliance")
+                by = _ENDED_BY.get(reason, "appliance")
                 self.storage.add_event(call.id, "transfer_ended", {"by": by, "reason": reason})
                 if by == "caller":
-                    reason = "transferred"  # the call's outcome; who hung up is in transfer_ended
+                    reason = EndReason.TRANSFERRED  # the call's outcome; who hung up is in transfer_ended
             else:
                 self.storage.add_event(call.id, "transfer_cancelled", {"reason": reason})
         if call.runner:
@@ -250,10 +255,10 @@ class CallManager:
         self.storage.close_call(call.id, reason)
         self.storage.add_event(call.id, "ended", {"reason": reason, "recorded_s": round(duration, 2)})
         metrics.calls_active.set(len(self.calls))
-        metrics.calls_total.labels(reason).inc()
+        metrics.calls_total.labels(outcome_label(reason)).inc()  # reasons come from workers and flows
         log.info("call ended", extra=log_extra(call_id=call.id, reason=reason, recorded_s=round(duration, 2)))
 
-    def shutdown(self, reason: str = "appliance-stop") -> None:
+    def shutdown(self, reason: str = EndReason.APPLIANCE_STOP) -> None:
         for call in list(self.calls.values()):
             self._hangup(call, reason)
 

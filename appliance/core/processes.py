@@ -10,7 +10,7 @@ import asyncio
 import ctypes
 import logging
 import signal
-from typing import Awaitable, Callable
+from collections.abc import Awaitable, Callable
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +52,7 @@ class ProcessPool:
         for process in list(self.processes.values()):
             try:
                 await asyncio.wait_for(process.wait(), timeout=10)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 process.kill()
                 await process.wait()
         for task in self._tasks:

@@ -5,17 +5,18 @@ audio files, webhook URLs and transfer destinations. Every problem is reported, 
 from __future__ import annotations
 
 import string
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from appliance.config import TransfersConfig, WebhooksConfig
 from appliance.core.errors import Problem
-from appliance.speech.stt import known_words
 from appliance.flow import intents
 from appliance.flow.expressions import Expression, ExpressionError
 from appliance.flow.policy import destination_allowed, flow_file, url_allowed
 from appliance.flow.schema import Flow
+from appliance.speech.stt import known_words
 
 # Set by the appliance on every call or by steps as they run.
 SYSTEM_VARIABLES = frozenset({
@@ -36,7 +37,6 @@ class FlowContext:
     # Without an explicit policy, the appliance's default one (appliance.yaml's defaults).
     webhooks_allowed: list[str] = field(default_factory=lambda: WebhooksConfig().allowed)
     transfers_allowed: list[str] = field(default_factory=lambda: TransfersConfig().allowed)
-    personas_supported: bool = True
 
 
 
@@ -94,14 +94,10 @@ def check(flow: Flow, at: Where, context: FlowContext) -> list[Problem]:
         if step.escalate and step.escalate.queue not in context.queues:
             problems.append(at(here + ("escalate", "queue"),
                                f"queue '{step.escalate.queue}' is not defined in queues.yaml", value=True))
-        if step.persona:
-            if step.persona.name not in context.personas:
-                problems.append(at(here + ("persona", "name"),
-                                   f"persona '{step.persona.name}' is not defined (personas/{step.persona.name}.yaml)",
-                                   value=True))
-            if not context.personas_supported:
-                problems.append(at(here + ("persona",), "persona steps need the AI persona runtime, "
-                                   "which this version does not have yet"))
+        if step.persona and step.persona.name not in context.personas:
+            problems.append(at(here + ("persona", "name"),
+                               f"persona '{step.persona.name}' is not defined (personas/{step.persona.name}.yaml)",
+                               value=True))
         for path, phrases in _phrases(step):
             unknown = sorted({w for phrase in phrases for w in intents.words(phrase)
                               if not w.isdigit()} - known_words())

@@ -8,14 +8,15 @@ simulator and flow tests alike.
 
 from __future__ import annotations
 
-import datetime as dt
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable, Union
+from typing import Any, Union
 
+from appliance.core.clock import WallClock, utcnow
 from appliance.flow import intents
 from appliance.flow.expressions import Expression
 from appliance.flow.hours import is_open
-from appliance.flow.schema import Flow, Step
+from appliance.flow.schema import ACTIONS, Flow, Step
 
 MAX_STEPS_PER_EVENT = 100  # a goto loop with no waiting step must not hang the call
 
@@ -185,15 +186,11 @@ class _Wait:
     persona: bool = False
 
 
-def _utcnow() -> dt.datetime:
-    return dt.datetime.now(dt.timezone.utc)
-
-
 @dataclass
 class FlowEngine:
     flow: Flow
     variables: dict[str, Any] = field(default_factory=dict)
-    clock: Callable[[], dt.datetime] = _utcnow
+    clock: WallClock = utcnow
     step_id: str | None = None
     finished: bool = False
     outcome: str | None = None  # hangup | escalated:<queue> | transferred:<to> | voicemail
@@ -205,6 +202,11 @@ class FlowEngine:
 
     def __post_init__(self) -> None:
         self.variables = {**self.flow.variables, **self.variables}
+
+    @property
+    def awaited_timer(self) -> int | None:
+        """The timer the current step waits for (earlier ones are stale and ignored), if any."""
+        return self._wait.timer
 
     @property
     def step(self) -> Step:
@@ -228,13 +230,18 @@ class FlowEngine:
         if not self._wait.playback:
             return
         self._wait.playback = False
-        getattr(self, f"_played_{self.step.action}", lambda: None)()
+        played = _STEP_KINDS[self.step.action].played
+        if played is not None:
+            played(self)
 
     def _on_timer(self, event: TimerFired) -> None:
         if event.timer != self._wait.timer:
             return  # a timer from an earlier step or try
         self._wait.timer = None
-        getattr(self, f"_timeout_{self.step.action}")()
+        timeout = _STEP_KINDS[self.step.action].timeout
+        if timeout is None:  # only menu, gather and escalate arm timers: a bug of ours
+            raise RuntimeError(f"a '{self.step.action}' step has no timeout to fire")
+        timeout(self)
 
     def _on_digit(self, event: Digit) -> None:
         if self._wait.recording and event.digit == "#":
@@ -325,13 +332,14 @@ class FlowEngine:
             self._digits = ""
             step = self.step
             self._out.append(EnterStep(step_id, step.action))
-            following = getattr(self, f"_enter_{step.action}")(step)
+            following = _STEP_KINDS[step.action].enter(self, step)
             if following is None:
                 return
             step_id = following
         self._finish("flow-loop")
 
-    # Each _enter_<action> either waits (returns None) or names the step to go on to.
+    # Each step kind's `enter` either waits (returns None) or names the step to go on to;
+    # `played` and `timeout` continue a waiting step (the table `_STEP_KINDS`, below).
     def _enter_say(self, step: Step) -> str | None:
         assert step.say is not None
         if step.say.audio:
@@ -598,6 +606,38 @@ _HANDLERS: dict[type, Callable[[FlowEngine, Any], None]] = {
     TransferDone: FlowEngine._on_transfer,
     PersonaDone: FlowEngine._on_persona,
 }
+
+
+@dataclass(frozen=True)
+class _StepKind:
+    """What the engine does with one kind of step: on entering it, when its prompt has
+    played, and when its timer fires (None: that never happens for this kind)."""
+
+    enter: Callable[[FlowEngine, Step], str | None]
+    played: Callable[[FlowEngine], None] | None = None
+    timeout: Callable[[FlowEngine], None] | None = None
+
+
+# Keyed by the step's action key (schema.ACTIONS); a kind missing here fails the import below.
+_STEP_KINDS: dict[str, _StepKind] = {
+    "say": _StepKind(FlowEngine._enter_say, played=FlowEngine._played_say),
+    "menu": _StepKind(FlowEngine._enter_menu, played=FlowEngine._played_menu, timeout=FlowEngine._timeout_menu),
+    "gather": _StepKind(FlowEngine._enter_gather, played=FlowEngine._played_gather,
+                        timeout=FlowEngine._timeout_gather),
+    "branch": _StepKind(FlowEngine._enter_branch),
+    "set": _StepKind(FlowEngine._enter_set),
+    "webhook": _StepKind(FlowEngine._enter_webhook),
+    "hours": _StepKind(FlowEngine._enter_hours),
+    "persona": _StepKind(FlowEngine._enter_persona),
+    "escalate": _StepKind(FlowEngine._enter_escalate, played=FlowEngine._played_escalate,
+                          timeout=FlowEngine._timeout_escalate),
+    "voicemail": _StepKind(FlowEngine._enter_voicemail, played=FlowEngine._played_voicemail),
+    "transfer": _StepKind(FlowEngine._enter_transfer, played=FlowEngine._played_transfer),
+    "goto": _StepKind(FlowEngine._enter_goto),
+    "hangup": _StepKind(FlowEngine._enter_hangup),
+}
+if set(_STEP_KINDS) != set(ACTIONS):
+    raise TypeError(f"flow engine step table does not match the schema: {sorted(set(_STEP_KINDS) ^ set(ACTIONS))}")
 
 
 def _render(text: str, variables: dict[str, Any]) -> str:

@@ -18,8 +18,8 @@ from pydantic import BaseModel, ValidationError
 
 from appliance.core.errors import FlowError, Problem
 from appliance.flow.checker import FlowContext, check
-from appliance.flow.policy import url_allowed
 from appliance.flow.persona import Persona
+from appliance.flow.policy import url_allowed
 from appliance.flow.schema import Flow, Queues
 
 Path_ = tuple[Any, ...]

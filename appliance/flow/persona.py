@@ -45,7 +45,7 @@ class ScriptedIntent(_Model):
     after_tool: str | None = None
 
     @model_validator(mode="after")
-    def _does_something(self) -> "ScriptedIntent":
+    def _does_something(self) -> ScriptedIntent:
         if self.reply is None and self.tool is None:
             raise ValueError("a scripted intent needs a 'reply' or a 'tool'")
         if self.tool is None and (self.arguments or self.after_tool is not None):
@@ -68,7 +68,7 @@ class WebhookTool(_Model):
     timeout: float = Field(5.0, gt=0, le=30)
 
     @model_validator(mode="after")
-    def _not_builtin(self) -> "WebhookTool":
+    def _not_builtin(self) -> WebhookTool:
         if self.name in BUILTIN_TOOLS:
             raise ValueError(f"'{self.name}' is a built-in tool; pick another name")
         return self
@@ -101,7 +101,7 @@ class Persona(_Model):
     fallback_prompt: str = "Sorry, I am having trouble. Let me get you some help."
 
     @model_validator(mode="after")
-    def _consistent(self) -> "Persona":
+    def _consistent(self) -> Persona:
         unknown = set(self.builtins) - set(BUILTIN_TOOLS)
         if unknown:
             raise ValueError(f"unknown built-in tools {sorted(unknown)}; built-ins are {', '.join(BUILTIN_TOOLS)}")

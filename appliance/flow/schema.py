@@ -31,7 +31,7 @@ class Say(_Model):
     voice: str | None = None
 
     @model_validator(mode="after")
-    def _text_or_audio(self) -> "Say":
+    def _text_or_audio(self) -> Say:
         if (self.text is None) == (self.audio is None):
             raise ValueError("say needs exactly one of 'text' or 'audio'")
         return self
@@ -50,7 +50,7 @@ class Menu(_Model):
     no_match: str | None = Field(None, description="step when every try was a wrong choice")
 
     @model_validator(mode="after")
-    def _keys_are_digits(self) -> "Menu":
+    def _keys_are_digits(self) -> Menu:
         for key in self.options:
             if len(key) != 1 or key not in DIGITS:
                 raise ValueError(f"menu option {key!r} is not a single DTMF key (0-9, *, #)")
@@ -76,7 +76,7 @@ class Gather(_Model):
     no_match: str | None = None
 
     @model_validator(mode="after")
-    def _something_to_gather(self) -> "Gather":
+    def _something_to_gather(self) -> Gather:
         if not self.dtmf and not self.intents and not self.spoken_digits:
             raise ValueError("gather accepts nothing: enable 'dtmf', 'intents' or 'spoken_digits'")
         if self.min_digits > self.max_digits:
@@ -213,7 +213,7 @@ class Step(_Model):
         return data
 
     @model_validator(mode="after")
-    def _one_action(self) -> "Step":
+    def _one_action(self) -> Step:
         actions = [name for name in ACTIONS if getattr(self, name) is not None]
         if len(actions) != 1:
             found = ", ".join(actions) or "none"

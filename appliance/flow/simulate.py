@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, Awaitable, Callable, Protocol
+from typing import Any, Protocol
 
+from appliance.core.clock import utcnow
 from appliance.flow import engine as fe
+from appliance.flow.actions import ActionTable, ignore
 from appliance.flow.engine import FlowEngine
 from appliance.flow.loader import LoadedFlow
 from appliance.flow.webhook import call_webhook
@@ -49,7 +52,7 @@ class WebhookCall:
 class Simulation:
     loaded: LoadedFlow
     variables: dict[str, Any] = field(default_factory=dict)
-    now: dt.datetime = field(default_factory=lambda: dt.datetime.now(dt.timezone.utc))
+    now: dt.datetime = field(default_factory=utcnow)
     webhook: WebhookCaller = _real_webhook
     transfer_ok: bool = True
     on_heard: Callable[[str], None] | None = None
@@ -68,6 +71,27 @@ class Simulation:
         self._recording_since: float | None = None
         self._recording_until: float | None = None
         self._persona: TextPersona | None = None
+        self._actions = ActionTable("simulator", {
+            fe.EnterStep: self._enter_step,
+            fe.Say: self._say,
+            fe.PlayFile: self._play_file,
+            fe.PlayHold: self._play_hold,
+            fe.StartTimer: self._start_timer,
+            fe.CallWebhook: self._call_webhook,
+            fe.StartRecording: self._start_recording,
+            fe.StopRecording: self._stop_recording,
+            fe.StartPersona: self._start_persona,
+            fe.Transfer: self._ask_transfer,
+            # Nothing to show in text: silence is not printed, there is no recogniser to
+            # start or stop, variables are read at the end, and the engine itself knows it
+            # escalated or hung up (`finished`, `outcome`).
+            fe.StopSpeaking: ignore,
+            fe.Listen: ignore,
+            fe.StopListening: ignore,
+            fe.SetVariable: ignore,
+            fe.Escalated: ignore,
+            fe.Hangup: ignore,
+        })
 
     def _clock(self) -> dt.datetime:
         return self.now + dt.timedelta(seconds=self.elapsed)
@@ -136,7 +160,7 @@ class Simulation:
     async def silence(self, seconds: float | None = None) -> None:
         """Stay silent for `seconds`, or until the next thing the flow waits for happens."""
         if seconds is None:
-            live = [at for timer, at in self._timers.items() if timer == self.engine._wait.timer]
+            live = [at for timer, at in self._timers.items() if timer == self.engine.awaited_timer]
             upcoming = live + ([self._recording_until] if self._recording_until else [])
             seconds = max(0.0, min(upcoming) - self.elapsed) if upcoming else 0.0
         target = self.elapsed + seconds
@@ -196,33 +220,42 @@ class Simulation:
             self.on_heard(text)
 
     async def _run(self, actions: list[fe.Action]) -> None:
-        for action in actions:
-            if isinstance(action, fe.EnterStep):
-                self.steps.append(action.step)
-            elif isinstance(action, fe.Say):
-                self._hear(action.text)
-                self._events.append(fe.PlaybackDone())
-            elif isinstance(action, fe.PlayFile):
-                self._hear(f"[audio {action.path}]")
-                self._events.append(fe.PlaybackDone())
-            elif isinstance(action, fe.PlayHold):
-                self._hear("[hold music]")
-            elif isinstance(action, fe.StartTimer):
-                self._timers[action.timer] = self.elapsed + action.seconds
-            elif isinstance(action, fe.CallWebhook):
-                self.webhook_calls.append(WebhookCall(action.url, dict(action.payload)))
-                self._events.append(await self.webhook(action.url, action.payload, action.timeout))
-            elif isinstance(action, fe.StartRecording):
-                if action.beep:
-                    self._hear("[beep]")
-                self._recording_since = self.elapsed
-                self._recording_until = self.elapsed + action.max_seconds
-            elif isinstance(action, fe.StopRecording) and self._recording_since is not None:
-                seconds = self.elapsed - self._recording_since
-                self._recording_since = self._recording_until = None
-                self._events.append(fe.RecordingDone(seconds))
-            elif isinstance(action, fe.StartPersona):
-                await self._start_persona(action)
-            elif isinstance(action, fe.Transfer):
-                self._events.append(self._transfer(action))
-            # StopSpeaking, Listen, StopListening, SetVariable, Escalated, Hangup: nothing to do in text
+        await self._actions.perform(actions)
+
+    # --- actions, as a caller would notice them in text
+    def _enter_step(self, action: fe.EnterStep) -> None:
+        self.steps.append(action.step)
+
+    def _say(self, action: fe.Say) -> None:
+        self._hear(action.text)
+        self._events.append(fe.PlaybackDone())
+
+    def _play_file(self, action: fe.PlayFile) -> None:
+        self._hear(f"[audio {action.path}]")
+        self._events.append(fe.PlaybackDone())
+
+    def _play_hold(self, _: fe.PlayHold) -> None:
+        self._hear("[hold music]")
+
+    def _start_timer(self, action: fe.StartTimer) -> None:
+        self._timers[action.timer] = self.elapsed + action.seconds
+
+    async def _call_webhook(self, action: fe.CallWebhook) -> None:
+        self.webhook_calls.append(WebhookCall(action.url, dict(action.payload)))
+        self._events.append(await self.webhook(action.url, action.payload, action.timeout))
+
+    def _start_recording(self, action: fe.StartRecording) -> None:
+        if action.beep:
+            self._hear("[beep]")
+        self._recording_since = self.elapsed
+        self._recording_until = self.elapsed + action.max_seconds
+
+    def _stop_recording(self, _: fe.StopRecording) -> None:
+        if self._recording_since is None:
+            return  # the max-length stop and the caller's # can both arrive; the first one counts
+        seconds = self.elapsed - self._recording_since
+        self._recording_since = self._recording_until = None
+        self._events.append(fe.RecordingDone(seconds))
+
+    def _ask_transfer(self, action: fe.Transfer) -> None:
+        self._events.append(self._transfer(action))

@@ -15,6 +15,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from appliance.core.clock import utcnow
 from appliance.core.errors import FlowError, Problem
 from appliance.flow.engine import WebhookDone
 from appliance.flow.loader import LoadedFlow
@@ -127,7 +128,7 @@ async def run_case(case: Case, loaded: LoadedFlow, file: str, personas: PersonaF
         return reply.as_result()
 
     sim = Simulation(loaded, variables=case.variables, webhook=webhook, transfer_ok=not case.transfer_fails,
-                     now=case.now or dt.datetime.now(dt.timezone.utc), personas=personas)
+                     now=case.now or utcnow(), personas=personas)
     await sim.start()
     for line in case.caller:
         if sim.finished:

@@ -9,15 +9,16 @@ from __future__ import annotations
 
 import itertools
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from pydantic import BaseModel
 
 from appliance.observability.logging import log_extra
 from appliance.rooms import protocol as p
 from appliance.rooms.room import Room
-from appliance.rooms.server import AgentParticipant, WorkerConnection
+from appliance.rooms.server import AgentParticipant, WorkerConnection, WorkerRegistry
 from appliance.storage import Storage
 
 log = logging.getLogger(__name__)
@@ -26,8 +27,9 @@ TRANSCRIPT_TOPIC = "transcript"
 
 
 @dataclass
-class PersonaJob:
-    """One persona in one call, as the flow runner sees it."""
+class PersonaAssignment:
+    """One persona in one call, as the hub and the flow runner see it (the worker's side is
+    personas.session.PersonaJob)."""
 
     leg: int
     call_id: str
@@ -40,19 +42,14 @@ class PersonaJob:
 
 
 class PersonaDispatcher:
-    def __init__(self, storage: Storage):
+    def __init__(self, storage: Storage, workers: WorkerRegistry):
         self.storage = storage
-        self.agents: dict[str, WorkerConnection] = {}
-        self.jobs: dict[tuple[str, int], PersonaJob] = {}
+        self.workers = workers  # the hub's registry, kept by the participant server; read here
+        self.jobs: dict[tuple[str, int], PersonaAssignment] = {}
         self._legs = itertools.count(1)
 
     # --- AgentHandler (called by the participant server)
-    def agent_joined(self, agent: WorkerConnection) -> None:
-        self.agents[agent.name] = agent
-
     def agent_lost(self, agent: WorkerConnection) -> None:
-        if self.agents.get(agent.name) is agent:
-            del self.agents[agent.name]
         for (name, leg), job in list(self.jobs.items()):
             if name == agent.name:
                 self._finish(job, "failed", {}, "persona worker lost")
@@ -71,9 +68,9 @@ class PersonaDispatcher:
     # --- the flow runner's side
     def start(self, call_id: str, room: Room, persona: str, variables: dict[str, Any],
               on_exit: Callable[[str, dict[str, Any]], None],
-              on_action: Callable[[str, dict[str, Any]], None]) -> PersonaJob | None:
+              on_action: Callable[[str, dict[str, Any]], None]) -> PersonaAssignment | None:
         """Dispatch `persona` to the call; None when no persona worker has room for it."""
-        free = [a for a in self.agents.values() if len(a.legs) < a.capacity]
+        free = [a for a in self.workers.agents.values() if len(a.legs) < a.capacity]
         if not free:
             log.error("no persona worker available", extra=log_extra(call_id=call_id, persona=persona))
             return None
@@ -82,7 +79,7 @@ class PersonaDispatcher:
         participant = AgentParticipant(f"persona:{persona}:{leg}", agent, leg)
         room.join(participant)
         agent.legs[leg] = participant
-        job = PersonaJob(leg, call_id, persona, room, participant, on_exit, on_action)
+        job = PersonaAssignment(leg, call_id, persona, room, participant, on_exit, on_action)
         self.jobs[(agent.name, leg)] = job
         plain = {k: v for k, v in variables.items() if isinstance(v, (str, int, float, bool)) or v is None}
         agent.send(p.Dispatch(leg=leg, call_id=call_id, persona=persona, variables=plain))
@@ -90,35 +87,35 @@ class PersonaDispatcher:
         log.info("persona dispatched", extra=log_extra(call_id=call_id, persona=persona, worker=agent.name))
         return job
 
-    def release(self, job: PersonaJob) -> None:
+    def release(self, job: PersonaAssignment) -> None:
         """The call ended (or the flow moved on): the persona leaves."""
         if not job.done:
             job.participant.connection.send(p.Release(leg=job.leg))
             self._finish(job, None, {}, "released")
 
     # --- messages from the persona worker
-    def _segment_end(self, job: PersonaJob, message: p.SegmentEnd) -> None:
+    def _segment_end(self, job: PersonaAssignment, message: p.SegmentEnd) -> None:
         job.participant.segment_end(message.segment)
 
-    def _clear_audio(self, job: PersonaJob, message: p.ClearAudio) -> None:
+    def _clear_audio(self, job: PersonaAssignment, message: p.ClearAudio) -> None:
         job.participant.clear(message.segment)
 
-    def _transcript(self, job: PersonaJob, message: p.Transcript) -> None:
+    def _transcript(self, job: PersonaAssignment, message: p.Transcript) -> None:
         speaker = "caller" if message.role == "caller" else (message.persona or job.persona)
         row = self.storage.add_transcript(job.call_id, message.role, speaker, message.text, message.interrupted)
         job.room.send_data(TRANSCRIPT_TOPIC, row, sender=job.participant.identity)
 
-    def _tool_event(self, job: PersonaJob, message: p.ToolEvent) -> None:
+    def _tool_event(self, job: PersonaAssignment, message: p.ToolEvent) -> None:
         self.storage.add_event(job.call_id, "tool", {"name": message.name, "arguments": message.arguments,
                                                      "result": message.result})
 
-    def _call_action(self, job: PersonaJob, message: p.CallAction) -> None:
+    def _call_action(self, job: PersonaAssignment, message: p.CallAction) -> None:
         job.on_action(message.action, message.arguments)
 
-    def _exit(self, job: PersonaJob, message: p.PersonaExit) -> None:
+    def _exit(self, job: PersonaAssignment, message: p.PersonaExit) -> None:
         self._finish(job, message.exit, message.variables, message.reason)
 
-    def _finish(self, job: PersonaJob, exit_: str | None, variables: dict[str, Any], reason: str) -> None:
+    def _finish(self, job: PersonaAssignment, exit_: str | None, variables: dict[str, Any], reason: str) -> None:
         if job.done:
             return
         job.done = True
@@ -131,7 +128,7 @@ class PersonaDispatcher:
             job.on_exit(exit_, variables)
 
 
-_HANDLERS: dict[type, Callable[[PersonaDispatcher, PersonaJob, Any], None]] = {
+_HANDLERS: dict[type, Callable[[PersonaDispatcher, PersonaAssignment, Any], None]] = {
     p.SegmentEnd: PersonaDispatcher._segment_end,
     p.ClearAudio: PersonaDispatcher._clear_audio,
     p.Transcript: PersonaDispatcher._transcript,

@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from appliance.config import Config
 from appliance.core.processes import ProcessPool, die_with_parent

@@ -13,15 +13,17 @@ import logging
 import os
 import signal
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from pydantic import BaseModel
+
 from appliance.observability.logging import log_extra, setup
 from appliance.rooms import protocol as p
+from appliance.rooms.client import EXIT_REFUSED, HubClient
 
 log = logging.getLogger("appliance.personas.worker")
-
-EXIT_REFUSED = 3  # the hub refused our token; the appliance's process pool starts us again with a new one
 
 
 class PersonaWorker:
@@ -29,15 +31,12 @@ class PersonaWorker:
                  webhooks_allowed: list[str]):
         self.name = name
         self.webhooks_allowed = webhooks_allowed
-        self.hub_socket = hub_socket
-        self.token = token
         self.flows_dir = flows_dir
         self.capacity = capacity
         self.endpointing_s = endpointing_s
         self.jobs: dict[int, Any] = {}
-        self.writer: asyncio.StreamWriter | None = None
-        self.outgoing: list[tuple[int, bytes]] = []
         self.stopping = asyncio.Event()
+        self.hub = HubClient(hub_socket, p.Hello(token=token, worker=name, capacity=capacity), self.stopping)
         self.closing: set[asyncio.Task[None]] = set()
 
     def prewarm(self) -> None:
@@ -58,70 +57,66 @@ class PersonaWorker:
 
         import appliance.personas.session  # noqa: F401
 
-        await self._run()
+        await asyncio.get_running_loop().run_in_executor(None, self.prewarm)
+        await self.hub.run(self)
 
     def send(self, message: Any) -> None:
-        if self.writer is not None and not self.writer.is_closing():
-            self.writer.write(p.encode_control(message))
+        self.hub.send(message)
 
     def send_audio(self, leg: int, pcm: bytes) -> None:
-        if self.writer is not None and not self.writer.is_closing():
-            self.writer.write(p.encode_audio([(leg, pcm)]))
+        self.hub.send_audio([(leg, pcm)])
 
-    async def _run(self) -> None:
-        await asyncio.get_running_loop().run_in_executor(None, self.prewarm)
-        while not self.stopping.is_set():
-            try:
-                await self._session()
-            except (OSError, asyncio.IncompleteReadError) as exc:
-                log.warning("hub connection lost", extra=log_extra(error=str(exc)))
-            except p.HubRefused as exc:
-                log.error("the hub refused this worker's token; exiting to be started with a fresh one",
-                          extra=log_extra(worker=self.name, reason=str(exc)))
-                raise
-            await asyncio.gather(*(job.close() for job in self.jobs.values()), *self.closing)
-            self.jobs.clear()
-            if not self.stopping.is_set():
-                await asyncio.sleep(1.0)
-
-    async def _session(self) -> None:
-        hello = p.Hello(token=self.token, worker=self.name, capacity=self.capacity)
-        reader, writer = await p.join_hub(self.hub_socket, hello)
-        self.writer = writer
+    # --- HubSession
+    def joined(self) -> None:
         log.info("persona worker joined the hub", extra=log_extra(worker=self.name, capacity=self.capacity))
-        try:
-            async for message in p.messages(reader, self.stopping):
-                if isinstance(message, list):
-                    for leg, pcm in message:
-                        job = self.jobs.get(leg)
-                        if job is not None:
-                            job.audio(pcm)
-                else:
-                    await self._control(message)
-        finally:
-            writer.close()
-            self.writer = None
 
-    async def _control(self, message: Any) -> None:
+    def audio(self, frames: list[tuple[int, bytes]]) -> None:
+        for leg, pcm in frames:
+            job = self.jobs.get(leg)
+            if job is not None:
+                job.audio(pcm)
+
+    async def lost(self) -> None:
+        # The hub ended every persona's call with the connection (the dispatcher fails them).
+        await asyncio.gather(*(job.close() for job in self.jobs.values()), *self.closing)
+        self.jobs.clear()
+
+    def control(self, message: BaseModel) -> None:
+        handler = _HUB_MESSAGES.get(type(message))
+        if handler is None:
+            # A newer hub's message this worker does not know: not worth dropping every call for.
+            log.warning("unexpected message from the hub", extra=log_extra(type=getattr(message, "type", "?")))
+            return
+        handler(self, message)
+
+    def _dispatch(self, message: p.Dispatch) -> None:
         from appliance.personas.session import PersonaJob
 
-        if isinstance(message, p.Dispatch):
-            job = PersonaJob(message, self.flows_dir, self.vad, self.send, self.send_audio, self.endpointing_s,
-                             self.webhooks_allowed)
-            self.jobs[message.leg] = job
-            log.info("persona job started", extra=log_extra(call_id=message.call_id, persona=message.persona))
-            asyncio.get_running_loop().create_task(job.start())
-        elif isinstance(message, p.Release):
-            job = self.jobs.pop(message.leg, None)
-            if job is not None:
-                # Closing a session can take seconds; the read loop carries the other calls' audio.
-                task = asyncio.get_running_loop().create_task(job.close())
-                self.closing.add(task)
-                task.add_done_callback(self.closing.discard)
-        elif isinstance(message, p.Played):
-            job = self.jobs.get(message.leg)
-            if job is not None:
-                job.played(message)
+        job = PersonaJob(message, self.flows_dir, self.vad, self.send, self.send_audio, self.endpointing_s,
+                         self.webhooks_allowed)
+        self.jobs[message.leg] = job
+        log.info("persona job started", extra=log_extra(call_id=message.call_id, persona=message.persona))
+        asyncio.get_running_loop().create_task(job.start())
+
+    def _release(self, message: p.Release) -> None:
+        job = self.jobs.pop(message.leg, None)
+        if job is not None:
+            # Closing a session can take seconds; the read loop carries the other calls' audio.
+            task = asyncio.get_running_loop().create_task(job.close())
+            self.closing.add(task)
+            task.add_done_callback(self.closing.discard)
+
+    def _played(self, message: p.Played) -> None:
+        job = self.jobs.get(message.leg)
+        if job is not None:
+            job.played(message)
+
+
+_HUB_MESSAGES: dict[type, Callable[[PersonaWorker, Any], None]] = {
+    p.Dispatch: PersonaWorker._dispatch,
+    p.Release: PersonaWorker._release,
+    p.Played: PersonaWorker._played,
+}
 
 
 def main(argv: list[str] | None = None) -> None:

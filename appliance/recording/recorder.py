@@ -19,8 +19,10 @@ from appliance.rooms.room import Participant, Room, TickView
 FLUSH_TICKS = 25  # write twice a second: a crash loses at most half a second
 
 
-def recording_path(root: Path, call_id: str, when: dt.datetime) -> Path:
-    return root / f"{when:%Y}" / f"{when:%m}" / f"{when:%d}" / f"{call_id}.wav"
+def recording_path(root: Path, call_id: str, when: dt.datetime, kind: str | None = None) -> Path:
+    """Where a call's recording goes, by day: the call itself, or with `kind` a voicemail beside it."""
+    name = f"{call_id}-{kind}" if kind else call_id
+    return root / f"{when:%Y}" / f"{when:%m}" / f"{when:%d}" / f"{name}.wav"
 
 
 class Recorder(Participant):

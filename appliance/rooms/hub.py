@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Callable
+from collections.abc import Callable
 
 from appliance.core.audio import FRAME_MS
 from appliance.observability import metrics

@@ -13,7 +13,8 @@ from __future__ import annotations
 import asyncio
 import json
 import struct
-from typing import Annotated, Any, AsyncIterator, Literal, Union
+from collections.abc import AsyncIterator
+from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, Field, TypeAdapter, ValidationError
 
@@ -260,9 +261,7 @@ class SendDtmf(BaseModel):
 
 
 Message = Annotated[
-    Union[Hello, Welcome, Refused, Offer, OfferReply, Answered, Dtmf, Ended, Hangup, Transfer, TransferResult,
-          Dial, DialResult, Dispatch, Release, SegmentEnd, ClearAudio, Played, Transcript, ToolEvent, CallAction, PersonaExit,
-          SendDtmf],
+    Hello | Welcome | Refused | Offer | OfferReply | Answered | Dtmf | Ended | Hangup | Transfer | TransferResult | Dial | DialResult | Dispatch | Release | SegmentEnd | ClearAudio | Played | Transcript | ToolEvent | CallAction | PersonaExit | SendDtmf,
     Field(discriminator="type"),
 ]
 _messages = TypeAdapter(Message)

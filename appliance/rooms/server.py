@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
@@ -90,6 +91,22 @@ class WorkerConnection:
         self.writer.transport.abort()
 
 
+class WorkerRegistry:
+    """The hub's one list of connected workers, by role and name.
+
+    Built by the composition root and handed to the participant server, which alone adds and
+    removes workers, and to whoever picks a worker (a SIP worker for a bridge transfer's
+    outbound leg, a persona worker for a dispatch), which only reads it.
+    """
+
+    def __init__(self) -> None:
+        self.sip: dict[str, WorkerConnection] = {}
+        self.agents: dict[str, WorkerConnection] = {}
+
+    def of(self, role: str) -> dict[str, WorkerConnection]:
+        return self.sip if role == "sip" else self.agents
+
+
 class RemoteParticipant(Participant):
     """A participant whose media lives in another process: audio in by batches, the mix out."""
 
@@ -132,6 +149,15 @@ class SipParticipant(RemoteParticipant):
         self.connection.send(p.SendDtmf(leg=self.leg, digits=digits))
 
 
+@dataclass
+class ReplySegment:
+    """One persona reply as queued on the agent's track, in frames counted by the track."""
+
+    start: int  # queued_frames when its first frame arrived
+    end: int | None = None  # queued_frames at its SegmentEnd; None while the reply is still arriving
+    segment: int | None = None  # the agent's number for it, known at its SegmentEnd
+
+
 class AgentParticipant(RemoteParticipant):
     """A persona: its replies arrive faster than real time and play at the hub's pace.
 
@@ -141,37 +167,44 @@ class AgentParticipant(RemoteParticipant):
 
     def __init__(self, identity: str, connection: WorkerConnection, leg: int):
         super().__init__(identity, "agent", connection, leg, jitter=None)
-        self._segments: deque[list[int | None]] = deque()  # [segment, first frame, end frame or None]
+        self._segments: deque[ReplySegment] = deque()
 
     def received(self, frame: bytes) -> None:
         assert self.track is not None
         if self.track.pending >= AGENT_QUEUE_FRAMES:
             raise ProtocolError(f"persona audio over {AGENT_QUEUE_FRAMES} frames queued")
-        if not self._segments or self._segments[-1][2] is not None:
-            self._segments.append([-1, self.track.queued_frames, None])
+        self._open_segment()
         self.track.write_frame(frame)
 
     def segment_end(self, segment: int) -> None:
         assert self.track is not None
-        if not self._segments or self._segments[-1][2] is not None:
-            self._segments.append([-1, self.track.queued_frames, None])  # an empty reply
-        self._segments[-1][0] = segment
-        self._segments[-1][2] = self.track.queued_frames
+        current = self._open_segment()  # new here: an empty reply
+        current.segment = segment
+        current.end = self.track.queued_frames
+
+    def _open_segment(self) -> ReplySegment:
+        """The reply frames are arriving for, begun now if the last one has ended."""
+        assert self.track is not None
+        if not self._segments or self._segments[-1].end is not None:
+            self._segments.append(ReplySegment(start=self.track.queued_frames))
+        return self._segments[-1]
 
     def clear(self, segment: int) -> None:
         assert self.track is not None
         heard = self.track.played_frames
-        for seg, start, end in self._segments:
-            played = max(0, min(heard, end if end is not None else heard) - (start or 0))
-            self._played(segment if seg == -1 else int(seg or 0), played, interrupted=True)
+        for reply in self._segments:
+            played = max(0, min(heard, reply.end if reply.end is not None else heard) - reply.start)
+            # A reply still arriving has no number yet: it is the one the barge-in names.
+            self._played(segment if reply.segment is None else reply.segment, played, interrupted=True)
         self._segments.clear()
         self.track.clear()
 
     def after_tick(self) -> None:
         assert self.track is not None
-        while self._segments and self._segments[0][2] is not None and self.track.played_frames >= self._segments[0][2]:
-            seg, start, end = self._segments.popleft()
-            self._played(int(seg or 0), int(end or 0) - int(start or 0), interrupted=False)
+        while self._segments and self._segments[0].end is not None and self.track.played_frames >= self._segments[0].end:
+            reply = self._segments.popleft()
+            assert reply.end is not None and reply.segment is not None  # ended replies have both
+            self._played(reply.segment, reply.end - reply.start, interrupted=False)
 
     def _played(self, segment: int, frames: int, interrupted: bool) -> None:
         self.connection.send(p.Played(leg=self.leg, segment=segment, seconds=frames * FRAME_MS / 1000,
@@ -189,22 +222,21 @@ class CallHandler(Protocol):
 
 
 class AgentHandler(Protocol):
-    def agent_joined(self, agent: WorkerConnection) -> None: ...
     def agent_message(self, agent: WorkerConnection, message: BaseModel) -> None: ...
     def agent_lost(self, agent: WorkerConnection) -> None: ...
 
 
 class ParticipantServer:
-    def __init__(self, hub: Hub, tokens: TokenAuthority, handler: CallHandler, agents: AgentHandler | None = None,
-                 handshake_timeout_s: float = p.HANDSHAKE_TIMEOUT_S, frame_timeout_s: float = p.FRAME_TIMEOUT_S):
+    def __init__(self, hub: Hub, tokens: TokenAuthority, registry: WorkerRegistry, handler: CallHandler,
+                 agents: AgentHandler | None = None, handshake_timeout_s: float = p.HANDSHAKE_TIMEOUT_S,
+                 frame_timeout_s: float = p.FRAME_TIMEOUT_S):
         self.hub = hub
         self.tokens = tokens
         self.handler = handler
         self.agents = agents
         self.handshake_timeout_s = handshake_timeout_s
         self.frame_timeout_s = frame_timeout_s
-        self.workers: dict[str, WorkerConnection] = {}
-        self.agent_workers: dict[str, WorkerConnection] = {}
+        self.registry = registry
         self._server: asyncio.AbstractServer | None = None
         self._connections: dict[asyncio.Task[None], asyncio.StreamWriter] = {}  # every open one, hello or not
         hub.after_tick.append(self._after_tick)
@@ -227,16 +259,13 @@ class ParticipantServer:
             await self._server.wait_closed()
 
     def _after_tick(self) -> None:
-        for agent in self.agent_workers.values():
+        for agent in self.registry.agents.values():
             for leg in agent.legs.values():
                 if isinstance(leg, AgentParticipant):
                     leg.after_tick()
             agent.flush()
-        for worker in self.workers.values():
+        for worker in self.registry.sip.values():
             worker.flush()
-
-    def _registry(self, role: str) -> dict[str, WorkerConnection]:
-        return self.workers if role == "sip" else self.agent_workers
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
@@ -272,11 +301,11 @@ class ParticipantServer:
             # abort, not close: close would wait to deliver what is unsent, to a peer that may never read.
             writer.transport.abort()
             if worker is not None:
-                registry = self._registry(worker.role)
+                registry = self.registry.of(worker.role)
                 current = registry.get(worker.name) is worker
                 if current:
                     del registry[worker.name]
-                    metrics.workers_up.set(len(self.workers))
+                    metrics.workers_up.set(len(self.registry.sip))
                     log.warning("worker disconnected", extra=log_extra(worker=worker.name, role=worker.role,
                                                                      legs=len(worker.legs)))
                 if worker.role == "sip" and (current or worker.legs):
@@ -308,7 +337,7 @@ class ParticipantServer:
             # one instead of retrying forever while the edge still sends it calls.
             writer.write(p.encode_control(p.Refused(reason=str(exc)[:200])))
             raise
-        registry = self._registry(grant.role)
+        registry = self.registry.of(grant.role)
         old = registry.get(hello.worker)
         if old is not None:
             # A restarted worker reconnects under its name: the old connection's legs are gone.
@@ -316,11 +345,9 @@ class ParticipantServer:
             old.writer.transport.abort()
         worker = WorkerConnection(hello.worker, grant.role, hello.capacity, writer)
         registry[worker.name] = worker
-        metrics.workers_up.set(len(self.workers))
+        metrics.workers_up.set(len(self.registry.sip))
         worker.send(p.Welcome())
         log.info("worker connected", extra=log_extra(worker=worker.name, role=grant.role, capacity=hello.capacity))
-        if grant.role == "agent" and self.agents is not None:
-            self.agents.agent_joined(worker)
         return worker
 
     async def _control(self, worker: WorkerConnection, message: BaseModel) -> None:

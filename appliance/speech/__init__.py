@@ -1,1 +1,2 @@
-"""Offline speech: espeak-ng text-to-speech (and, later, pocketsphinx recognition)."""
+"""Offline speech shared by flows and personas: espeak-ng synthesis (`tts`), pocketsphinx
+recognition (`stt`, `recognizer`), tones, WAV files and resampling."""

@@ -16,7 +16,7 @@ def resample(samples: np.ndarray, src_rate: int, dst_rate: int) -> np.ndarray:
         taps = np.arange(-32, 33)
         kernel = np.sinc(2 * cutoff * taps) * np.hamming(len(taps))
         x = np.convolve(x, kernel / kernel.sum(), mode="same")
-    n_out = int(round(len(x) * dst_rate / src_rate))
+    n_out = round(len(x) * dst_rate / src_rate)
     positions = np.arange(n_out) * (src_rate / dst_rate)
     y = np.interp(positions, np.arange(len(x)), x)
     return np.clip(y, -32768, 32767).astype(np.int16)

@@ -1,4 +1,7 @@
-"""pocketsphinx recognition, offline, with the model the package ships.
+"""pocketsphinx recognition, offline, with the model the package ships: the one engine behind
+both the flow's listening and the personas' STT plugin. It owns the decoders (pooled per
+grammar) and decodes an utterance from the caller's own cepstral mean; callers run it in an
+executor, never on the event loop that drives the 20 ms audio clock.
 
 Accurate when constrained by a grammar (JSGF) of the words expected, weak on open
 vocabulary; its acoustic model is 16 kHz, which is also the box's audio rate.
@@ -7,12 +10,16 @@ vocabulary; its acoustic model is 16 kHz, which is also the box's audio rate.
 from __future__ import annotations
 
 import re
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from functools import lru_cache
 
-import numpy as np
 from pocketsphinx import Config, Decoder, get_model_path
 
 from appliance.core.audio import SAMPLE_RATE
+
+__all__ = ["Utterance", "decode", "decoder_for", "known_words", "phrases_grammar", "prewarm", "transcribe"]
 
 
 @lru_cache(maxsize=1)
@@ -29,6 +36,8 @@ def phrases_grammar(phrases: list[str]) -> str:
 
 
 def decoder_for(grammar: str | None, live: bool = True) -> Decoder:
+    """A new decoder (blocking, ~0.1 s with a grammar, ~0.3 s open vocabulary); calls borrow
+    pooled ones through `Utterance` instead."""
     config = Config(
         hmm=f"{get_model_path()}/en-us/en-us",
         dict=f"{get_model_path()}/en-us/cmudict-en-us.dict",
@@ -50,12 +59,108 @@ def decoder_for(grammar: str | None, live: bool = True) -> Decoder:
     return decoder
 
 
+_Key = tuple[str | None, bool]  # (grammar, live)
+
+
+class _DecoderPool:
+    """Decoders kept per grammar and lent one utterance at a time.
+
+    A decoder takes ~0.1 s (grammar) to ~0.3 s (open vocabulary) and ~28 MB to load, and is
+    not thread-safe. One per persona session made every persona start wait for it and left the
+    worker's memory growing as sessions came and went; one per flow listen step was built on
+    the event loop, five missed 20 ms ticks per speech menu step. Lent from a pool, a process
+    holds as many per grammar as utterances ever overlapped.
+    """
+
+    def __init__(self) -> None:
+        self._idle: dict[_Key, list[Decoder]] = {}
+        self._initial_cmn: dict[_Key, str] = {}
+        self._lock = threading.Lock()
+
+    def initial_cmn(self, key: _Key) -> str:
+        with self._lock:
+            return self._initial_cmn[key]
+
+    def take(self, key: _Key) -> Decoder:
+        with self._lock:
+            idle = self._idle.setdefault(key, [])
+            decoder = idle.pop() if idle else None
+        if decoder is None:
+            decoder = decoder_for(*key)
+            with self._lock:
+                self._initial_cmn.setdefault(key, decoder.get_cmn(False))
+        return decoder
+
+    def give_back(self, key: _Key, decoder: Decoder) -> None:
+        with self._lock:
+            self._idle[key].append(decoder)
+
+    @contextmanager
+    def borrow(self, key: _Key) -> Iterator[Decoder]:
+        decoder = self.take(key)
+        yield decoder  # one that raised mid-utterance is dropped, not lent again
+        self.give_back(key, decoder)
+
+
+_DECODERS = _DecoderPool()
+
+
+def prewarm(grammar: str | None, live: bool = True) -> None:
+    """Load a decoder for `grammar` now (blocking) rather than on the first utterance."""
+    with _DECODERS.borrow((grammar, live)):
+        pass
+
+
+class Utterance:
+    """One utterance decoded on a pooled decoder, from the caller's cepstral mean `cmn` (None:
+    the model's). Blocking: run it in an executor. `end()` gives the decoder back.
+
+    pocketsphinx carries its cepstral mean from one utterance to the next. Decoders are shared
+    by calls, so each caller keeps its own: a caller's words depend on what that caller said
+    before, never on another call. (Restoring a mean restarts its weight at pocketsphinx's
+    window of 100 frames, so a caller's mean follows their latest utterance a little faster
+    than one decoder kept for them alone would.)
+    """
+
+    def __init__(self, grammar: str | None, cmn: str | None = None, live: bool = True) -> None:
+        self._key: _Key = (grammar, live)
+        self._decoder: Decoder | None = _DECODERS.take(self._key)
+        self._decoder.set_cmn(cmn or _DECODERS.initial_cmn(self._key))
+        self._decoder.start_utt()
+
+    def process(self, pcm: bytes, whole: bool = False) -> None:
+        """16 kHz s16le mono; `whole` when `pcm` is the entire utterance (batch CMN)."""
+        assert self._decoder is not None, "the utterance has ended"
+        # pocketsphinx holds the GIL inside process_raw (~30 ms per second of speech), thread or not.
+        self._decoder.process_raw(pcm, full_utt=whole)
+
+    def end(self) -> tuple[str, str]:
+        """The text heard, and the caller's cepstral mean after it."""
+        decoder, self._decoder = self._decoder, None
+        assert decoder is not None, "the utterance has ended"
+        decoder.end_utt()
+        hyp = decoder.hyp()
+        cmn = decoder.get_cmn(False)
+        _DECODERS.give_back(self._key, decoder)
+        return (hyp.hypstr if hyp else ""), cmn
+
+
+def decode(pcm: bytes, grammar: str | None, cmn: str | None = None, live: bool = True) -> tuple[str, str | None]:
+    """Text of one whole utterance of 16 kHz s16le mono (blocking), decoded from the caller's
+    cepstral mean `cmn`, and the mean after it.
+
+    Whole, the cepstral mean is the utterance's own (batch CMN); fed in chunks it is a running
+    mean, and a call's first words are heard worse.
+    """
+    if not pcm:
+        return "", cmn
+    utterance = Utterance(grammar, cmn, live)
+    utterance.process(pcm, whole=True)
+    return utterance.end()
+
+
 def transcribe(pcm: bytes, grammar: str | None = None) -> str:
-    """Text of 16 kHz s16le mono speech; `grammar` (JSGF) constrains what can be heard."""
-    decoder = decoder_for(grammar, live=False)
-    samples = np.frombuffer(pcm, dtype=np.int16)
-    decoder.start_utt()
-    decoder.process_raw(samples.tobytes(), full_utt=True)
-    decoder.end_utt()
-    hyp = decoder.hyp()
-    return hyp.hypstr if hyp else ""
+    """Text of 16 kHz s16le mono speech; `grammar` (JSGF) constrains what can be heard.
+
+    Offline (tests, recordings): best-path rescoring on, from the model's cepstral mean."""
+    return decode(pcm, grammar, live=False)[0]

@@ -26,10 +26,10 @@ class EspeakTTS:
     """One per process, whatever the number of callers: espeak-ng's state and its sample
     callback are global, so a second instance would silence the first."""
 
-    _instance: "EspeakTTS | None" = None
+    _instance: EspeakTTS | None = None
     _created = threading.Lock()
 
-    def __new__(cls, voice: str = "en-us", rate_wpm: int = 160) -> "EspeakTTS":
+    def __new__(cls, voice: str = "en-us", rate_wpm: int = 160) -> EspeakTTS:  # noqa: PYI034 (the one instance, not a new Self)
         with cls._created:
             if cls._instance is None:
                 instance = super().__new__(cls)
@@ -55,7 +55,7 @@ class EspeakTTS:
         self._callback = _SYNTH_CALLBACK(self._on_samples)  # kept referenced: C holds it
         self._lib.espeak_SetSynthCallback(self._callback)
         self._lock = threading.Lock()
-        self._voice = None
+        self._voice: str | None = None
         self._rate_wpm = rate_wpm
         self.default_voice = voice
 
@@ -68,7 +68,8 @@ class EspeakTTS:
         """PCM in the box's format (16 kHz s16le mono)."""
         return self._cached(text, voice or self.default_voice)
 
-    @lru_cache(maxsize=512)
+    # On a method the cache holds `self`: harmless, the one instance lives as long as the process.
+    @lru_cache(maxsize=512)  # noqa: B019
     def _cached(self, text: str, voice: str) -> bytes:
         with self._lock:
             if voice != self._voice:

@@ -12,11 +12,12 @@ import re
 import signal
 import sqlite3
 import time
-from contextlib import contextmanager
 import wave
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 import pytest
@@ -24,7 +25,9 @@ import pytest
 from appliance.speech.stt import phrases_grammar, transcribe
 from tests.support import baresip
 from tests.support.appliance import ApplianceProcess
-from tests.support.sipp import Destination, caller_scenario, run_sipp
+from tests.support.sipp.process import Destination, run_sipp
+from tests.support.sipp.scenarios import caller_scenario
+from tests.support.wait import wait_until
 
 pytestmark = pytest.mark.sip
 
@@ -67,15 +70,12 @@ def _events(detail: dict[str, Any], kind: str) -> list[dict[str, Any]]:
 
 
 def _wait_event(app: ApplianceProcess, kind: str, timeout: float = 20) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    def happened() -> dict[str, Any] | None:
         calls = app.calls()
-        if calls:
-            detail = app.call(calls[0]["id"])
-            if _events(detail, kind):
-                return detail
-        time.sleep(0.1)
-    raise AssertionError(f"no {kind} event in {timeout}s\n{app.log_tail()}")
+        detail = app.call(calls[0]["id"]) if calls else None
+        return detail if detail and _events(detail, kind) else None
+
+    return wait_until(happened, f"a {kind} event", timeout, detail=app.log_tail)
 
 
 def _closed(app: ApplianceProcess, timeout: float = 20) -> dict[str, Any]:

@@ -16,13 +16,11 @@ from typing import Any
 import pytest
 
 from tests.support.appliance import ApplianceProcess
-from tests.support.sipp import (
-    Bystander,
+from tests.support.sipp.process import Bystander, redirecting_destination, run_sipp
+from tests.support.sipp.scenarios import (
     caller_refer_scenario,
     caller_replaces_scenario,
     caller_scenario,
-    redirecting_destination,
-    run_sipp,
 )
 
 pytestmark = pytest.mark.sip

@@ -15,7 +15,9 @@ from pathlib import Path
 import pytest
 
 from tests.support.appliance import ROOT, ApplianceProcess
-from tests.support.sipp import caller_scenario, refused_scenario, run_sipp
+from tests.support.sipp.process import run_sipp
+from tests.support.sipp.scenarios import caller_scenario, refused_scenario
+from tests.support.wait import wait_until
 
 pytestmark = pytest.mark.sip
 
@@ -44,9 +46,7 @@ def test_all_workers_full_gets_503_with_retry_after(appliance_factory, tmp_path:
     )
     held.start()
     try:
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline and len(app.calls()) < 2:
-            time.sleep(0.2)
+        wait_until(lambda: len(app.calls()) >= 2, "two calls held", 10, interval=0.2)
         assert len(app.calls()) == 2
         result = run_sipp(refused_scenario(tmp_path, 503, r"Retry-After: *[0-9]+"), app.sip_port, tmp_path)
         assert result.successful == 1, result.output
@@ -101,20 +101,14 @@ def test_killed_worker_is_restarted_and_its_calls_closed(appliance_factory, tmp_
     )
     callers.start()
     try:
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline and len([c for c in app.calls() if c["answered_at"]]) < 4:
-            time.sleep(0.2)
+        wait_until(lambda: len([c for c in app.calls() if c["answered_at"]]) >= 4, "four answered calls", 10,
+                   interval=0.2)
         time.sleep(3)  # some seconds of recording
         old_pid = app.worker_pid("w1")
         os.kill(old_pid, signal.SIGKILL)
 
-        deadline = time.monotonic() + 15
-        lost: list[dict] = []
-        while time.monotonic() < deadline:
-            lost = [c for c in app.calls() if c["end_reason"] == "worker-lost"]
-            if lost:
-                break
-            time.sleep(0.2)
+        lost: list[dict] = wait_until(lambda: [c for c in app.calls() if c["end_reason"] == "worker-lost"],
+                                      "calls closed as worker-lost", 15, interval=0.2)
         assert lost and {c["worker"] for c in lost} == {"w1"}
         on_w2 = [c for c in app.calls() if c["worker"] == "w2"]
         assert on_w2 and all(c["ended_at"] is None for c in on_w2)  # other calls go on
@@ -122,9 +116,7 @@ def test_killed_worker_is_restarted_and_its_calls_closed(appliance_factory, tmp_
             with wave.open(call["recording_path"]) as w:
                 assert w.getnchannels() == 2 and w.getnframes() / w.getframerate() > 2.5
 
-        deadline = time.monotonic() + 15
-        while time.monotonic() < deadline and app.get("/healthz", auth=False)["workers_up"] < 2:
-            time.sleep(0.2)
+        wait_until(lambda: app.get("/healthz", auth=False)["workers_up"] >= 2, "both workers up", 15, interval=0.2)
         assert app.worker_pid("w1") != old_pid
         assert app.get("/healthz", auth=False)["workers_up"] == 2
     finally:

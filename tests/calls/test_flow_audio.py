@@ -15,11 +15,11 @@ import json
 import re
 import shutil
 import threading
-import time
 import wave
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import numpy as np
@@ -31,16 +31,17 @@ from appliance.flow.engine import WebhookDone
 from appliance.flow.loader import LoadedFlow, load_dir
 from appliance.flow.simulate import Simulation
 from tests.support import baresip
-from tests.support.appliance import ROOT, ApplianceProcess, free_port_block
-from tests.support.sipp import (
+from tests.support.appliance import ROOT, ApplianceProcess
+from tests.support.ports import free_port_block
+from tests.support.sipp.process import run_sipp, send_cue
+from tests.support.sipp.scenarios import (
     G711A_SPEECH,
     Cue,
     cued_caller_scenario,
     cued_hangup_scenario,
     keys,
-    run_sipp,
-    send_cue,
 )
+from tests.support.wait import wait_until
 
 pytestmark = pytest.mark.sip
 
@@ -203,35 +204,33 @@ def _happened(events: list[dict[str, Any]], when: str) -> bool:
 
 
 def _new_call(app: ApplianceProcess, before: set[str], timeout: float = 15) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    def answered() -> dict[str, Any] | None:
         new = [c for c in app.calls() if c["id"] not in before]
-        if new and new[0]["answered_at"]:
-            return new[0]
-        time.sleep(0.1)
-    raise AssertionError(f"no new answered call in {timeout}s\n{app.log_tail()}")
+        return new[0] if new and new[0]["answered_at"] else None
+
+    return wait_until(answered, "a new answered call", timeout, detail=app.log_tail)
 
 
 def _wait_for(app: ApplianceProcess, call_id: str, when: str, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    def reached() -> bool:
         detail = app.call(call_id)
         if _happened(detail["events"], when):
-            return
+            return True
         if detail["ended_at"]:
-            break
-        time.sleep(0.1)
-    raise AssertionError(f"the call never reached {when!r}: {_summary(app.call(call_id)['events'])}")
+            raise AssertionError(f"the call never reached {when!r}: {_summary(app.call(call_id)['events'])}")
+        return False
+
+    wait_until(reached, f"the call to reach {when!r}", timeout,
+               detail=lambda: str(_summary(app.call(call_id)["events"])))
 
 
 def _closed(app: ApplianceProcess, call_id: str, timeout: float = CALL_LIMIT_S) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    def closed() -> dict[str, Any] | None:
         detail = app.call(call_id)
-        if detail["ended_at"]:
-            return detail
-        time.sleep(0.2)
-    raise AssertionError(f"call still open after {timeout}s: {_summary(app.call(call_id)['events'])}")
+        return detail if detail["ended_at"] else None
+
+    return wait_until(closed, "the call to close", timeout, interval=0.2,
+                      detail=lambda: str(_summary(app.call(call_id)["events"])))
 
 
 def _summary(events: list[dict[str, Any]]) -> list[str]:

@@ -6,9 +6,10 @@ import json
 import shutil
 import threading
 import wave
+from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import numpy as np
 import pytest
@@ -16,7 +17,8 @@ import pytest
 from appliance.speech.stt import phrases_grammar, transcribe
 from appliance.speech.tts import EspeakTTS
 from tests.support import baresip
-from tests.support.appliance import ROOT, free_port_block
+from tests.support.appliance import ROOT
+from tests.support.ports import free_port_block
 
 pytestmark = pytest.mark.sip
 
@@ -46,7 +48,7 @@ class OrdersApi:
         self.server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
 
-    def __enter__(self) -> "OrdersApi":
+    def __enter__(self) -> OrdersApi:
         self.thread.start()
         return self
 

@@ -4,24 +4,16 @@ from __future__ import annotations
 
 import shutil
 import threading
-import time
 from pathlib import Path
 
 import pytest
 
 from tests.support.appliance import ROOT
-from tests.support.sipp import caller_scenario, run_sipp
+from tests.support.sipp.process import run_sipp
+from tests.support.sipp.scenarios import caller_scenario
+from tests.support.wait import wait_until
 
 pytestmark = pytest.mark.sip
-
-
-def _wait_for(predicate, timeout: float = 10) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.2)
-    raise AssertionError("condition not met in time")
 
 
 def test_hot_reload_keeps_calls_on_their_version_and_rejects_broken_edits(appliance_factory, tmp_path: Path) -> None:
@@ -39,16 +31,16 @@ def test_hot_reload_keeps_calls_on_their_version_and_rejects_broken_edits(applia
     )
     first.start()
     try:
-        _wait_for(lambda: any(c["answered_at"] for c in app.calls()))
+        wait_until(lambda: any(c["answered_at"] for c in app.calls()), "the first call answered", interval=0.2)
         (call_1,) = app.calls()
 
         default.write_text(default.read_text().replace("Welcome to Switchboard.", "Welcome to the new Switchboard."))
-        _wait_for(lambda: "flows reloaded" in app.log_path.read_text())
+        wait_until(lambda: "flows reloaded" in app.log_path.read_text(), "the edit reloaded", interval=0.2)
 
         second = tmp_path / "second"
         second.mkdir()
         assert run_sipp(caller_scenario(second, "1"), app.sip_port, second).successful == 1
-        _wait_for(lambda: len([c for c in app.calls() if c["ended_at"]]) >= 1)
+        wait_until(lambda: len([c for c in app.calls() if c["ended_at"]]) >= 1, "a call closed", interval=0.2)
         call_2 = next(c for c in app.calls() if c["id"] != call_1["id"])
         assert call_2["flow_version"] != call_1["flow_version"]
         said = [e["data"]["text"] for e in app.call(call_2["id"])["events"] if e["kind"] == "say"]
@@ -58,7 +50,7 @@ def test_hot_reload_keeps_calls_on_their_version_and_rejects_broken_edits(applia
         assert app.call(call_1["id"])["flow_version"] == call_1["flow_version"]
 
         default.write_text(default.read_text().replace("next: main_menu", "next: nowhere"))
-        _wait_for(lambda: "flow edit rejected" in app.log_path.read_text())
+        wait_until(lambda: "flow edit rejected" in app.log_path.read_text(), "the broken edit rejected", interval=0.2)
         log = app.log_path.read_text()
         assert f"{default}:" in log and "step 'nowhere' does not exist" in log
         assert 'switchboard_flow_reload_errors_total 1.0' in app.get("/metrics").decode()
@@ -66,7 +58,7 @@ def test_hot_reload_keeps_calls_on_their_version_and_rejects_broken_edits(applia
         third = tmp_path / "third"
         third.mkdir()
         assert run_sipp(caller_scenario(third, "2"), app.sip_port, third).successful == 1
-        _wait_for(lambda: len([c for c in app.calls() if c["ended_at"]]) >= 2)
+        wait_until(lambda: len([c for c in app.calls() if c["ended_at"]]) >= 2, "two calls closed", interval=0.2)
         call_3 = next(c for c in app.calls() if c["id"] not in (call_1["id"], call_2["id"]))
         assert call_3["flow_version"] == call_2["flow_version"]
         assert call_3["end_reason"] == "flow-hangup"

@@ -14,7 +14,9 @@ from pathlib import Path
 import pytest
 
 from tests.support.appliance import ROOT
-from tests.support.sipp import caller_scenario, run_sipp
+from tests.support.sipp.process import run_sipp
+from tests.support.sipp.scenarios import caller_scenario
+from tests.support.wait import wait_until
 
 pytestmark = pytest.mark.sip
 
@@ -27,18 +29,15 @@ def test_kill_9_of_the_appliance_then_restart(appliance, tmp_path: Path) -> None
     )
     caller.start()
     try:
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline and not [c for c in appliance.calls() if c["answered_at"]]:
-            time.sleep(0.2)
+        wait_until(lambda: [c for c in appliance.calls() if c["answered_at"]], "the call to be answered", 10,
+                   interval=0.2)
         time.sleep(3)
         children = appliance.child_pids()
         assert children
         os.kill(appliance.process.pid, signal.SIGKILL)
         appliance.process.wait()
         # Workers and the edge follow their parent (PR_SET_PDEATHSIG), freeing their ports.
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline and appliance.child_pids():
-            time.sleep(0.2)
+        wait_until(lambda: not appliance.child_pids(), "the workers and the edge to exit", 10, interval=0.2)
         assert appliance.child_pids() == []
 
         appliance.start()

@@ -9,7 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.support.sipp import caller_scenario, run_sipp
+from tests.support.sipp.process import run_sipp
+from tests.support.sipp.scenarios import caller_scenario
 
 pytestmark = pytest.mark.sip
 

@@ -12,7 +12,6 @@ import re
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 from typing import Any
 
@@ -20,8 +19,11 @@ import pytest
 
 from appliance.flow.loader import load_dir
 from appliance.flow.simulate import Simulation
-from tests.support.appliance import ROOT, ApplianceProcess, free_port_block
-from tests.support.sipp import keys, run_sipp, send_cue, transferee_scenario
+from tests.support.appliance import ROOT, ApplianceProcess
+from tests.support.ports import free_port_block
+from tests.support.sipp.process import run_sipp, send_cue
+from tests.support.sipp.scenarios import keys, transferee_scenario
+from tests.support.wait import wait_until
 
 pytestmark = pytest.mark.sip
 
@@ -77,15 +79,12 @@ def _call(app: ApplianceProcess, scenario: Path, workdir: Path) -> dict[str, Any
         run_sipp(scenario, app.sip_port, workdir, service="300", timeout=60, sip_port=sipp_port)))
     caller.start()
     try:
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
+        def menu_started() -> list[dict[str, Any]]:
             calls = app.calls()
             events = app.call(calls[0]["id"])["events"] if calls else []
-            if any(e["kind"] == "step" and e["data"]["step"] == "menu" for e in events):
-                break
-            time.sleep(0.1)
-        else:
-            raise AssertionError(f"the menu never started\n{app.log_tail()}")
+            return events if any(e["kind"] == "step" and e["data"]["step"] == "menu" for e in events) else []
+
+        events = wait_until(menu_started, "the menu to start", 30, detail=app.log_tail)
         offered = next(e["data"] for e in events if e["kind"] == "offered")
         send_cue(sipp_port, offered["sip_call_id"])
         (call,) = app.wait_calls_closed(1, timeout=40)

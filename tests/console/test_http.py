@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import os
-import socket
 import wave
+from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import AsyncIterator
 
 import aiohttp
 import pytest
@@ -14,6 +13,7 @@ import pytest
 from appliance.console.http import HttpApi
 from appliance.rooms.tokens import TokenAuthority
 from appliance.storage import Storage
+from tests.support.ports import free_port_block
 
 KEY, SECRET = "APIconsole", "console-secret-console-secret-0123"
 CALL = "CA0123456789abcdef"
@@ -45,12 +45,6 @@ class Api:
             return resp.status, body, resp
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture
 async def api(tmp_path: Path) -> AsyncIterator[Api]:
     storage = Storage(tmp_path / "db" / "switchboard.db")
@@ -60,7 +54,7 @@ async def api(tmp_path: Path) -> AsyncIterator[Api]:
     health = {"ok": True, "workers": 2}
     http = HttpApi(storage, tokens, recordings, health=lambda: health)
     for attempt in range(5):
-        port = _free_port()
+        port = free_port_block(1)
         try:
             await http.start("127.0.0.1", port)
             break

@@ -10,8 +10,8 @@ import pytest
 
 from appliance.core.errors import FlowError, Problem
 from appliance.flow.checker import FlowContext
-from appliance.flow.policy import destination_allowed, url_allowed
 from appliance.flow.loader import load_dir, parse
+from appliance.flow.policy import destination_allowed, url_allowed
 
 ROOT = Path(__file__).resolve().parents[2]
 LOOKUP = "http://127.0.0.1:8765/accounts/lookup"
@@ -266,27 +266,14 @@ PERSONA = """\
     """
 
 
-def test_persona_not_defined_and_refused_while_the_runtime_is_missing():
+def test_an_undefined_persona_is_reported():
     text = flow_with(PERSONA)
-    problems = problems_of(text, FlowContext(personas_supported=False))
-    line = line_of(text, "persona:")
-    assert {(p.line, p.message) for p in problems} == {
-        (line, "persona 'helpdesk' is not defined (personas/helpdesk.yaml)"),
-        (line, "persona steps need the AI persona runtime, which this version does not have yet"),
-    }
-
-
-def test_a_defined_persona_is_refused_only_while_the_runtime_is_missing():
-    text = flow_with(PERSONA)
-    (problem,) = problems_of(text, FlowContext(personas={"helpdesk"}, personas_supported=False))
-    assert "persona runtime" in problem.message
-    assert problems_of(text, FlowContext(personas={"helpdesk"}, personas_supported=True)) == []
-
-
-def test_an_undefined_persona_is_reported_with_the_runtime_present():
-    text = flow_with(PERSONA)
-    only(problems_of(text, FlowContext(personas={"sales"}, personas_supported=True)), line_of(text, "persona:"),
+    only(problems_of(text, FlowContext(personas={"sales"})), line_of(text, "persona:"),
          "persona 'helpdesk' is not defined (personas/helpdesk.yaml)")
+
+
+def test_a_defined_persona_passes():
+    assert problems_of(flow_with(PERSONA), FlowContext(personas={"helpdesk"})) == []
 
 
 def test_audio_files_must_exist_in_the_flows_directory(tmp_path: Path):

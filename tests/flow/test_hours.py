@@ -10,7 +10,7 @@ from pydantic import ValidationError
 from appliance.flow.hours import is_open
 from appliance.flow.schema import Hours
 
-UTC = dt.timezone.utc
+UTC = dt.UTC
 
 
 def hours(weekly: dict[str, list[str]], timezone: str = "UTC", holidays: list[str] | None = None) -> Hours:

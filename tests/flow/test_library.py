@@ -13,6 +13,7 @@ from appliance.config import Config
 from appliance.flow.engine import FlowEngine, PlaybackDone, Say
 from appliance.flow.library import FlowLibrary
 from appliance.observability.metrics import REGISTRY
+from tests.support.wait import wait_until_async
 
 ROOT = Path(__file__).resolve().parents[2]
 OLD_GREETING = "Welcome to Switchboard."
@@ -121,26 +122,19 @@ def test_a_call_in_progress_keeps_the_version_it_started_with(library: FlowLibra
     assert FlowEngine(library.get("default").flow).start()[-1] == Say(NEW_GREETING)
 
 
-async def wait_for(condition, seconds: float = 5.0) -> bool:
-    deadline = asyncio.get_running_loop().time() + seconds
-    while asyncio.get_running_loop().time() < deadline:
-        if condition():
-            return True
-        await asyncio.sleep(0.05)
-    return condition()
-
-
 async def test_watching_picks_an_edit_up_by_itself(library: FlowLibrary, flows_dir: Path):
     version = library.get("default").version
     library.start_watching(0.1)
     try:
         edit(flows_dir / "default.yaml", OLD_GREETING, NEW_GREETING)
-        assert await wait_for(lambda: library.get("default").version != version)
+        assert await wait_until_async(lambda: library.get("default").version != version, "the edit picked up",
+                                     timeout=5.0, interval=0.05)
         assert greeting(library) == NEW_GREETING
         # a broken edit while watching: counted, and the good version keeps serving
         errors = reload_errors()
         edit(flows_dir / "default.yaml", "next: main_menu", "next: nowhere")
-        assert await wait_for(lambda: reload_errors() == errors + 1)
+        assert await wait_until_async(lambda: reload_errors() == errors + 1, "the broken edit counted",
+                                     timeout=5.0, interval=0.05)
         assert greeting(library) == NEW_GREETING
     finally:
         await library.stop_watching()

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from typing import AsyncIterator
+from collections.abc import AsyncIterator
 
 import pytest
 from aiohttp import web
 
 from appliance.flow.policy import normalise_url, url_allowed
 from appliance.flow.webhook import call_webhook
+from tests.support.http_server import LoopbackServer
 
 HOOKS = "http://127.0.0.1:8765/hooks/"
 
@@ -107,14 +108,8 @@ async def echo() -> AsyncIterator[tuple[str, list[str]]]:
         seen.append(request.raw_path)
         return web.json_response({})
 
-    app = web.Application()
-    app.router.add_route("POST", "/{tail:.*}", handle)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    yield f"http://127.0.0.1:{runner.addresses[0][1]}", seen
-    await runner.cleanup()
+    async with LoopbackServer(default=handle) as server:
+        yield server.url, seen
 
 
 @pytest.mark.parametrize(

@@ -14,8 +14,8 @@ from appliance.flow.loader import LoadedFlow, context_for, load_dir, load_file
 from appliance.flow.simulate import Simulation
 
 ROOT = Path(__file__).resolve().parents[2]
-OPEN = dt.datetime(2026, 11, 24, 15, 0, tzinfo=dt.timezone.utc)  # a Tuesday, 10:00 in New York
-CLOSED = dt.datetime(2026, 11, 24, 3, 0, tzinfo=dt.timezone.utc)  # 22:00 the evening before
+OPEN = dt.datetime(2026, 11, 24, 15, 0, tzinfo=dt.UTC)  # a Tuesday, 10:00 in New York
+CLOSED = dt.datetime(2026, 11, 24, 3, 0, tzinfo=dt.UTC)  # 22:00 the evening before
 
 MENU = ("For billing, press 1 or say billing. For technical support, press 2 or say technical support. "
         "To leave a message, press 3.")
@@ -145,7 +145,7 @@ async def test_escalation_overflows_after_max_wait_virtual_seconds(support: Load
 
 
 async def test_after_hours_and_holidays_go_to_voicemail(support: LoadedFlow):
-    for now in (CLOSED, dt.datetime(2026, 12, 25, 15, 0, tzinfo=dt.timezone.utc)):
+    for now in (CLOSED, dt.datetime(2026, 12, 25, 15, 0, tzinfo=dt.UTC)):
         sim = await call(support, now=now)
         assert sim.steps[:3] == ["check_hours", "after_hours", "take_message"]
         assert sim.engine.variables["open"] is False
@@ -153,9 +153,9 @@ async def test_after_hours_and_holidays_go_to_voicemail(support: LoadedFlow):
 
 async def test_the_clock_moves_with_the_call(support: LoadedFlow):
     # 17:59:50 in New York: open when the call starts; a late call still gets the menu
-    sim = await call(support, "silence 30", now=dt.datetime(2026, 11, 24, 22, 59, 50, tzinfo=dt.timezone.utc))
+    sim = await call(support, "silence 30", now=dt.datetime(2026, 11, 24, 22, 59, 50, tzinfo=dt.UTC))
     assert sim.steps[:2] == ["check_hours", "welcome"]
-    assert sim.engine.clock() == dt.datetime(2026, 11, 24, 23, 0, 20, tzinfo=dt.timezone.utc)
+    assert sim.engine.clock() == dt.datetime(2026, 11, 24, 23, 0, 20, tzinfo=dt.UTC)
 
 
 TRANSFER_FLOW = """\

@@ -5,10 +5,10 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import json
-import socket
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any, AsyncIterator
+from typing import Any
 
 import pytest
 from aiohttp import web
@@ -18,9 +18,11 @@ from appliance.flow.engine import CallWebhook, FlowEngine, PlaybackDone
 from appliance.flow.loader import load_dir, parse
 from appliance.flow.simulate import Simulation
 from appliance.flow.webhook import MAX_REPLY_BYTES, call_webhook
+from tests.support.http_server import LoopbackServer
+from tests.support.ports import free_port_block
 
 ROOT = Path(__file__).resolve().parents[2]
-OPEN = dt.datetime(2026, 11, 24, 15, 0, tzinfo=dt.timezone.utc)  # a Tuesday, 10:00 in New York
+OPEN = dt.datetime(2026, 11, 24, 15, 0, tzinfo=dt.UTC)  # a Tuesday, 10:00 in New York
 
 
 class CRM:
@@ -35,7 +37,7 @@ class CRM:
     async def handle(self, request: web.Request) -> web.StreamResponse:
         body = await request.read()
         self.requests.append((request.path, json.loads(body) if body else None))
-        kind = request.match_info["kind"]
+        kind = request.path.removeprefix("/crm/")
         if kind == "ok":
             return web.json_response(self.reply)
         if kind == "empty":
@@ -72,7 +74,7 @@ class CRM:
     async def _wait(self) -> None:
         try:
             await asyncio.wait_for(self.release.wait(), 10)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             pass
 
     def at(self, kind: str) -> str:
@@ -82,23 +84,14 @@ class CRM:
 @pytest.fixture
 async def crm() -> AsyncIterator[CRM]:
     server = CRM()
-    app = web.Application()
-    app.router.add_post("/crm/{kind}", server.handle)
-    runner = web.AppRunner(app, shutdown_timeout=1)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = runner.addresses[0][1]
-    server.url = f"http://127.0.0.1:{port}"
-    yield server
-    server.release.set()
-    await runner.cleanup()
+    async with LoopbackServer(default=server.handle) as http:
+        server.url = http.url
+        yield server
+        server.release.set()
 
 
 def _closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    return free_port_block(1)
 
 
 async def test_a_json_object_reply_is_returned(crm: CRM):

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import gzip
 import socket
-from typing import AsyncIterator
+from collections.abc import AsyncIterator
 
 import aiohttp
 import pytest
@@ -16,37 +16,37 @@ from appliance.flow.checker import FlowContext
 from appliance.flow.engine import FlowEngine
 from appliance.flow.loader import parse
 from appliance.flow.policy import url_allowed
-from appliance.flow.webhook import MAX_REPLY_BYTES, WebhookError, _PinnedConnector, call_webhook
+from appliance.flow.webhook import (
+    MAX_REPLY_BYTES,
+    WebhookError,
+    _PinnedConnector,
+    call_webhook,
+)
+from tests.support.http_server import Answer, LoopbackServer
+
+
+async def trap(request: web.Request) -> web.StreamResponse:
+    return web.json_response({"trap": "sprung"})
 
 
 class Server:
-    """A loopback HTTP server that keeps every request it receives."""
+    """A loopback HTTP server that keeps every request it receives (any method: a followed 303 is a GET)."""
 
     def __init__(self) -> None:
-        self.requests: list[tuple[str, bytes]] = []
+        self.http = LoopbackServer(default=trap)
         self.sent = 0  # body bytes the endless reply handed to the transport
-        self.url = ""
-        self.runner: web.AppRunner | None = None
 
-    async def start(self, routes: dict[str, web.StreamResponse | object]) -> None:
-        app = web.Application()
-        app.router.add_route("*", "/{tail:.*}", self.handle)  # a followed 303 arrives as GET
-        self.routes = routes
-        self.runner = web.AppRunner(app, shutdown_timeout=1)
-        await self.runner.setup()
-        site = web.TCPSite(self.runner, "127.0.0.1", 0)
-        await site.start()
-        self.url = f"http://127.0.0.1:{self.runner.addresses[0][1]}"
+    @property
+    def url(self) -> str:
+        return self.http.url
 
-    async def handle(self, request: web.Request) -> web.StreamResponse:
-        self.requests.append((request.path, await request.read()))
-        answer = self.routes.get(request.path)
-        if answer is None:
-            return web.json_response({"trap": "sprung"})
-        if callable(answer):
-            return await answer(request)
-        assert isinstance(answer, web.StreamResponse)
-        return answer
+    @property
+    def requests(self) -> list[tuple[str, bytes]]:
+        return [(r.path, r.body) for r in self.http.requests]
+
+    async def start(self, routes: dict[str, Answer]) -> None:
+        self.http.answers = routes
+        await self.http.start()
 
 
 @pytest.fixture
@@ -54,8 +54,7 @@ async def servers() -> AsyncIterator[tuple[Server, Server]]:
     allowed, elsewhere = Server(), Server()
     yield allowed, elsewhere
     for server in (allowed, elsewhere):
-        if server.runner:
-            await server.runner.cleanup()
+        await server.http.stop()
 
 
 async def endless(server: Server, request: web.Request) -> web.StreamResponse:

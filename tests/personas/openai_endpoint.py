@@ -16,28 +16,27 @@ from typing import Any
 
 from aiohttp import web
 
+from tests.support.http_server import LoopbackServer
+
 
 @dataclass
 class ChatEndpoint:
     requests: list[dict[str, Any]] = field(default_factory=list)
     headers: list[dict[str, str]] = field(default_factory=list)
     url: str = ""
-    _runner: web.AppRunner | None = None
+    _server: LoopbackServer | None = None
 
     async def start(self) -> None:
-        app = web.Application()
-        app.router.add_post("/v1/chat/completions", self._completions)
-        app.router.add_get("/v1/models", self._models)  # livekit's prewarm asks for this
-        self._runner = web.AppRunner(app)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        self.url = f"http://127.0.0.1:{port}/v1"
+        self._server = LoopbackServer({
+            "/v1/chat/completions": self._completions,
+            "/v1/models": self._models,  # livekit's prewarm asks for this
+        })
+        await self._server.start()
+        self.url = f"{self._server.url}/v1"
 
     async def stop(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
+        if self._server is not None:
+            await self._server.stop()
 
     async def _models(self, request: web.Request) -> web.Response:
         return web.json_response({"object": "list", "data": [{"id": "test", "object": "model", "owned_by": "test"}]})

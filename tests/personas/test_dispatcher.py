@@ -13,7 +13,7 @@ from appliance.core.audio import FRAME_BYTES
 from appliance.personas.dispatcher import TRANSCRIPT_TOPIC, PersonaDispatcher
 from appliance.rooms import protocol as p
 from appliance.rooms.room import Participant, Room
-from appliance.rooms.server import WorkerConnection
+from appliance.rooms.server import WorkerConnection, WorkerRegistry
 from appliance.storage import Storage
 
 
@@ -58,17 +58,19 @@ def storage(tmp_path: Path) -> Storage:
     return storage
 
 
-def _agent(name: str, capacity: int = 2) -> tuple[WorkerConnection, Writer]:
+def _agent(workers: WorkerRegistry, name: str, capacity: int = 2) -> tuple[WorkerConnection, Writer]:
+    """A connected persona worker, registered as the participant server would after its hello."""
     writer = Writer()
-    return WorkerConnection(name, "agent", capacity, writer), writer  # type: ignore[arg-type]
+    agent = WorkerConnection(name, "agent", capacity, writer)  # type: ignore[arg-type]
+    workers.agents[name] = agent
+    return agent, writer
 
 
 async def test_dispatch_transcripts_and_exit(storage: Storage) -> None:
-    dispatcher = PersonaDispatcher(storage)
-    busy, _ = _agent("p1", capacity=1)
-    idle, writer = _agent("p2", capacity=2)
-    dispatcher.agent_joined(busy)
-    dispatcher.agent_joined(idle)
+    workers = WorkerRegistry()
+    dispatcher = PersonaDispatcher(storage, workers)
+    busy, _ = _agent(workers, "p1", capacity=1)
+    idle, writer = _agent(workers, "p2", capacity=2)
     busy.legs[99] = None  # type: ignore[assignment]  # p1 is full
     room = Room("CA0000000001")
     supervisor = Supervisor()
@@ -94,10 +96,10 @@ async def test_dispatch_transcripts_and_exit(storage: Storage) -> None:
 
 
 async def test_a_lost_worker_fails_its_personas_and_none_available_is_none(storage: Storage) -> None:
-    dispatcher = PersonaDispatcher(storage)
+    workers = WorkerRegistry()
+    dispatcher = PersonaDispatcher(storage, workers)
     assert dispatcher.start("CA0000000001", Room("r"), "orders", {}, lambda e, v: None, lambda a, v: None) is None
-    agent, _ = _agent("p1")
-    dispatcher.agent_joined(agent)
+    agent, _ = _agent(workers, "p1")
     exits: list[str] = []
     job = dispatcher.start("CA0000000001", Room("CA0000000001"), "orders", {}, lambda e, v: exits.append(e),
                            lambda a, v: None)
@@ -107,9 +109,9 @@ async def test_a_lost_worker_fails_its_personas_and_none_available_is_none(stora
 
 
 async def test_playback_reports_say_what_was_heard(storage: Storage) -> None:
-    dispatcher = PersonaDispatcher(storage)
-    agent, writer = _agent("p1")
-    dispatcher.agent_joined(agent)
+    workers = WorkerRegistry()
+    dispatcher = PersonaDispatcher(storage, workers)
+    agent, writer = _agent(workers, "p1")
     room = Room("CA0000000001")
     job = dispatcher.start("CA0000000001", room, "orders", {}, lambda e, v: None, lambda a, v: None)
     assert job is not None

@@ -10,7 +10,7 @@ from livekit.plugins import openai, silero
 from appliance.personas.plugins import ProviderSpec, build_llm, build_stt, build_tts, build_vad
 from appliance.personas.plugins.llm_scripted import ScriptedLLM
 from appliance.personas.plugins.stt_pocketsphinx import PocketsphinxSTT
-from appliance.personas.plugins.tts_espeak import EspeakTTS
+from appliance.personas.plugins.tts_espeak import EspeakPluginTTS
 
 
 def test_the_offline_providers_by_name() -> None:
@@ -20,7 +20,7 @@ def test_the_offline_providers_by_name() -> None:
         "intents": {"hi": {"phrases": ["hello"], "reply": "Hello from {company}."}}, "variables": {"company": "Acme"}}})
 
     assert isinstance(recogniser, PocketsphinxSTT) and isinstance(recogniser, stt.STT)
-    assert isinstance(voice, EspeakTTS) and voice.voice == "en-gb-x-rp" and isinstance(voice, tts.TTS)
+    assert isinstance(voice, EspeakPluginTTS) and voice.voice == "en-gb-x-rp" and isinstance(voice, tts.TTS)
     assert isinstance(script, ScriptedLLM) and script.variables == {"company": "Acme"} and isinstance(script, llm.LLM)
 
 

@@ -1,4 +1,4 @@
-"""EspeakTTS through livekit's synthesize(): 16 kHz mono frames of speech, as long as espeak-ng's render."""
+"""EspeakPluginTTS through livekit's synthesize(): 16 kHz mono frames of speech, as long as espeak-ng's render."""
 
 from __future__ import annotations
 
@@ -9,19 +9,19 @@ import pytest
 from livekit.agents import tts
 
 from appliance.core.audio import FRAME_MS, SAMPLE_RATE
-from appliance.personas.plugins.tts_espeak import EspeakTTS, shared_synthesizer
+from appliance.personas.plugins.tts_espeak import EspeakPluginTTS, shared_synthesizer
 from tests.personas.speech import rms
 
 GREETING = "Thank you for calling. How can I help you today?"
 
 
-async def _frames(engine: EspeakTTS, text: str) -> list[tts.SynthesizedAudio]:
+async def _frames(engine: EspeakPluginTTS, text: str) -> list[tts.SynthesizedAudio]:
     async with engine.synthesize(text) as stream:
         return [event async for event in stream]
 
 
 async def test_speech_arrives_as_16_khz_mono_frames_of_the_renders_length() -> None:
-    events = await _frames(EspeakTTS(), GREETING)
+    events = await _frames(EspeakPluginTTS(), GREETING)
 
     frames = [e.frame for e in events]
     assert {(f.sample_rate, f.num_channels) for f in frames} == {(SAMPLE_RATE, 1)}
@@ -35,7 +35,7 @@ async def test_speech_arrives_as_16_khz_mono_frames_of_the_renders_length() -> N
 
 
 async def test_the_frames_carry_speech_energy() -> None:
-    frame = await EspeakTTS().synthesize(GREETING).collect()
+    frame = await EspeakPluginTTS().synthesize(GREETING).collect()
 
     samples = np.frombuffer(frame.data, dtype=np.int16)
     per_20ms = samples[: len(samples) // 320 * 320].reshape(-1, 320)
@@ -45,11 +45,11 @@ async def test_the_frames_carry_speech_energy() -> None:
 
 
 async def test_a_voice_can_be_chosen_and_an_unknown_one_is_refused() -> None:
-    british = await EspeakTTS(voice="en-gb-x-rp").synthesize("Good morning").collect()
+    british = await EspeakPluginTTS(voice="en-gb-x-rp").synthesize("Good morning").collect()
     assert british.duration > 0.3
 
     with pytest.raises(ValueError, match="no voice"):
-        EspeakTTS(voice="en-gb")  # espeak-ng's British voice is "en-gb-x-rp" (or "en")
+        EspeakPluginTTS(voice="en-gb")  # espeak-ng's British voice is "en-gb-x-rp" (or "en")
 
 
 async def test_synthesis_leaves_the_event_loop_free() -> None:
@@ -64,14 +64,14 @@ async def test_synthesis_leaves_the_event_loop_free() -> None:
     ticker = asyncio.create_task(tick())
     await asyncio.sleep(0)
     # Not said before in this process: not served from the render cache.
-    await EspeakTTS().synthesize(" ".join(["The quick brown fox jumps over the lazy dog."] * 6)).collect()
+    await EspeakPluginTTS().synthesize(" ".join(["The quick brown fox jumps over the lazy dog."] * 6)).collect()
     ticker.cancel()
 
     assert ticks > 10
 
 
 async def test_metrics_are_reported_by_the_base_class() -> None:
-    engine = EspeakTTS()
+    engine = EspeakPluginTTS()
     seen = []
     engine.on("metrics_collected", seen.append)
 
@@ -82,7 +82,7 @@ async def test_metrics_are_reported_by_the_base_class() -> None:
 
 
 def test_capabilities_say_batch_only_in_the_box_format() -> None:
-    engine = EspeakTTS()
+    engine = EspeakPluginTTS()
 
     assert engine.capabilities.streaming is False
     assert (engine.sample_rate, engine.num_channels) == (SAMPLE_RATE, 1)

@@ -4,7 +4,8 @@ decoder rules. Real loopback servers; the tool is called as livekit calls it."""
 from __future__ import annotations
 
 import json
-from typing import Any, AsyncIterator
+from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 from aiohttp import web
@@ -12,6 +13,7 @@ from aiohttp import web
 from appliance.flow.persona import Persona, WebhookTool
 from appliance.flow.webhook import MAX_REPLY_BYTES
 from appliance.personas.persona import _webhook_tool
+from tests.support.http_server import LoopbackServer
 
 
 class Call:
@@ -30,36 +32,20 @@ class Call:
     def heard_back_channel(self) -> bool: return False
 
 
-class Server:
-    def __init__(self) -> None:
-        self.requests: list[str] = []
-        self.routes: dict[str, Any] = {}
-        self.url = ""
+async def trap(request: web.Request) -> web.StreamResponse:
+    return web.json_response({"trap": "sprung"})
 
-    async def handle(self, request: web.Request) -> web.StreamResponse:
-        await request.read()
-        self.requests.append(request.path)
-        answer = self.routes.get(request.path)
-        if answer is None:
-            return web.json_response({"trap": "sprung"})
-        return await answer(request) if callable(answer) else answer
+
+class Server(LoopbackServer):
+    def __init__(self) -> None:
+        super().__init__(default=trap)
+        self.routes = self.answers
 
 
 @pytest.fixture
 async def servers() -> AsyncIterator[tuple[Server, Server]]:
-    pair = (Server(), Server())
-    runners = []
-    for server in pair:
-        app = web.Application()
-        app.router.add_route("*", "/{tail:.*}", server.handle)
-        runner = web.AppRunner(app, shutdown_timeout=1)
-        await runner.setup()
-        await web.TCPSite(runner, "127.0.0.1", 0).start()
-        server.url = f"http://127.0.0.1:{runner.addresses[0][1]}"
-        runners.append(runner)
-    yield pair
-    for runner in runners:
-        await runner.cleanup()
+    async with Server() as allowed, Server() as elsewhere:
+        yield allowed, elsewhere
 
 
 async def run_tool(url: str, timeout: float = 5.0) -> tuple[Any, Call]:

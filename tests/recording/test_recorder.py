@@ -34,7 +34,7 @@ def _channels(path: Path) -> tuple[wave._wave_params, np.ndarray]:
 
 
 def test_recording_path_is_dated():
-    when = dt.datetime(2026, 3, 7, 12, 0, tzinfo=dt.timezone.utc)
+    when = dt.datetime(2026, 3, 7, 12, 0, tzinfo=dt.UTC)
     assert recording_path(Path("/rec"), "CAabc", when) == Path("/rec/2026/03/07/CAabc.wav")
 
 

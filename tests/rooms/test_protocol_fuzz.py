@@ -10,9 +10,10 @@ import logging
 import socket
 import struct
 import tempfile
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, AsyncIterator
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -25,7 +26,13 @@ from appliance.personas.dispatcher import PersonaDispatcher
 from appliance.rooms import protocol as p
 from appliance.rooms.hub import Hub
 from appliance.rooms.room import AudioTrack, Participant
-from appliance.rooms.server import AGENT_QUEUE_FRAMES, ParticipantServer, SipParticipant, WorkerConnection
+from appliance.rooms.server import (
+    AGENT_QUEUE_FRAMES,
+    ParticipantServer,
+    SipParticipant,
+    WorkerConnection,
+    WorkerRegistry,
+)
 from appliance.rooms.tokens import TokenAuthority, worker_identity
 from appliance.storage import Storage
 
@@ -169,7 +176,7 @@ class Switchboard:
         return peer
 
     def connection(self, name: str) -> WorkerConnection:
-        return {**self.server.workers, **self.server.agent_workers}[name]
+        return {**self.server.registry.sip, **self.server.registry.agents}[name]
 
     async def assert_serving(self) -> None:
         """A well-behaved worker still joins, and the hub's clock still runs."""
@@ -183,8 +190,10 @@ async def open_switchboard(directory: Path, timeout_s: float = HANDSHAKE_S) -> S
     tokens = TokenAuthority("fuzz-key", "fuzz-secret-long-enough-for-hmac-sha256")
     calls = Calls()
     storage = Storage(directory / "db.sqlite")
-    personas = PersonaDispatcher(storage)
-    server = ParticipantServer(hub, tokens, calls, personas, handshake_timeout_s=timeout_s, frame_timeout_s=timeout_s)
+    workers = WorkerRegistry()
+    personas = PersonaDispatcher(storage, workers)
+    server = ParticipantServer(hub, tokens, workers, calls, personas, handshake_timeout_s=timeout_s,
+                               frame_timeout_s=timeout_s)
     path = directory / "hub.sock"
     await server.start(path)
     hub.start()
@@ -258,7 +267,7 @@ async def test_a_bad_first_frame_is_cut_off_with_a_reason(board: Switchboard, ca
     peer.send(data)
     await peer.cut_off()
     assert_reason(caplog, reason)
-    assert board.server.workers == {} and board.server.agent_workers == {}
+    assert board.server.registry.sip == {} and board.server.registry.agents == {}
     await board.assert_serving()
 
 
@@ -322,11 +331,11 @@ async def test_a_bad_frame_from_a_worker_cuts_off_that_worker_only(board: Switch
     peer.send(data)
     await peer.cut_off()
     assert_reason(caplog, reason)
-    assert "offender" not in board.server.workers and "offender" not in board.server.agent_workers
+    assert "offender" not in board.server.registry.sip and "offender" not in board.server.registry.agents
     if role == "sip":
         assert board.calls.lost == ["offender"]
     # The other worker is untouched: still registered, still answered.
-    assert "bystander" in board.server.workers
+    assert "bystander" in board.server.registry.sip
     bystander.send(p.encode_control(p.Offer(leg=1, sip_call_id="c", from_uri="f", to_uri="t", to_user="u")))
     assert await bystander.receive_control() == p.OfferReply(leg=1, code=486, reason="Busy Here")
     await board.assert_serving()
@@ -340,8 +349,8 @@ async def test_a_worker_that_stalls_mid_frame_is_cut_off(board: Switchboard, cap
     peer.send(frame[:-5])
     await peer.cut_off()
     assert_reason(caplog, "not received within")
-    assert "slowloris" not in board.server.workers
-    assert await idle.still_open() and "idle" in board.server.workers
+    assert "slowloris" not in board.server.registry.sip
+    assert await idle.still_open() and "idle" in board.server.registry.sip
 
 
 async def test_a_full_batch_at_capacity_is_accepted(board: Switchboard):
@@ -359,7 +368,7 @@ async def test_a_full_batch_at_capacity_is_accepted(board: Switchboard):
     async with asyncio.timeout(PATIENCE_S):
         while ("w", p.Answered(leg=1)) not in board.calls.seen:
             await asyncio.sleep(0.01)
-    assert "w" in board.server.workers
+    assert "w" in board.server.registry.sip
 
 
 async def test_audio_for_legs_that_do_not_exist_is_dropped_not_fatal(board: Switchboard, caplog):
@@ -368,7 +377,7 @@ async def test_audio_for_legs_that_do_not_exist_is_dropped_not_fatal(board: Swit
     peer.send(p.encode_audio([(leg, FRAME) for leg in (7, 8, 2**32 - 1)]))
     peer.send(p.encode_control(p.Offer(leg=9, sip_call_id="c", from_uri="f", to_uri="t", to_user="u")))
     assert await peer.receive_control() == p.OfferReply(leg=9, code=486, reason="Busy Here")
-    assert "w" in board.server.workers and reasons(caplog) == []
+    assert "w" in board.server.registry.sip and reasons(caplog) == []
 
 
 async def test_messages_about_another_workers_legs_reach_nothing_of_it(board: Switchboard, caplog):
@@ -401,7 +410,7 @@ async def test_persona_messages_about_another_workers_job_reach_nothing_of_it(bo
     board.storage.open_call("CA0000000001")
     room = board.hub.create_room("CA0000000001")
     exits: list[str] = []
-    board.personas.agents.pop("p-intruder")  # so the job goes to the owner
+    board.connection("p-intruder").capacity = 0  # full, so the job goes to the owner
     job = board.personas.start("CA0000000001", room, "orders", {}, lambda e, v: exits.append(e), lambda a, v: None)
     assert job is not None and job.participant.connection is board.connection("p-owner")
     assert isinstance(await owner.receive_control(), p.Dispatch)
@@ -416,7 +425,7 @@ async def test_persona_messages_about_another_workers_job_reach_nothing_of_it(bo
             await asyncio.sleep(0.01)
     assert exits == ["human"]  # the owner's, never the intruder's
     assert board.storage.transcripts("CA0000000001") == []
-    assert "p-intruder" in board.server.agent_workers
+    assert "p-intruder" in board.server.registry.agents
 
 
 async def test_the_largest_legitimate_control_message_is_accepted(board: Switchboard, caplog):
@@ -426,7 +435,7 @@ async def test_the_largest_legitimate_control_message_is_accepted(board: Switchb
     event = p.ToolEvent(leg=1, name="lookup", arguments={"query": "x" * 4000}, result=reply)
     peer.send(p.encode_control(event))
     assert len(p.encode_control(event)) > MAX_REPLY_BYTES
-    assert await peer.still_open() and "p" in board.server.agent_workers and reasons(caplog) == []
+    assert await peer.still_open() and "p" in board.server.registry.agents and reasons(caplog) == []
 
 
 async def test_a_persona_that_floods_the_hub_with_audio_is_cut_off(board: Switchboard, caplog):
@@ -456,7 +465,7 @@ async def test_a_huge_reason_reaches_the_call_handler_clipped(board: Switchboard
     transfer, ended = (message for _, message in board.calls.seen)
     assert transfer.reason == "x" * p.MAX_REASON  # type: ignore[attr-defined]
     assert ended.reason == "y" * p.MAX_REASON  # type: ignore[attr-defined]
-    assert "w" in board.server.workers and reasons(caplog) == []
+    assert "w" in board.server.registry.sip and reasons(caplog) == []
 
 
 async def test_a_worker_that_never_reads_is_cut_off_and_the_hub_keeps_ticking(board: Switchboard, caplog):
@@ -482,7 +491,7 @@ async def test_a_worker_that_never_reads_is_cut_off_and_the_hub_keeps_ticking(bo
     hello = p.Hello(token=board.tokens.mint(worker_identity("sip", "deaf"), "sip"), worker="deaf", capacity=64)
     deaf.sendall(p.encode_control(hello))
     async with asyncio.timeout(PATIENCE_S):
-        while "deaf" not in board.server.workers:
+        while "deaf" not in board.server.registry.sip:
             await asyncio.sleep(0.01)
     deaf_worker = board.connection("deaf")
     crowd = board.hub.create_room("CA-deaf")
@@ -497,7 +506,7 @@ async def test_a_worker_that_never_reads_is_cut_off_and_the_hub_keeps_ticking(bo
     try:
         # 64 legs × 646 bytes × 50 ticks/s is 2 MB/s: the limit is passed within seconds.
         async with asyncio.timeout(p.MAX_BACKLOG / (64 * (FRAME_BYTES + 6) * 50) + PATIENCE_S):
-            while "deaf" in board.server.workers:
+            while "deaf" in board.server.registry.sip:
                 message = await listener.receive()
                 heard += isinstance(message, list)
                 if not deaf_worker.writer.is_closing():

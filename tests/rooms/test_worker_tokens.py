@@ -9,8 +9,8 @@ import datetime as dt
 import os
 import sys
 import tempfile
+from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import AsyncIterator
 
 import pytest
 
@@ -18,8 +18,13 @@ from appliance.core.processes import ProcessPool
 from appliance.rooms import protocol as p
 from appliance.rooms.tokens import worker_identity
 from sip.worker import EXIT_REFUSED
-from tests.rooms.test_protocol_fuzz import Switchboard, close_switchboard, open_switchboard
-from tests.support.appliance import ROOT, free_port_block
+from tests.rooms.test_protocol_fuzz import (
+    Switchboard,
+    close_switchboard,
+    open_switchboard,
+)
+from tests.support.appliance import ROOT
+from tests.support.ports import free_port_block
 
 EXPIRED = dt.timedelta(minutes=-5)  # past the verifier's minute of clock-skew leeway
 
@@ -42,7 +47,7 @@ async def test_a_token_cannot_join_under_another_workers_name(board: Switchboard
     token = board.tokens.mint(worker_identity("sip", "w1"), "sip")
     with pytest.raises(p.HubRefused, match="cannot join as worker 'w2'"):
         await p.join_hub(str(board.path), p.Hello(token=token, worker="w2", capacity=4))
-    assert "w2" not in board.server.workers
+    assert "w2" not in board.server.registry.sip
 
 
 async def test_a_refused_worker_exits_and_its_restart_joins_with_a_fresh_token(board: Switchboard) -> None:
@@ -69,7 +74,7 @@ async def test_a_refused_worker_exits_and_its_restart_joins_with_a_fresh_token(b
     pool.start("w1", spawn)
     try:
         async with asyncio.timeout(60):
-            while "w1" not in board.server.workers:
+            while "w1" not in board.server.registry.sip:
                 await asyncio.sleep(0.1)
     finally:
         await pool.stop()

@@ -15,16 +15,19 @@ from pathlib import Path
 
 import pytest
 
-from sip.edge import Edge, EdgeSettings, EdgeStartError, EdgeTrunk, render_config, render_dispatcher
-from tests.sip.sipp import (
-    HOST,
+from sip.edge import (
+    Edge,
+    EdgeSettings,
+    EdgeStartError,
+    EdgeTrunk,
+    render_config,
+    render_dispatcher,
+)
+from tests.support.ports import free_port_block
+from tests.support.sipp.process import HOST, Sipp, call, run_uac, start_uas
+from tests.support.sipp.proxy_scenarios import (
     UAS_ANSWER_THEN_HANG_UP,
     UAS_RING_UNTIL_CANCEL,
-    Sipp,
-    call,
-    free_udp_ports,
-    run_uac,
-    start_uas,
     uac_call,
     uac_call_hung_up_by_callee,
     uac_cancel,
@@ -32,6 +35,7 @@ from tests.sip.sipp import (
     uas_reject,
     write_scenario,
 )
+from tests.support.wait import wait_until_async
 
 pytestmark = pytest.mark.sip
 
@@ -84,10 +88,7 @@ class Stack:
         """Poll until `condition`, returning the seconds it took."""
         loop = asyncio.get_running_loop()
         start = loop.time()
-        while not condition():
-            if loop.time() - start > timeout:
-                raise AssertionError(f"{what} not within {timeout} s\n{self.dispatcher()}\n{self.log()}")
-            await asyncio.sleep(0.1)
+        await wait_until_async(condition, what, timeout, detail=lambda: f"{self.dispatcher()}\n{self.log()}")
         return loop.time() - start
 
     async def caller(self, name: str, scenario: str, calls: int = 1, rate: int = 10,
@@ -127,7 +128,8 @@ async def stack(tmp_path: Path) -> AsyncIterator[StackFactory]:
         spare: int = 0,
         **settings: object,
     ) -> Stack:
-        *ports, edge_port = free_udp_ports(workers + spare + 1)
+        first = free_port_block(workers + spare + 1)
+        *ports, edge_port = range(first, first + workers + spare + 1)
         for i, port in enumerate(ports[:workers]):
             uas.append(await start_uas(tmp_path, f"worker{i}", port, scenarios[i] if scenarios else None))
         fields: dict[str, object] = dict(

@@ -20,13 +20,19 @@ from pydantic import ValidationError
 
 from appliance.config import Config, TrunkConfig
 from appliance.core.errors import ConfigError
-from sip.edge import EdgeSettings, EdgeTrunk, render_config, render_dispatcher, route_signature
+from sip.edge import (
+    EdgeSettings,
+    EdgeTrunk,
+    render_config,
+    render_dispatcher,
+    route_signature,
+)
 from sip.gateway import Gateway
-from tests.sip.sipp import (
+from tests.sip.test_edge import StackFactory, _programs, stack  # noqa: F401  (fixtures)
+from tests.support.ports import free_port_block
+from tests.support.sipp.process import Sipp, start_uas
+from tests.support.sipp.proxy_scenarios import (
     UAS_ANSWER_THEN_HANG_UP,
-    Sipp,
-    free_udp_port,
-    start_uas,
     uac_call,
     uac_call_via_proxy,
     uac_in_dialog,
@@ -34,7 +40,6 @@ from tests.sip.sipp import (
     uac_via_proxy_rejected,
     uac_with_credentials,
 )
-from tests.sip.test_edge import StackFactory, _programs, stack  # noqa: F401  (fixtures)
 
 pytestmark = pytest.mark.sip
 
@@ -44,7 +49,7 @@ EDGE_ROUTE = "<sip:[remote_ip]:[remote_port];lr>"
 
 
 async def _elsewhere(tmp_path: Path, name: str = "elsewhere", host: str = ELSEWHERE, scenario: str | None = None) -> tuple[Sipp, int]:
-    port = free_udp_port()
+    port = free_port_block(1)
     return await start_uas(tmp_path, name, port, scenario, host=host), port
 
 
@@ -141,7 +146,7 @@ async def test_a_bridge_call_reaches_a_configured_host_outside_every_trunk_which
     stack: StackFactory, tmp_path: Path
 ) -> None:
     # The destination is in no trunk: its BYE is accepted for carrying the edge's own signed route.
-    desk_port = free_udp_port()
+    desk_port = free_port_block(1)
     gateway = await stack(workers=0, spare=1, trunks=[EdgeTrunk("carrier-a", ["127.0.0.1/32"])],
                           outbound_hosts=[f"{OUTSIDE}:{desk_port}"])
     (worker_port,) = gateway.spare

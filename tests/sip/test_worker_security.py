@@ -16,9 +16,10 @@ import pytest
 import yaml
 
 from sip.endpoint import header
-from tests.sip.sipp import call, uac_call, write_scenario
 from tests.support.appliance import ApplianceProcess
-from tests.support.sipp import forged_invite_scenario, run_sipp
+from tests.support.sipp.process import call, run_sipp
+from tests.support.sipp.proxy_scenarios import uac_call, write_scenario
+from tests.support.sipp.scenarios import forged_invite_scenario
 
 pytestmark = pytest.mark.sip
 

@@ -9,7 +9,6 @@ import json
 import os
 import secrets
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -20,27 +19,10 @@ from typing import Any
 
 import yaml
 
+from tests.support.ports import free_port_block
+from tests.support.wait import wait_until
+
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def free_port_block(count: int, kind: int = socket.SOCK_DGRAM) -> int:
-    """First port of `count` consecutive ports free for UDP (and TCP) on 127.0.0.1."""
-    for _ in range(200):
-        base = secrets.randbelow(25000) + 30000
-        sockets = []
-        try:
-            for port in range(base, base + count):
-                for k in (socket.SOCK_DGRAM, socket.SOCK_STREAM):
-                    s = socket.socket(socket.AF_INET, k)
-                    sockets.append(s)
-                    s.bind(("127.0.0.1", port))
-            return base
-        except OSError:
-            continue
-        finally:
-            for s in sockets:
-                s.close()
-    raise RuntimeError("no free port block")
 
 
 @dataclass
@@ -98,19 +80,17 @@ class ApplianceProcess:
         self.wait_ready(timeout)
 
     def wait_ready(self, timeout: float = 30) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+        def ready() -> bool:
             if self.process and self.process.poll() is not None:
                 raise RuntimeError(f"appliance exited {self.process.returncode}:\n{self.log_tail()}")
             try:
                 health = self.get("/healthz", auth=False)
-                if health["workers_up"] == self.workers and health["personas_up"] == health["personas"]:
-                    time.sleep(0.5)  # the edge's first OPTIONS round marks the workers up
-                    return
             except (OSError, ValueError):
-                pass
-            time.sleep(0.2)
-        raise RuntimeError(f"appliance not ready in {timeout}s:\n{self.log_tail()}")
+                return False
+            return health["workers_up"] == self.workers and health["personas_up"] == health["personas"]
+
+        wait_until(ready, "the appliance to be ready", timeout, interval=0.2, detail=self.log_tail)
+        time.sleep(0.5)  # the edge's first OPTIONS round marks the workers up
 
     def stop(self) -> None:
         if self.process and self.process.poll() is None:
@@ -177,11 +157,9 @@ class ApplianceProcess:
         return self.get(f"/api/calls/{call_id}")
 
     def wait_calls_closed(self, count: int, timeout: float = 30) -> list[dict[str, Any]]:
-        deadline = time.monotonic() + timeout
-        calls: list[dict[str, Any]] = []
-        while time.monotonic() < deadline:
+        def closed() -> list[dict[str, Any]]:
             calls = self.calls()
-            if len(calls) >= count and all(c["ended_at"] for c in calls):
-                return calls
-            time.sleep(0.3)
-        raise AssertionError(f"expected {count} closed calls, have {calls}\n{self.log_tail()}")
+            return calls if len(calls) >= count and all(c["ended_at"] for c in calls) else []
+
+        return wait_until(closed, f"{count} closed calls", timeout, interval=0.3,
+                          detail=lambda: f"have {self.calls()}\n{self.log_tail()}")

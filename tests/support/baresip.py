@@ -14,11 +14,12 @@ import socket
 import subprocess
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
-from tests.support.appliance import free_port_block
+from tests.support.ports import free_port_block
+from tests.support.wait import wait_until
 
 MODULES = Path("/usr/lib/baresip/modules")
 
@@ -99,7 +100,7 @@ def call(uri: str, microphone: Path, workdir: Path, *, seconds: float,
     `jitter_frames` (min, max) sets baresip's jitter buffer (its default holds 5-10 frames, 100 ms
     and more); what it heard is dumped after that buffer.
     """
-    missing = [m for m in re.findall(r"^module\w* (\S+\.so)$", CONFIG, re.M) if not (MODULES / m).exists()]
+    missing = [m for m in re.findall(r"^module\w* (\S+\.so)$", CONFIG, re.MULTILINE) if not (MODULES / m).exists()]
     if missing:
         raise RuntimeError(f"baresip modules {missing} missing from {MODULES}: run scripts/test.sh")
     if re.search(r"\s", f"{workdir}{microphone}"):
@@ -187,16 +188,20 @@ class Softphone:
             ["baresip", "-f", str(self.workdir), "-t", str(round(self.max_seconds))],
             stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT, cwd=self.workdir,
         )
-        deadline = time.monotonic() + 10
-        while True:
+
+        def connected() -> socket.socket | None:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"baresip exited {self.process.returncode}:\n{self.output}")
             try:
-                self._socket = socket.create_connection(("127.0.0.1", self.ctrl_port), timeout=1)
-                break
+                return socket.create_connection(("127.0.0.1", self.ctrl_port), timeout=1)
             except OSError:
-                if time.monotonic() > deadline or self.process.poll() is not None:
-                    self.__exit__(None, None, None)
-                    raise RuntimeError(f"baresip's control port did not open:\n{self.output}")
-                time.sleep(0.1)
+                return None
+
+        try:
+            self._socket = wait_until(connected, "baresip's control port to open", 10, detail=lambda: self.output)
+        except (RuntimeError, AssertionError):
+            self.__exit__(None, None, None)
+            raise
         self._socket.settimeout(None)
         threading.Thread(target=self._read, name="baresip-ctrl", daemon=True).start()
         return self

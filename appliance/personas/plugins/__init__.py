@@ -53,9 +53,9 @@ def _pocketsphinx(options: dict[str, Any]) -> stt.STT:
 
 
 def _espeak(options: dict[str, Any]) -> tts.TTS:
-    from .tts_espeak import EspeakTTS
+    from .tts_espeak import EspeakPluginTTS
 
-    return EspeakTTS(**options)
+    return EspeakPluginTTS(**options)
 
 
 def _scripted(options: dict[str, Any]) -> llm.LLM:

@@ -1,5 +1,8 @@
 """pocketsphinx as a livekit-agents STT: offline, accurate with a grammar, and ready on time.
 
+Decoding (pooled decoders, each caller's cepstral mean) is `appliance.speech.stt`, shared with
+the flow's listening; this plugin adds livekit's interface and the session's turn-taking.
+
 Streaming with manual flush: the session feeds every 20 ms of the caller and flushes when its
 VAD says the turn's speech ended; that flush answers with the final transcript. A whole
 utterance decodes best (its whole cepstrum goes into the mean), but waiting for the
@@ -12,23 +15,25 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 import numpy as np
 from livekit import rtc
 from livekit.agents import stt
 from livekit.agents.language import LanguageCode
-from livekit.agents.types import DEFAULT_API_CONNECT_OPTIONS, NOT_GIVEN, APIConnectOptions, NotGivenOr
+from livekit.agents.types import (
+    DEFAULT_API_CONNECT_OPTIONS,
+    NOT_GIVEN,
+    APIConnectOptions,
+    NotGivenOr,
+)
 from livekit.agents.utils import AudioBuffer, is_given, shortuuid
-from pocketsphinx import Decoder, Vad
+from pocketsphinx import Vad
 
 from appliance.core.audio import SAMPLE_RATE
 from appliance.flow import intents
 from appliance.observability.logging import log_extra
+from appliance.speech import stt as speech_stt
 from appliance.speech.resample import resample
-from appliance.speech.stt import decoder_for
 
 __all__ = ["PocketsphinxSTT", "grammar_for"]
 
@@ -77,8 +82,7 @@ class PocketsphinxSTT(stt.STT):
 
     def prewarm(self) -> None:
         """Load a decoder now (blocking) rather than on the first utterance."""
-        with _DECODERS.borrow(self._grammar):
-            pass
+        speech_stt.prewarm(self._grammar)
 
     def stream(
         self,
@@ -108,62 +112,12 @@ class PocketsphinxSTT(stt.STT):
 
     def decode_with_cmn(self, pcm: bytes, cmn: str | None) -> tuple[str, str | None]:
         """Text of one utterance, decoded from the caller's cepstral mean `cmn` (None: the
-        model's), and the mean after it.
-
-        pocketsphinx carries its cepstral mean from one utterance to the next. Decoders are
-        shared by calls, so each call keeps its own: a caller's words depend on what that
-        caller said before, never on another call.
-        """
-        if not pcm:
-            return "", cmn
-        with _DECODERS.borrow(self._grammar) as decoder:
-            decoder.set_cmn(cmn or _DECODERS.initial_cmn(self._grammar))
-            # Whole: the cepstral mean is then this utterance's own (batch CMN); fed in chunks
-            # it is a running mean, and a call's first words are heard worse. Note pocketsphinx
-            # holds the GIL inside process_raw (~30 ms per second of speech), thread or not.
-            decoder.start_utt()
-            decoder.process_raw(pcm, full_utt=True)
-            decoder.end_utt()
-            hyp = decoder.hyp()
-            cmn = decoder.get_cmn(False)
-        text = hyp.hypstr if hyp else ""
-        logger.debug("utterance recognised", extra=log_extra(seconds=round(len(pcm) / (2 * SAMPLE_RATE), 2),
-                                                             pii={"transcript": text}))
+        model's), and the mean after it (blocking); see `appliance.speech.stt.Utterance`."""
+        text, cmn = speech_stt.decode(pcm, self._grammar, cmn)
+        if pcm:
+            logger.debug("utterance recognised", extra=log_extra(seconds=round(len(pcm) / (2 * SAMPLE_RATE), 2),
+                                                                 pii={"transcript": text}))
         return text, cmn
-
-
-
-class _DecoderPool:
-    """Decoders kept per grammar and lent one utterance at a time.
-
-    A decoder takes ~0.3 s and ~28 MB to load and is not thread-safe. One per session made
-    every persona start wait for it and left the worker's memory growing as sessions came and
-    went; lent from a pool, the worker holds as many per grammar as utterances ever overlapped.
-    """
-
-    def __init__(self) -> None:
-        self._idle: dict[str | None, list[Decoder]] = {}
-        self._initial_cmn: dict[str | None, str] = {}
-        self._lock = threading.Lock()
-
-    def initial_cmn(self, grammar: str | None) -> str:
-        with self._lock:
-            return self._initial_cmn[grammar]
-
-    @contextmanager
-    def borrow(self, grammar: str | None) -> Iterator[Decoder]:
-        with self._lock:
-            idle = self._idle.setdefault(grammar, [])
-            decoder = idle.pop() if idle else None
-        if decoder is None:
-            decoder = decoder_for(grammar)
-            self._initial_cmn.setdefault(grammar, decoder.get_cmn(False))
-        yield decoder  # one that raised mid-utterance is dropped, not lent again
-        with self._lock:
-            self._idle[grammar].append(decoder)
-
-
-_DECODERS = _DecoderPool()
 
 
 class PocketsphinxStream(stt.RecognizeStream):

@@ -1,8 +1,9 @@
-"""espeak-ng as a livekit-agents TTS: offline, non-streaming, in the box's 16 kHz mono.
+"""espeak-ng as a livekit-agents TTS plugin: offline, non-streaming, in the box's 16 kHz mono.
 
-Every instance shares the one process-wide synthesizer (espeak-ng keeps global state and
-renders under a lock); a render runs in a worker thread so the event loop keeps serving
-calls. livekit wraps a non-streaming TTS in a StreamAdapter that speaks sentence by sentence.
+The synthesizer is `appliance.speech.tts.EspeakTTS`, the one the flows speak with: every
+instance shares that process-wide synthesizer (espeak-ng keeps global state and renders under
+a lock); a render runs in a worker thread so the event loop keeps serving calls. livekit wraps
+a non-streaming TTS in a StreamAdapter that speaks sentence by sentence.
 """
 
 from __future__ import annotations
@@ -16,14 +17,15 @@ from livekit.agents.utils import shortuuid
 from appliance.core.audio import FRAME_MS, SAMPLE_RATE
 from appliance.speech import tts as speech_tts
 
-__all__ = ["EspeakTTS", "shared_synthesizer"]
+__all__ = ["EspeakPluginTTS", "shared_synthesizer"]
+
 
 def shared_synthesizer() -> speech_tts.EspeakTTS:
     """The process's one espeak-ng synthesizer (speech.tts.EspeakTTS is a per-process singleton)."""
     return speech_tts.EspeakTTS()
 
 
-class EspeakTTS(tts.TTS):
+class EspeakPluginTTS(tts.TTS):
     """`voice` is an espeak-ng voice: "en-us", "en-gb-x-rp", "en-029", "fr", "de", ..."""
 
     def __init__(self, *, voice: str = "en-us") -> None:
@@ -55,7 +57,7 @@ class EspeakTTS(tts.TTS):
 
 
 class _EspeakStream(tts.ChunkedStream):
-    _tts: EspeakTTS
+    _tts: EspeakPluginTTS
 
     async def _run(self, output_emitter: tts.AudioEmitter) -> None:
         pcm = await asyncio.to_thread(self._render)

@@ -1,4 +1,4 @@
-"""sipp for SIP tests: free ports, scenario files, and sipp processes stopped by their PID.
+"""sipp scenarios written inline for the SIP edge's tests, as XML strings.
 
 UAC scenarios here go through a record-routing proxy (the edge): they keep the route set
 from the 200 (rrs="true") and send ACK and BYE to [next_url] with [routes].
@@ -6,35 +6,7 @@ from the 200 (rrs="true") and send ACK and BYE to [next_url] with [routes].
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import os
-import re
-import signal
-import socket
-from dataclasses import dataclass, field
 from pathlib import Path
-
-SIPP = "sipp"
-HOST = "127.0.0.1"
-
-
-def free_udp_ports(count: int) -> list[int]:
-    """Distinct UDP ports free on 127.0.0.1 now; all held open together so none repeats."""
-    sockets = []
-    try:
-        for _ in range(count):
-            sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-            sock.bind((HOST, 0))
-            sockets.append(sock)
-        return [sock.getsockname()[1] for sock in sockets]
-    finally:
-        for sock in sockets:
-            sock.close()
-
-
-def free_udp_port() -> int:
-    return free_udp_ports(1)[0]
 
 
 def write_scenario(directory: Path, name: str, xml: str) -> Path:
@@ -42,139 +14,6 @@ def write_scenario(directory: Path, name: str, xml: str) -> Path:
     path.write_text(xml)
     return path
 
-
-@dataclass
-class Sipp:
-    """One sipp process with its message trace and its screen/stderr log."""
-
-    name: str
-    process: asyncio.subprocess.Process
-    messages: Path
-    log: Path
-    args: list[str] = field(default_factory=list)
-
-    @property
-    def pid(self) -> int:
-        return self.process.pid
-
-    async def wait(self, timeout: float) -> int:
-        try:
-            return await asyncio.wait_for(self.process.wait(), timeout)
-        except TimeoutError:
-            await self.stop()
-            raise AssertionError(f"sipp {self.name} still running after {timeout} s\n{self.report()}") from None
-
-    async def stop(self) -> None:
-        """SIGTERM, then SIGKILL after 3 s; only this process, by its PID."""
-        if self.process.returncode is not None:
-            return
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(self.pid, signal.SIGTERM)
-        try:
-            await asyncio.wait_for(self.process.wait(), 3)
-        except TimeoutError:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(self.pid, signal.SIGKILL)
-            await self.process.wait()
-
-    async def kill(self) -> None:
-        """Die as a crashed worker would: no goodbye."""
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(self.pid, signal.SIGKILL)
-        await self.process.wait()
-
-    def trace(self) -> str:
-        return self.messages.read_text(errors="replace") if self.messages.exists() else ""
-
-    def received(self) -> list[str]:
-        """Every SIP message this sipp received, in order (from its -trace_msg file)."""
-        # Each entry: a dashed line, "UDP message received [N] bytes :", a blank line, the message.
-        entries = re.split(r"^-{10,}.*$", self.trace(), flags=re.M)
-        return [
-            entry.split("\n\n", 1)[1].lstrip("\n")
-            for entry in entries
-            if " message received " in entry.split("\n\n", 1)[0] and "\n\n" in entry
-        ]
-
-    def requests(self, method: str) -> list[str]:
-        return [m for m in self.received() if m.startswith(f"{method} ")]
-
-    def report(self) -> str:
-        log = self.log.read_text(errors="replace")[-3000:] if self.log.exists() else ""
-        return f"--- sipp {self.name}: {' '.join(self.args)}\n{log}\n--- last messages\n{self.trace()[-3000:]}"
-
-
-async def start_sipp(directory: Path, name: str, args: list[str]) -> Sipp:
-    """Start sipp with a message trace in `directory`; the caller stops it (`Sipp.stop`)."""
-    directory = Path(directory)
-    messages = directory / f"{name}.messages.log"
-    log = directory / f"{name}.log"
-    full = [SIPP, *args, "-nostdin", "-trace_msg", "-message_file", str(messages),
-            "-trace_err", "-error_file", str(directory / f"{name}.errors.log")]
-    with open(log, "wb") as out:
-        process = await asyncio.create_subprocess_exec(
-            *full, cwd=directory, stdin=asyncio.subprocess.DEVNULL, stdout=out, stderr=out
-        )
-    return Sipp(name, process, messages, log, full)
-
-
-async def start_uas(directory: Path, name: str, port: int, scenario: str | None = None, host: str = HOST) -> Sipp:
-    """A worker stand-in running `scenario` (default: answer every call) for every INVITE.
-
-    -aa answers out-of-call OPTIONS, which the edge's dispatcher sends as health pings.
-    `host`: another loopback address (127.0.0.2) stands for a peer outside every trunk.
-    """
-    path = write_scenario(directory, f"{name}.uas", scenario or UAS_ANSWER)
-    sipp = await start_sipp(directory, name, ["-sf", str(path), "-aa", "-i", host, "-p", str(port)])
-    await wait_udp_bound(port, sipp, host=host)
-    return sipp
-
-
-async def wait_udp_bound(port: int, sipp: Sipp, timeout: float = 5.0, host: str = HOST) -> None:
-    """Until something holds the port, so a test never races sipp's start-up."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while loop.time() < deadline:
-        if sipp.process.returncode is not None:
-            raise AssertionError(f"sipp {sipp.name} exited at start\n{sipp.report()}")
-        probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        try:
-            probe.bind((host, port))
-        except OSError:
-            return
-        finally:
-            probe.close()
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"sipp {sipp.name} did not bind {host}:{port}\n{sipp.report()}")
-
-
-async def run_uac(
-    directory: Path, name: str, scenario: Path, target: str, *,
-    calls: int = 1, rate: int = 10, limit: int | None = None,
-    timeout: float = 20.0, extra: list[str] | None = None,
-) -> Sipp:
-    """Start a UAC: `calls` calls at `rate` per second, at most `limit` (default: all) at once.
-
-    sipp picks its own free local port; `timeout` ends the whole run as a failure.
-    """
-    args = [target, "-sf", str(scenario), "-i", HOST,
-            "-m", str(calls), "-r", str(rate), "-l", str(limit or calls),
-            "-timeout", f"{int(timeout)}s", "-timeout_error", "-recv_timeout", "10000",
-            *(extra or [])]
-    return await start_sipp(directory, name, args)
-
-
-async def call(
-    directory: Path, name: str, scenario: Path, target: str, *,
-    calls: int = 1, rate: int = 10, limit: int | None = None,
-    timeout: float = 20.0, extra: list[str] | None = None,
-) -> Sipp:
-    """Run a UAC to its end and insist every call succeeded."""
-    uac = await run_uac(directory, name, scenario, target, calls=calls, rate=rate, limit=limit,
-                        timeout=timeout, extra=extra)
-    code = await uac.wait(timeout + 5)
-    assert code == 0, f"sipp {name} exited {code}\n{uac.report()}"
-    return uac
 
 
 # A call through a record-routing proxy. [hold_ms] is how long the call stays up; the

@@ -1,0 +1,36 @@
+"""Voicemail: the caller's own audio (mono) written to a file beside the call's recording,
+and its record in storage when it ends.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from appliance.core.audio import SAMPLE_RATE
+from appliance.core.clock import utcnow
+from appliance.recording.recorder import recording_path
+from appliance.recording.wavfile import WavWriter
+from appliance.storage import Storage
+
+
+class Voicemail:
+    """One message being left; `finish` closes the file and records it."""
+
+    def __init__(self, storage: Storage, call_id: str, root: Path, kind: str):
+        self.storage = storage
+        self.call_id = call_id
+        self.path = recording_path(root, call_id, utcnow(), kind)
+        # The header is rewritten every second, so a crash keeps all but the last second.
+        self._writer = WavWriter(self.path, channels=1, rate=SAMPLE_RATE, header_every_bytes=SAMPLE_RATE * 2)
+        storage.add_event(call_id, "recording_started", {"kind": kind, "path": str(self.path)})
+
+    def push(self, frame: bytes) -> None:
+        self._writer.write(frame)
+
+    def finish(self) -> float:
+        """Close the file and record it; returns its length in seconds."""
+        self._writer.close()
+        seconds = self._writer.duration_s
+        self.storage.add_recording(self.call_id, "voicemail", str(self.path), round(seconds, 2))
+        self.storage.add_event(self.call_id, "voicemail", {"path": str(self.path), "seconds": round(seconds, 2)})
+        return seconds

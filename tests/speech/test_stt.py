@@ -1,0 +1,90 @@
+"""The one pocketsphinx engine: flow listening and persona STT share pooled decoders, each
+caller keeps their own cepstral mean, and a listening step loads no decoder on the event loop."""
+
+from __future__ import annotations
+
+import pytest
+
+from appliance.flow import intents
+from appliance.speech import stt
+from appliance.speech.recognizer import Recognizer
+from appliance.speech.tts import EspeakTTS
+
+MENU = {
+    "ask_account": ["billing", "pay my bill", "invoice"],
+    "technical_queue": ["technical support", "support", "my internet is down"],
+    "take_message": ["leave a message", "message"],
+}
+SILENCE = b"\0\0" * 16000  # one second at 16 kHz
+
+
+def _said(text: str) -> bytes:
+    return SILENCE + EspeakTTS().synthesize(text) + SILENCE
+
+
+def _heard(recognizer: Recognizer, pcm: bytes) -> list[str]:
+    heard = []
+    for i in range(0, len(pcm), 3200):  # 100 ms, as the flow's listener batches the call's media
+        text = recognizer.feed(pcm[i : i + 3200])
+        if text:
+            heard.append(text)
+    return heard
+
+
+@pytest.fixture
+def loads(monkeypatch: pytest.MonkeyPatch) -> list[str | None]:
+    """The grammars decoders are loaded for, from now on."""
+    loaded: list[str | None] = []
+    real = stt.decoder_for
+
+    def counting(grammar: str | None, live: bool = True):  # type: ignore[no-untyped-def]
+        loaded.append(grammar)
+        return real(grammar, live)
+
+    monkeypatch.setattr(stt, "decoder_for", counting)
+    return loaded
+
+
+def test_a_listening_step_loads_its_decoder_on_first_feed_and_the_next_borrows_it(loads: list[str | None]) -> None:
+    menu = {**MENU, "operator": ["operator"]}  # a grammar no other test loads
+    grammar = intents.grammar(menu)
+
+    first = Recognizer(grammar)  # built on the event loop: must not load a decoder there
+    assert loads == []
+    heard_first = _heard(first, _said("technical support please"))
+    heard_second = _heard(Recognizer(grammar), _said("technical support please"))
+
+    assert loads == [grammar]
+    assert [intents.match(t, menu) for t in heard_first + heard_second] == ["technical_queue"] * 2
+
+
+def test_what_another_caller_said_does_not_change_what_a_caller_is_heard_as() -> None:
+    grammar = intents.grammar(MENU)
+    caller = _said("technical support please")
+    before = _heard(Recognizer(grammar), caller)
+    others = Recognizer(grammar)  # shares the pooled decoder, and carries its own mean
+    for said in ("leave a message", "pay my bill", "my internet is down"):
+        _heard(others, _said(said))
+
+    assert _heard(Recognizer(grammar), caller) == before
+    assert intents.match(before[0], MENU) == "technical_queue"
+
+
+def test_persona_decoding_and_flow_listening_share_decoders(loads: list[str | None]) -> None:
+    menu = {**MENU, "hours": ["opening hours"]}  # a grammar no other test loads
+    grammar = intents.grammar(menu)
+    text, cmn = stt.decode(EspeakTTS().synthesize("technical support please"), grammar)  # the words alone, as a persona decodes
+    _heard(Recognizer(grammar), _said("opening hours"))
+
+    assert text.startswith("technical") and cmn
+    assert loads == [grammar]
+
+
+def test_transcribe_starts_from_the_models_mean_whatever_was_transcribed_before() -> None:
+    grammar = stt.phrases_grammar(["where is my order", "technical support"])
+    utterance = _said("where is my order")
+    first = stt.transcribe(utterance, grammar)
+    stt.transcribe(_said("technical support"), grammar)
+
+    assert stt.transcribe(utterance, grammar) == first == "where is my order"
+    assert stt.transcribe(b"", grammar) == ""
