@@ -6,11 +6,8 @@ import asyncio
 import contextlib
 import os
 import re
-import shutil
 import socket
 import subprocess
-from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
@@ -23,8 +20,8 @@ from sip.edge import (
     render_config,
     render_dispatcher,
 )
-from tests.support.ports import free_port_block
-from tests.support.sipp.process import HOST, Sipp, call, run_uac, start_uas
+from tests.support.edge import LOCAL_TRUNK, StackFactory
+from tests.support.sipp.process import HOST, start_uas
 from tests.support.sipp.proxy_scenarios import (
     UAS_ANSWER_THEN_HANG_UP,
     UAS_RING_UNTIL_CANCEL,
@@ -33,123 +30,9 @@ from tests.support.sipp.proxy_scenarios import (
     uac_cancel,
     uac_rejected,
     uas_reject,
-    write_scenario,
 )
-from tests.support.wait import wait_until_async
 
 pytestmark = pytest.mark.sip
-
-
-@pytest.fixture(autouse=True)
-def _programs() -> None:
-    missing = [p for p in ("kamailio", "kamcmd", "sipp") if shutil.which(p) is None]
-    if missing:
-        # As elsewhere in tests/: a run without them is a broken setup, not a skip.
-        pytest.fail(f"missing programs {missing}: run scripts/test.sh", pytrace=False)
-
-
-LOCAL_TRUNK = EdgeTrunk("carrier-a", ["127.0.0.0/8"])
-
-
-@dataclass
-class Stack:
-    """An edge in front of sipp workers, all on 127.0.0.1."""
-
-    directory: Path
-    edge: Edge
-    workers: list[Sipp]
-    started: list[Sipp] = field(default_factory=list)
-    spare: list[int] = field(default_factory=list)  # worker ports in the dispatcher list that a test binds itself
-
-    @property
-    def target(self) -> str:
-        return f"{HOST}:{self.edge.settings.port}"
-
-    def port(self, worker: Sipp) -> int:
-        return self.edge.settings.workers[self.workers.index(worker)]
-
-    def invites(self) -> list[int]:
-        return [len(worker.requests("INVITE")) for worker in self.workers]
-
-    def dispatcher(self) -> dict[int, tuple[str, int]]:
-        """Worker port → (dispatcher flags, current call load), read over the ctl socket."""
-        out = subprocess.run(
-            ["kamcmd", "-s", f"unix:{self.edge.settings.ctl_socket}", "dispatcher.list"],
-            capture_output=True, text=True, timeout=5, check=True,
-        ).stdout
-        found = re.findall(r"URI: sip:127\.0\.0\.1:(\d+)\s+FLAGS: (\w+).*?DLGLOAD: (\d+)", out, flags=re.S)
-        return {int(port): (flags, int(load)) for port, flags, load in found}
-
-    def log(self) -> str:
-        path = self.edge.settings.log_path
-        return path.read_text(errors="replace")[-4000:] if path.exists() else ""
-
-    async def wait_for(self, what: str, condition: Callable[[], bool], timeout: float) -> float:
-        """Poll until `condition`, returning the seconds it took."""
-        loop = asyncio.get_running_loop()
-        start = loop.time()
-        await wait_until_async(condition, what, timeout, detail=lambda: f"{self.dispatcher()}\n{self.log()}")
-        return loop.time() - start
-
-    async def caller(self, name: str, scenario: str, calls: int = 1, rate: int = 10,
-                     extra: list[str] | None = None) -> Sipp:
-        """A UAC left running; stopped by the fixture if the test does not wait for it."""
-        path = write_scenario(self.directory, name, scenario)
-        uac = await run_uac(self.directory, name, path, self.target, calls=calls, rate=rate,
-                            extra=["-s", "100", *(extra or [])])
-        self.started.append(uac)
-        return uac
-
-    async def call(self, name: str, scenario: str, calls: int = 1, rate: int = 10,
-                   extra: list[str] | None = None) -> Sipp:
-        """Run a UAC to its end and insist every call succeeded."""
-        path = write_scenario(self.directory, name, scenario)
-        try:
-            return await call(self.directory, name, path, self.target, calls=calls, rate=rate,
-                              extra=["-s", "100", *(extra or [])])
-        except AssertionError as error:
-            raise AssertionError(f"{error}\n--- edge log\n{self.log()}") from None
-
-
-StackFactory = Callable[..., Awaitable[Stack]]
-
-
-@pytest.fixture
-async def stack(tmp_path: Path) -> AsyncIterator[StackFactory]:
-    """Builds one Stack; every process it or the test started is stopped by PID at the end."""
-    built: list[Stack] = []
-    uas: list[Sipp] = []
-
-    async def build(
-        workers: int = 2,
-        calls_per_worker: int = 2,
-        trunks: list[EdgeTrunk] | None = None,
-        scenarios: list[str | None] | None = None,
-        spare: int = 0,
-        **settings: object,
-    ) -> Stack:
-        first = free_port_block(workers + spare + 1)
-        *ports, edge_port = range(first, first + workers + spare + 1)
-        for i, port in enumerate(ports[:workers]):
-            uas.append(await start_uas(tmp_path, f"worker{i}", port, scenarios[i] if scenarios else None))
-        fields: dict[str, object] = dict(
-            listen_host=HOST, port=edge_port, workers=ports, calls_per_worker=calls_per_worker,
-            trunks=[LOCAL_TRUNK] if trunks is None else trunks, run_dir=tmp_path / "edge",
-        )
-        edge = Edge(EdgeSettings(**{**fields, **settings}))  # type: ignore[arg-type]
-        built.append(Stack(tmp_path, edge, list(uas), spare=ports[workers:]))
-        await edge.start()
-        return built[-1]
-
-    try:
-        yield build
-    finally:
-        for each in built:
-            for sipp in each.started:
-                await sipp.stop()
-            await each.edge.stop()
-        for sipp in uas:
-            await sipp.stop()
 
 
 async def test_calls_are_spread_over_the_workers_and_all_succeed(stack: StackFactory) -> None:

@@ -28,7 +28,7 @@ from sip.edge import (
     route_signature,
 )
 from sip.gateway import Gateway
-from tests.sip.test_edge import StackFactory, _programs, stack  # noqa: F401  (fixtures)
+from tests.support.edge import StackFactory
 from tests.support.ports import free_port_block
 from tests.support.sipp.process import Sipp, start_uas
 from tests.support.sipp.proxy_scenarios import (
