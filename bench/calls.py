@@ -152,7 +152,7 @@ BOX_FIELDS = ("user", "nice", "system", "idle", "iowait", "irq", "softirq", "ste
 
 def box_cpu(before: list[int], after: list[int], seconds: float) -> dict[str, float]:
     """The whole box's CPU over the window in % of one core, by kind; busy = all but idle and iowait."""
-    out = {name: round(100 * (b - a) / CLK_TCK / seconds, 1) for name, a, b in zip(BOX_FIELDS, before, after)}
+    out = {name: round(100 * (b - a) / CLK_TCK / seconds, 1) for name, a, b in zip(BOX_FIELDS, before, after, strict=True)}
     out["busy"] = round(sum(v for k, v in out.items() if k not in ("idle", "iowait")), 1)
     return out
 
@@ -530,8 +530,8 @@ def check_records(calls: list[dict[str, Any]], n: int, duration: float, problems
     seconds = [r["seconds"] for r in recordings]
     missing = [r["caller_missing"] for r in recordings]
     # As tests/calls does: a recording covers the call from answer to hang-up within 0.5 s.
-    gaps = [abs(r["seconds"] - _answered_for(c)) for r, c in zip(recordings, calls)]
-    short = [s for s, gap in zip(seconds, gaps) if gap > 0.5 or abs(s - duration) > 1.5]
+    gaps = [abs(r["seconds"] - _answered_for(c)) for r, c in zip(recordings, calls, strict=True)]
+    short = [s for s, gap in zip(seconds, gaps, strict=True) if gap > 0.5 or abs(s - duration) > 1.5]
     if len(calls) != n:
         problems.append(f"{len(calls)} call records for {n} calls")
     if reasons != {"caller-hangup": n}:

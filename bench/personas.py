@@ -385,7 +385,7 @@ def analyse_call(run: CallRun, record: dict[str, Any],
     transcript = record.get("transcript", [])
     tools = [_wall(e["at"]) for e in record.get("events", []) if e["kind"] == "tool"]
     turns: list[Turn] = []
-    for i, (start, end) in enumerate(utterances):
+    for i, (_start, end) in enumerate(utterances):
         turn = Turn(call=record["id"], index=i, said=run.said[i] if i < len(run.said) else "?", sent_end_s=round(end, 3))
         turns.append(turn)
         until = utterances[i + 1][0] if i + 1 < len(utterances) else len(sent_rms) * FRAME_S

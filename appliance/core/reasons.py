@@ -1,7 +1,7 @@
 """Why a call (or one of its legs) ended: the words stored in a call's record and counted in metrics.
 
-A `str` Enum, so a member *is* its string: records, events and log lines keep the words they
-always had. Two families carry a SIP status code (`refused-486`, `sip-404`); a flow's `hangup`
+A `StrEnum`, so a member *is* its string and `str()` or an f-string gives the word: records,
+events and log lines keep the words they always had. Two families carry a SIP status code (`refused-486`, `sip-404`); a flow's `hangup`
 step may name a reason of its own, and a worker may relay anything, so reasons travel as `str`
 and only the metric label is held to this list (`outcome_label`).
 """
@@ -9,12 +9,12 @@ and only the metric label is held to this list (`outcome_label`).
 from __future__ import annotations
 
 import re
-from enum import Enum
+from enum import StrEnum
 
 __all__ = ["EndReason", "outcome_label", "refused", "sip_failure"]
 
 
-class EndReason(str, Enum):
+class EndReason(StrEnum):
     CALLER_HANGUP = "caller-hangup"
     DESTINATION_HANGUP = "destination-hangup"  # a bridge transfer's far end hung up
     FLOW_HANGUP = "flow-hangup"  # a flow's `hangup` step that names no reason
@@ -26,10 +26,6 @@ class EndReason(str, Enum):
     APPLIANCE_STOP = "appliance-stop"
     APPLIANCE_RESTART = "appliance-restart"  # left open by a crash, closed at the next start
     OTHER = "other"  # the metric label of every reason not listed here
-
-    def __str__(self) -> str:
-        # The word, not "EndReason.CALLER_HANGUP": reasons are formatted into logs and messages.
-        return self.value
 
 
 def refused(code: int) -> str:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Union
+from typing import Any
 
 from appliance.core.clock import WallClock, utcnow
 from appliance.flow import intents
@@ -69,7 +69,7 @@ class PersonaDone:
     variables: dict[str, Any] = field(default_factory=dict)
 
 
-Event = Union[PlaybackDone, Digit, Speech, TimerFired, WebhookDone, RecordingDone, TransferDone, PersonaDone]
+Event = PlaybackDone | Digit | Speech | TimerFired | WebhookDone | RecordingDone | TransferDone | PersonaDone
 
 
 # actions (engine → runner)
@@ -169,8 +169,8 @@ class Hangup:
     reason: str
 
 
-Action = Union[EnterStep, Say, PlayFile, PlayHold, StopSpeaking, StartTimer, Listen, StopListening,
-               SetVariable, CallWebhook, Escalated, StartRecording, StopRecording, Transfer, StartPersona, Hangup]
+Action = (EnterStep | Say | PlayFile | PlayHold | StopSpeaking | StartTimer | Listen | StopListening
+          | SetVariable | CallWebhook | Escalated | StartRecording | StopRecording | Transfer | StartPersona | Hangup)
 
 
 @dataclass

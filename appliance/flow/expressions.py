@@ -82,7 +82,7 @@ class Expression:
             return (not value) if isinstance(node.op, ast.Not) else -_number(value)
         if isinstance(node, ast.Compare):
             left = self._eval(node.left, env)
-            for op, right_node in zip(node.ops, node.comparators):
+            for op, right_node in zip(node.ops, node.comparators, strict=True):
                 right = self._eval(right_node, env)
                 if not _compare(op, left, right):
                     return False

@@ -157,7 +157,8 @@ async def run_case(case: Case, loaded: LoadedFlow, file: str, personas: PersonaF
         if len(calls) != len(expect.webhooks):
             result.failures.append(f"webhooks: expected {len(expect.webhooks)} calls, got {len(calls)}: "
                                    + ", ".join(c.url for c in calls))
-        for wanted, call in zip(expect.webhooks, calls):
+        # Counts may differ (reported above): compare the calls both lists have.
+        for wanted, call in zip(expect.webhooks, calls, strict=False):
             if wanted.url != call.url:
                 result.failures.append(f"webhooks: expected a call to {wanted.url}, got {call.url}")
             for key, value in wanted.payload.items():

@@ -50,7 +50,7 @@ class PersonaDispatcher:
 
     # --- AgentHandler (called by the participant server)
     def agent_lost(self, agent: WorkerConnection) -> None:
-        for (name, leg), job in list(self.jobs.items()):
+        for (name, _leg), job in list(self.jobs.items()):
             if name == agent.name:
                 self._finish(job, "failed", {}, "persona worker lost")
 

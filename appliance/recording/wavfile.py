@@ -66,7 +66,8 @@ def repair(path: Path) -> bool:
                 return False
             fields = _HEADER.unpack(head)
             channels, rate = fields[6], fields[7]
-            if channels == 0: return False  # not a header we wrote: nothing to measure the data against
+            if channels == 0:
+                return False  # not a header we wrote: nothing to measure the data against
             size = os.fstat(f.fileno()).st_size
             block = channels * 2
             data_bytes = (size - HEADER_BYTES) // block * block

@@ -92,7 +92,7 @@ def test_digit_during_menu_prompt_stops_speaking_first(engine: FlowEngine):
 
 def test_wrong_digit_replays_invalid_prompt_then_no_match(engine: FlowEngine):
     timer = _at_menu(engine)
-    for attempt in range(2):  # retries: 2
+    for _attempt in range(2):  # retries: 2
         assert engine.handle(Digit("9")) == [Say(f"{INVALID} {MENU}", interruptible=True)]
         (restart,) = engine.handle(PlaybackDone())
         assert isinstance(restart, StartTimer) and restart.timer != timer
@@ -186,7 +186,7 @@ def gather() -> FlowEngine:
 
 def test_gather_stops_at_max_digits(gather: FlowEngine):
     assert gather.handle(PlaybackDone()) == [StartTimer(1, 3.0)]
-    for digit, timer in zip("123", (2, 3, 4)):
+    for digit, timer in zip("123", (2, 3, 4), strict=True):
         assert gather.handle(Digit(digit)) == [StartTimer(timer, 3.0)]
     assert gather.handle(Digit("4")) == [
         SetVariable("pin", "1234"),
