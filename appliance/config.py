@@ -30,9 +30,11 @@ class _Model(BaseModel):
 
 class TrunkConfig(_Model):
     name: str = Field(pattern=r"^[A-Za-z0-9_-]+$", description="names the trunk in logs and call records")
-    sources: list[Network] = Field(default_factory=list, description="networks its SIP may come from (IP ACL); others get 403. "
+    sources: list[Network] = Field(default_factory=list,
+                                   description="networks its SIP may come from (IP ACL); others get 403. "
                                    "Empty with a username: any network whose INVITEs authenticate")
-    username: str | None = Field(None, description="digest user: the edge challenges the trunk's INVITEs (407) and admits "
+    username: str | None = Field(None,
+                                 description="digest user: the edge challenges the trunk's INVITEs (407) and admits "
                                  "them only with this user and the password from password_env or password_file; "
                                  "with sources, both must match")
     password_env: str | None = Field(None, description="environment variable holding the digest password")
@@ -81,7 +83,8 @@ class SipConfig(_Model):
     workers: int = Field(2, ge=1, le=64, description="pjsua2 worker processes behind the edge")
     calls_per_worker: int = Field(4, ge=1, le=4, description="the pjsua2 wheel's compiled-in limit is 4")
     worker_base_port: int = Field(5100, description="loopback SIP port of worker 1; worker N uses base + N - 1")
-    rtp_port_start: int = Field(20000, description="first RTP port; each worker takes rtp_ports_per_worker from here on")
+    rtp_port_start: int = Field(20000,
+                                description="first RTP port; each worker takes rtp_ports_per_worker from here on")
     rtp_ports_per_worker: int = 100
     poll_ms: int = Field(100, ge=1, le=1000, description="longest a worker's SIP thread sleeps between events")
     flood_requests: int = Field(32, description="INVITEs per source per 2 s before pike drops")
@@ -110,7 +113,8 @@ class WebhooksConfig(_Model):
 
 class TransfersConfig(_Model):
     # Toll-fraud protection: a flow can only send callers where the admin listed.
-    allowed: list[str] = Field(default_factory=list, description="sip:USER@HOST (USER may use * and ?) or numbers like +1555*")
+    allowed: list[str] = Field(default_factory=list,
+                               description="sip:USER@HOST (USER may use * and ?) or numbers like +1555*")
     outbound_proxy: str | None = Field(
         None, pattern=r"^sips?:[A-Za-z0-9.-]+(:\d{1,5})?$",
         description="bridge transfers to numbers go to sip:NUMBER@ this host (a carrier's termination, "

@@ -257,7 +257,8 @@ def _trunk_route(settings: EdgeSettings) -> str:
         networks = _networks(trunk)
         if not networks:
             if trunk.has_credentials:
-                lines.append(f"    # trunk {trunk.name}: no sources, named by its credentials (route TRUNK_BY_CREDENTIALS)")
+                lines.append(f"    # trunk {trunk.name}: no sources, "
+                             "named by its credentials (route TRUNK_BY_CREDENTIALS)")
             else:
                 lines.append(f"    # trunk {trunk.name}: no sources and no credentials, so no request can claim it")
             continue
@@ -277,7 +278,8 @@ def _trunk_route(settings: EdgeSettings) -> str:
 def _credentials_route(settings: EdgeSettings) -> str:
     trunks = [t for t in settings.trunks if t.has_credentials and not t.sources]
     if not trunks:
-        return "    # no trunk without sources has credentials: a source in no trunk is refused\n    $var(by_credentials) = 0;\n    return;"
+        return ("    # no trunk without sources has credentials: a source in no trunk is refused\n"
+                "    $var(by_credentials) = 0;\n    return;")
     lines = ["    $var(by_credentials) = 1;"]
     for trunk in trunks:
         assert trunk.username is not None

@@ -74,7 +74,8 @@ class OutboundLeg:
         self._on_result = on_result
         worker.legs[self.participant.leg] = self.participant
         self.participant.dial(uri, caller_id)
-        self._timer: asyncio.TimerHandle | None = asyncio.get_running_loop().call_later(timeout, self._ring_timeout, timeout)
+        self._timer: asyncio.TimerHandle | None = asyncio.get_running_loop().call_later(
+            timeout, self._ring_timeout, timeout)
         log.info("transfer dialling", extra=log_extra(call_id=call_id, worker=worker.name, leg=self.participant.leg,
                                                       timeout_s=timeout, pii={"to": uri}))
 

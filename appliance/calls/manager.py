@@ -84,7 +84,8 @@ class CallManager:
             decision = type(decision)(404, "Not Found")
         if decision.code != 200 or loaded is None:
             metrics.sip_responses.labels(str(decision.code)).inc()
-            log.info("call refused", extra=log_extra(code=decision.code, pii={"to": offer.to_user, "from": offer.from_uri}))
+            log.info("call refused",
+                     extra=log_extra(code=decision.code, pii={"to": offer.to_user, "from": offer.from_uri}))
             return p.OfferReply(leg=offer.leg, code=decision.code, reason=decision.reason)
         call_id = new_call_id()
         self.storage.open_call(
@@ -182,7 +183,10 @@ class CallManager:
         call.leg.transfer(_refer_target(to, self.config.transfers.outbound_proxy))
 
     def _bridge(self, call: Call, to: str, timeout: float) -> None:
-        """A bridge transfer: dial `to` (allowed: the runner checked) from a SIP worker; the answer, or not, goes back to the runner."""
+        """A bridge transfer: dial `to` (allowed: the runner checked) from a SIP worker.
+
+        The answer, or not, goes back to the runner.
+        """
         try:
             uri = dial_uri(to, self.config.transfers.outbound_proxy)
             worker = pick_worker(call.leg.worker, self.workers.sip.values())

@@ -55,7 +55,8 @@ def _needs(*roles: str) -> Callable[[Handler], Handler]:
 
 
 class HttpApi:
-    def __init__(self, storage: Storage, tokens: TokenAuthority, recordings_dir: Path, health: Callable[[], dict[str, Any]]):
+    def __init__(self, storage: Storage, tokens: TokenAuthority, recordings_dir: Path,
+                 health: Callable[[], dict[str, Any]]):
         self.storage = storage
         self.tokens = tokens
         self.recordings_dir = recordings_dir.resolve()

@@ -1,9 +1,10 @@
 """Why a call (or one of its legs) ended: the words stored in a call's record and counted in metrics.
 
 A `StrEnum`, so a member *is* its string and `str()` or an f-string gives the word: records,
-events and log lines keep the words they always had. Two families carry a SIP status code (`refused-486`, `sip-404`); a flow's `hangup`
-step may name a reason of its own, and a worker may relay anything, so reasons travel as `str`
-and only the metric label is held to this list (`outcome_label`).
+events and log lines keep the words they always had. Two families carry a SIP status code
+(`refused-486`, `sip-404`); a flow's `hangup` step may name a reason of its own, and a worker may
+relay anything, so reasons travel as `str` and only the metric label is held to this list
+(`outcome_label`).
 """
 
 from __future__ import annotations

@@ -85,11 +85,13 @@ def check(flow: Flow, at: Where, context: FlowContext) -> list[Problem]:
                 need(here + ("webhook", "send"), step.webhook.send)
             if not url_allowed(step.webhook.url, context.webhooks_allowed):
                 problems.append(at(here + ("webhook", "url"),
-                                   f"webhook URL {step.webhook.url} is not allowed (webhooks.allowed in appliance.yaml)",
+                                   f"webhook URL {step.webhook.url} is not allowed "
+                                   "(webhooks.allowed in appliance.yaml)",
                                    value=True))
         if step.transfer and not destination_allowed(step.transfer.to, context.transfers_allowed):
             problems.append(at(here + ("transfer", "to"),
-                               f"transfer destination {step.transfer.to} is not allowed (transfers.allowed in appliance.yaml)",
+                               f"transfer destination {step.transfer.to} is not allowed "
+                               "(transfers.allowed in appliance.yaml)",
                                value=True))
         if step.escalate and step.escalate.queue not in context.queues:
             problems.append(at(here + ("escalate", "queue"),
@@ -163,6 +165,7 @@ def _unreachable(flow: Flow, at: Where) -> list[Problem]:
             continue
         reachable.add(step_id)
         todo += [t for _, t in flow.steps[step_id].targets() if t in flow.steps]
-    return [at(("steps", s), f"step '{s}' is unreachable from '{flow.entry}'") for s in flow.steps if s not in reachable]
+    return [at(("steps", s), f"step '{s}' is unreachable from '{flow.entry}'")
+            for s in flow.steps if s not in reachable]
 
 

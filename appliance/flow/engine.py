@@ -551,7 +551,8 @@ class FlowEngine:
 
     def _listening(self) -> bool:
         step = self.step
-        return bool((step.menu and step.menu.speech) or (step.gather and (step.gather.intents or step.gather.spoken_digits)))
+        return bool((step.menu and step.menu.speech)
+                    or (step.gather and (step.gather.intents or step.gather.spoken_digits)))
 
     def _retry(self, no_match: bool) -> None:
         step = self.step

@@ -233,17 +233,20 @@ def load_personas(directory: Path, webhooks_allowed: list[str] | None = None) ->
             problems += exc.problems
             continue
         if persona.name != path.stem:
-            problems.append(Problem(str(path), 1, 1, f"persona '{persona.name}' must be in personas/{persona.name}.yaml"))
+            problems.append(Problem(str(path), 1, 1,
+                                    f"persona '{persona.name}' must be in personas/{persona.name}.yaml"))
             continue
         personas[persona.name] = persona
     for name, persona in personas.items():
         for target in persona.handoffs:
             if target not in personas:
-                problems.append(Problem(str(directory / f"{name}.yaml"), 1, 1, f"hand-off to unknown persona '{target}'"))
+                problems.append(Problem(str(directory / f"{name}.yaml"), 1, 1,
+                                        f"hand-off to unknown persona '{target}'"))
         for tool in persona.tools if webhooks_allowed is not None else []:
             if not url_allowed(tool.url, webhooks_allowed):
                 problems.append(Problem(str(directory / f"{name}.yaml"), 1, 1,
-                                        f"tool '{tool.name}' URL {tool.url} is not allowed (webhooks.allowed in appliance.yaml)"))
+                                        f"tool '{tool.name}' URL {tool.url} is not allowed "
+                                        "(webhooks.allowed in appliance.yaml)"))
     if problems:
         raise FlowError(_sorted(problems))
     return personas
@@ -303,11 +306,13 @@ def load_dir(directory: Path, webhooks_allowed: list[str] | None = None,
             problems += exc.problems
             continue
         if loaded.flow.name in flows:
-            problems.append(Problem(str(path), 1, 1, f"flow name '{loaded.flow.name}' is also used by {flows[loaded.flow.name].file}"))
+            problems.append(Problem(str(path), 1, 1,
+                                    f"flow name '{loaded.flow.name}' is also used by {flows[loaded.flow.name].file}"))
             continue
         for number in loaded.flow.numbers:
             if number in numbers:
-                problems.append(Problem(str(path), 1, 1, f"number {number} is also answered by flow '{numbers[number]}'"))
+                problems.append(Problem(str(path), 1, 1,
+                                        f"number {number} is also answered by flow '{numbers[number]}'"))
             numbers[number] = loaded.flow.name
         flows[loaded.flow.name] = loaded
     if problems:

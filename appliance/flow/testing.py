@@ -170,7 +170,8 @@ async def run_case(case: Case, loaded: LoadedFlow, file: str, personas: PersonaF
     return result
 
 
-async def run_file(path: Path, flows: dict[str, LoadedFlow], personas: PersonaFactory | None = None) -> list[CaseResult]:
+async def run_file(path: Path, flows: dict[str, LoadedFlow],
+                   personas: PersonaFactory | None = None) -> list[CaseResult]:
     tests = load_tests(path)
     loaded = flows.get(tests.flow)
     if loaded is None:

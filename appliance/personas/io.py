@@ -98,7 +98,8 @@ class HubAudioOutput(AudioOutput):
     def played(self, message: p.Played) -> None:
         """The hub's report for one segment: how much of it the caller heard."""
         log.info("reply played", extra={"fields": {"segment": message.segment, "seconds": message.seconds,
-                                                   "interrupted": message.interrupted, "known": message.segment in self._unplayed}})
+                                                   "interrupted": message.interrupted,
+                                                   "known": message.segment in self._unplayed}})
         if message.segment in self._unplayed:
             self._unplayed.discard(message.segment)
             self.last_played = (message.seconds, self._sent_s.pop(message.segment, message.seconds))

@@ -69,7 +69,8 @@ class PersonaJob:
             return False
         short = self._caller_speech_s < self.persona.interruption.min_duration
         if short:
-            log.info("back-channel ignored", extra=log_extra(call_id=self.call_id, seconds=round(self._caller_speech_s, 2)))
+            log.info("back-channel ignored",
+                     extra=log_extra(call_id=self.call_id, seconds=round(self._caller_speech_s, 2)))
         return short
 
     def load_persona(self, name: str) -> Persona:
@@ -151,8 +152,8 @@ class PersonaJob:
             text = " ".join(words[:kept])
             item.content = [text]
         if text:
-            self._send(p.Transcript(leg=self.leg, role="persona", text=text, persona=self.persona.name if self.persona else "",
-                                    interrupted=interrupted))
+            self._send(p.Transcript(leg=self.leg, role="persona", text=text,
+                                    persona=self.persona.name if self.persona else "", interrupted=interrupted))
 
     def _on_user_state(self, event: Any) -> None:
         log.info("caller state", extra=log_extra(call_id=self.call_id, state=event.new_state))
@@ -173,7 +174,8 @@ class PersonaJob:
     def _on_error(self, event: Any) -> None:
         error = getattr(event, "error", event)
         recoverable = getattr(error, "recoverable", False)
-        log.error("persona provider error", extra=log_extra(call_id=self.call_id, error=str(error), recoverable=recoverable))
+        log.error("persona provider error",
+                  extra=log_extra(call_id=self.call_id, error=str(error), recoverable=recoverable))
         if not recoverable:
             self._exit("failed", {"persona_error": str(error)}, "provider error")
 
@@ -182,7 +184,8 @@ class PersonaJob:
             self._silence.cancel()
         if self.persona is not None:
             self._silence = asyncio.get_running_loop().call_later(
-                self.persona.limits.max_silence, self._exit, "failed", {"persona_error": "caller silent"}, "max_silence")
+                self.persona.limits.max_silence, self._exit,
+                "failed", {"persona_error": "caller silent"}, "max_silence")
 
     def _exit(self, exit_: str, variables: dict[str, Any], reason: str) -> None:
         if self._exited:

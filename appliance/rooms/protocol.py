@@ -261,7 +261,9 @@ class SendDtmf(BaseModel):
 
 
 Message = Annotated[
-    Hello | Welcome | Refused | Offer | OfferReply | Answered | Dtmf | Ended | Hangup | Transfer | TransferResult | Dial | DialResult | Dispatch | Release | SegmentEnd | ClearAudio | Played | Transcript | ToolEvent | CallAction | PersonaExit | SendDtmf,
+    (Hello | Welcome | Refused | Offer | OfferReply | Answered | Dtmf | Ended | Hangup | Transfer | TransferResult
+     | Dial | DialResult | Dispatch | Release | SegmentEnd | ClearAudio | Played | Transcript | ToolEvent | CallAction
+     | PersonaExit | SendDtmf),
     Field(discriminator="type"),
 ]
 _messages = TypeAdapter(Message)
@@ -350,7 +352,8 @@ async def join_hub(socket_path: str, hello: Hello) -> tuple[asyncio.StreamReader
     raise OSError("the hub did not welcome this worker")
 
 
-async def messages(reader: asyncio.StreamReader, stop: asyncio.Event) -> AsyncIterator[list[tuple[int, bytes]] | BaseModel]:
+async def messages(reader: asyncio.StreamReader,
+                   stop: asyncio.Event) -> AsyncIterator[list[tuple[int, bytes]] | BaseModel]:
     """What the hub sends, until `stop` is set: audio batches and control messages."""
     stopped = asyncio.ensure_future(stop.wait())
     try:

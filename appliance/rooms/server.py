@@ -201,7 +201,8 @@ class AgentParticipant(RemoteParticipant):
 
     def after_tick(self) -> None:
         assert self.track is not None
-        while self._segments and self._segments[0].end is not None and self.track.played_frames >= self._segments[0].end:
+        while (self._segments and self._segments[0].end is not None
+               and self.track.played_frames >= self._segments[0].end):
             reply = self._segments.popleft()
             assert reply.end is not None and reply.segment is not None  # ended replies have both
             self._played(reply.segment, reply.end - reply.start, interrupted=False)

@@ -146,7 +146,8 @@ class Storage:
         return orphans
 
     # transcripts: what the caller and the personas said, in order
-    def add_transcript(self, call_id: str, role: str, speaker: str, text: str, interrupted: bool = False) -> dict[str, Any]:
+    def add_transcript(self, call_id: str, role: str, speaker: str, text: str,
+                       interrupted: bool = False) -> dict[str, Any]:
         row = {"call_id": call_id, "at": iso_now(), "role": role, "speaker": speaker, "text": text,
                "interrupted": int(interrupted)}
         self.db["transcripts"].insert(row)

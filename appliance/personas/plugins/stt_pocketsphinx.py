@@ -164,7 +164,8 @@ class PocketsphinxStream(stt.RecognizeStream):
             self._quiet_frames = 0
             return
         self._quiet_frames += 1
-        if self._voiced_end is not None and self._voiced_frames < BLIP_FRAMES and self._quiet_frames >= BLIP_PAUSE_FRAMES:
+        if (self._voiced_end is not None and self._voiced_frames < BLIP_FRAMES
+                and self._quiet_frames >= BLIP_PAUSE_FRAMES):
             self._voiced_end, self._voiced_frames, self._guess = None, 0, None
         if self._voiced_end is None:
             del self._pcm[: -_bytes(PREROLL_S)]
