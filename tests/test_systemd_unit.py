@@ -82,7 +82,8 @@ def _settings(path: Path) -> dict[str, list[str]]:
 def _copy(tmp_path: Path, lowport: bool = False) -> Path:
     """The unit in a directory of its own, ExecStart on a binary that exists, the drop-in beside it if asked."""
     text = UNIT.read_text()
-    assert re.search(r"^ExecStart=/opt/switchboard/venv/bin/appliance ", text, re.M), "ExecStart moved: update this test"
+    assert re.search(r"^ExecStart=/opt/switchboard/venv/bin/appliance ", text, re.M), \
+        "ExecStart moved: update this test"
     unit = tmp_path / "switchboard.service"
     unit.write_text(re.sub(r"^ExecStart=\S+", "ExecStart=/bin/true", text, flags=re.M))
     if lowport:

@@ -236,7 +236,8 @@ def test_a_lost_worker_leaves_no_leg_behind(appliance_factory, tmp_path: Path, l
         callers_worker = detail["worker"]
         (dialling,) = _events(detail, "transfer_dialling")
         assert dialling["worker"] != callers_worker, dialling
-        victim, survivor = (callers_worker, bridged.desk) if lost == "caller's" else (dialling["worker"], bridged.caller)
+        victim, survivor = ((callers_worker, bridged.desk) if lost == "caller's"
+                            else (dialling["worker"], bridged.caller))
         os.kill(bridged.app.worker_pid(victim), signal.SIGKILL)
         # The survivor's phone gets a BYE from the box, not a timeout of its own.
         assert survivor.wait_closed(timeout=15) != "end of file", survivor.output

@@ -163,7 +163,8 @@ def test_a_failing_provider_takes_the_failed_branch_without_silence(
     dead = free_port_block(1)  # nothing listens here: the "hosted" LLM is down
     persona.write_text(persona.read_text().replace(
         "  llm: {name: scripted}",
-        f"  llm: {{name: openai, options: {{base_url: 'http://127.0.0.1:{dead}/v1', model: m, api_key_env: TEST_LLM_KEY}}}}"))
+        f"  llm: {{name: openai, options: {{base_url: 'http://127.0.0.1:{dead}/v1', model: m, "
+        "api_key_env: TEST_LLM_KEY}}"))
     monkeypatch.setenv("TEST_LLM_KEY", "not-a-real-key")
     app = appliance_factory(
         flows_dir=flows,
@@ -228,7 +229,9 @@ def test_caller_talking_over_a_long_reply_stops_it(appliance_factory, orders_api
     assert rms(barge_at + 0.8, barge_at + 1.2) < 100
 
 
-def test_a_short_back_channel_does_not_cut_the_reply_off(appliance_factory, orders_api: OrdersApi, tmp_path: Path) -> None:
+def test_a_short_back_channel_does_not_cut_the_reply_off(
+    appliance_factory, orders_api: OrdersApi, tmp_path: Path
+) -> None:
     # "uh" is about 0.3 s of speech to silero (0.45 s by the time it has crossed G.722), under
     # the persona's interruption.min_duration of 0.5 s.
     back_channel_at = 10.0

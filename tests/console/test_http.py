@@ -21,7 +21,8 @@ OTHER = "CAfedcba9876543210"
 
 
 class Api:
-    def __init__(self, base: str, session: aiohttp.ClientSession, storage: Storage, tokens: TokenAuthority, recordings: Path, health: dict):
+    def __init__(self, base: str, session: aiohttp.ClientSession, storage: Storage, tokens: TokenAuthority,
+                 recordings: Path, health: dict):
         self.base = base
         self.health = health
         self.session = session
@@ -32,7 +33,8 @@ class Api:
     def token(self, role: str) -> str:
         return self.tokens.mint(f"{role}-user", role)
 
-    async def get(self, path: str, role: str | None = None, token: str | None = None, **kw) -> tuple[int, dict | bytes, aiohttp.ClientResponse]:
+    async def get(self, path: str, role: str | None = None, token: str | None = None,
+                  **kw) -> tuple[int, dict | bytes, aiohttp.ClientResponse]:
         headers = dict(kw.pop("headers", {}))
         if role:
             token = self.token(role)
@@ -98,7 +100,8 @@ async def test_healthz_stays_open_with_a_stale_token(api: Api):
 @pytest.mark.parametrize("path", ["/metrics", "/api/calls", f"/api/calls/{CALL}", f"/api/calls/{CALL}/recording"])
 @pytest.mark.parametrize(
     "headers",
-    [{}, {"Authorization": "Bearer not-a-token"}, {"Authorization": "Bearer "}, {"Authorization": "Basic dXNlcjpwYXNz"}],
+    [{}, {"Authorization": "Bearer not-a-token"}, {"Authorization": "Bearer "},
+     {"Authorization": "Basic dXNlcjpwYXNz"}],
     ids=["none", "garbage", "empty", "basic"],
 )
 async def test_protected_paths_need_a_valid_token(api: Api, path: str, headers: dict):
@@ -159,7 +162,8 @@ async def test_one_call_with_its_events(api: Api):
 
 @pytest.mark.parametrize(
     "call_id",
-    ["nope", "CA123", "CA0123456789ABCDEF", "ca0123456789abcdef", "CA" + "a" * 41, "CA0123456789abcdeg", "CA01234567%00"],
+    ["nope", "CA123", "CA0123456789ABCDEF", "ca0123456789abcdef", "CA" + "a" * 41, "CA0123456789abcdeg",
+     "CA01234567%00"],
 )
 async def test_bad_call_id_is_400(api: Api, call_id: str):
     for suffix in ("", "/recording"):
@@ -234,7 +238,8 @@ async def test_recording_path_that_is_a_directory_is_not_a_500(api: Api):
 
 @pytest.mark.parametrize(
     "method, path",
-    [("GET", "/nope"), ("POST", "/api/calls"), ("DELETE", f"/api/calls/{CALL}"), ("GET", "/api/calls/"), ("GET", "/api")],
+    [("GET", "/nope"), ("POST", "/api/calls"), ("DELETE", f"/api/calls/{CALL}"), ("GET", "/api/calls/"),
+     ("GET", "/api")],
 )
 async def test_unknown_routes_and_methods_are_json_4xx(api: Api, method: str, path: str):
     headers = {"Authorization": f"Bearer {api.token('admin')}"}

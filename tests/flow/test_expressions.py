@@ -130,7 +130,8 @@ def test_impossible_or_odd_comparisons_are_answered_not_raised(source: str, vari
 
 
 def test_names_are_every_variable_the_condition_reads():
-    assert Expression("balance > 100 and tier in [level, 'gold'] or not vip").names == {"balance", "tier", "level", "vip"}
+    expression = Expression("balance > 100 and tier in [level, 'gold'] or not vip")
+    assert expression.names == {"balance", "tier", "level", "vip"}
     assert Expression("1 < 2").names == set()
 
 

@@ -50,7 +50,8 @@ def test_the_longer_exact_phrase_wins():
     assert intents.match("technical support", choices) == "technical"
     assert intents.match("support", choices) == "general"
     # also when the shorter phrase's intent comes later
-    assert intents.match("technical support", {"technical": ["technical support"], "general": ["support"]}) == "technical"
+    phrases = {"technical": ["technical support"], "general": ["support"]}
+    assert intents.match("technical support", phrases) == "technical"
 
 
 @pytest.mark.parametrize(

@@ -98,7 +98,8 @@ def test_missing_required_field_is_reported_at_the_owner():
 def test_missing_top_level_fields_are_all_reported():
     problems = _problems("description: only this\n")
     messages = {p.message for p in problems}
-    assert {"missing required field 'name'", "missing required field 'entry'", "missing required field 'steps'"} <= messages
+    assert {"missing required field 'name'", "missing required field 'entry'",
+            "missing required field 'steps'"} <= messages
 
 
 def test_duplicate_key_points_at_the_second_occurrence():

@@ -13,7 +13,8 @@ from appliance.flow.loader import load_file, parse
 DEFAULT_FLOW = Path(__file__).resolve().parents[2] / "flows" / "default.yaml"
 LINES = DEFAULT_FLOW.read_text().splitlines()
 
-FUZZ = settings(max_examples=200, deadline=None, database=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+FUZZ = settings(max_examples=200, deadline=None, database=None,
+                suppress_health_check=[HealthCheck.function_scoped_fixture])
 
 
 def _check_problems(problems, file: str) -> None:

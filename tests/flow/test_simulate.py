@@ -198,7 +198,8 @@ async def test_transfer_that_fails_takes_on_error(reception: LoadedFlow):
 
 
 async def test_bridge_transfer_rings_then_the_flow_is_over_without_hanging_up(tmp_path: Path):
-    (tmp_path / "reception.yaml").write_text(TRANSFER_FLOW.replace("      on_error: busy", "      mode: bridge\n      on_error: busy"))
+    (tmp_path / "reception.yaml").write_text(
+        TRANSFER_FLOW.replace("      on_error: busy", "      mode: bridge\n      on_error: busy"))
     loaded = load_file(tmp_path / "reception.yaml", context_for(tmp_path, transfers_allowed=["sip:*@pbx.example.com"]))
     sim = await call(loaded, "#0")
     assert sim.heard == ["Press 0 for reception.", "Transferring you to reception.", "[ringback]"]

@@ -43,8 +43,11 @@ def heard_text(text: str) -> str | None:
 
 
 @pytest.mark.parametrize("rate", [16_000, 8_000, 48_000])
-@pytest.mark.parametrize("said, intent", [("where is my order", "order"), ("I want to speak to an operator", "operator")])
-async def test_a_phrase_reaches_its_intent_at_each_rate(recogniser: PocketsphinxSTT, rate: int, said: str, intent: str) -> None:
+@pytest.mark.parametrize("said, intent",
+                         [("where is my order", "order"), ("I want to speak to an operator", "operator")])
+async def test_a_phrase_reaches_its_intent_at_each_rate(
+    recogniser: PocketsphinxSTT, rate: int, said: str, intent: str
+) -> None:
     event = await recogniser.recognize(frames(spoken(said, rate), rate))
 
     assert event.type == stt.SpeechEventType.FINAL_TRANSCRIPT

@@ -186,7 +186,8 @@ def test_repair_leaves_what_is_not_our_wav_alone(tmp_path: Path, content: bytes 
 
 def test_repair_leaves_a_header_with_zero_channels_alone(tmp_path: Path):
     path = tmp_path / "zero.wav"
-    content = struct.pack("<4sI4s4sIHHIIHH4sI", b"RIFF", 36, b"WAVE", b"fmt ", 16, 1, 0, RATE, 0, 0, 16, b"data", 0) + bytes(100)
+    header = struct.pack("<4sI4s4sIHHIIHH4sI", b"RIFF", 36, b"WAVE", b"fmt ", 16, 1, 0, RATE, 0, 0, 16, b"data", 0)
+    content = header + bytes(100)
     path.write_bytes(content)
     assert repair(path) is False
     assert path.read_bytes() == content

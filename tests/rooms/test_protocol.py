@@ -64,7 +64,8 @@ def test_dial_takes_only_a_sip_uri(to: str):
 def test_dial_caller_id_is_only_a_sip_user(caller_id: str):
     # It becomes the From user of the outbound INVITE: nothing that could add a header or a host.
     with pytest.raises(ProtocolError):
-        decode_control(f'{{"type": "dial", "leg": 1, "call_id": "CA1", "to": "sip:a@host", "caller_id": "{caller_id}"}}'.encode())
+        decode_control(
+            f'{{"type": "dial", "leg": 1, "call_id": "CA1", "to": "sip:a@host", "caller_id": "{caller_id}"}}'.encode())
 
 
 def _reader(data: bytes) -> asyncio.StreamReader:

@@ -36,7 +36,8 @@ class Ear:
         return [level(f) for f in self.frames]
 
 
-def listener(identity: str, kind: str, room: Room, max_frames: int | None = None) -> tuple[Participant, AudioTrack, Ear]:
+def listener(identity: str, kind: str, room: Room,
+             max_frames: int | None = None) -> tuple[Participant, AudioTrack, Ear]:
     participant = Participant(identity, kind)
     participant.sink = Ear()
     room.join(participant)

@@ -48,7 +48,8 @@ OUTSIDE = "127.0.0.2"  # a peer in no trunk
 EDGE_ROUTE = "<sip:[remote_ip]:[remote_port];lr>"
 
 
-async def _elsewhere(tmp_path: Path, name: str = "elsewhere", host: str = ELSEWHERE, scenario: str | None = None) -> tuple[Sipp, int]:
+async def _elsewhere(tmp_path: Path, name: str = "elsewhere", host: str = ELSEWHERE,
+                     scenario: str | None = None) -> tuple[Sipp, int]:
     port = free_port_block(1)
     return await start_uas(tmp_path, name, port, scenario, host=host), port
 
@@ -68,8 +69,8 @@ async def test_a_forged_in_dialog_invite_from_a_trunk_is_not_relayed(stack: Stac
     finally:
         await elsewhere.stop()
     assert gateway.invites() == [0]
-    assert re.search(r"edge: in-dialog INVITE from 127\.0\.0\.1:\d+ refused: no route the edge signed", gateway.log()), \
-        gateway.log()
+    refused = r"edge: in-dialog INVITE from 127\.0\.0\.1:\d+ refused: no route the edge signed"
+    assert re.search(refused, gateway.log()), gateway.log()
 
 
 async def test_a_forged_in_dialog_message_from_a_trunk_is_not_relayed(stack: StackFactory, tmp_path: Path) -> None:
@@ -99,7 +100,8 @@ async def test_a_signed_route_still_leads_only_to_a_worker(stack: StackFactory, 
     finally:
         await elsewhere.stop()
     # The signature held; the next hop gave it away.
-    assert "edge: in-dialog INVITE from 127.0.0.1" in gateway.log() and "refused: the next hop is no worker" in gateway.log()
+    log = gateway.log()
+    assert "edge: in-dialog INVITE from 127.0.0.1" in log and "refused: the next hop is no worker" in log
 
 
 async def test_a_worker_cannot_use_a_route_the_edge_did_not_sign(stack: StackFactory, tmp_path: Path) -> None:
@@ -153,10 +155,12 @@ async def test_a_bridge_call_reaches_a_configured_host_outside_every_trunk_which
     desk = await start_uas(tmp_path, "desk", desk_port, UAS_ANSWER_THEN_HANG_UP, host=OUTSIDE)
     gateway.started.append(desk)
 
-    await gateway.call("bridge", uac_call_via_proxy(f"sip:desk@{OUTSIDE}:{desk_port}"), extra=["-p", str(worker_port), "-aa"])
+    await gateway.call("bridge", uac_call_via_proxy(f"sip:desk@{OUTSIDE}:{desk_port}"),
+                       extra=["-p", str(worker_port), "-aa"])
 
     # The worker's sipp got the desk's BYE and answered it; the desk saw that 200.
-    assert [m.split("\n", 1)[0] for m in desk.received() if m.startswith("SIP/2.0")] == ["SIP/2.0 200 OK"], desk.report()
+    answers = [m.split("\n", 1)[0] for m in desk.received() if m.startswith("SIP/2.0")]
+    assert answers == ["SIP/2.0 200 OK"], desk.report()
     (invite,) = desk.requests("INVITE")
     signed = re.search(r"^Record-Route: <sip:127\.0\.0\.1:\d+;lr;ftag=([^;>]+);sb=([0-9a-f]{32})>", invite, flags=re.M)
     assert signed, invite
@@ -169,7 +173,8 @@ async def test_a_bridge_call_reaches_a_configured_host_outside_every_trunk_which
 async def test_a_trunk_with_credentials_challenges_an_invite_without_them(stack: StackFactory) -> None:
     gateway = await stack(workers=1, trunks=[EdgeTrunk("carrier-a", ["127.0.0.0/8"], "trunkuser", "s3cret")])
 
-    await gateway.call("no-credentials", uac_rejected(407, "Proxy-Authenticate", r'^ *Digest .*realm="switchboard".*nonce="'))
+    await gateway.call("no-credentials",
+                       uac_rejected(407, "Proxy-Authenticate", r'^ *Digest .*realm="switchboard".*nonce="'))
     assert gateway.invites() == [0]
 
     await gateway.call("source-and-credentials", uac_with_credentials(), extra=["-au", "trunkuser", "-ap", "s3cret"])
@@ -271,7 +276,8 @@ def test_the_gateway_gives_the_edge_the_configured_hosts_and_credentials(tmp_pat
     config = Config.model_validate({
         "trunks": [{"name": "carrier", "username": "trunkuser", "password_file": str(password)}],
         "transfers": {"outbound_proxy": "sip:Termination.Example.com",
-                      "allowed": ["+1555*", "sip:desk@127.0.0.1:5099", "sip:*@pbx.example:5080", "sip:ops@PBX.example:5080"]},
+                      "allowed": ["+1555*", "sip:desk@127.0.0.1:5099", "sip:*@pbx.example:5080",
+                                  "sip:ops@PBX.example:5080"]},
     })
 
     settings = Gateway(config, worker_token=lambda name: "token").edge.settings

@@ -73,7 +73,8 @@ def test_what_another_caller_said_does_not_change_what_a_caller_is_heard_as() ->
 def test_persona_decoding_and_flow_listening_share_decoders(loads: list[str | None]) -> None:
     menu = {**MENU, "hours": ["opening hours"]}  # a grammar no other test loads
     grammar = intents.grammar(menu)
-    text, cmn = stt.decode(EspeakTTS().synthesize("technical support please"), grammar)  # the words alone, as a persona decodes
+    # the words alone, as a persona decodes
+    text, cmn = stt.decode(EspeakTTS().synthesize("technical support please"), grammar)
     _heard(Recognizer(grammar), _said("opening hours"))
 
     assert text.startswith("technical") and cmn

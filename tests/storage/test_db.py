@@ -115,7 +115,8 @@ def test_events_round_trip_json_in_order(storage: Storage):
 
 
 def test_recent_calls_newest_first_with_limit(storage: Storage):
-    for i, started in enumerate(["2026-01-01T10:00:00.000+00:00", "2026-01-03T10:00:00.000+00:00", "2026-01-02T10:00:00.000+00:00"]):
+    starts = ["2026-01-01T10:00:00.000+00:00", "2026-01-03T10:00:00.000+00:00", "2026-01-02T10:00:00.000+00:00"]
+    for i, started in enumerate(starts):
         storage.open_call(f"CA000{i}", started_at=started)
     assert [c.id for c in storage.recent_calls()] == ["CA0001", "CA0002", "CA0000"]
     assert [c.id for c in storage.recent_calls(limit=2)] == ["CA0001", "CA0002"]
@@ -137,7 +138,8 @@ def test_duration_counts_from_start_when_never_answered():
 
 def test_duration_is_none_while_open_and_never_negative():
     assert _record().duration_s is None
-    assert _record(answered_at="2026-01-01T10:00:05.000+00:00", ended_at="2026-01-01T10:00:01.000+00:00").duration_s == 0.0
+    record = _record(answered_at="2026-01-01T10:00:05.000+00:00", ended_at="2026-01-01T10:00:01.000+00:00")
+    assert record.duration_s == 0.0
 
 
 def test_duration_of_a_stored_call(storage: Storage):

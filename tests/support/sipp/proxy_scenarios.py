@@ -399,7 +399,8 @@ def uac_call_via_proxy(request_uri: str) -> str:
     pjsua2's outbound proxy adds); the far end answers and hangs up, the caller answers its BYE.
     """
     scenario = uac_call_hung_up_by_callee()
-    scenario = scenario.replace("INVITE sip:[service]@[remote_ip]:[remote_port] SIP/2.0", f"INVITE {request_uri} SIP/2.0")
+    scenario = scenario.replace("INVITE sip:[service]@[remote_ip]:[remote_port] SIP/2.0",
+                                f"INVITE {request_uri} SIP/2.0")
     scenario = scenario.replace("To: <sip:[service]@[remote_ip]:[remote_port]>", f"To: <{request_uri}>")
     return scenario.replace("X-Switchboard-Trunk: forged-by-caller", "Route: <sip:[remote_ip]:[remote_port];lr>")
 
