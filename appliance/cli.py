@@ -97,17 +97,17 @@ def cmd_flows_check(args: argparse.Namespace) -> int:
     return 1 if problems else 0
 
 
-def _flows(config: Config):  # type: ignore[no-untyped-def]
+def _flows(config: Config):
     from appliance.flow.loader import load_dir
 
     setup("ERROR")  # tools print their own results; only real trouble goes to the log
     return load_dir(config.flows_dir, config.webhooks.allowed, config.transfers.allowed)
 
 
-def _text_personas(config: Config):  # type: ignore[no-untyped-def]
+def _text_personas(config: Config):
     """Personas in text mode, for the simulator and flow tests."""
 
-    def start(name: str, variables: dict) -> object:  # type: ignore[type-arg]
+    def start(name: str, variables: dict) -> object:
         from appliance.personas.text import TextPersona
 
         return TextPersona(name, variables, config.flows_dir)
@@ -175,7 +175,7 @@ def cmd_flows_test(args: argparse.Namespace) -> int:
         print("appliance: no flow tests found", file=sys.stderr)
         return 1
 
-    async def run() -> list:  # type: ignore[type-arg]
+    async def run() -> list:
         return [r for f in files for r in await run_file(f, flows, _text_personas(config))]
 
     results = asyncio.run(run())

@@ -8,6 +8,7 @@ records with `worker-lost` when its connection drops.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 import sys
@@ -58,7 +59,7 @@ class Gateway:
 
     async def start(self) -> None:
         for spec in self.specs:
-            self.pool.start(spec.name, lambda spec=spec: self._spawn(spec))
+            self.pool.start(spec.name, functools.partial(self._spawn, spec))
         await self.edge.start()
 
     async def stop(self) -> None:

@@ -75,11 +75,11 @@ def check(flow: Flow, at: Where, context: FlowContext) -> list[Problem]:
             need(here + path, _template_names(text))
         if step.branch:
             for i, case in enumerate(step.branch.cases):
-                path = here + ("branch", "cases", i, "when")
+                where = here + ("branch", "cases", i, "when")
                 try:
-                    need(path, Expression(case.when).names)
+                    need(where, Expression(case.when).names)
                 except ExpressionError as exc:
-                    problems.append(at(path, f"bad condition: {exc}", value=True))
+                    problems.append(at(where, f"bad condition: {exc}", value=True))
         if step.webhook:
             if step.webhook.send:
                 need(here + ("webhook", "send"), step.webhook.send)
@@ -122,7 +122,7 @@ def check(flow: Flow, at: Where, context: FlowContext) -> list[Problem]:
 
 
 def _texts(step: Any) -> list[tuple[tuple[str, ...], str]]:
-    out = []
+    out: list[tuple[tuple[str, ...], str]] = []
     if step.say and step.say.text:
         out.append((("say", "text"), step.say.text))
     for part in ("menu", "gather"):
@@ -146,7 +146,7 @@ def _phrases(step: Any) -> list[tuple[tuple[str, ...], list[str]]]:
 
 
 def _audio_files(step: Any) -> list[tuple[tuple[str, ...], str]]:
-    out = []
+    out: list[tuple[tuple[str, ...], str]] = []
     if step.say and step.say.audio:
         out.append((("say", "audio"), step.say.audio))
     if step.escalate and step.escalate.hold_audio:

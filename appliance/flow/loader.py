@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 
 import yaml
 from pydantic import BaseModel, ValidationError
+from pydantic_core import ErrorDetails
 
 from appliance.core.errors import FlowError, Problem
 from appliance.flow.checker import FlowContext, check
@@ -75,7 +76,7 @@ class _Loader(yaml.SafeLoader):
         if getattr(event, "anchor", None) is not None:
             raise _AliasRefused(None, None, f"YAML aliases are not allowed (anchor &{event.anchor}); "
                                 "write the value out", event.start_mark)
-        return super().compose_node(parent, index)  # type: ignore[no-any-return]
+        return super().compose_node(parent, index)
 
 
 def _compose(text: str, file: str) -> yaml.Node | None:
@@ -133,7 +134,7 @@ def _yaml_problem(file: str, exc: yaml.YAMLError) -> Problem:
     return Problem(file, line, col, f"YAML syntax: {what}")
 
 
-def _pydantic_message(error: dict[str, Any]) -> str:
+def _pydantic_message(error: ErrorDetails) -> str:
     loc = ".".join(str(p) for p in error["loc"] if not str(p).startswith("function-"))
     kind = error["type"]
     if kind == "extra_forbidden":
@@ -242,8 +243,8 @@ def load_personas(directory: Path, webhooks_allowed: list[str] | None = None) ->
             if target not in personas:
                 problems.append(Problem(str(directory / f"{name}.yaml"), 1, 1,
                                         f"hand-off to unknown persona '{target}'"))
-        for tool in persona.tools if webhooks_allowed is not None else []:
-            if not url_allowed(tool.url, webhooks_allowed):
+        for tool in persona.tools:
+            if webhooks_allowed is not None and not url_allowed(tool.url, webhooks_allowed):
                 problems.append(Problem(str(directory / f"{name}.yaml"), 1, 1,
                                         f"tool '{tool.name}' URL {tool.url} is not allowed "
                                         "(webhooks.allowed in appliance.yaml)"))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import sys
 from collections.abc import Callable
@@ -23,7 +24,7 @@ class PersonaPool:
 
     async def start(self) -> None:
         for name in self.names:
-            self.pool.start(name, lambda name=name: self._spawn(name))
+            self.pool.start(name, functools.partial(self._spawn, name))
 
     async def stop(self) -> None:
         await self.pool.stop()

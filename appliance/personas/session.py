@@ -61,7 +61,7 @@ class PersonaJob:
         asyncio.get_running_loop().call_later(EXIT_AFTER_REPLY_MAX_S, self._exit, exit_, variables, reason)
 
     def call_action(self, action: str, arguments: dict[str, Any]) -> None:
-        self._send(p.CallAction(leg=self.leg, action=action, arguments=arguments))  # type: ignore[arg-type]
+        self._send(p.CallAction(leg=self.leg, action=action, arguments=arguments))
 
     def heard_back_channel(self) -> bool:
         """The caller's last utterance was too short to interrupt the reply that is playing."""
@@ -193,4 +193,4 @@ class PersonaJob:
         self._exited = True
         if self._silence:
             self._silence.cancel()
-        self._send(p.PersonaExit(leg=self.leg, exit=exit_, variables=variables, reason=reason))  # type: ignore[arg-type]
+        self._send(p.PersonaExit(leg=self.leg, exit=exit_, variables=variables, reason=reason))

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from livekit.agents import AgentSession
-from livekit.agents.voice.run_result import ChatMessageEvent
+from livekit.agents.voice.run_result import ChatMessageEvent, RunResult
 
 from appliance.flow.loader import load_personas
 from appliance.flow.persona import Persona
@@ -57,7 +57,7 @@ class TextPersona:
     async def reply(self, text: str) -> list[str]:
         """The persona's answer to one caller utterance (after any tool calls)."""
         assert self._session is not None
-        result = self._session.run(user_input=text)
+        result: RunResult[None] = self._session.run(user_input=text)
         await result
         return [e.item.text_content or "" for e in result.events
                 if isinstance(e, ChatMessageEvent) and e.item.role == "assistant"]

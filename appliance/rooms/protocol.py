@@ -280,7 +280,7 @@ def encode_audio(frames: list[tuple[int, bytes]]) -> bytes:
     return _HEADER.pack(len(body) + 1, KIND_AUDIO) + body
 
 
-def decode_control(body: bytes) -> BaseModel:
+def decode_control(body: bytes) -> Message:
     try:
         return _messages.validate_python(json.loads(body))
     except (ValueError, ValidationError, RecursionError) as exc:

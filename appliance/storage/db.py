@@ -71,25 +71,25 @@ class Storage:
 
     def _migrate(self) -> None:
         if "calls" not in self.db.table_names():
-            self.db["calls"].create(CALL_COLUMNS, pk="id")
-            self.db["calls"].create_index(["started_at"])
+            self.db.table("calls").create(CALL_COLUMNS, pk="id")
+            self.db.table("calls").create_index(["started_at"])
         if "call_events" not in self.db.table_names():
-            self.db["call_events"].create(
+            self.db.table("call_events").create(
                 {"id": int, "call_id": str, "at": str, "kind": str, "data": str}, pk="id"
             )
-            self.db["call_events"].create_index(["call_id"])
+            self.db.table("call_events").create_index(["call_id"])
         if "transcripts" not in self.db.table_names():
-            self.db["transcripts"].create(
+            self.db.table("transcripts").create(
                 {"id": int, "call_id": str, "at": str, "role": str, "speaker": str, "text": str, "interrupted": int},
                 pk="id",
             )
-            self.db["transcripts"].create_index(["call_id"])
+            self.db.table("transcripts").create_index(["call_id"])
         if "recordings" not in self.db.table_names():
-            self.db["recordings"].create(
+            self.db.table("recordings").create(
                 {"id": int, "call_id": str, "kind": str, "path": str, "created_at": str, "duration_s": float},
                 pk="id",
             )
-            self.db["recordings"].create_index(["call_id"])
+            self.db.table("recordings").create_index(["call_id"])
 
     def close(self) -> None:
         self.db.close()
@@ -97,10 +97,10 @@ class Storage:
     # calls
     def open_call(self, call_id: str, **fields: Any) -> None:
         row = {c: None for c in CALL_COLUMNS} | {"id": call_id, "started_at": iso_now()} | fields
-        self.db["calls"].insert(row)
+        self.db.table("calls").insert(row)
 
     def update_call(self, call_id: str, **fields: Any) -> None:
-        self.db["calls"].update(call_id, fields)
+        self.db.table("calls").update(call_id, fields)
 
     def close_call(self, call_id: str, end_reason: str) -> None:
         # Only the first close counts: a hang-up racing a worker loss keeps the first reason.
@@ -111,11 +111,11 @@ class Storage:
         self.db.conn.commit()
 
     def get_call(self, call_id: str) -> CallRecord | None:
-        rows = list(self.db["calls"].rows_where("id = ?", [call_id]))
+        rows = list(self.db.table("calls").rows_where("id = ?", [call_id]))
         return CallRecord(**rows[0]) if rows else None
 
     def recent_calls(self, limit: int = 20) -> list[CallRecord]:
-        rows = self.db["calls"].rows_where(order_by="started_at desc", limit=limit)
+        rows = self.db.table("calls").rows_where(order_by="started_at desc", limit=limit)
         return [CallRecord(**r) for r in rows]
 
     def calls_handled_by(self, identity: str, limit: int = 20) -> list[CallRecord]:
@@ -135,7 +135,7 @@ class Storage:
         return next(iter(rows), None) is not None
 
     def open_calls(self) -> list[CallRecord]:
-        return [CallRecord(**r) for r in self.db["calls"].rows_where("ended_at IS NULL")]
+        return [CallRecord(**r) for r in self.db.table("calls").rows_where("ended_at IS NULL")]
 
     def close_orphans(self, end_reason: str) -> list[CallRecord]:
         """Close calls a previous run left open (a crash); returns them for recording repair."""
@@ -150,15 +150,15 @@ class Storage:
                        interrupted: bool = False) -> dict[str, Any]:
         row = {"call_id": call_id, "at": iso_now(), "role": role, "speaker": speaker, "text": text,
                "interrupted": int(interrupted)}
-        self.db["transcripts"].insert(row)
+        self.db.table("transcripts").insert(row)
         return row
 
     def transcripts(self, call_id: str) -> list[dict[str, Any]]:
-        return list(self.db["transcripts"].rows_where("call_id = ?", [call_id], order_by="id"))
+        return list(self.db.table("transcripts").rows_where("call_id = ?", [call_id], order_by="id"))
 
     # recordings besides the call's own (voicemail messages)
     def add_recording(self, call_id: str, kind: str, path: str, duration_s: float) -> None:
-        self.db["recordings"].insert(
+        self.db.table("recordings").insert(
             {"call_id": call_id, "kind": kind, "path": path, "created_at": iso_now(), "duration_s": duration_s}
         )
 
@@ -170,14 +170,14 @@ class Storage:
         if kind:
             where.append("kind = ?")
             args.append(kind)
-        return list(self.db["recordings"].rows_where(" AND ".join(where) or None, args, order_by="id"))
+        return list(self.db.table("recordings").rows_where(" AND ".join(where) or None, args, order_by="id"))
 
     # events
     def add_event(self, call_id: str, kind: str, data: dict[str, Any] | None = None) -> None:
-        self.db["call_events"].insert(
+        self.db.table("call_events").insert(
             {"call_id": call_id, "at": iso_now(), "kind": kind, "data": json.dumps(data or {})}
         )
 
     def events(self, call_id: str) -> Iterator[dict[str, Any]]:
-        for row in self.db["call_events"].rows_where("call_id = ?", [call_id], order_by="id"):
+        for row in self.db.table("call_events").rows_where("call_id = ?", [call_id], order_by="id"):
             yield {"at": row["at"], "kind": row["kind"], "data": json.loads(row["data"])}
