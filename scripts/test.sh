@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Installs what the tests need (Debian packages and a venv with the project) and runs the whole suite.
+# Installs what the tests need (Debian packages and a venv with the project), runs ruff and mypy,
+# then the whole suite.
 # Usage (root, Debian 12, from a clone):  scripts/test.sh [pytest args...]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -22,6 +23,16 @@ if [ ! -x .venv/bin/python ]; then
 fi
 .venv/bin/pip install -q --upgrade pip >/dev/null
 .venv/bin/pip install -q -e '.[test]'
+
+# Lint and types first: a finding fails the run before the (long) suite starts.
+if ! .venv/bin/ruff check .; then
+  echo "test.sh: ruff found problems (see above)" >&2
+  exit 1
+fi
+if ! .venv/bin/mypy; then
+  echo "test.sh: mypy found type errors (see above)" >&2
+  exit 1
+fi
 
 # pytest exits 5 when it collected nothing: that is a failure here, not a pass.
 set +e

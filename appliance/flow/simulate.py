@@ -184,9 +184,9 @@ class Simulation:
         until = self.elapsed if until is None else until
         while not self.finished:
             due = sorted((at, timer) for timer, at in self._timers.items() if at <= until)
-            recording_due = self._recording_until is not None and self._recording_until <= until
-            if recording_due and (not due or self._recording_until <= due[0][0]):  # type: ignore[operator]
-                self.elapsed = max(self.elapsed, self._recording_until or 0.0)
+            stop_at = self._recording_until
+            if stop_at is not None and stop_at <= until and (not due or stop_at <= due[0][0]):
+                self.elapsed = max(self.elapsed, stop_at)
                 await self._run([fe.StopRecording()])
                 await self._drain()
                 continue

@@ -370,6 +370,7 @@ class ParticipantServer:
             # Offers are decided concurrently so one slow decision never holds the stream.
             asyncio.get_running_loop().create_task(self._offer(worker, message))
         elif type(message) in handlers:
+            # A table keyed by type: mypy cannot tie each key to its handler's message parameter.
             handlers[type(message)](worker, message)  # type: ignore[operator]
         else:
             raise ProtocolError(f"unexpected {getattr(message, 'type', '?')} from a worker")

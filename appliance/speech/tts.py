@@ -59,7 +59,7 @@ class EspeakTTS:
         self._rate_wpm = rate_wpm
         self.default_voice = voice
 
-    def _on_samples(self, samples: ctypes.POINTER(ctypes.c_short), count: int, _events: int) -> int:  # type: ignore[valid-type]
+    def _on_samples(self, samples: ctypes._Pointer[ctypes.c_short], count: int, _events: int) -> int:
         if count > 0:
             self._chunks.append(ctypes.string_at(samples, count * 2))
         return 0
