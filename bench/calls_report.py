@@ -28,13 +28,15 @@ def table(report: dict[str, Any]) -> str:
         lag = s["tick_lag"]
         over = lag.get("over_20ms")
         rows.append(
-            f"| {s['calls']} | {s['sipp_failed']} | {_fmt(s['invite_200_ms'].get('p50'))} / {_fmt(s['invite_200_ms'].get('p95'))} | "
+            f"| {s['calls']} | {s['sipp_failed']} | "
+            f"{_fmt(s['invite_200_ms'].get('p50'))} / {_fmt(s['invite_200_ms'].get('p95'))} | "
             f"{_fmt(cpu.get('appliance_total'))} ({_fmt(cpu.get('main', {}).get('total'))} / "
             f"{_fmt(cpu.get('worker', {}).get('total'))} / {_fmt(cpu.get('kamailio', {}).get('total'))}) | "
             f"{_fmt(s['cpu_pct_per_call'])} | {_fmt(s['rss_mb_per_call'])} | "
             f"{_fmt(lag.get('p95_ms'))} ({_fmt(None if over is None else round(100 * over, 1), '%')}) | "
             f"{s['hub_stalls']} | {_fmt(s['hub_thread'].get('runq_wait_pct'))} | "
-            f"{_fmt(s['box_cpu'].get('busy'))} ({_fmt(cpu.get('sipp', {}).get('total'))} / {_fmt(s['other_load_pct'])}) | "
+            f"{_fmt(s['box_cpu'].get('busy'))} "
+            f"({_fmt(cpu.get('sipp', {}).get('total'))} / {_fmt(s['other_load_pct'])}) | "
             f"{'pass' if s['passed'] else 'FAIL: ' + '; '.join(s['problems'])[:200]} |"
         )
     return "\n".join(rows)
@@ -64,6 +66,7 @@ def markdown(report: dict[str, Any], analysis: str) -> str:
     idle = report["idle"]
     st = report["settings"]
     first = "" if report["first_failure"] is None else f" (first failing step: {report['first_failure']})"
+    experiment = "" if st.get("hub_nice") is None else f"; EXPERIMENT: hub thread reniced to {st['hub_nice']}"
     iw = idle.get("worker_threads", {})
     retried = report.get("retried") or []
     retry_note = ""
@@ -91,7 +94,7 @@ checks). The ramp stops at the first failing step.
 - Code: {report.get('code', 'unknown')}
 - Command: `{report['command']}`
 - Settings: {st['workers']} SIP workers × {st['calls_per_worker']} calls (ceil(max step / 4) + 1), calls started at
-  {st['rate_cps']:g} calls/s; sipp runs on the same box and its CPU is counted apart{'' if st.get('hub_nice') is None else f"; EXPERIMENT: hub thread reniced to {st['hub_nice']}"}
+  {st['rate_cps']:g} calls/s; sipp runs on the same box and its CPU is counted apart{experiment}
 - Raw results: `{report.get('json_path', '')}`
 
 **Largest concurrency with 0 failed calls: {report['max_calls_0_failures']}**{first}
@@ -163,23 +166,28 @@ def analyse(report: dict[str, Any]) -> str:
         a, b = steps[0], heavy
         if b["calls"] > a["calls"]:
             slope = (b["cpu"]["appliance_total"] - a["cpu"]["appliance_total"]) / (b["calls"] - a["calls"])
-            wslope = (b["cpu"].get("worker", {}).get("total", 0) - a["cpu"].get("worker", {}).get("total", 0)) / (b["calls"] - a["calls"])
-            mslope = (b["cpu"].get("main", {}).get("total", 0) - a["cpu"].get("main", {}).get("total", 0)) / (b["calls"] - a["calls"])
+            def per_call(kind: str) -> float:
+                return (b["cpu"].get(kind, {}).get("total", 0) - a["cpu"].get(kind, {}).get("total", 0)) / (
+                    b["calls"] - a["calls"])
+
+            wslope, mslope = per_call("worker"), per_call("main")
             parts.append(f"Each added call cost {slope:.2f}% of a core between {a['calls']} and {b['calls']} calls: "
                          f"{wslope:.2f}% in the workers, {mslope:.2f}% in the hub.")
     hub = heavy["hub_thread"]
     if hub:
         parts.append(
-            f"The hub's event loop itself used only {hub.get('cpu_pct')}% of a core but spent {hub.get('runq_wait_pct')}% of "
-            f"the time runnable and waiting for a CPU behind the workers' threads; its 20 ms tick ran late "
+            f"The hub's event loop itself used only {hub.get('cpu_pct')}% of a core "
+            f"but spent {hub.get('runq_wait_pct')}% of the time runnable and waiting for a CPU behind the workers' "
+            f"threads; its 20 ms tick ran late "
             f"(p95 {heavy['tick_lag'].get('p95_ms')} ms, {heavy['hub_stalls']} stalls, "
             f"{heavy['tick_lag']['expected_ticks'] - heavy['tick_lag']['ticks']} ticks lost)."
         )
     if last_ok and failed:
         parts.append(
-            f"So the limit is CPU for the whole box, spent mostly in the pjsua2 workers, and the first thing to break is "
-            f"the hub's media clock: it is starved of CPU by the workers before the box is at 100%, and every stall "
-            f"drops audio and shortens the recording. {last_ok['calls']} calls is the last step where that did not happen."
+            f"So the limit is CPU for the whole box, spent mostly in the pjsua2 workers, and the first thing to "
+            f"break is the hub's media clock: it is starved of CPU by the workers before the box is at 100%, and "
+            f"every stall drops audio and shortens the recording. {last_ok['calls']} calls is the last step where "
+            f"that did not happen."
         )
     return " ".join(parts)
 
