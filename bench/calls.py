@@ -152,7 +152,8 @@ BOX_FIELDS = ("user", "nice", "system", "idle", "iowait", "irq", "softirq", "ste
 
 def box_cpu(before: list[int], after: list[int], seconds: float) -> dict[str, float]:
     """The whole box's CPU over the window in % of one core, by kind; busy = all but idle and iowait."""
-    out = {name: round(100 * (b - a) / CLK_TCK / seconds, 1) for name, a, b in zip(BOX_FIELDS, before, after, strict=True)}
+    out = {name: round(100 * (b - a) / CLK_TCK / seconds, 1)
+           for name, a, b in zip(BOX_FIELDS, before, after, strict=True)}
     out["busy"] = round(sum(v for k, v in out.items() if k not in ("idle", "iowait")), 1)
     return out
 
@@ -368,7 +369,8 @@ def inspect_recording(path: str | None) -> dict[str, Any]:
     right = data[: frames * FRAME_SAMPLES, 1].astype(np.float64)
     missing = float(np.mean(~left.any(axis=1)))
     greeting_rms = float(np.sqrt(np.mean(right[: 2 * 16000] ** 2))) if len(right) else 0.0
-    return {"seconds": round(seconds, 2), "caller_missing": missing, "greeting_rms": round(greeting_rms, 1), "exists": True}
+    return {"seconds": round(seconds, 2), "caller_missing": missing, "greeting_rms": round(greeting_rms, 1),
+            "exists": True}
 
 
 # --- one step ------------------------------------------------------------------------------
@@ -557,7 +559,8 @@ def _self_ticks() -> int:
     return _stat_ticks(Path("/proc/self/stat"))
 
 
-def _thread_cpu(before: dict[int, tuple[str, int]], after: dict[int, tuple[str, int]], seconds: float) -> list[dict[str, Any]]:
+def _thread_cpu(before: dict[int, tuple[str, int]], after: dict[int, tuple[str, int]],
+                seconds: float) -> list[dict[str, Any]]:
     rows = []
     for tid, (name, ticks) in after.items():
         if tid in before:
@@ -570,7 +573,8 @@ def _thread_cpu(before: dict[int, tuple[str, int]], after: dict[int, tuple[str, 
 def _answered_for(call: dict[str, Any]) -> float:
     if not call.get("answered_at") or not call.get("ended_at"):
         return 0.0
-    return (dt.datetime.fromisoformat(call["ended_at"]) - dt.datetime.fromisoformat(call["answered_at"])).total_seconds()
+    ended, answered = dt.datetime.fromisoformat(call["ended_at"]), dt.datetime.fromisoformat(call["answered_at"])
+    return (ended - answered).total_seconds()
 
 
 def _round(value: float | None, digits: int = 1) -> float | None:
@@ -723,7 +727,8 @@ def _log_summary(path: Path) -> dict[str, int]:
 def _step_line(s: Step) -> str:
     return (f"  N={s.calls} {'PASS' if s.passed else 'FAIL'} failed={s.sipp_failed} "
             f"invite→200 p50={s.invite_200_ms.get('p50')} p95={s.invite_200_ms.get('p95')} ms "
-            f"cpu={s.cpu.get('appliance_total')}% ({s.cpu_pct_per_call}%/call; main {s.cpu.get('main', {}).get('total')}%, "
+            f"cpu={s.cpu.get('appliance_total')}% ({s.cpu_pct_per_call}%/call; "
+            f"main {s.cpu.get('main', {}).get('total')}%, "
             f"workers {s.cpu.get('worker', {}).get('total')}%, kamailio {s.cpu.get('kamailio', {}).get('total')}%, "
             f"sipp {s.cpu.get('sipp', {}).get('total')}%) rss/call={s.rss_mb_per_call} MB "
             f"tick lag p95={s.tick_lag.get('p95_ms')} ms, >20ms {s.tick_lag.get('over_20ms')}, stalls {s.hub_stalls}; "
@@ -749,7 +754,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                         help="before a step, wait until other work on the box is below this %% of a core; a step that "
                              "fails with more other work than this is run once more (default 25)")
     parser.add_argument("--quiet-wait", type=float, default=300, help="longest wait for a quiet box, s (default 300)")
-    parser.add_argument("--attempts", type=int, default=3, help="runs of a step that keeps failing on a busy box (default 3)")
+    parser.add_argument("--attempts", type=int, default=3,
+                        help="runs of a step that keeps failing on a busy box (default 3)")
     parser.add_argument("--hub-nice", type=int,
                         help="experiment: renice the hub's event-loop thread (the main process's main thread) "
                              "to this value after start, e.g. -10")

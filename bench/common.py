@@ -77,7 +77,8 @@ def save_results(report: dict[str, Any], name: str, tag: str) -> Path:
 
 def write_doc_section(section: str, begin: str, end: str) -> None:
     """Replace (or append) one benchmark's section of docs/BENCHMARKS.md: other benchmarks write theirs."""
-    text = DOC.read_text() if DOC.exists() else "# Benchmarks\n\nMeasured numbers and the command that reproduces each.\n"
+    text = (DOC.read_text() if DOC.exists()
+            else "# Benchmarks\n\nMeasured numbers and the command that reproduces each.\n")
     if begin in text and end in text:
         before, rest = text.split(begin, 1)
         text = before + section.rstrip("\n") + rest.split(end, 1)[1]

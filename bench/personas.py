@@ -347,7 +347,8 @@ def session_log(app: ApplianceProcess) -> dict[str, list[tuple[float, str, str]]
             entry = json.loads(line)
         except ValueError:
             continue
-        if entry.get("msg") in ("caller state", "persona state", "persona job started", "call ended") and entry.get("call_id"):
+        if (entry.get("msg") in ("caller state", "persona state", "persona job started", "call ended")
+                and entry.get("call_id")):
             out.setdefault(entry["call_id"], []).append((_wall(entry["ts"]), entry["msg"], entry.get("state", "")))
     return out
 
@@ -386,7 +387,8 @@ def analyse_call(run: CallRun, record: dict[str, Any],
     tools = [_wall(e["at"]) for e in record.get("events", []) if e["kind"] == "tool"]
     turns: list[Turn] = []
     for i, (_start, end) in enumerate(utterances):
-        turn = Turn(call=record["id"], index=i, said=run.said[i] if i < len(run.said) else "?", sent_end_s=round(end, 3))
+        turn = Turn(call=record["id"], index=i, said=run.said[i] if i < len(run.said) else "?",
+                    sent_end_s=round(end, 3))
         turns.append(turn)
         until = utterances[i + 1][0] if i + 1 < len(utterances) else len(sent_rms) * FRAME_S
         if loud_at(heard_rms, end):
@@ -466,7 +468,8 @@ def stats(values: list[float]) -> dict[str, Any]:
     if not values:
         return {"n": 0}
     a = np.array(values) * 1000
-    return {"n": len(values), "p50_ms": round(float(np.percentile(a, 50))), "p95_ms": round(float(np.percentile(a, 95))),
+    return {"n": len(values),
+            "p50_ms": round(float(np.percentile(a, 50))), "p95_ms": round(float(np.percentile(a, 95))),
             "mean_ms": round(float(a.mean())), "min_ms": round(float(a.min())), "max_ms": round(float(a.max()))}
 
 
@@ -634,7 +637,8 @@ def merge_meters(meters: list[dict[str, Any]]) -> dict[str, Any]:
         "bench_pct": round(sum(m["bench_pct"] * m["seconds"] for m in meters) / total, 1),
         "box_busy_pct": round(sum(m["box_busy_pct"] * m["seconds"] for m in meters) / total, 1),
         "other_load_pct": round(sum(m["other_load_pct"] * m["seconds"] for m in meters) / total, 1),
-        "rss_kb": {r: int(np.median([m["rss_kb"].get(r, 0) for m in meters])) for r in {r for m in meters for r in m["rss_kb"]}},
+        "rss_kb": {r: int(np.median([m["rss_kb"].get(r, 0) for m in meters]))
+                   for r in {r for m in meters for r in m["rss_kb"]}},
     }
 
 
@@ -788,7 +792,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 time.sleep(1)
             report["idle"] = idle.stop()
             idle_persona = report["idle"]["rss_kb"].get("persona", 0)
-            say(f"idle: persona workers {idle_persona / 1024:.0f} MB RSS, box other load {report['idle']['other_load_pct']}%")
+            say(f"idle: persona workers {idle_persona / 1024:.0f} MB RSS, "
+                f"box other load {report['idle']['other_load_pct']}%")
             seen: set[str] = set()
             for n in args.steps:
                 calls, turns = (args.calls, args.turns) if n == 1 else (n, args.turns_concurrent)
@@ -797,7 +802,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 say(step_line(step))
                 report["steps"].append(asdict(step))
                 p95, missing = step.latency.get("p95_ms"), step.latency.get("unanswered_or_skipped", 0)
-                if not args.all_steps and n > 1 and (p95 is None or p95 > 2000 * CAPACITY_P95_S or missing > 0.2 * step.latency["turns"]):
+                too_slow = p95 is None or p95 > 2000 * CAPACITY_P95_S or missing > 0.2 * step.latency["turns"]
+                if not args.all_steps and n > 1 and too_slow:
                     break
             rss = Meter(app)
             rss.sample_rss()
@@ -852,9 +858,11 @@ def step_line(s: Step) -> str:
     lat, ph, m = s.latency, s.phases, s.meter
     return (f"  N={s.concurrent} {'PASS' if s.passed else 'FAIL'} turns={lat.get('n')}/{lat.get('turns')} "
             f"latency p50={lat.get('p50_ms')} p95={lat.get('p95_ms')} max={lat.get('max_ms')} ms "
-            f"(hub-side p50={lat['hub'].get('p50_ms')}); vad p50={ph['vad_s'].get('p50_ms')} stt p50={ph['stt_s'].get('p50_ms')} "
+            f"(hub-side p50={lat['hub'].get('p50_ms')}); "
+            f"vad p50={ph['vad_s'].get('p50_ms')} stt p50={ph['stt_s'].get('p50_ms')} "
             f"reply p50={ph['reply_s'].get('p50_ms')} transport p50={ph['transport_both_ways_s'].get('p50_ms')} ms; "
-            f"cpu persona={m['cpu_pct'].get('persona')}% sip={m['cpu_pct'].get('sip')}% main={m['cpu_pct'].get('main')}% "
+            f"cpu persona={m['cpu_pct'].get('persona')}% sip={m['cpu_pct'].get('sip')}% "
+            f"main={m['cpu_pct'].get('main')}% "
             f"baresip={m['cpu_pct'].get('baresip')}% box={m['box_busy_pct']}% other={m['other_load_pct']}%; "
             f"persona RSS/session={s.persona_rss_mb_per_session} MB; {'; '.join(s.problems)[:300]}")
 
@@ -874,7 +882,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help="1 call of 4 turns, then 2 at once: checks the benchmark")
     parser.add_argument("--all-steps", action="store_true",
                         help="keep ramping after a step fails (by default the ramp goes on past a step that only "
-                             f"misses p95 {CAPACITY_P95_S:g} s, and stops at p95 > {2 * CAPACITY_P95_S:g} s or unanswered turns)")
+                             f"misses p95 {CAPACITY_P95_S:g} s, and stops at p95 > {2 * CAPACITY_P95_S:g} s "
+                             "or unanswered turns)")
     parser.add_argument("--no-doc", action="store_true", help="do not write docs/BENCHMARKS.md (default in --quick)")
     parser.add_argument("--keep", action="store_true", help="keep the temp dir (appliance log, recordings, dumps)")
     parser.add_argument("--report", type=Path, help="only re-render docs/BENCHMARKS.md from this results file")
