@@ -11,8 +11,6 @@ import argparse
 import asyncio
 import logging
 import os
-import signal
-import sys
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -24,7 +22,7 @@ import appliance.rooms.protocol as p
 from appliance.core.audio import FRAME_MS
 from appliance.core.reasons import EndReason
 from appliance.observability.logging import log_extra, setup
-from appliance.rooms.client import EXIT_REFUSED, HubClient
+from appliance.rooms.client import EXIT_REFUSED, HubClient, run_worker
 from sip.endpoint import (
     CallOffered,
     DialFailed,
@@ -245,16 +243,7 @@ def main(argv: list[str] | None = None) -> None:
         retry_after_s=args.retry_after, outbound_proxy=args.outbound_proxy,
     )
 
-    async def run() -> None:
-        worker = Worker(settings, args.hub_socket, token)
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            asyncio.get_running_loop().add_signal_handler(sig, worker.stopping.set)
-        await worker.run()
-
-    try:
-        asyncio.run(run())
-    except p.HubRefused:
-        sys.exit(EXIT_REFUSED)
+    run_worker(lambda: Worker(settings, args.hub_socket, token))
 
 
 if __name__ == "__main__":

@@ -11,8 +11,6 @@ import argparse
 import asyncio
 import logging
 import os
-import signal
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -21,7 +19,7 @@ from pydantic import BaseModel
 
 from appliance.observability.logging import log_extra, setup
 from appliance.rooms import protocol as p
-from appliance.rooms.client import EXIT_REFUSED, HubClient
+from appliance.rooms.client import HubClient, run_worker
 
 log = logging.getLogger("appliance.personas.worker")
 
@@ -131,17 +129,8 @@ def main(argv: list[str] | None = None) -> None:
     setup(os.environ.get("SWITCHBOARD_LOG_LEVEL", "INFO"))
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing is ever fetched from a hub at run time
 
-    async def run() -> None:
-        worker = PersonaWorker(args.name, args.hub_socket, os.environ.get("SWITCHBOARD_AGENT_TOKEN", ""),
-                               Path(args.flows_dir), args.capacity, args.endpointing, args.webhook_allowed)
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            asyncio.get_running_loop().add_signal_handler(sig, worker.stopping.set)
-        await worker.run()
-
-    try:
-        asyncio.run(run())
-    except p.HubRefused:
-        sys.exit(EXIT_REFUSED)
+    run_worker(lambda: PersonaWorker(args.name, args.hub_socket, os.environ.get("SWITCHBOARD_AGENT_TOKEN", ""),
+                                     Path(args.flows_dir), args.capacity, args.endpointing, args.webhook_allowed))
 
 
 if __name__ == "__main__":

@@ -11,6 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import signal
+import sys
+from collections.abc import Callable
 from typing import Protocol
 
 from pydantic import BaseModel
@@ -18,7 +21,7 @@ from pydantic import BaseModel
 import appliance.rooms.protocol as p
 from appliance.observability.logging import log_extra
 
-__all__ = ["EXIT_REFUSED", "RETRY_S", "HubClient", "HubSession"]
+__all__ = ["EXIT_REFUSED", "RETRY_S", "HubClient", "HubSession", "WorkerProcess", "run_worker"]
 
 log = logging.getLogger(__name__)
 
@@ -96,3 +99,24 @@ class HubClient:
         finally:
             self._writer = None
             writer.close()
+
+
+class WorkerProcess(Protocol):
+    stopping: asyncio.Event
+
+    async def run(self) -> None: ...
+
+
+def run_worker(make: Callable[[], WorkerProcess]) -> None:
+    """A worker process's main: run until SIGTERM or SIGINT; exit EXIT_REFUSED if the hub refuses us."""
+
+    async def main() -> None:
+        worker = make()  # on the running loop: workers take it at construction
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            asyncio.get_running_loop().add_signal_handler(sig, worker.stopping.set)
+        await worker.run()
+
+    try:
+        asyncio.run(main())
+    except p.HubRefused:
+        sys.exit(EXIT_REFUSED)
