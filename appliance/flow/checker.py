@@ -15,7 +15,23 @@ from appliance.core.errors import Problem
 from appliance.flow import intents
 from appliance.flow.expressions import Expression, ExpressionError
 from appliance.flow.policy import destination_allowed, flow_file, url_allowed
-from appliance.flow.schema import Flow
+from appliance.flow.schema import (
+    BranchStep,
+    Escalate,
+    EscalateStep,
+    Flow,
+    Gather,
+    GatherStep,
+    Menu,
+    MenuStep,
+    PersonaStep,
+    Say,
+    SayStep,
+    SetStep,
+    Step,
+    TransferStep,
+    WebhookStep,
+)
 from appliance.speech.stt import known_words
 
 # Set by the appliance on every call or by steps as they run.
@@ -60,9 +76,9 @@ def check(flow: Flow, at: Where, context: FlowContext) -> list[Problem]:
 
     defined = set(flow.variables) | SYSTEM_VARIABLES
     for step in flow.steps.values():
-        if step.gather:
+        if isinstance(step, GatherStep):
             defined.add(step.gather.into)
-        if step.set:
+        elif isinstance(step, SetStep):
             defined |= set(step.set)
 
     def need(path: tuple[Any, ...], names: list[str] | set[str]) -> None:
@@ -73,14 +89,14 @@ def check(flow: Flow, at: Where, context: FlowContext) -> list[Problem]:
         here = ("steps", step_id)
         for path, text in _texts(step):
             need(here + path, _template_names(text))
-        if step.branch:
+        if isinstance(step, BranchStep):
             for i, case in enumerate(step.branch.cases):
                 where = here + ("branch", "cases", i, "when")
                 try:
                     need(where, Expression(case.when).names)
                 except ExpressionError as exc:
                     problems.append(at(where, f"bad condition: {exc}", value=True))
-        if step.webhook:
+        elif isinstance(step, WebhookStep):
             if step.webhook.send:
                 need(here + ("webhook", "send"), step.webhook.send)
             if not url_allowed(step.webhook.url, context.webhooks_allowed):
@@ -88,15 +104,15 @@ def check(flow: Flow, at: Where, context: FlowContext) -> list[Problem]:
                                    f"webhook URL {step.webhook.url} is not allowed "
                                    "(webhooks.allowed in appliance.yaml)",
                                    value=True))
-        if step.transfer and not destination_allowed(step.transfer.to, context.transfers_allowed):
+        elif isinstance(step, TransferStep) and not destination_allowed(step.transfer.to, context.transfers_allowed):
             problems.append(at(here + ("transfer", "to"),
                                f"transfer destination {step.transfer.to} is not allowed "
                                "(transfers.allowed in appliance.yaml)",
                                value=True))
-        if step.escalate and step.escalate.queue not in context.queues:
+        elif isinstance(step, EscalateStep) and step.escalate.queue not in context.queues:
             problems.append(at(here + ("escalate", "queue"),
                                f"queue '{step.escalate.queue}' is not defined in queues.yaml", value=True))
-        if step.persona and step.persona.name not in context.personas:
+        elif isinstance(step, PersonaStep) and step.persona.name not in context.personas:
             problems.append(at(here + ("persona", "name"),
                                f"persona '{step.persona.name}' is not defined (personas/{step.persona.name}.yaml)",
                                value=True))
@@ -121,37 +137,35 @@ def check(flow: Flow, at: Where, context: FlowContext) -> list[Problem]:
     return problems
 
 
-def _texts(step: Any) -> list[tuple[tuple[str, ...], str]]:
-    out: list[tuple[tuple[str, ...], str]] = []
-    if step.say and step.say.text:
-        out.append((("say", "text"), step.say.text))
-    for part in ("menu", "gather"):
-        value = getattr(step, part)
-        if value is not None and value.prompt:
-            out.append(((part, "prompt"), value.prompt))
-    if step.escalate and step.escalate.announcement:
-        out.append((("escalate", "announcement"), step.escalate.announcement))
-    if step.set:
-        out += [(("set", k), v) for k, v in step.set.items() if isinstance(v, str)]
-    return out
+def _texts(step: Step) -> list[tuple[tuple[str, ...], str]]:
+    match step:
+        case SayStep(say=Say(text=str(text))):
+            return [(("say", "text"), text)]
+        case MenuStep(menu=Menu(prompt=prompt)) | GatherStep(gather=Gather(prompt=str(prompt))) if prompt:
+            return [((step.action, "prompt"), prompt)]
+        case EscalateStep(escalate=Escalate(announcement=str(announcement))) if announcement:
+            return [(("escalate", "announcement"), announcement)]
+        case SetStep():
+            return [(("set", k), v) for k, v in step.set.items() if isinstance(v, str)]
+    return []
 
 
-def _phrases(step: Any) -> list[tuple[tuple[str, ...], list[str]]]:
-    out: list[tuple[tuple[str, ...], list[str]]] = []
-    if step.menu:
-        out += [(("menu", "speech", target), phrases) for target, phrases in step.menu.speech.items()]
-    if step.gather:
-        out += [(("gather", "intents", name), phrases) for name, phrases in step.gather.intents.items()]
-    return out
+def _phrases(step: Step) -> list[tuple[tuple[str, ...], list[str]]]:
+    match step:
+        case MenuStep():
+            return [(("menu", "speech", target), phrases) for target, phrases in step.menu.speech.items()]
+        case GatherStep():
+            return [(("gather", "intents", name), phrases) for name, phrases in step.gather.intents.items()]
+    return []
 
 
-def _audio_files(step: Any) -> list[tuple[tuple[str, ...], str]]:
-    out: list[tuple[tuple[str, ...], str]] = []
-    if step.say and step.say.audio:
-        out.append((("say", "audio"), step.say.audio))
-    if step.escalate and step.escalate.hold_audio:
-        out.append((("escalate", "hold_audio"), step.escalate.hold_audio))
-    return out
+def _audio_files(step: Step) -> list[tuple[tuple[str, ...], str]]:
+    match step:
+        case SayStep(say=Say(audio=str(audio))) if audio:
+            return [(("say", "audio"), audio)]
+        case EscalateStep(escalate=Escalate(hold_audio=str(audio))) if audio:
+            return [(("escalate", "hold_audio"), audio)]
+    return []
 
 
 def _unreachable(flow: Flow, at: Where) -> list[Problem]:

@@ -10,13 +10,30 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from appliance.core.clock import WallClock, utcnow
 from appliance.flow import intents
 from appliance.flow.expressions import Expression
 from appliance.flow.hours import is_open
-from appliance.flow.schema import ACTIONS, Flow, Step
+from appliance.flow.schema import (
+    STEP_KINDS,
+    BranchStep,
+    EscalateStep,
+    Flow,
+    GatherStep,
+    GotoStep,
+    HangupStep,
+    HoursStep,
+    MenuStep,
+    PersonaStep,
+    SayStep,
+    SetStep,
+    Step,
+    TransferStep,
+    VoicemailStep,
+    WebhookStep,
+)
 
 MAX_STEPS_PER_EVENT = 100  # a goto loop with no waiting step must not hang the call
 
@@ -179,11 +196,13 @@ class _Wait:
 
     playback: bool = False
     input: bool = False  # keys and speech
+    listening: bool = False  # a Listen is out: speech choices or spoken digits
     timer: int | None = None
-    webhook: bool = False
+    # The step a webhook, transfer or persona runs for; the result event goes back to it.
+    webhook: WebhookStep | None = None
     recording: bool = False
-    transfer: bool = False
-    persona: bool = False
+    transfer: TransferStep | None = None
+    persona: PersonaStep | None = None
 
 
 @dataclass
@@ -230,18 +249,20 @@ class FlowEngine:
         if not self._wait.playback:
             return
         self._wait.playback = False
-        played = _STEP_KINDS[self.step.action].played
+        step = self.step
+        played = _STEP_KINDS[type(step)].played
         if played is not None:
-            played(self)
+            played(self, step)
 
     def _on_timer(self, event: TimerFired) -> None:
         if event.timer != self._wait.timer:
             return  # a timer from an earlier step or try
         self._wait.timer = None
-        timeout = _STEP_KINDS[self.step.action].timeout
+        step = self.step
+        timeout = _STEP_KINDS[type(step)].timeout
         if timeout is None:  # only menu, gather and escalate arm timers: a bug of ours
-            raise RuntimeError(f"a '{self.step.action}' step has no timeout to fire")
-        timeout(self)
+            raise RuntimeError(f"a '{step.action}' step has no timeout to fire")
+        timeout(self, step)
 
     def _on_digit(self, event: Digit) -> None:
         if self._wait.recording and event.digit == "#":
@@ -251,52 +272,29 @@ class FlowEngine:
             return
         self._interrupt()
         step = self.step
-        if step.menu is not None:
-            target = step.menu.options.get(event.digit)
-            self._chosen(target)
-        elif step.gather is not None and step.gather.dtmf:
-            gather = step.gather
-            if gather.terminator and event.digit == gather.terminator:
-                self._gathered(self._digits) if len(self._digits) >= gather.min_digits else self._retry(no_match=True)
-                return
-            self._digits += event.digit
-            if len(self._digits) >= gather.max_digits:
-                self._gathered(self._digits)
-            else:
-                self._arm(gather.timeout)
+        digit = _STEP_KINDS[type(step)].digit
+        if digit is not None:
+            digit(self, step, event.digit)
 
     def _on_speech(self, event: Speech) -> None:
         if not self._wait.input:
             return
         step = self.step
-        if step.menu is not None and step.menu.speech:
-            self._interrupt()
-            self._chosen(intents.match(event.text, step.menu.speech))
-        elif step.gather is not None and (step.gather.intents or step.gather.spoken_digits):
-            self._interrupt()
-            gather = step.gather
-            intent = intents.match(event.text, gather.intents) if gather.intents else None
-            digits = intents.spoken_digits(event.text) if gather.spoken_digits else ""
-            if intent is not None:
-                self._gathered(intent)
-            elif len(digits) >= gather.min_digits:
-                self._gathered(digits[: gather.max_digits])
-            else:
-                self._retry(no_match=True)
+        speech = _STEP_KINDS[type(step)].speech
+        if speech is not None:
+            speech(self, step, event.text)
 
     def _on_webhook(self, event: WebhookDone) -> None:
-        if not self._wait.webhook:
+        if self._wait.webhook is None:
             return
-        self._wait.webhook = False
-        webhook = self.step.webhook
-        assert webhook is not None
+        step, self._wait.webhook = self._wait.webhook, None
         if not event.ok:
             self._set("webhook_error", event.error or "error")
-            self._go(webhook.on_error)
+            self._go(step.webhook.on_error)
             return
         for name, value in event.data.items():
             self._set(name, value)
-        self._go(self.step.next)
+        self._go(step.next)
 
     def _on_recording(self, event: RecordingDone) -> None:
         if not self._wait.recording:
@@ -307,11 +305,9 @@ class FlowEngine:
         self._go(self.step.next)
 
     def _on_transfer(self, event: TransferDone) -> None:
-        if not self._wait.transfer:
+        if self._wait.transfer is None:
             return
-        self._wait.transfer = False
-        transfer = self.step.transfer
-        assert transfer is not None
+        transfer, self._wait.transfer = self._wait.transfer.transfer, None
         if event.ok and transfer.mode == "bridge":
             # The caller stays on the line, talking to the destination: the flow's part is over.
             self.outcome = f"transferred:{transfer.to}"
@@ -332,7 +328,7 @@ class FlowEngine:
             self._digits = ""
             step = self.step
             self._out.append(EnterStep(step_id, step.action))
-            following = _STEP_KINDS[step.action].enter(self, step)
+            following = _STEP_KINDS[type(step)].enter(self, step)
             if following is None:
                 return
             step_id = following
@@ -340,8 +336,7 @@ class FlowEngine:
 
     # Each step kind's `enter` either waits (returns None) or names the step to go on to;
     # `played` and `timeout` continue a waiting step (the table `_STEP_KINDS`, below).
-    def _enter_say(self, step: Step) -> str | None:
-        assert step.say is not None
+    def _enter_say(self, step: SayStep) -> str | None:
         if step.say.audio:
             self._out.append(PlayFile(step.say.audio))
             self._wait.playback = True
@@ -349,159 +344,212 @@ class FlowEngine:
             self._speak(step.say.text or "", interruptible=False, voice=step.say.voice)
         return None
 
-    def _played_say(self) -> None:
-        self._go(self.step.next)
+    def _played_say(self, step: SayStep) -> None:
+        self._go(step.next)
 
-    def _enter_menu(self, step: Step) -> str | None:
-        assert step.menu is not None
+    def _enter_menu(self, step: MenuStep) -> str | None:
         self._ask(step.menu.prompt)
+        self._listen(Listen(step.menu.speech) if step.menu.speech else None)
         return None
 
-    def _enter_gather(self, step: Step) -> str | None:
+    def _played_menu(self, step: MenuStep) -> None:
+        self._arm(step.menu.timeout)
+
+    def _timeout_menu(self, step: MenuStep) -> None:
+        self._retry_menu(step, no_match=False)
+
+    def _digit_menu(self, step: MenuStep, digit: str) -> None:
+        self._chosen(step, step.menu.options.get(digit))
+
+    def _speech_menu(self, step: MenuStep, text: str) -> None:
+        if step.menu.speech:
+            self._interrupt()
+            self._chosen(step, intents.match(text, step.menu.speech))
+
+    def _chosen(self, step: MenuStep, target: str | None) -> None:
+        if target is not None:
+            self._stop_input()
+            self._go(target)
+        else:
+            self._retry_menu(step, no_match=True)
+
+    def _retry_menu(self, step: MenuStep, no_match: bool) -> None:
+        menu = step.menu
+        if not self._try_again(menu.retries, f"{menu.invalid_prompt} {menu.prompt}" if no_match else menu.prompt,
+                               menu.timeout):
+            self._go(menu.no_match if no_match else menu.no_input)
+
+    def _enter_gather(self, step: GatherStep) -> str | None:
         gather = step.gather
-        assert gather is not None
         if gather.prompt:
             self._ask(gather.prompt)
-        else:
-            self._listen()
+        listens = gather.intents or gather.spoken_digits
+        self._listen(Listen(gather.intents, digits=gather.spoken_digits) if listens else None)
+        if not gather.prompt:
             self._arm(gather.timeout)
         return None
 
+    def _played_gather(self, step: GatherStep) -> None:
+        self._arm(step.gather.timeout)
+
+    def _timeout_gather(self, step: GatherStep) -> None:
+        if len(self._digits) >= step.gather.min_digits:
+            self._gathered(step, self._digits)
+        else:
+            self._retry_gather(step, no_match=bool(self._digits))
+
+    def _digit_gather(self, step: GatherStep, digit: str) -> None:
+        gather = step.gather
+        if not gather.dtmf:
+            return
+        if gather.terminator and digit == gather.terminator:
+            if len(self._digits) >= gather.min_digits:
+                self._gathered(step, self._digits)
+            else:
+                self._retry_gather(step, no_match=True)
+            return
+        self._digits += digit
+        if len(self._digits) >= gather.max_digits:
+            self._gathered(step, self._digits)
+        else:
+            self._arm(gather.timeout)
+
+    def _speech_gather(self, step: GatherStep, text: str) -> None:
+        gather = step.gather
+        if not (gather.intents or gather.spoken_digits):
+            return
+        self._interrupt()
+        intent = intents.match(text, gather.intents) if gather.intents else None
+        digits = intents.spoken_digits(text) if gather.spoken_digits else ""
+        if intent is not None:
+            self._gathered(step, intent)
+        elif len(digits) >= gather.min_digits:
+            self._gathered(step, digits[: gather.max_digits])
+        else:
+            self._retry_gather(step, no_match=True)
+
+    def _gathered(self, step: GatherStep, value: str) -> None:
+        self._stop_input()
+        self._set(step.gather.into, value)
+        self._go(step.next)
+
+    def _retry_gather(self, step: GatherStep, no_match: bool) -> None:
+        gather = step.gather
+        if not self._try_again(gather.retries, gather.prompt, gather.timeout):
+            exit_ = (gather.no_match or gather.no_input) if no_match else gather.no_input
+            if exit_ is None:
+                self._set(gather.into, "")
+            self._go(exit_ or step.next)
+
     def _ask(self, prompt: str) -> None:
         self._speak(prompt, interruptible=True)
-        self._listen()
 
-    def _listen(self) -> None:
+    def _listen(self, listen: Listen | None) -> None:
         self._wait.input = True
-        step = self.step
-        if step.menu is not None and step.menu.speech:
-            self._out.append(Listen(step.menu.speech))
-        elif step.gather is not None and (step.gather.intents or step.gather.spoken_digits):
-            self._out.append(Listen(step.gather.intents, digits=step.gather.spoken_digits))
+        if listen is not None:
+            self._out.append(listen)
+            self._wait.listening = True
 
-    def _played_menu(self) -> None:
-        assert self.step.menu is not None
-        self._arm(self.step.menu.timeout)
-
-    def _played_gather(self) -> None:
-        assert self.step.gather is not None
-        self._arm(self.step.gather.timeout)
-
-    def _timeout_menu(self) -> None:
-        self._retry(no_match=False)
-
-    def _timeout_gather(self) -> None:
-        gather = self.step.gather
-        assert gather is not None
-        if len(self._digits) >= gather.min_digits:
-            self._gathered(self._digits)
+    def _try_again(self, retries: int, prompt: str | None, timeout: float) -> bool:
+        """Ask a menu or gather question once more; False: no tries are left (input stopped)."""
+        self._tries += 1
+        self._digits = ""
+        if self._tries > retries:
+            self._stop_input()
+            return False
+        if prompt:
+            self._speak(prompt, interruptible=True)
         else:
-            self._retry(no_match=bool(self._digits))
+            self._arm(timeout)
+        return True
 
-    def _enter_branch(self, step: Step) -> str | None:
-        assert step.branch is not None
+    def _stop_input(self) -> None:
+        self._wait.input = False
+        if self._wait.listening:
+            self._out.append(StopListening())
+
+    def _enter_branch(self, step: BranchStep) -> str | None:
         for case in step.branch.cases:
             if Expression(case.when).evaluate(self.variables):
                 return case.goto
         return step.branch.otherwise
 
-    def _enter_set(self, step: Step) -> str | None:
-        assert step.set is not None
+    def _enter_set(self, step: SetStep) -> str | None:
         for name, value in step.set.items():
             self._set(name, _render(value, self.variables) if isinstance(value, str) else value)
         return self._next_or_finish(step.next)
 
-    def _enter_webhook(self, step: Step) -> str | None:
+    def _enter_webhook(self, step: WebhookStep) -> str | None:
         webhook = step.webhook
-        assert webhook is not None
         names = webhook.send if webhook.send is not None else list(self.variables)
         payload = {name: self.variables.get(name) for name in names}
         self._out.append(CallWebhook(webhook.url, payload, webhook.timeout))
-        self._wait.webhook = True
+        self._wait.webhook = step
         return None
 
-    def _enter_hours(self, step: Step) -> str | None:
-        assert step.hours is not None
+    def _enter_hours(self, step: HoursStep) -> str | None:
         opened = is_open(step.hours, self.clock())
         self._set("open", opened)
         return step.hours.open if opened else step.hours.closed
 
-    def _enter_persona(self, step: Step) -> str | None:
-        assert step.persona is not None
+    def _enter_persona(self, step: PersonaStep) -> str | None:
         self._out.append(StartPersona(step.persona.name, dict(self.variables)))
-        self._wait.persona = True
+        self._wait.persona = step
         # Keys still reach the flow (and are logged); the persona hears the caller's voice.
         return None
 
     def _on_persona(self, event: PersonaDone) -> None:
-        if not self._wait.persona:
+        if self._wait.persona is None:
             return
-        self._wait.persona = False
-        persona = self.step.persona
-        assert persona is not None
+        persona, self._wait.persona = self._wait.persona.persona, None
         for name, value in event.variables.items():
             self._set(name, value)
         target = {"resolved": persona.resolved, "human": persona.human}.get(event.exit, persona.failed)
         self._go(target)
 
-    def _enter_escalate(self, step: Step) -> str | None:
+    def _enter_escalate(self, step: EscalateStep) -> str | None:
         escalate = step.escalate
-        assert escalate is not None
         self.outcome = f"escalated:{escalate.queue}"
         self._out.append(Escalated(escalate.queue))
         if escalate.announcement:
             self._speak(escalate.announcement, interruptible=False)
         else:
-            self._hold()
+            self._hold(step)
         return None
 
-    def _played_escalate(self) -> None:
-        self._hold()
-
-    def _hold(self) -> None:
-        escalate = self.step.escalate
-        assert escalate is not None
-        self._out.append(PlayHold(escalate.hold_audio))
+    def _hold(self, step: EscalateStep) -> None:
+        self._out.append(PlayHold(step.escalate.hold_audio))
         # No operator can take the call yet: after max_wait the caller overflows.
-        self._arm(escalate.max_wait)
+        self._arm(step.escalate.max_wait)
 
-    def _timeout_escalate(self) -> None:
-        escalate = self.step.escalate
-        assert escalate is not None
+    def _timeout_escalate(self, step: EscalateStep) -> None:
         self._out.append(StopSpeaking())
-        self._go(escalate.overflow)
+        self._go(step.escalate.overflow)
 
-    def _enter_voicemail(self, step: Step) -> str | None:
-        assert step.voicemail is not None
+    def _enter_voicemail(self, step: VoicemailStep) -> str | None:
         self._speak(step.voicemail.prompt, interruptible=False)
         return None
 
-    def _played_voicemail(self) -> None:
-        voicemail = self.step.voicemail
-        assert voicemail is not None
-        self._out.append(StartRecording("voicemail", voicemail.max_length, voicemail.beep))
+    def _played_voicemail(self, step: VoicemailStep) -> None:
+        self._out.append(StartRecording("voicemail", step.voicemail.max_length, step.voicemail.beep))
         self._wait.recording = True
 
-    def _enter_transfer(self, step: Step) -> str | None:
-        transfer = step.transfer
-        assert transfer is not None
-        if transfer.announcement:
-            self._speak(transfer.announcement, interruptible=False)
+    def _enter_transfer(self, step: TransferStep) -> str | None:
+        if step.transfer.announcement:
+            self._speak(step.transfer.announcement, interruptible=False)
         else:
-            self._played_transfer()
+            self._played_transfer(step)
         return None
 
-    def _played_transfer(self) -> None:
-        transfer = self.step.transfer
-        assert transfer is not None
+    def _played_transfer(self, step: TransferStep) -> None:
+        transfer = step.transfer
         self._out.append(Transfer(transfer.to, transfer.mode, transfer.timeout))
-        self._wait.transfer = True
+        self._wait.transfer = step
 
-    def _enter_goto(self, step: Step) -> str | None:
+    def _enter_goto(self, step: GotoStep) -> str | None:
         return step.goto
 
-    def _enter_hangup(self, step: Step) -> str | None:
-        assert step.hangup is not None
+    def _enter_hangup(self, step: HangupStep) -> str | None:
         self._finish(step.hangup.reason)
         return None
 
@@ -529,56 +577,6 @@ class FlowEngine:
     def _set(self, name: str, value: Any) -> None:
         self.variables[name] = value
         self._out.append(SetVariable(name, value))
-
-    def _chosen(self, target: str | None) -> None:
-        if target is not None:
-            self._stop_input()
-            self._go(target)
-        else:
-            self._retry(no_match=True)
-
-    def _gathered(self, value: str) -> None:
-        gather = self.step.gather
-        assert gather is not None
-        self._stop_input()
-        self._set(gather.into, value)
-        self._go(self.step.next)
-
-    def _stop_input(self) -> None:
-        self._wait.input = False
-        if self._listening():
-            self._out.append(StopListening())
-
-    def _listening(self) -> bool:
-        step = self.step
-        return bool((step.menu and step.menu.speech)
-                    or (step.gather and (step.gather.intents or step.gather.spoken_digits)))
-
-    def _retry(self, no_match: bool) -> None:
-        step = self.step
-        part = step.menu or step.gather
-        assert part is not None
-        self._tries += 1
-        self._digits = ""
-        if self._tries > part.retries:
-            self._stop_input()
-            if step.menu is not None:
-                self._go(step.menu.no_match if no_match else step.menu.no_input)
-            else:
-                gather = step.gather
-                assert gather is not None
-                exit_ = (gather.no_match or gather.no_input) if no_match else gather.no_input
-                if exit_ is None:
-                    self._set(gather.into, "")
-                self._go(exit_ or step.next)
-            return
-        prompt = part.prompt
-        if step.menu is not None and no_match:
-            prompt = f"{step.menu.invalid_prompt} {prompt}"
-        if prompt:
-            self._speak(prompt, interruptible=True)
-        else:
-            self._arm(part.timeout)
 
     def _next_or_finish(self, step_id: str | None) -> str | None:
         if step_id is None:
@@ -609,36 +607,42 @@ _HANDLERS: dict[type, Callable[[FlowEngine, Any], None]] = {
 }
 
 
+S = TypeVar("S", bound=Step)
+
+
 @dataclass(frozen=True)
-class _StepKind:
-    """What the engine does with one kind of step: on entering it, when its prompt has
-    played, and when its timer fires (None: that never happens for this kind)."""
+class _StepKind(Generic[S]):
+    """What the engine does with one kind of step, given that step: on entering it, when its
+    prompt has played, when its timer fires, on a key and on speech (None: never for this kind)."""
 
-    enter: Callable[[FlowEngine, Step], str | None]
-    played: Callable[[FlowEngine], None] | None = None
-    timeout: Callable[[FlowEngine], None] | None = None
+    enter: Callable[[FlowEngine, S], str | None]
+    played: Callable[[FlowEngine, S], None] | None = None
+    timeout: Callable[[FlowEngine, S], None] | None = None
+    digit: Callable[[FlowEngine, S, str], None] | None = None
+    speech: Callable[[FlowEngine, S, str], None] | None = None
 
 
-# Keyed by the step's action key (schema.ACTIONS); a kind missing here fails the import below.
-_STEP_KINDS: dict[str, _StepKind] = {
-    "say": _StepKind(FlowEngine._enter_say, played=FlowEngine._played_say),
-    "menu": _StepKind(FlowEngine._enter_menu, played=FlowEngine._played_menu, timeout=FlowEngine._timeout_menu),
-    "gather": _StepKind(FlowEngine._enter_gather, played=FlowEngine._played_gather,
-                        timeout=FlowEngine._timeout_gather),
-    "branch": _StepKind(FlowEngine._enter_branch),
-    "set": _StepKind(FlowEngine._enter_set),
-    "webhook": _StepKind(FlowEngine._enter_webhook),
-    "hours": _StepKind(FlowEngine._enter_hours),
-    "persona": _StepKind(FlowEngine._enter_persona),
-    "escalate": _StepKind(FlowEngine._enter_escalate, played=FlowEngine._played_escalate,
-                          timeout=FlowEngine._timeout_escalate),
-    "voicemail": _StepKind(FlowEngine._enter_voicemail, played=FlowEngine._played_voicemail),
-    "transfer": _StepKind(FlowEngine._enter_transfer, played=FlowEngine._played_transfer),
-    "goto": _StepKind(FlowEngine._enter_goto),
-    "hangup": _StepKind(FlowEngine._enter_hangup),
+# Keyed by the step's model (schema.STEP_KINDS); a kind missing here fails the import below.
+_STEP_KINDS: dict[type[Step], _StepKind[Any]] = {
+    SayStep: _StepKind(FlowEngine._enter_say, played=FlowEngine._played_say),
+    MenuStep: _StepKind(FlowEngine._enter_menu, played=FlowEngine._played_menu, timeout=FlowEngine._timeout_menu,
+                        digit=FlowEngine._digit_menu, speech=FlowEngine._speech_menu),
+    GatherStep: _StepKind(FlowEngine._enter_gather, played=FlowEngine._played_gather,
+                          timeout=FlowEngine._timeout_gather, digit=FlowEngine._digit_gather,
+                          speech=FlowEngine._speech_gather),
+    BranchStep: _StepKind(FlowEngine._enter_branch),
+    SetStep: _StepKind(FlowEngine._enter_set),
+    WebhookStep: _StepKind(FlowEngine._enter_webhook),
+    HoursStep: _StepKind(FlowEngine._enter_hours),
+    PersonaStep: _StepKind(FlowEngine._enter_persona),
+    EscalateStep: _StepKind(FlowEngine._enter_escalate, played=FlowEngine._hold, timeout=FlowEngine._timeout_escalate),
+    VoicemailStep: _StepKind(FlowEngine._enter_voicemail, played=FlowEngine._played_voicemail),
+    TransferStep: _StepKind(FlowEngine._enter_transfer, played=FlowEngine._played_transfer),
+    GotoStep: _StepKind(FlowEngine._enter_goto),
+    HangupStep: _StepKind(FlowEngine._enter_hangup),
 }
-if set(_STEP_KINDS) != set(ACTIONS):
-    raise TypeError(f"flow engine step table does not match the schema: {sorted(set(_STEP_KINDS) ^ set(ACTIONS))}")
+if set(_STEP_KINDS) != set(STEP_KINDS):
+    raise TypeError(f"flow engine step table does not match the schema: {set(_STEP_KINDS) ^ set(STEP_KINDS)}")
 
 
 def _render(text: str, variables: dict[str, Any]) -> str:

@@ -21,7 +21,7 @@ from appliance.core.errors import FlowError, Problem
 from appliance.flow.checker import FlowContext, check
 from appliance.flow.persona import Persona
 from appliance.flow.policy import url_allowed
-from appliance.flow.schema import Flow, Queues
+from appliance.flow.schema import STEP_TAGS, Flow, Queues
 
 Path_ = tuple[Any, ...]
 QUEUES_FILE = "queues.yaml"
@@ -134,15 +134,24 @@ def _yaml_problem(file: str, exc: yaml.YAMLError) -> Problem:
     return Problem(file, line, col, f"YAML syntax: {what}")
 
 
+def _location(error: ErrorDetails) -> Path_:
+    """Where a pydantic error is, as a path in the file: the names pydantic adds are left out,
+    validator wrappers (`function-...`) and the tag of the step union after a step id."""
+    loc = tuple(p for p in error["loc"] if not str(p).startswith("function-"))
+    if len(loc) > 2 and loc[0] == "steps" and loc[2] in STEP_TAGS:
+        loc = loc[:2] + loc[3:]
+    return loc
+
+
 def _pydantic_message(error: ErrorDetails) -> str:
-    loc = ".".join(str(p) for p in error["loc"] if not str(p).startswith("function-"))
+    loc = _location(error)
     kind = error["type"]
     if kind == "extra_forbidden":
-        return f"unknown field '{error['loc'][-1]}'"
+        return f"unknown field '{loc[-1]}'"
     if kind == "missing":
-        return f"missing required field '{error['loc'][-1]}'"
+        return f"missing required field '{loc[-1]}'"
     message = re.sub(r"^Value error, ", "", error["msg"])
-    return f"{loc}: {message}" if loc else message
+    return f"{'.'.join(str(p) for p in loc)}: {message}" if loc else message
 
 
 def parse(text: str, file: str, context: FlowContext | None = None) -> tuple[Flow | None, list[Problem]]:
@@ -164,9 +173,7 @@ def parse(text: str, file: str, context: FlowContext | None = None) -> tuple[Flo
         flow = Flow.model_validate(raw)
     except ValidationError as exc:
         for error in exc.errors():
-            # Union/validator wrappers put non-field names in loc; drop them for the position.
-            loc = tuple(p for p in error["loc"] if not str(p).startswith("function-"))
-            problems.append(pos.at(loc, _pydantic_message(error)))
+            problems.append(pos.at(_location(error), _pydantic_message(error)))
         return None, _sorted(problems)
     problems += check(flow, pos.at, context or FlowContext())
     return (flow if not problems else None), _sorted(problems)
@@ -209,8 +216,7 @@ def _load_model(path: Path, model: type[M]) -> M:
         result = model.model_validate(raw)
     except ValidationError as exc:
         for error in exc.errors():
-            loc = tuple(p for p in error["loc"] if not str(p).startswith("function-"))
-            problems.append(pos.at(loc, _pydantic_message(error)))
+            problems.append(pos.at(_location(error), _pydantic_message(error)))
         raise FlowError(_sorted(problems)) from exc
     if problems:
         raise FlowError(_sorted(problems))

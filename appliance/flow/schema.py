@@ -8,9 +8,19 @@ Personas and queues are referenced by name and defined in their own files
 from __future__ import annotations
 
 import re
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal, Self, Union
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    create_model,
+    field_validator,
+    model_validator,
+)
 
 STEP_ID = r"^[A-Za-z_][A-Za-z0-9_-]*$"
 VARIABLE = r"^[A-Za-z_][A-Za-z0-9_]*$"
@@ -144,7 +154,7 @@ class Hours(_Model):
         return value
 
 
-class PersonaStep(_Model):
+class PersonaHandoff(_Model):
     name: str
     resolved: str
     human: str
@@ -179,86 +189,192 @@ class Hangup(_Model):
     reason: str = "flow-hangup"
 
 
-ACTIONS = ("say", "menu", "gather", "branch", "set", "webhook", "hours", "persona", "escalate",
-           "voicemail", "transfer", "goto", "hangup")
-ENDS_BY_ITSELF = ("say", "gather", "set", "webhook", "voicemail")
+Target = tuple[tuple[str | int, ...], str]  # (field path in the step, step id)
 
 
-class Step(_Model):
-    say: Say | None = None
-    menu: Menu | None = None
-    gather: Gather | None = None
-    branch: Branch | None = None
-    set: dict[str, Any] | None = None
-    webhook: Webhook | None = None
-    hours: Hours | None = None
-    persona: PersonaStep | None = None
-    escalate: Escalate | None = None
-    voicemail: Voicemail | None = None
-    transfer: Transfer | None = None
-    goto: str | None = None
-    hangup: Hangup | None = None
+class _StepBase(_Model):
+    """What every step has: its action key (the tag of the union `Step`) and maybe `next`."""
+
+    action: ClassVar[str]
+    ends_by_itself: ClassVar[bool] = False  # only these take `next`
+    exits: ClassVar[tuple[str, ...]] = ()  # fields of the action that name a step
+
     next: str | None = None
 
-    @model_validator(mode="before")
-    @classmethod
-    def _shorthands(cls, data: Any) -> Any:
-        if isinstance(data, dict):
-            if "hangup" in data and data["hangup"] is None:
-                data = {**data, "hangup": {}}
-            if isinstance(data.get("say"), str):
-                data = {**data, "say": {"text": data["say"]}}
-            if "voicemail" in data and data["voicemail"] is None:
-                data = {**data, "voicemail": {}}
-        return data
-
     @model_validator(mode="after")
-    def _one_action(self) -> Step:
-        actions = [name for name in ACTIONS if getattr(self, name) is not None]
-        if len(actions) != 1:
-            found = ", ".join(actions) or "none"
-            raise ValueError(f"a step needs exactly one of {', '.join(ACTIONS)} (found: {found})")
-        if self.next is not None and self.action not in ENDS_BY_ITSELF:
+    def _next_only_where_it_ends(self) -> Self:
+        if self.next is not None and not self.ends_by_itself:
             raise ValueError(f"'{self.action}' steps do not take 'next'")
-        if self.set is not None:
-            for name in self.set:
-                if not re.match(VARIABLE, name):
-                    raise ValueError(f"{name!r} is not a variable name")
         return self
 
-    @property
-    def action(self) -> str:
-        return next(name for name in ACTIONS if getattr(self, name) is not None)
-
-    def targets(self) -> list[tuple[tuple[str | int, ...], str]]:
+    def targets(self) -> list[Target]:
         """Every step this one can lead to, with the field path that names it."""
-        out: list[tuple[tuple[str | int, ...], str]] = []
-        if self.next:
-            out.append((("next",), self.next))
-        if self.goto:
-            out.append((("goto",), self.goto))
-        if self.menu:
-            out += [(("menu", "options", k), v) for k, v in self.menu.options.items()]
-            out += [(("menu", "speech"), k) for k in self.menu.speech]
-        for name, fields in _EXITS.items():
-            part = getattr(self, name)
-            if part is not None:
-                out += [((name, f), getattr(part, f)) for f in fields if getattr(part, f)]
-        if self.branch:
-            out += [(("branch", "cases", i, "goto"), c.goto) for i, c in enumerate(self.branch.cases)]
-            out.append((("branch", "otherwise"), self.branch.otherwise))
-        return out
+        out: list[Target] = [(("next",), self.next)] if self.next else []
+        part = getattr(self, self.action)
+        return out + self._choices() + [((self.action, f), getattr(part, f)) for f in self.exits if getattr(part, f)]
+
+    def _choices(self) -> list[Target]:
+        return []
 
 
-_EXITS = {
-    "menu": ("no_input", "no_match"),
-    "gather": ("no_input", "no_match"),
-    "webhook": ("on_error",),
-    "hours": ("open", "closed"),
-    "persona": ("resolved", "human", "failed"),
-    "escalate": ("overflow",),
-    "transfer": ("on_error",),
-}
+class SayStep(_StepBase):
+    action: ClassVar[str] = "say"
+    ends_by_itself: ClassVar[bool] = True
+    say: Say
+
+
+class MenuStep(_StepBase):
+    action: ClassVar[str] = "menu"
+    exits: ClassVar[tuple[str, ...]] = ("no_input", "no_match")
+    menu: Menu
+
+    def _choices(self) -> list[Target]:
+        return ([(("menu", "options", k), v) for k, v in self.menu.options.items()]
+                + [(("menu", "speech"), k) for k in self.menu.speech])
+
+
+class GatherStep(_StepBase):
+    action: ClassVar[str] = "gather"
+    ends_by_itself: ClassVar[bool] = True
+    exits: ClassVar[tuple[str, ...]] = ("no_input", "no_match")
+    gather: Gather
+
+
+class BranchStep(_StepBase):
+    action: ClassVar[str] = "branch"
+    branch: Branch
+
+    def _choices(self) -> list[Target]:
+        return ([(("branch", "cases", i, "goto"), c.goto) for i, c in enumerate(self.branch.cases)]
+                + [(("branch", "otherwise"), self.branch.otherwise)])
+
+
+class SetStep(_StepBase):
+    action: ClassVar[str] = "set"
+    ends_by_itself: ClassVar[bool] = True
+    set: dict[str, Any]
+
+    @model_validator(mode="after")
+    def _variable_names(self) -> Self:
+        for name in self.set:
+            if not re.match(VARIABLE, name):
+                raise ValueError(f"{name!r} is not a variable name")
+        return self
+
+
+class WebhookStep(_StepBase):
+    action: ClassVar[str] = "webhook"
+    ends_by_itself: ClassVar[bool] = True
+    exits: ClassVar[tuple[str, ...]] = ("on_error",)
+    webhook: Webhook
+
+
+class HoursStep(_StepBase):
+    action: ClassVar[str] = "hours"
+    exits: ClassVar[tuple[str, ...]] = ("open", "closed")
+    hours: Hours
+
+
+class PersonaStep(_StepBase):
+    action: ClassVar[str] = "persona"
+    exits: ClassVar[tuple[str, ...]] = ("resolved", "human", "failed")
+    persona: PersonaHandoff
+
+
+class EscalateStep(_StepBase):
+    action: ClassVar[str] = "escalate"
+    exits: ClassVar[tuple[str, ...]] = ("overflow",)
+    escalate: Escalate
+
+
+class VoicemailStep(_StepBase):
+    action: ClassVar[str] = "voicemail"
+    ends_by_itself: ClassVar[bool] = True
+    voicemail: Voicemail
+
+
+class TransferStep(_StepBase):
+    action: ClassVar[str] = "transfer"
+    exits: ClassVar[tuple[str, ...]] = ("on_error",)
+    transfer: Transfer
+
+
+class GotoStep(_StepBase):
+    action: ClassVar[str] = "goto"
+    goto: str
+
+    def _choices(self) -> list[Target]:
+        return [(("goto",), self.goto)]
+
+
+class HangupStep(_StepBase):
+    action: ClassVar[str] = "hangup"
+    hangup: Hangup
+
+
+STEP_KINDS: tuple[type[_StepBase], ...] = (SayStep, MenuStep, GatherStep, BranchStep, SetStep, WebhookStep, HoursStep,
+                                           PersonaStep, EscalateStep, VoicemailStep, TransferStep, GotoStep,
+                                           HangupStep)
+ACTIONS = tuple(kind.action for kind in STEP_KINDS)
+
+
+class _NotOneAction(_Model):
+    """A step with no action key or several: each key present is still checked, so the admin
+    hears about a bad `say` before being told to drop one of two actions (as when `Step`
+    was one model). Its action fields are added below, one per step kind."""
+
+    next: str | None = None
+
+    @model_validator(mode="after")
+    def _one_action(self) -> Self:
+        found = ", ".join(name for name in ACTIONS if getattr(self, name) is not None) or "none"
+        raise ValueError(f"a step needs exactly one of {', '.join(ACTIONS)} (found: {found})")
+
+
+NOT_ONE_ACTION = "not-one-action"  # the tag of a step that has no action key or several
+STEP_TAGS = frozenset(ACTIONS) | {NOT_ONE_ACTION}
+
+# A step, typed: one model per action key.
+Step = (SayStep | MenuStep | GatherStep | BranchStep | SetStep | WebhookStep | HoursStep | PersonaStep | EscalateStep
+        | VoicemailStep | TransferStep | GotoStep | HangupStep)
+
+
+def _shorthands(data: Any) -> Any:
+    if isinstance(data, dict):
+        if "hangup" in data and data["hangup"] is None:
+            data = {**data, "hangup": {}}
+        if isinstance(data.get("say"), str):
+            data = {**data, "say": {"text": data["say"]}}
+        if "voicemail" in data and data["voicemail"] is None:
+            data = {**data, "voicemail": {}}
+    return data
+
+
+def _action_key(data: Any) -> str:
+    """The tag of a step: its one action key (a key set to null is absent)."""
+    if isinstance(data, _StepBase):
+        return data.action
+    found = [name for name in ACTIONS if data.get(name) is not None] if isinstance(data, dict) else []
+    return found[0] if len(found) == 1 else NOT_ONE_ACTION
+
+
+if TYPE_CHECKING:
+    _StepField = Step
+else:
+    # How a step is read: the model is picked by its one action key. Error locations get
+    # the tag after the step id (steps.<id>.<tag>...); the loader leaves it out again.
+    # The not-one-action model is named "Step", as pydantic names it in "Input should be a
+    # valid dictionary or instance of Step"; it never validates, so it is not in `Step`.
+    _not_one_action = create_model(
+        "Step", __base__=_NotOneAction,
+        **{kind.action: (kind.model_fields[kind.action].annotation | None, None) for kind in STEP_KINDS},
+    )
+    _StepField = Annotated[
+        Union[tuple(Annotated[kind, Tag(kind.action)] for kind in STEP_KINDS)  # noqa: UP007
+              + (Annotated[_not_one_action, Tag(NOT_ONE_ACTION)],)],
+        Discriminator(_action_key),
+        BeforeValidator(_shorthands),
+    ]
 
 
 class Flow(_Model):
@@ -267,7 +383,7 @@ class Flow(_Model):
     numbers: list[str] = Field(default_factory=list, description="numbers this flow answers")
     entry: str
     variables: dict[str, str | int | float | bool | None] = Field(default_factory=dict)
-    steps: dict[str, Step]
+    steps: dict[str, _StepField]
 
 
 class Queue(_Model):

@@ -29,6 +29,7 @@ from aiohttp import web
 
 from appliance.flow.engine import WebhookDone
 from appliance.flow.loader import LoadedFlow, load_dir
+from appliance.flow.schema import EscalateStep, HangupStep
 from appliance.flow.simulate import Simulation
 from tests.support import baresip
 from tests.support.appliance import ROOT, ApplianceProcess
@@ -364,11 +365,11 @@ def simulated_walk(sim: Simulation, initial: dict[str, Any]) -> Walk:
         steps=list(sim.steps),
         said=[h for h in sim.heard if not h.startswith("[")],  # [hold music], [beep]: not speech
         webhooks=[c.url for c in sim.webhook_calls],
-        escalated=[e.queue for e in (steps[s].escalate for s in sim.steps) if e is not None],
+        escalated=[step.escalate.queue for step in (steps[s] for s in sim.steps) if isinstance(step, EscalateStep)],
         variables={k: v for k, v in sim.engine.variables.items()
                    if k not in NOT_COMPARED and initial.get(k, object()) != v},
         voicemail=sim.outcome == "voicemail",
-        ended=last.hangup.reason if last.hangup else "flow-end",
+        ended=last.hangup.reason if isinstance(last, HangupStep) else "flow-end",
     )
 
 

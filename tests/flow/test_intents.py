@@ -13,6 +13,7 @@ import pytest
 from appliance.config import Config
 from appliance.flow import intents
 from appliance.flow.loader import load_dir
+from appliance.flow.schema import GatherStep, MenuStep
 from appliance.speech.recognizer import Recognizer
 from appliance.speech.stt import decoder_for
 from appliance.speech.tts import EspeakTTS
@@ -111,9 +112,9 @@ def test_every_grammar_the_shipped_flows_listen_with_is_accepted_by_pocketsphinx
     grammars = {intents.grammar(MENU), intents.grammar(MENU, digits=True), intents.grammar({}, digits=True)}
     for loaded in load_dir(FLOWS, Config().webhooks.allowed).values():
         for step in loaded.flow.steps.values():
-            if step.menu and step.menu.speech:
+            if isinstance(step, MenuStep) and step.menu.speech:
                 grammars.add(intents.grammar(step.menu.speech))
-            if step.gather and (step.gather.intents or step.gather.spoken_digits):
+            if isinstance(step, GatherStep) and (step.gather.intents or step.gather.spoken_digits):
                 grammars.add(intents.grammar(step.gather.intents, digits=step.gather.spoken_digits))
     for grammar in grammars:
         assert decoder_for(grammar) is not None
