@@ -1,6 +1,7 @@
 """The flow language as pydantic models: a flow is variables, named steps and an entry step.
 
-Each step holds exactly one action key and, where the action ends by itself, `next`.
+Each step holds exactly one action key and, where the action ends by itself, `next`; that
+key picks the step's model (`Step` is the union of `SayStep`, `MenuStep`, ...).
 Personas and queues are referenced by name and defined in their own files
 (`flows/personas/*.yaml`, `flows/queues.yaml`). docs/FLOWS.md documents every step.
 """
