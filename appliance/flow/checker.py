@@ -65,6 +65,18 @@ def _template_names(text: str) -> list[str]:
 
 
 def check(flow: Flow, at: Where, context: FlowContext) -> list[Problem]:
+    problems = _missing_steps(flow, at) + _unreachable(flow, at)
+    defined = _defined_variables(flow)
+    for step_id, step in flow.steps.items():
+        here = ("steps", step_id)
+        problems += _undefined_variables(step, here, defined, at)
+        problems += _references(step, here, context, at)
+        problems += _unknown_words(step, here, at)
+        problems += _audio_problems(step, here, context, at)
+    return problems
+
+
+def _missing_steps(flow: Flow, at: Where) -> list[Problem]:
     problems: list[Problem] = []
     if flow.entry not in flow.steps:
         problems.append(at(("entry",), f"entry step '{flow.entry}' does not exist", value=True))
@@ -72,68 +84,88 @@ def check(flow: Flow, at: Where, context: FlowContext) -> list[Problem]:
         for field_path, target in step.targets():
             if target not in flow.steps:
                 problems.append(at(("steps", step_id) + field_path, f"step '{target}' does not exist", value=True))
-    problems += _unreachable(flow, at)
+    return problems
 
+
+def _defined_variables(flow: Flow) -> set[str]:
     defined = set(flow.variables) | SYSTEM_VARIABLES
     for step in flow.steps.values():
         if isinstance(step, GatherStep):
             defined.add(step.gather.into)
         elif isinstance(step, SetStep):
             defined |= set(step.set)
+    return defined
 
-    def need(path: tuple[Any, ...], names: list[str] | set[str]) -> None:
-        for name in sorted(set(names) - defined):
-            problems.append(at(path, f"variable '{name}' is not defined (declare it under 'variables')", value=True))
 
-    for step_id, step in flow.steps.items():
-        here = ("steps", step_id)
-        for path, text in _texts(step):
-            need(here + path, _template_names(text))
-        if isinstance(step, BranchStep):
-            for i, case in enumerate(step.branch.cases):
-                where = here + ("branch", "cases", i, "when")
-                try:
-                    need(where, Expression(case.when).names)
-                except ExpressionError as exc:
-                    problems.append(at(where, f"bad condition: {exc}", value=True))
-        elif isinstance(step, WebhookStep):
-            if step.webhook.send:
-                need(here + ("webhook", "send"), step.webhook.send)
-            if not url_allowed(step.webhook.url, context.webhooks_allowed):
-                problems.append(at(here + ("webhook", "url"),
-                                   f"webhook URL {step.webhook.url} is not allowed "
-                                   "(webhooks.allowed in appliance.yaml)",
-                                   value=True))
-        elif isinstance(step, TransferStep) and not destination_allowed(step.transfer.to, context.transfers_allowed):
-            problems.append(at(here + ("transfer", "to"),
-                               f"transfer destination {step.transfer.to} is not allowed "
-                               "(transfers.allowed in appliance.yaml)",
-                               value=True))
-        elif isinstance(step, EscalateStep) and step.escalate.queue not in context.queues:
-            problems.append(at(here + ("escalate", "queue"),
-                               f"queue '{step.escalate.queue}' is not defined in queues.yaml", value=True))
-        elif isinstance(step, PersonaStep) and step.persona.name not in context.personas:
-            problems.append(at(here + ("persona", "name"),
-                               f"persona '{step.persona.name}' is not defined (personas/{step.persona.name}.yaml)",
-                               value=True))
-        for path, phrases in _phrases(step):
-            unknown = sorted({w for phrase in phrases for w in intents.words(phrase)
-                              if not w.isdigit()} - known_words())
-            if unknown:
-                problems.append(at(here + path, f"the recogniser does not know the words {', '.join(unknown)}; "
-                                   "use other words or spell them as they sound"))
-        for path, audio in _audio_files(step):
-            if context.directory is None:
-                break
+def _undefined_variables(step: Step, here: tuple[Any, ...], defined: set[str], at: Where) -> list[Problem]:
+    """Variables a step's texts, conditions or webhook payload use that nothing defines."""
+
+    def need(path: tuple[Any, ...], names: list[str] | set[str]) -> list[Problem]:
+        return [at(path, f"variable '{name}' is not defined (declare it under 'variables')", value=True)
+                for name in sorted(set(names) - defined)]
+
+    problems: list[Problem] = []
+    for path, text in _texts(step):
+        problems += need(here + path, _template_names(text))
+    if isinstance(step, BranchStep):
+        for i, case in enumerate(step.branch.cases):
+            where = here + ("branch", "cases", i, "when")
             try:
-                # The player opens the file through the same function, at play time.
-                found = flow_file(context.directory, audio).is_file()
-            except ValueError:
-                problems.append(at(here + path, f"audio file {audio} is outside the flows directory "
-                                   f"{context.directory}", value=True))
-                continue
-            if not found:
-                problems.append(at(here + path, f"audio file {audio} not found in {context.directory}", value=True))
+                problems += need(where, Expression(case.when).names)
+            except ExpressionError as exc:
+                problems.append(at(where, f"bad condition: {exc}", value=True))
+    elif isinstance(step, WebhookStep) and step.webhook.send:
+        problems += need(here + ("webhook", "send"), step.webhook.send)
+    return problems
+
+
+def _references(step: Step, here: tuple[Any, ...], context: FlowContext, at: Where) -> list[Problem]:
+    """Webhook URLs and transfer destinations the policy allows; queues and personas that exist."""
+    match step:
+        case WebhookStep() if not url_allowed(step.webhook.url, context.webhooks_allowed):
+            return [at(here + ("webhook", "url"),
+                       f"webhook URL {step.webhook.url} is not allowed (webhooks.allowed in appliance.yaml)",
+                       value=True)]
+        case TransferStep() if not destination_allowed(step.transfer.to, context.transfers_allowed):
+            return [at(here + ("transfer", "to"),
+                       f"transfer destination {step.transfer.to} is not allowed "
+                       "(transfers.allowed in appliance.yaml)",
+                       value=True)]
+        case EscalateStep() if step.escalate.queue not in context.queues:
+            return [at(here + ("escalate", "queue"),
+                       f"queue '{step.escalate.queue}' is not defined in queues.yaml", value=True)]
+        case PersonaStep() if step.persona.name not in context.personas:
+            return [at(here + ("persona", "name"),
+                       f"persona '{step.persona.name}' is not defined (personas/{step.persona.name}.yaml)",
+                       value=True)]
+    return []
+
+
+def _unknown_words(step: Step, here: tuple[Any, ...], at: Where) -> list[Problem]:
+    problems: list[Problem] = []
+    for path, phrases in _phrases(step):
+        unknown = sorted({w for phrase in phrases for w in intents.words(phrase)
+                          if not w.isdigit()} - known_words())
+        if unknown:
+            problems.append(at(here + path, f"the recogniser does not know the words {', '.join(unknown)}; "
+                               "use other words or spell them as they sound"))
+    return problems
+
+
+def _audio_problems(step: Step, here: tuple[Any, ...], context: FlowContext, at: Where) -> list[Problem]:
+    if context.directory is None:
+        return []
+    problems: list[Problem] = []
+    for path, audio in _audio_files(step):
+        try:
+            # The player opens the file through the same function, at play time.
+            found = flow_file(context.directory, audio).is_file()
+        except ValueError:
+            problems.append(at(here + path, f"audio file {audio} is outside the flows directory "
+                               f"{context.directory}", value=True))
+            continue
+        if not found:
+            problems.append(at(here + path, f"audio file {audio} not found in {context.directory}", value=True))
     return problems
 
 
