@@ -26,7 +26,7 @@ import pjsua2 as pj
 from appliance.core.audio import FRAME_MS, SAMPLE_RATE
 from appliance.core.reasons import EndReason, refused, sip_failure
 from appliance.observability.logging import log_extra
-from sip.edge import EDGE_KEY_HEADER
+from sip.edge_config import EDGE_KEY_HEADER
 from sip.media import CallMediaPort, audio_format
 
 log = logging.getLogger(__name__)
@@ -86,7 +86,7 @@ class EndpointSettings:
     # The SIP edge as host:port, the only sender whose INVITEs are offered to the hub. A
     # wildcard host (0.0.0.0, ::) means the edge's port on any of this box's addresses.
     edge: str
-    # The edge's X-Switchboard-Edge value (sip.edge.EDGE_KEY_HEADER): without it, an INVITE
+    # The edge's X-Switchboard-Edge value (sip.edge_config.EDGE_KEY_HEADER): without it, an INVITE
     # from the edge's address may come from another local user who bound the same port.
     edge_key: str = ""
     media_address: str | None = None

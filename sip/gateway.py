@@ -18,7 +18,8 @@ from pathlib import Path
 
 from appliance.config import Config
 from appliance.core.processes import ProcessPool, die_with_parent
-from sip.edge import Edge, EdgeSettings, EdgeTrunk, outbound_hosts
+from sip.edge import Edge
+from sip.edge_config import EdgeSettings, EdgeTrunk, outbound_hosts
 
 log = logging.getLogger(__name__)
 

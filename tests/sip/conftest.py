@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from sip.edge import Edge, EdgeSettings, EdgeTrunk
+from sip.edge import Edge
+from sip.edge_config import EdgeSettings, EdgeTrunk
 from tests.support.edge import LOCAL_TRUNK, Stack, StackFactory
 from tests.support.ports import free_port_block
 from tests.support.sipp.process import HOST, Sipp, start_uas

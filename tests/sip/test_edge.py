@@ -12,14 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from sip.edge import (
-    Edge,
-    EdgeSettings,
-    EdgeStartError,
-    EdgeTrunk,
-    render_config,
-    render_dispatcher,
-)
+from sip.edge import Edge, EdgeStartError
+from sip.edge_config import EdgeSettings, EdgeTrunk, render_config, render_dispatcher
 from tests.support.edge import LOCAL_TRUNK, StackFactory
 from tests.support.sipp.process import HOST, start_uas
 from tests.support.sipp.proxy_scenarios import (

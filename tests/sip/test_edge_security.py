@@ -20,7 +20,7 @@ from pydantic import ValidationError
 
 from appliance.config import Config, TrunkConfig
 from appliance.core.errors import ConfigError
-from sip.edge import (
+from sip.edge_config import (
     EdgeSettings,
     EdgeTrunk,
     render_config,

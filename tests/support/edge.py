@@ -9,7 +9,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from sip.edge import Edge, EdgeTrunk
+from sip.edge import Edge
+from sip.edge_config import EdgeTrunk
 from tests.support.sipp.process import HOST, Sipp, call, run_uac
 from tests.support.sipp.proxy_scenarios import write_scenario
 from tests.support.wait import wait_until_async
