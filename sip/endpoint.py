@@ -3,8 +3,9 @@
 Everything pjsua2 happens on `PjThread`: it owns the Endpoint, the account and every Call,
 and runs `libHandleEvents` in a loop. Other threads hand it work through `submit`, which
 also wakes it at once (a CRLF keep-alive to our own SIP port ends the poll early), and it
-reports call events (the small frozen classes below) through `on_event`, which the worker
-bridges to asyncio.
+reports call events (sip/events.py) through `on_event`, which the worker bridges to asyncio.
+Its pjsua2 Call and Account subclasses, which turn pjsua2's callbacks into calls on it, are
+in sip/calls.py.
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ import queue
 import re
 import socket
 import threading
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -24,9 +24,11 @@ from typing import Any
 import pjsua2 as pj
 
 from appliance.core.audio import FRAME_MS, SAMPLE_RATE
-from appliance.core.reasons import EndReason, refused, sip_failure
+from appliance.core.reasons import EndReason, refused
 from appliance.observability.logging import log_extra
+from sip.calls import WorkerAccount, WorkerCall
 from sip.edge_config import EDGE_KEY_HEADER
+from sip.events import CallOffered, DialFailed, EventSink, LegAnswered, LegEnded, PjEvent, TransferFinished
 from sip.media import CallMediaPort, audio_format
 
 log = logging.getLogger(__name__)
@@ -105,144 +107,6 @@ class Leg:
     outbound: bool = False  # placed by us (a bridge transfer), not offered by a caller
     info: dict[str, Any] = field(default_factory=dict)
 
-
-# --- what the pjsua2 thread reports, each about one leg. Plain data, built on the pjsua2 thread
-# and read on the event loop: nothing pjsua2 crosses over but the media port's deques.
-
-
-@dataclass(frozen=True)
-class CallOffered:
-    """An INVITE from the edge, answered 180 and waiting for the hub's decision."""
-
-    leg: int
-    sip_call_id: str
-    from_uri: str
-    to_uri: str
-    to_user: str
-    trunk: str | None
-    source: str | None
-
-
-@dataclass(frozen=True)
-class LegAnswered:
-    """Media is up: `received` fills with the far end's frames, `playout` is drained to it."""
-
-    leg: int
-    codec: str
-    received: deque[bytes]
-    playout: deque[bytes]
-    outbound: bool  # a leg we dialled (its answer is the dial's result)
-
-
-@dataclass(frozen=True)
-class DialFailed:
-    """A leg we dialled ended before it was answered, or could not be placed at all."""
-
-    leg: int
-    code: int
-    reason: str
-
-
-@dataclass(frozen=True)
-class DtmfReceived:
-    leg: int
-    digit: str
-    method: str  # "rfc4733" or "info"
-
-
-@dataclass(frozen=True)
-class TransferFinished:
-    """The final outcome of a REFER the hub asked for."""
-
-    leg: int
-    ok: bool
-    code: int
-    reason: str
-
-
-@dataclass(frozen=True)
-class LegEnded:
-    leg: int
-    reason: str  # an EndReason, or refused-NNN / sip-NNN
-
-
-PjEvent = CallOffered | LegAnswered | DialFailed | DtmfReceived | TransferFinished | LegEnded
-EventSink = Callable[[PjEvent], None]
-
-
-class WorkerCall(pj.Call):
-    """One pjsua2 call. Only the hub places calls: nothing the far end sends makes this one dial.
-
-    Left to its defaults, pjsua2 acts on two requests by itself. A REFER from the far end is
-    answered 202 and its Refer-To dialled out through the edge (observed: a caller's REFER to
-    sip:+1900...@127.0.0.1:<port> made the box call there, with transfers.allowed empty). An
-    INVITE with Replaces naming an answered call is answered 200 without onIncomingCall, so
-    without the hub, and the old call is hung up (observed: the caller got a BYE). Both are
-    declined here (603). A 3xx to a call we placed is followed if onCallRedirected says so;
-    pjsua2's default already stops, and this says it in our code rather than in a default.
-    """
-
-    def __init__(self, thread: PjThread, account: pj.Account, call_id: int, leg_id: int):
-        super().__init__(account, call_id)
-        self.thread = thread
-        self.leg_id = leg_id
-        self.local_hangup: str | None = None
-        self.refused_redirect: tuple[int, str] | None = None  # the 3xx we did not follow
-
-    def onCallState(self, prm: pj.OnCallStateParam) -> None:
-        info = self.getInfo()
-        if info.state == pj.PJSIP_INV_STATE_DISCONNECTED:
-            # pjsip ends a stopped redirect with 487, as if we had cancelled: report the 3xx instead.
-            code, sip_reason = self.refused_redirect or (info.lastStatusCode, info.lastReason)
-            reason = self.local_hangup or (EndReason.CALLER_HANGUP if code in (200, 487) else sip_failure(code))
-            self.thread.call_ended(self.leg_id, reason, code, sip_reason)
-
-    def onCallTransferRequest(self, prm: pj.OnCallTransferRequestParam) -> None:
-        # Transfers are the hub's to order (a flow's transfer step, checked against
-        # transfers.allowed); one the far end asks for is toll fraud waiting to happen.
-        prm.statusCode = pj.PJSIP_SC_DECLINE
-        log.warning("far end's REFER declined", extra=log_extra(leg=self.leg_id, pii={"refer_to": prm.dstUri}))
-
-    def onCallReplaceRequest(self, prm: pj.OnCallReplaceRequestParam) -> None:
-        prm.statusCode = pj.PJSIP_SC_DECLINE
-        prm.reason = "Decline"
-        log.warning("INVITE with Replaces declined", extra=log_extra(leg=self.leg_id, source=prm.rdata.srcAddress))
-
-    def onCallRedirected(self, prm: pj.OnCallRedirectedParam) -> int:
-        # STOP, not REJECT: REJECT goes on to the next target of the 3xx's Contact set.
-        if prm.e.type == pj.PJSIP_EVENT_TSX_STATE:
-            tsx = prm.e.body.tsxState.tsx
-            self.refused_redirect = (tsx.statusCode, tsx.statusText)
-        log.warning("redirect not followed", extra=log_extra(leg=self.leg_id, pii={"target": prm.targetUri}))
-        return pj.PJSIP_REDIRECT_STOP
-
-    def onCallMediaState(self, prm: pj.OnCallMediaStateParam) -> None:
-        info = self.getInfo()
-        for media in info.media:
-            if media.type == pj.PJMEDIA_TYPE_AUDIO and media.status == pj.PJSUA_CALL_MEDIA_ACTIVE:
-                self.thread.media_active(self.leg_id, self, media.index)
-
-    def onCallTransferStatus(self, prm: pj.OnCallTransferStatusParam) -> None:
-        # NOTIFYs report the transferee's progress; only the final one decides.
-        if prm.finalNotify or prm.statusCode >= 300:
-            prm.cont = False
-            ok = 200 <= prm.statusCode < 300
-            self.thread.emit(TransferFinished(self.leg_id, ok, prm.statusCode, prm.reason))
-            if ok:
-                self.local_hangup = EndReason.TRANSFERRED
-
-    def onDtmfDigit(self, prm: pj.OnDtmfDigitParam) -> None:
-        method = "info" if prm.method == pj.PJSUA_DTMF_METHOD_SIP_INFO else "rfc4733"
-        self.thread.emit(DtmfReceived(self.leg_id, prm.digit, method))
-
-
-class WorkerAccount(pj.Account):
-    def __init__(self, thread: PjThread):
-        super().__init__()
-        self.thread = thread
-
-    def onIncomingCall(self, prm: pj.OnIncomingCallParam) -> None:
-        self.thread.incoming(self, prm)
 
 
 class PjThread(threading.Thread):

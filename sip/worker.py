@@ -23,17 +23,8 @@ from appliance.core.audio import FRAME_MS
 from appliance.core.reasons import EndReason
 from appliance.observability.logging import log_extra, setup
 from appliance.rooms.client import EXIT_REFUSED, HubClient, run_worker
-from sip.endpoint import (
-    CallOffered,
-    DialFailed,
-    DtmfReceived,
-    EndpointSettings,
-    LegAnswered,
-    LegEnded,
-    PjEvent,
-    PjThread,
-    TransferFinished,
-)
+from sip.endpoint import EndpointSettings, PjThread
+from sip.events import CallOffered, DialFailed, DtmfReceived, LegAnswered, LegEnded, PjEvent, TransferFinished
 
 __all__ = ["EXIT_REFUSED", "Worker", "main"]
 
