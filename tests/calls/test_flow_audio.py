@@ -10,6 +10,7 @@ steps, what the box said, the webhooks, queues and variables, the voicemail and 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import json
 import re
@@ -33,6 +34,7 @@ from appliance.flow.schema import EscalateStep, HangupStep
 from appliance.flow.simulate import Simulation
 from tests.support import baresip
 from tests.support.appliance import ROOT, ApplianceProcess
+from tests.support.http_server import LoopbackServer
 from tests.support.ports import free_port_block
 from tests.support.sipp.process import run_sipp, send_cue
 from tests.support.sipp.scenarios import (
@@ -64,14 +66,20 @@ class AccountsServer:
     """The CRM the support flow looks accounts up in: a real HTTP server on loopback."""
 
     def __init__(self) -> None:
-        self.port = free_port_block(1)
-        self.url = f"http://127.0.0.1:{self.port}/accounts/lookup"
+        self.http = LoopbackServer({"/accounts/lookup": self._lookup})
         self.requests: list[dict[str, Any]] = []
-        self._loop = asyncio.new_event_loop()
-        self._ready = threading.Event()
-        self._thread = threading.Thread(target=self._serve, name="accounts-server", daemon=True)
+
+    @property
+    def port(self) -> int:
+        return self.http.port
+
+    @property
+    def url(self) -> str:
+        return f"{self.http.url}/accounts/lookup"
 
     async def _lookup(self, request: web.Request) -> web.Response:
+        if request.method != "POST":
+            raise web.HTTPMethodNotAllowed(request.method, ["POST"])
         self.requests.append({
             "path": request.path,
             "content_type": request.content_type,
@@ -79,25 +87,9 @@ class AccountsServer:
         })
         return web.json_response(ACCOUNT)
 
-    def _serve(self) -> None:
-        asyncio.set_event_loop(self._loop)
-        app = web.Application()
-        app.router.add_post("/accounts/lookup", self._lookup)
-        self._runner = web.AppRunner(app)
-        self._loop.run_until_complete(self._runner.setup())
-        self._loop.run_until_complete(web.TCPSite(self._runner, "127.0.0.1", self.port).start())
-        self._ready.set()
-        self._loop.run_forever()
-
-    def start(self) -> None:
-        self._thread.start()
-        if not self._ready.wait(10):
-            raise RuntimeError("accounts server did not start")
-
-    def stop(self) -> None:
-        asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(10)
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(10)
+    def serving(self) -> contextlib.AbstractContextManager[LoopbackServer]:
+        """Serve from a thread of its own until the block ends."""
+        return self.http.in_thread()
 
     async def simulated(self, url: str, payload: dict[str, Any], timeout: float) -> WebhookDone:
         """The same answer, for the simulation."""
@@ -155,16 +147,15 @@ def line(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Line]:
     # appliance (workers, edge) costs more than most of these calls.
     root = tmp_path_factory.mktemp("line")
     accounts = AccountsServer()
-    accounts.start()
-    allowed = {"allowed": [f"http://127.0.0.1:{accounts.port}/"]}
-    flows_dir = copy_flows(root / "flows", accounts.url)
-    app = ApplianceProcess(root, numbers=NUMBERS, flows_dir=flows_dir, extra={"webhooks": allowed})
-    try:
-        app.start()
-        yield Line(app, accounts, load_dir(flows_dir, webhooks_allowed=allowed["allowed"]), root)
-    finally:
-        app.stop()
-        accounts.stop()
+    with accounts.serving():
+        allowed = {"allowed": [f"http://127.0.0.1:{accounts.port}/"]}
+        flows_dir = copy_flows(root / "flows", accounts.url)
+        app = ApplianceProcess(root, numbers=NUMBERS, flows_dir=flows_dir, extra={"webhooks": allowed})
+        try:
+            app.start()
+            yield Line(app, accounts, load_dir(flows_dir, webhooks_allowed=allowed["allowed"]), root)
+        finally:
+            app.stop()
 
 
 # --- the caller, in both worlds

@@ -4,20 +4,20 @@ from __future__ import annotations
 
 import json
 import shutil
-import threading
 import wave
 from collections.abc import Callable, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
+from aiohttp import web
 
 from appliance.speech.stt import phrases_grammar, transcribe
 from appliance.speech.tts import EspeakTTS
 from tests.support import baresip
 from tests.support.appliance import ROOT
+from tests.support.http_server import LoopbackServer
 from tests.support.ports import free_port_block
 
 pytestmark = pytest.mark.sip
@@ -28,38 +28,25 @@ class OrdersApi:
 
     def __init__(self) -> None:
         self.requests: list[dict[str, Any]] = []
-        api = self
+        self.http = LoopbackServer(default=self._answer)  # any path, as the shop has no others
 
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 - http.server's name
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])) or b"{}")
-                api.requests.append({"path": self.path, "body": body})
-                reply = json.dumps({"order": body.get("order"), "status": "shipped"}).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(reply)))
-                self.end_headers()
-                self.wfile.write(reply)
+    @property
+    def port(self) -> int:
+        return self.http.port
 
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.port = free_port_block(1)
-        self.server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-
-    def __enter__(self) -> OrdersApi:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+    async def _answer(self, request: web.Request) -> web.Response:
+        if request.method != "POST":
+            raise web.HTTPNotImplemented()
+        body = json.loads(await request.read() or b"{}")
+        self.requests.append({"path": request.raw_path, "body": body})
+        reply = json.dumps({"order": body.get("order"), "status": "shipped"}).encode()
+        return web.Response(body=reply, content_type="application/json")
 
 
 @pytest.fixture
 def orders_api() -> Iterator[OrdersApi]:
-    with OrdersApi() as api:
+    api = OrdersApi()
+    with api.http.in_thread():
         yield api
 
 
