@@ -97,6 +97,31 @@ class HttpConfig(_Model):
     port: int = 8080
 
 
+class IceServer(_Model):
+    urls: list[str] = Field(description="stun:HOST:PORT or turn:HOST:PORT?transport=udp|tcp")
+    username: str | None = None
+    credential_env: str | None = Field(None, description="environment variable holding the TURN credential")
+
+
+class ConsoleConfig(_Model):
+    """The operator and supervisor console: HTTPS (browsers give microphones to secure pages only)."""
+
+    host: str = Field("0.0.0.0", description="address of the HTTPS console and API for browsers on the LAN")
+    port: int = Field(8443, description="HTTPS port of the console")
+    cert_file: Path | None = Field(None, description="the admin's TLS certificate (PEM); unset: a self-signed one "
+                                   "is generated on first start and kept in data_dir")
+    key_file: Path | None = Field(None, description="the certificate's private key (PEM, mode 0600)")
+    ice_servers: list[IceServer] = Field(default_factory=list,
+                                         description="STUN/TURN for operators behind NAT; none is needed on a LAN")
+    rtc_workers: int = Field(1, ge=0, le=16, description="WebRTC gateway processes (browser legs); 0: no console audio")
+    sessions_per_worker: int = Field(32, ge=1, le=128, description="browser sessions one WebRTC process holds")
+    operator_lost_s: float = Field(5.0, gt=0, le=60, description="how long a call waits for an operator's browser "
+                                   "to come back before the caller returns to the head of the queue")
+    login_attempts: int = Field(5, ge=1, le=100, description="failed logins per user (and per address) per window "
+                                "before login answers 429")
+    login_window_s: float = Field(300.0, gt=0, description="the window of login_attempts, in seconds")
+
+
 class AuthConfig(_Model):
     api_key: str = Field("switchboard", description="the key id in the access tokens the box signs")
     api_secret_env: str = Field("SWITCHBOARD_API_SECRET", description="environment variable with the signing secret; "
@@ -141,6 +166,7 @@ class PersonasConfig(_Model):
 class Config(_Model):
     sip: SipConfig = Field(default_factory=SipConfig)
     http: HttpConfig = Field(default_factory=HttpConfig)
+    console: ConsoleConfig = Field(default_factory=ConsoleConfig)
     auth: AuthConfig = Field(default_factory=AuthConfig)
     trunks: list[TrunkConfig] = Field(
         default_factory=lambda: [TrunkConfig(name="lan", sources=list(DEFAULT_TRUNK_SOURCES))],

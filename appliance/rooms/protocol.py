@@ -260,10 +260,61 @@ class SendDtmf(BaseModel):
     digits: str = Field(pattern=r"^[0-9*#A-Da-d]{1,32}$")
 
 
+# --- WebRTC gateway workers: browser legs (operators, supervisors), as LiveKit's WebRTC transport.
+# The hub picks `leg` (one per browser session); signalling is one offer/answer (aiortc gathers
+# every candidate before answering, so there is nothing to trickle).
+MAX_SDP = 64 * 1024  # a browser's offer is 3-6 KB; far beyond that is not an offer
+
+
+class RtcOffer(BaseModel):
+    """Hub → WebRTC worker: a browser's SDP offer for session `leg`; answer with RtcAnswer."""
+
+    type: Literal["rtc_offer"] = "rtc_offer"
+    leg: int
+    sdp: str = Field(max_length=MAX_SDP)
+    identity: str
+    ice_servers: list[dict[str, Any]] = Field(default_factory=list)
+
+
+class RtcAnswer(BaseModel):
+    """WebRTC worker → hub: the SDP answer, or why there is none (a malformed offer, no audio)."""
+
+    type: Literal["rtc_answer"] = "rtc_answer"
+    leg: int
+    ok: bool
+    sdp: str = Field("", max_length=MAX_SDP)
+    error: Reason = ""
+
+
+class RtcState(BaseModel):
+    """WebRTC worker → hub: the session's control channel opened, or the browser is gone."""
+
+    type: Literal["rtc_state"] = "rtc_state"
+    leg: int
+    state: Literal["open", "closed"]
+    reason: Reason = ""
+
+
+class RtcData(BaseModel):
+    """Either way: one JSON message on the session's data channel (appliance.operators.protocol)."""
+
+    type: Literal["rtc_data"] = "rtc_data"
+    leg: int
+    payload: dict[str, Any]
+
+
+class RtcClose(BaseModel):
+    """Hub → WebRTC worker: end session `leg` (logged out, token refused, appliance stopping)."""
+
+    type: Literal["rtc_close"] = "rtc_close"
+    leg: int
+    reason: Reason = ""
+
+
 Message = Annotated[
     (Hello | Welcome | Refused | Offer | OfferReply | Answered | Dtmf | Ended | Hangup | Transfer | TransferResult
      | Dial | DialResult | Dispatch | Release | SegmentEnd | ClearAudio | Played | Transcript | ToolEvent | CallAction
-     | PersonaExit | SendDtmf),
+     | PersonaExit | SendDtmf | RtcOffer | RtcAnswer | RtcState | RtcData | RtcClose),
     Field(discriminator="type"),
 ]
 _messages = TypeAdapter(Message)

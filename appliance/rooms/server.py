@@ -1,9 +1,10 @@
 """The participant protocol server: out-of-process participants join rooms here.
 
 SIP workers bring callers (`SipParticipant`); persona workers bring AI agents
-(`AgentParticipant`), as a LiveKit SIP service and livekit-agents workers join a LiveKit
-server. What happens to a call is decided above, by a `CallHandler`; what happens to an
-agent's messages, by an `AgentHandler`.
+(`AgentParticipant`); WebRTC gateway workers bring people in browsers (`BrowserParticipant`),
+as a LiveKit SIP service, livekit-agents workers and client SDKs join a LiveKit server. What
+happens to a call is decided above, by a `CallHandler`; to an agent's messages, by an
+`AgentHandler`; to a browser session's, by a `BrowserHandler`.
 """
 
 from __future__ import annotations
@@ -40,6 +41,8 @@ AGENT_QUEUE_FRAMES = 2 * 60 * 1000 // FRAME_MS
 # What a persona worker may send the hub; anything else is a broken or hostile worker (a SIP
 # worker's messages are the keys of ParticipantServer._control's table).
 AGENT_MESSAGES = (p.SegmentEnd, p.ClearAudio, p.Transcript, p.ToolEvent, p.CallAction, p.PersonaExit)
+# What a WebRTC gateway worker may send the hub.
+RTC_MESSAGES = (p.RtcAnswer, p.RtcState, p.RtcData)
 
 
 def _cut_off(reason: str, worker: WorkerConnection | None) -> None:
@@ -102,9 +105,10 @@ class WorkerRegistry:
     def __init__(self) -> None:
         self.sip: dict[str, WorkerConnection] = {}
         self.agents: dict[str, WorkerConnection] = {}
+        self.rtc: dict[str, WorkerConnection] = {}
 
     def of(self, role: str) -> dict[str, WorkerConnection]:
-        return self.sip if role == "sip" else self.agents
+        return {"sip": self.sip, "agent": self.agents, "rtc": self.rtc}[role]
 
 
 class RemoteParticipant(Participant):
@@ -212,6 +216,24 @@ class AgentParticipant(RemoteParticipant):
                                       interrupted=interrupted))
 
 
+class BrowserParticipant(RemoteParticipant):
+    """A person in a browser (an operator or a supervisor), session `leg` on a WebRTC gateway worker.
+
+    It exists from the session's offer; the desk joins it to a call's room and takes it out
+    again, so one WebRTC connection serves every call of an operator's shift.
+    """
+
+    def __init__(self, identity: str, connection: WorkerConnection, leg: int):
+        super().__init__(identity, "operator", connection, leg, jitter=CALLER_JITTER_FRAMES)
+
+    def send(self, payload: dict[str, object]) -> None:
+        """One message on the session's data channel."""
+        self.connection.send(p.RtcData(leg=self.leg, payload=payload))
+
+    def close(self, reason: str) -> None:
+        self.connection.send(p.RtcClose(leg=self.leg, reason=reason))
+
+
 class CallHandler(Protocol):
     async def offer(self, worker: WorkerConnection, offer: p.Offer) -> p.OfferReply: ...
     def answered(self, worker: WorkerConnection, message: p.Answered) -> None: ...
@@ -227,14 +249,20 @@ class AgentHandler(Protocol):
     def agent_lost(self, agent: WorkerConnection) -> None: ...
 
 
+class BrowserHandler(Protocol):
+    def rtc_message(self, worker: WorkerConnection, message: BaseModel) -> None: ...
+    def rtc_lost(self, worker: WorkerConnection) -> None: ...
+
+
 class ParticipantServer:
     def __init__(self, hub: Hub, tokens: TokenAuthority, registry: WorkerRegistry, handler: CallHandler,
-                 agents: AgentHandler | None = None, handshake_timeout_s: float = p.HANDSHAKE_TIMEOUT_S,
-                 frame_timeout_s: float = p.FRAME_TIMEOUT_S):
+                 agents: AgentHandler | None = None, browsers: BrowserHandler | None = None,
+                 handshake_timeout_s: float = p.HANDSHAKE_TIMEOUT_S, frame_timeout_s: float = p.FRAME_TIMEOUT_S):
         self.hub = hub
         self.tokens = tokens
         self.handler = handler
         self.agents = agents
+        self.browsers = browsers
         self.handshake_timeout_s = handshake_timeout_s
         self.frame_timeout_s = frame_timeout_s
         self.registry = registry
@@ -265,7 +293,7 @@ class ParticipantServer:
                 if isinstance(leg, AgentParticipant):
                     leg.after_tick()
             agent.flush()
-        for worker in self.registry.sip.values():
+        for worker in (*self.registry.sip.values(), *self.registry.rtc.values()):
             worker.flush()
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -315,6 +343,8 @@ class ParticipantServer:
                     self.handler.worker_lost(worker)
                 elif worker.role == "agent" and current and self.agents is not None:
                     self.agents.agent_lost(worker)
+                elif worker.role == "rtc" and current and self.browsers is not None:
+                    self.browsers.rtc_lost(worker)
 
     async def _handshake(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> WorkerConnection:
         try:
@@ -329,7 +359,7 @@ class ParticipantServer:
         try:
             grant = self.tokens.verify(hello.token, HUB)
             if not grant.allows(*WORKER_ROLES):
-                raise AuthError(f"{grant.identity} has neither a sip nor an agent grant")
+                raise AuthError(f"{grant.identity} has no worker grant ({', '.join(WORKER_ROLES)})")
             if grant.identity != worker_identity(grant.role, hello.worker):
                 # Else one worker's token could take over another's name and its calls.
                 raise AuthError(f"token of {grant.identity} cannot join as worker {hello.worker!r}")
@@ -358,6 +388,13 @@ class ParticipantServer:
             if not isinstance(message, AGENT_MESSAGES):
                 raise ProtocolError(f"unexpected {getattr(message, 'type', '?')} from a persona worker")
             self.agents.agent_message(worker, message)
+            return
+        if worker.role == "rtc":
+            if self.browsers is None:
+                raise ProtocolError("no browser handler")
+            if not isinstance(message, RTC_MESSAGES):
+                raise ProtocolError(f"unexpected {getattr(message, 'type', '?')} from a WebRTC worker")
+            self.browsers.rtc_message(worker, message)
             return
         handlers = {
             p.Answered: self.handler.answered,

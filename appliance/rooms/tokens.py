@@ -1,7 +1,7 @@
 """Signed per-participant grants, as LiveKit access tokens so they also work on a LiveKit server.
 
 Roles: `operator`, `supervisor`, `admin` (people, through the console and API), `sip` (the
-SIP gateway's workers), `agent` (persona workers). The role travels as a token attribute;
+SIP gateway's workers), `agent` (persona workers), `rtc` (WebRTC gateway workers). The role travels as a token attribute;
 the room-level permissions travel as LiveKit video grants. Each token also names its
 audience, the one service that accepts it: a worker's token opens the hub's participant
 socket and nothing else, a person's opens the console and API and nothing else, so a
@@ -18,12 +18,13 @@ from livekit import api
 
 from appliance.core.errors import AuthError
 
-ROLES = ("operator", "supervisor", "admin", "sip", "agent")
-WORKER_ROLES = ("sip", "agent")
+ROLES = ("operator", "supervisor", "admin", "sip", "agent", "rtc")
+PERSON_ROLES = ("operator", "supervisor", "admin")
+WORKER_ROLES = ("sip", "agent", "rtc")
 HUB = "switchboard-hub"  # the participant protocol socket
 CONSOLE = "switchboard-console"  # the HTTP API and console
 # Workers present their token once, at hello; a person's session is a working day.
-DEFAULT_TTL = {"sip": dt.timedelta(hours=12), "agent": dt.timedelta(hours=12)}
+DEFAULT_TTL = {role: dt.timedelta(hours=12) for role in WORKER_ROLES}
 PERSON_TTL = dt.timedelta(hours=12)
 
 

@@ -1,0 +1,1 @@
+"""The human side of the call center: accounts, queues and the ACD, the operator desk."""

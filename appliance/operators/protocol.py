@@ -1,0 +1,171 @@
+"""The console's control protocol: JSON messages on a browser session's WebRTC data channel.
+
+One documented place for the wire format (docs/OPERATORS.md describes it for other clients).
+Every message is an object with a `type`; the console sends `ClientMessage`s, the appliance
+sends `ServerMessage`s. A message that does not validate is answered with an `error` and
+dropped; the session stays. Version 1.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+
+VERSION = 1
+MAX_MESSAGE = 16 * 1024  # the largest client message is a wrap-up's notes
+MAX_NOTES = 4000
+
+
+class _Message(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+# --- console → appliance
+class SetState(_Message):
+    """Available to take calls, away (with a reason), or logged out (the session ends)."""
+
+    type: Literal["state"] = "state"
+    state: Literal["available", "away", "logged_out"]
+    reason: str = Field("", max_length=100)
+
+
+class Accept(_Message):
+    type: Literal["accept"] = "accept"
+    offer: str = Field(max_length=64)
+
+
+class Decline(_Message):
+    type: Literal["decline"] = "decline"
+    offer: str = Field(max_length=64)
+
+
+class Mute(_Message):
+    """The caller stops (or starts again) hearing the operator's microphone."""
+
+    type: Literal["mute"] = "mute"
+    muted: bool
+
+
+class Hold(_Message):
+    """The caller hears hold audio and the operator hears nothing of the caller; `resume` ends it."""
+
+    type: Literal["hold"] = "hold"
+
+
+class Resume(_Message):
+    type: Literal["resume"] = "resume"
+
+
+class TransferTo(_Message):
+    """Hand the caller on: to another queue, or to a destination in `transfers.allowed`."""
+
+    type: Literal["transfer"] = "transfer"
+    queue: str | None = Field(None, max_length=64)
+    to: str | None = Field(None, max_length=200)
+
+
+class HangUp(_Message):
+    type: Literal["hangup"] = "hangup"
+
+
+class WrapUp(_Message):
+    type: Literal["wrap_up"] = "wrap_up"
+    call: str = Field(max_length=64)
+    disposition: str = Field(max_length=64)
+    notes: str = Field("", max_length=MAX_NOTES)
+
+
+class Ping(_Message):
+    type: Literal["ping"] = "ping"
+    id: int = 0
+
+
+ClientMessage = Annotated[
+    SetState | Accept | Decline | Mute | Hold | Resume | TransferTo | HangUp | WrapUp | Ping,
+    Field(discriminator="type"),
+]
+client_messages: TypeAdapter[ClientMessage] = TypeAdapter(ClientMessage)
+
+
+# --- appliance → console
+class Welcome(_Message):
+    type: Literal["welcome"] = "welcome"
+    version: int = VERSION
+    identity: str
+    role: str
+    queues: list[str]
+
+
+class StateIs(_Message):
+    """The operator's state, whoever changed it (the operator, a missed offer, wrap-up ending)."""
+
+    type: Literal["state"] = "state"
+    state: str  # available | away | offered | on_call | wrap_up | logged_out
+    reason: str = ""
+    since: str  # ISO 8601
+
+
+class CallContext(_Message):
+    """What the flow and the AI learned before the operator picks up."""
+
+    caller: str
+    called: str
+    queue: str
+    waited_s: float
+    path: list[str]  # the flow steps the caller went through
+    variables: dict[str, Any]
+    transcript: list[dict[str, Any]]  # {role, speaker, text}
+    summary: str
+
+
+class Offered(_Message):
+    """A call for the operator: ring; accept or decline within `ring_timeout_s`."""
+
+    type: Literal["offer"] = "offer"
+    offer: str
+    call: str
+    ring_timeout_s: float
+    context: CallContext
+
+
+class OfferWithdrawn(_Message):
+    type: Literal["offer_withdrawn"] = "offer_withdrawn"
+    offer: str
+    reason: str  # caller_hangup | ring_timeout | declined | taken | operator_lost
+
+
+class CallState(_Message):
+    """The operator's call: connected (two-way audio), held, or ended."""
+
+    type: Literal["call"] = "call"
+    call: str
+    state: Literal["connected", "held", "ended"]
+    muted: bool = False
+    reason: str = ""
+    context: CallContext | None = None
+
+
+class WrapUpDue(_Message):
+    type: Literal["wrap_up_due"] = "wrap_up_due"
+    call: str
+    dispositions: list[str]
+    seconds: float
+
+
+class Error(_Message):
+    type: Literal["error"] = "error"
+    message: str
+    request: str = ""  # the type of the message it answers
+
+
+class Pong(_Message):
+    type: Literal["pong"] = "pong"
+    id: int = 0
+
+
+ServerMessage = Annotated[
+    Welcome | StateIs | Offered | OfferWithdrawn | CallState | WrapUpDue | Error | Pong,
+    Field(discriminator="type"),
+]
+server_messages: TypeAdapter[ServerMessage] = TypeAdapter(ServerMessage)
