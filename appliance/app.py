@@ -10,15 +10,23 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import time
 from pathlib import Path
 from typing import Any
 
 from appliance.calls.manager import CallManager
 from appliance.config import Config
 from appliance.console.http import HttpApi
+from appliance.console.login import LoginGuard
+from appliance.console.operator_api import OperatorRoutes
+from appliance.console.rtc_pool import RtcPool
+from appliance.console.tls import ensure_certificate, server_context
 from appliance.core.reasons import EndReason
 from appliance.flow.library import FlowLibrary
 from appliance.observability.logging import log_extra
+from appliance.operators.accounts import Accounts
+from appliance.operators.acd import ACD
+from appliance.operators.desk import Desk
 from appliance.personas.dispatcher import PersonaDispatcher
 from appliance.personas.pool import PersonaPool
 from appliance.recording.wavfile import repair
@@ -73,19 +81,52 @@ class Appliance:
         # Kept by the participant server; read by the dispatcher and by bridge transfers' dialling.
         self.workers = WorkerRegistry()
         self.personas = PersonaDispatcher(self.storage, self.workers)
-        self.calls = CallManager(config, self.hub, self.storage, self.flows, self.tts, self.personas, self.workers)
-        self.server = ParticipantServer(self.hub, self.tokens, self.workers, self.calls, self.personas)
-        self.http = HttpApi(self.storage, self.tokens, config.recordings_dir, self.health)
+        self.accounts = Accounts(self.storage)
+        self.acd = ACD(self.flows.queues, clock=time.monotonic)
+        self.flows.on_reload.append(lambda: self.acd.update_queues(self.flows.queues))
+        self.desk = Desk(self.storage, self.workers, self.acd, self._queue_info, config.console.operator_lost_s,
+                         self._ice_servers)
+        self.calls = CallManager(config, self.hub, self.storage, self.flows, self.tts, self.personas, self.workers,
+                                 self.desk)
+        self.server = ParticipantServer(self.hub, self.tokens, self.workers, self.calls, self.personas, self.desk)
+        console = OperatorRoutes(self.accounts, LoginGuard(config.console.login_attempts, config.console.login_window_s),
+                                 self.tokens, self.desk, self._queues_of, self._ice_servers)
+        self.http = HttpApi(self.storage, self.tokens, config.recordings_dir, self.health, routes=console.register)
+        self.rtc_pool = RtcPool(config, lambda name: self.tokens.mint(worker_identity("rtc", name), "rtc"))
         self.gateway = Gateway(config, lambda name: self.tokens.mint(worker_identity("sip", name), "sip"))
         self.persona_pool = PersonaPool(config, lambda name: self.tokens.mint(worker_identity("agent", name), "agent"))
+        # TURN credentials go to browsers (and the WebRTC workers, in each offer), not through the environment.
+        self._ice_credentials = {s.credential_env: os.environ.get(s.credential_env, "")
+                                 for s in config.console.ice_servers if s.credential_env}
         # Read once above; no child (workers, Kamailio) needs them, so none inherits them.
         for name in config.secret_env_names():
             os.environ.pop(name, None)
+
+    def _queue_info(self, queue: str) -> tuple[list[str], float]:
+        settings = self.flows.queues.get(queue)
+        return (list(settings.dispositions), settings.wrap_up) if settings else ([], 0.0)
+
+    def _queues_of(self, operator: str, own: list[str]) -> list[str]:
+        """The queues an operator serves: their account's, and those whose queues.yaml names them."""
+        named = [name for name, queue in self.flows.queues.items() if operator in queue.operators]
+        return sorted((set(own) & set(self.flows.queues)) | set(named))
+
+    def _ice_servers(self) -> list[dict[str, Any]]:
+        servers = []
+        for server in self.config.console.ice_servers:
+            entry: dict[str, Any] = {"urls": server.urls}
+            if server.username:
+                entry["username"] = server.username
+            if server.credential_env:
+                entry["credential"] = self._ice_credentials.get(server.credential_env, "")
+            servers.append(entry)
+        return servers
 
     def health(self) -> dict[str, Any]:
         up = len(self.workers.sip)
         return {"ok": up > 0, "workers_up": up, "workers": len(self.gateway.specs),
                 "personas_up": len(self.workers.agents), "personas": len(self.persona_pool.names),
+                "rtc_up": len(self.workers.rtc), "rtc": self.config.console.rtc_workers,
                 "calls_active": len(self.calls.calls)}
 
     def _recover(self) -> None:
@@ -98,7 +139,12 @@ class Appliance:
         self.tts.synthesize("Welcome.")  # load espeak-ng's voice before the first caller waits on it
         self.hub.start()
         await self.server.start(self.config.hub_socket)
-        await self.http.start(self.config.http.host, self.config.http.port)
+        console = self.config.console
+        cert, key = ensure_certificate(console, self.config.data_dir)
+        await self.http.start(self.config.http.host, self.config.http.port,
+                              tls=(console.host, console.port, server_context(cert, key)))
+        self.desk.start()
+        await self.rtc_pool.start()
         await self.persona_pool.start()
         await self.gateway.start()
         self.flows.start_watching(self.config.flows_reload_s)
@@ -114,6 +160,8 @@ class Appliance:
         await asyncio.sleep(0.2)  # let the hang-ups reach the workers
         await self.gateway.stop()
         await self.persona_pool.stop()
+        await self.desk.stop()
+        await self.rtc_pool.stop()
         await self.http.stop()
         await self.server.stop()
         await self.hub.stop()

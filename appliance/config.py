@@ -209,7 +209,8 @@ class Config(_Model):
 
     def secret_env_names(self) -> list[str]:
         """Environment variables that hold secrets, to keep out of child processes' environments."""
-        return [self.auth.api_secret_env] + [t.password_env for t in self.trunks if t.password_env]
+        return ([self.auth.api_secret_env] + [t.password_env for t in self.trunks if t.password_env]
+                + [s.credential_env for s in self.console.ice_servers if s.credential_env])
 
     def trunk(self, name: str) -> TrunkConfig | None:
         return next((t for t in self.trunks if t.name == name), None)

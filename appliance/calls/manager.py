@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 from appliance.calls.admission import admit
 from appliance.calls.bridge import LegState, NoRoute, OutboundLeg, dial_uri, pick_worker
+from appliance.calls.escalation import EscalatedCall
 from appliance.calls.runner import CallControl, CallServices, FlowRunner
 from appliance.config import Config
 from appliance.core.clock import iso_now, utcnow
@@ -24,6 +25,7 @@ from appliance.flow.library import FlowLibrary
 from appliance.flow.loader import LoadedFlow
 from appliance.observability import metrics
 from appliance.observability.logging import log_extra
+from appliance.operators.desk import Desk
 from appliance.personas.dispatcher import PersonaDispatcher
 from appliance.recording.recorder import Recorder, recording_path
 from appliance.rooms import protocol as p
@@ -53,8 +55,9 @@ class Call:
 
 class CallManager:
     def __init__(self, config: Config, hub: Hub, storage: Storage, flows: FlowLibrary, tts: EspeakTTS,
-                 personas: PersonaDispatcher, workers: WorkerRegistry):
+                 personas: PersonaDispatcher, workers: WorkerRegistry, desk: Desk):
         self.config = config
+        self.desk = desk  # where escalated callers wait for operators
         self.hub = hub
         self.storage = storage
         self.flows = flows
@@ -129,6 +132,7 @@ class CallManager:
             transfer=lambda to: self._transfer(call, to),
             bridge=lambda to, timeout: self._bridge(call, to, timeout),
             send_dtmf=call.leg.send_dtmf,
+            escalate=lambda queue: self._escalate(call, queue),
         )
         call.runner = FlowRunner(call.id, call.room, engine, self.services, control, caller=call.leg.identity)
         call.runner.start()
@@ -178,6 +182,11 @@ class CallManager:
         self.storage.add_event(call.id, "transfer_result", {"ok": message.ok, "code": message.code})
         if call.runner:
             call.runner.transfer_done(message.ok, None if message.ok else f"{message.code} {message.reason}".strip())
+
+    def _escalate(self, call: Call, queue: str) -> None:
+        assert call.runner is not None  # the runner asked
+        self.desk.enqueue(EscalatedCall(call.id, call.room, call.runner, lambda reason: self._hangup(call, reason)),
+                          queue)
 
     def _transfer(self, call: Call, to: str) -> None:
         call.leg.transfer(_refer_target(to, self.config.transfers.outbound_proxy))
@@ -252,6 +261,7 @@ class CallManager:
                     reason = EndReason.TRANSFERRED  # the call's outcome; who hung up is in transfer_ended
             else:
                 self.storage.add_event(call.id, "transfer_cancelled", {"reason": reason})
+        self.desk.call_ended(call.id)  # before the room closes: the operator leaves it first
         if call.runner:
             call.runner.stop()
         duration = call.recorder.stop() if call.recorder else 0.0

@@ -61,6 +61,7 @@ class CallControl:
     transfer: Callable[[str], None]  # blind, by REFER
     bridge: Callable[[str, float], None]  # dial the destination and join it to the room; ring timeout
     send_dtmf: Callable[[str], None]
+    escalate: Callable[[str], None]  # queue the caller for an operator (the desk answers through the runner)
 
 
 class FlowRunner:
@@ -73,6 +74,7 @@ class FlowRunner:
         self.storage = services.storage
         self.caller = caller
         self._hangup = control.hangup
+        self._escalate_to = control.escalate
         self.voice = Participant("flow", kind="flow", subscribe=False)
         self.track = AudioTrack("flow-voice")
         room.join(self.voice)
@@ -103,7 +105,7 @@ class FlowRunner:
             fe.StopListening: lambda _: self._stop_listening(),
             fe.SetVariable: self._set_variable,
             fe.CallWebhook: self._call_webhook,
-            fe.Escalated: lambda action: self.storage.add_event(self.call_id, "escalated", {"queue": action.queue}),
+            fe.Escalated: self._escalate,
             fe.StartRecording: self._start_recording,
             fe.StopRecording: lambda _: self._stop_recording(),
             fe.Transfer: self._transfer,
@@ -137,6 +139,38 @@ class FlowRunner:
             self.persona.transfer_done(ok, error)
             return
         self._events.put_nowait(fe.TransferDone(ok, error))
+
+    # --- the queue (the operator desk, through the call manager)
+    def queue_event(self, event: fe.OperatorConnected | fe.OperatorReturned | fe.QueueOverflow) -> None:
+        self._events.put_nowait(event)
+
+    def announce(self, text: str) -> None:
+        """Say the caller's place in line over the hold audio, then hold again."""
+        step = self.engine.queued
+        if step is None:
+            return
+
+        async def say() -> None:
+            pcm = await asyncio.get_running_loop().run_in_executor(None, self.services.tts.synthesize, text, None)
+            if self.engine.queued is not step:
+                return  # an operator answered (or the caller overflowed) while it was synthesised
+
+            def resume() -> None:
+                if self.engine.queued is step:
+                    self.playback.hold(step.escalate.hold_audio)
+
+            self.playback.stop()
+            self.playback.play(pcm, on_done=resume)
+
+        asyncio.get_running_loop().create_task(say())
+
+    def hold(self, on: bool) -> None:
+        """The operator put the caller on hold (or took them off it)."""
+        step = self.engine.escalation
+        if on:
+            self.playback.hold(step.escalate.hold_audio if step else None)
+        else:
+            self.playback.stop()
 
     def on_tick(self, view: TickView) -> None:
         frame = view.published.get(self.caller)
@@ -191,6 +225,10 @@ class FlowRunner:
         if self._listener is not None:
             self._listener.closed = True
             self._listener = None
+
+    def _escalate(self, action: fe.Escalated) -> None:
+        self.storage.add_event(self.call_id, "escalated", {"queue": action.queue})
+        self._escalate_to(action.queue)
 
     def _set_variable(self, action: fe.SetVariable) -> None:
         self.storage.add_event(self.call_id, "variable", {"name": action.name, "value": action.value})

@@ -12,6 +12,7 @@ import dataclasses
 import json
 import logging
 import re
+import ssl
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -35,18 +36,20 @@ SECRET_DIGITS = re.compile(r"\d{4,}")
 MASK = "•"
 
 
-def _error(status: int, message: str) -> web.Response:
+def error(status: int, message: str) -> web.Response:
+    """Every refusal: a status and a JSON body saying why."""
     return web.json_response({"error": message}, status=status)
 
 
-def _needs(*roles: str) -> Callable[[Handler], Handler]:
+def needs(*roles: str) -> Callable[[Handler], Handler]:
+    """The route answers only a token with one of `roles` (401 without one, 403 with another)."""
     def wrap(handler: Handler) -> Handler:
         async def checked(request: web.Request) -> web.StreamResponse:
             grant: Grant | None = request.get(GRANT)
             if grant is None:
-                return _error(401, "missing or invalid bearer token")
+                return error(401, "missing or invalid bearer token")
             if not grant.allows(*roles):
-                return _error(403, f"needs one of the roles: {', '.join(roles)}")
+                return error(403, f"needs one of the roles: {', '.join(roles)}")
             return await handler(request)
 
         return checked
@@ -56,17 +59,21 @@ def _needs(*roles: str) -> Callable[[Handler], Handler]:
 
 class HttpApi:
     def __init__(self, storage: Storage, tokens: TokenAuthority, recordings_dir: Path,
-                 health: Callable[[], dict[str, Any]]):
+                 health: Callable[[], dict[str, Any]], routes: Callable[[web.Application], None] | None = None):
         self.storage = storage
         self.tokens = tokens
         self.recordings_dir = recordings_dir.resolve()
         self.health = health
         self.app = web.Application(middlewares=[self._auth, self._errors])
         self.app.router.add_get("/healthz", self.healthz)
-        self.app.router.add_get("/metrics", _needs("admin", "supervisor")(self.metrics))
-        self.app.router.add_get("/api/calls", _needs("operator", "supervisor", "admin")(self.list_calls))
-        self.app.router.add_get("/api/calls/{call_id}", _needs("operator", "supervisor", "admin")(self.get_call))
-        self.app.router.add_get("/api/calls/{call_id}/recording", _needs("supervisor", "admin")(self.recording))
+        self.app.router.add_get("/metrics", needs("admin", "supervisor")(self.metrics))
+        self.app.router.add_get("/api/calls", needs("operator", "supervisor", "admin")(self.list_calls))
+        self.app.router.add_get("/api/calls/{call_id}", needs("operator", "supervisor", "admin")(self.get_call))
+        # An operator's own calls only: _call_or_error answers 404 for the others.
+        self.app.router.add_get("/api/calls/{call_id}/recording",
+                                needs("operator", "supervisor", "admin")(self.recording))
+        if routes is not None:
+            routes(self.app)
         self._runner: web.AppRunner | None = None
 
     @web.middleware
@@ -85,16 +92,20 @@ class HttpApi:
             return await handler(request)
         except web.HTTPException as exc:
             if exc.status >= 400:
-                return _error(exc.status, exc.reason)
+                return error(exc.status, exc.reason)
             raise
         except Exception:
             log.exception("request failed", extra={"fields": {"path": request.path}})
-            return _error(503, "the appliance could not answer this request; see its log")
+            return error(503, "the appliance could not answer this request; see its log")
 
-    async def start(self, host: str, port: int) -> None:
+    async def start(self, host: str, port: int, tls: tuple[str, int, ssl.SSLContext] | None = None) -> None:
+        """Plain HTTP on (host, port) (loopback by default: /healthz, /metrics); with `tls`, the
+        same routes over HTTPS for browsers, which give a page the microphone only on a secure origin."""
         self._runner = web.AppRunner(self.app, access_log=None)
         await self._runner.setup()
         await web.TCPSite(self._runner, host, port).start()
+        if tls is not None:
+            await web.TCPSite(self._runner, tls[0], tls[1], ssl_context=tls[2]).start()
 
     async def stop(self) -> None:
         if self._runner:
@@ -111,9 +122,9 @@ class HttpApi:
         try:
             limit = int(request.query.get("limit", "50"))
         except ValueError:
-            return _error(400, "limit must be an integer")
+            return error(400, "limit must be an integer")
         if not 1 <= limit <= 1000:
-            return _error(400, "limit must be between 1 and 1000")
+            return error(400, "limit must be between 1 and 1000")
         grant = request[GRANT]
         if grant.allows("operator"):
             records = self.storage.calls_handled_by(grant.identity, limit)
@@ -122,21 +133,21 @@ class HttpApi:
         calls = [dataclasses.asdict(c) | {"duration_s": c.duration_s} for c in records]
         return web.json_response({"calls": calls})
 
-    def _call_or_error(self, request: web.Request) -> Any:
+    def _call_orerror(self, request: web.Request) -> Any:
         call_id = request.match_info["call_id"]
         if not CALL_ID.fullmatch(call_id):
-            return _error(400, "not a call id")
+            return error(400, "not a call id")
         call = self.storage.get_call(call_id)
         if call is None:
-            return _error(404, "no such call")
+            return error(404, "no such call")
         grant = request[GRANT]
         if grant.allows("operator") and not self.storage.handled_by(call.id, grant.identity):
             # 404, not 403: an operator learns nothing about calls that are not theirs.
-            return _error(404, "no such call")
+            return error(404, "no such call")
         return call
 
     async def get_call(self, request: web.Request) -> web.Response:
-        call = self._call_or_error(request)
+        call = self._call_orerror(request)
         if isinstance(call, web.Response):
             return call
         events = list(self.storage.events(call.id))
@@ -151,14 +162,14 @@ class HttpApi:
         return web.Response(text=json.dumps(body, default=str), content_type="application/json")
 
     async def recording(self, request: web.Request) -> web.StreamResponse:
-        call = self._call_or_error(request)
+        call = self._call_orerror(request)
         if isinstance(call, web.Response):
             return call
         if not call.recording_path:
-            return _error(404, "this call has no recording")
+            return error(404, "this call has no recording")
         path = Path(call.recording_path).resolve()
         if self.recordings_dir not in path.parents or not path.is_file():
-            return _error(404, "recording file is missing")
+            return error(404, "recording file is missing")
         return web.FileResponse(path, headers={"Content-Type": "audio/wav"})
 
 

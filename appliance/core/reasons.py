@@ -21,6 +21,7 @@ class EndReason(StrEnum):
     FLOW_HANGUP = "flow-hangup"  # a flow's `hangup` step that names no reason
     FLOW_ERROR = "flow-error"
     TRANSFERRED = "transferred"
+    OPERATOR_HANGUP = "operator-hangup"  # the operator hung up from the console
     RING_TIMEOUT = "ring-timeout"  # a bridge transfer's destination did not answer in time
     WORKER_LOST = "worker-lost"  # the hub lost the SIP worker carrying the leg
     HUB_LOST = "hub-lost"  # the SIP worker lost the hub

@@ -23,10 +23,13 @@ from appliance.flow.messages import (
     Event,
     Hangup,
     Listen,
+    OperatorConnected,
+    OperatorReturned,
     PersonaDone,
     PlaybackDone,
     PlayFile,
     PlayHold,
+    QueueOverflow,
     RecordingDone,
     Say,
     SetVariable,
@@ -42,12 +45,12 @@ from appliance.flow.messages import (
     TransferDone,
     WebhookDone,
 )
-from appliance.flow.schema import Flow, PersonaStep, Step, TransferStep, WebhookStep
-from appliance.flow.steps import STEP_HANDLERS
+from appliance.flow.schema import EscalateStep, Flow, PersonaStep, Step, TransferStep, WebhookStep
+from appliance.flow.steps import STEP_HANDLERS, hold_in_queue, overflow
 
 __all__ = [
     "MAX_STEPS_PER_EVENT", "Action", "CallWebhook", "Digit", "EnterStep", "Escalated", "Event", "FlowEngine",
-    "Hangup", "Listen", "PersonaDone", "PlayFile", "PlayHold", "PlaybackDone", "RecordingDone", "Say",
+    "Hangup", "Listen", "OperatorConnected", "OperatorReturned", "PersonaDone", "QueueOverflow", "PlayFile", "PlayHold", "PlaybackDone", "RecordingDone", "Say",
     "SetVariable", "Speech", "StartPersona", "StartRecording", "StartTimer", "StopListening", "StopRecording",
     "StopSpeaking", "TimerFired", "Transfer", "TransferDone", "WebhookDone",
 ]
@@ -68,6 +71,9 @@ class _Wait:
     recording: bool = False
     transfer: TransferStep | None = None
     persona: PersonaStep | None = None
+    # The escalation the caller is in: waiting in its queue, or (operator set) talking to an operator.
+    escalation: EscalateStep | None = None
+    operator: str | None = None
 
 
 @dataclass
@@ -91,6 +97,16 @@ class FlowEngine:
     def awaited_timer(self) -> int | None:
         """The timer the current step waits for (earlier ones are stale and ignored), if any."""
         return self._wait.timer
+
+    @property
+    def escalation(self) -> EscalateStep | None:
+        """The escalate step the caller is queued (or with an operator) in, if any."""
+        return self._wait.escalation
+
+    @property
+    def queued(self) -> EscalateStep | None:
+        """The escalate step while the caller waits in its queue (no operator on the line)."""
+        return self._wait.escalation if self._wait.operator is None else None
 
     @property
     def step(self) -> Step:
@@ -193,6 +209,28 @@ class FlowEngine:
         target = {"resolved": persona.resolved, "human": persona.human}.get(event.exit, persona.failed)
         self._go(target)
 
+    def _on_operator(self, event: OperatorConnected) -> None:
+        if self._wait.escalation is None or self._wait.operator is not None:
+            return
+        self._wait.operator = event.operator
+        self._wait.timer = None  # max_wait stops counting
+        self._wait.playback = False  # an announcement still playing does not lead to hold
+        self._out.append(StopSpeaking())
+
+    def _on_returned(self, _: OperatorReturned) -> None:
+        step = self._wait.escalation
+        if step is None or self._wait.operator is None:
+            return
+        self._wait.operator = None
+        hold_in_queue(self, step)
+
+    def _on_overflow(self, event: QueueOverflow) -> None:
+        step = self._wait.escalation
+        if step is None or self._wait.operator is not None:
+            return
+        self._set("queue_result", event.reason)
+        overflow(self, step)
+
     # --- steps
     def _enter(self, step_id: str) -> None:
         for _ in range(MAX_STEPS_PER_EVENT):
@@ -262,6 +300,9 @@ _HANDLERS: dict[type, Callable[[FlowEngine, Any], None]] = {
     RecordingDone: FlowEngine._on_recording,
     TransferDone: FlowEngine._on_transfer,
     PersonaDone: FlowEngine._on_persona,
+    OperatorConnected: FlowEngine._on_operator,
+    OperatorReturned: FlowEngine._on_returned,
+    QueueOverflow: FlowEngine._on_overflow,
 }
 
 

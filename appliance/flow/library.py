@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from pathlib import Path
 
 from appliance.core.errors import FlowError
-from appliance.flow.loader import PERSONAS_DIR, LoadedFlow, load_dir, load_personas
+from appliance.flow.loader import PERSONAS_DIR, QUEUES_FILE, LoadedFlow, load_dir, load_personas, load_queues
 from appliance.flow.persona import Persona
+from appliance.flow.schema import Queue
 from appliance.observability import metrics
 from appliance.observability.logging import log_extra
 
@@ -28,14 +30,18 @@ class FlowLibrary:
         self.directory = directory
         self.webhooks_allowed = list(webhooks_allowed or [])
         self.transfers_allowed = list(transfers_allowed or [])  # the appliance always checks its policy
-        self.flows, self.personas = self._load()
+        self.flows, self.personas, self.queues = self._load()
         self._stamp = self._fingerprint()
         self._task: asyncio.Task[None] | None = None
+        # Called after each accepted reload (the operator desk takes the new queue settings).
+        self.on_reload: list[Callable[[], None]] = []
 
-    def _load(self) -> tuple[dict[str, LoadedFlow], dict[str, Persona]]:
+    def _load(self) -> tuple[dict[str, LoadedFlow], dict[str, Persona], dict[str, Queue]]:
         """Read and check everything; touches no state, so it may run on a worker thread."""
         flows = load_dir(self.directory, self.webhooks_allowed, self.transfers_allowed)
-        return flows, load_personas(self.directory / PERSONAS_DIR)  # checked by load_dir already
+        # personas and queues were checked by load_dir already
+        return (flows, load_personas(self.directory / PERSONAS_DIR),
+                load_queues(self.directory / QUEUES_FILE).queues)
 
     def persona_fallback(self, name: str) -> str:
         persona = self.personas.get(name)
@@ -66,10 +72,12 @@ class FlowLibrary:
             log.error("flow edit rejected", extra=log_extra(problem=str(problem)))
         return False
 
-    def _swap(self, flows: dict[str, LoadedFlow], personas: dict[str, Persona]) -> bool:
+    def _swap(self, flows: dict[str, LoadedFlow], personas: dict[str, Persona], queues: dict[str, Queue]) -> bool:
         changed = {n for n in flows if n not in self.flows or flows[n].version != self.flows[n].version}
-        self.flows, self.personas = flows, personas
+        self.flows, self.personas, self.queues = flows, personas, queues
         log.info("flows reloaded", extra=log_extra(changed=sorted(changed), flows=sorted(flows)))
+        for listener in self.on_reload:
+            listener()
         return True
 
     def start_watching(self, interval_s: float) -> None:

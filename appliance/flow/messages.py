@@ -56,7 +56,28 @@ class PersonaDone:
     variables: dict[str, Any] = field(default_factory=dict)
 
 
-Event = PlaybackDone | Digit | Speech | TimerFired | WebhookDone | RecordingDone | TransferDone | PersonaDone
+@dataclass(frozen=True)
+class OperatorConnected:
+    """The ACD put an escalated caller through to an operator: hold ends, max_wait no longer runs."""
+
+    operator: str
+
+
+@dataclass(frozen=True)
+class OperatorReturned:
+    """The caller is back in the queue (the operator's browser was lost, or the operator passed
+    the call to another queue): hold again, and max_wait runs again from now."""
+
+
+@dataclass(frozen=True)
+class QueueOverflow:
+    """The queue cannot take the caller (no operator logged in): the step's overflow, now."""
+
+    reason: str
+
+
+Event = (PlaybackDone | Digit | Speech | TimerFired | WebhookDone | RecordingDone | TransferDone | PersonaDone
+         | OperatorConnected | OperatorReturned | QueueOverflow)
 
 
 # actions (engine → runner)

@@ -55,6 +55,11 @@ class Simulation:
     now: dt.datetime = field(default_factory=utcnow)
     webhook: WebhookCaller = _real_webhook
     transfer_ok: bool = True
+    # Staffed (the default): operators are logged in but none answers, so an escalated caller
+    # holds until the step's max_wait, as a flow author expects to test it. Unstaffed: nobody
+    # is logged in, the caller overflows at once (queue_result = no_operators), as on a box
+    # with an empty console.
+    queues_staffed: bool = True
     on_heard: Callable[[str], None] | None = None
     personas: PersonaFactory | None = None
 
@@ -89,9 +94,13 @@ class Simulation:
             fe.Listen: ignore,
             fe.StopListening: ignore,
             fe.SetVariable: ignore,
-            fe.Escalated: ignore,
+            fe.Escalated: self._escalated,
             fe.Hangup: ignore,
         })
+
+    def _escalated(self, _: fe.Escalated) -> None:
+        if not self.queues_staffed:
+            self._events.append(fe.QueueOverflow("no_operators"))
 
     def _clock(self) -> dt.datetime:
         return self.now + dt.timedelta(seconds=self.elapsed)

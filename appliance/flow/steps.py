@@ -240,23 +240,29 @@ def _enter_persona(engine: FlowEngine, step: PersonaStep) -> str | None:
 def _enter_escalate(engine: FlowEngine, step: EscalateStep) -> str | None:
     escalate = step.escalate
     engine.outcome = f"escalated:{escalate.queue}"
+    engine._wait.escalation = step
     engine._out.append(Escalated(escalate.queue))
     if escalate.announcement:
         engine._speak(escalate.announcement, interruptible=False)
     else:
-        _hold(engine, step)
+        hold_in_queue(engine, step)
     return None
 
 
-def _hold(engine: FlowEngine, step: EscalateStep) -> None:
+def hold_in_queue(engine: FlowEngine, step: EscalateStep) -> None:
+    """Hold audio until an operator answers; after max_wait the caller overflows."""
     engine._out.append(PlayHold(step.escalate.hold_audio))
-    # No operator can take the call yet: after max_wait the caller overflows.
     engine._arm(step.escalate.max_wait)
 
 
-def _timeout_escalate(engine: FlowEngine, step: EscalateStep) -> None:
+def overflow(engine: FlowEngine, step: EscalateStep) -> None:
     engine._out.append(StopSpeaking())
     engine._go(step.escalate.overflow)
+
+
+def _timeout_escalate(engine: FlowEngine, step: EscalateStep) -> None:
+    engine._set("queue_result", "max_wait")
+    overflow(engine, step)
 
 
 def _enter_voicemail(engine: FlowEngine, step: VoicemailStep) -> str | None:
@@ -319,7 +325,7 @@ STEP_HANDLERS: dict[type[Step], StepHandlers[Any]] = {
     WebhookStep: StepHandlers(_enter_webhook),
     HoursStep: StepHandlers(_enter_hours),
     PersonaStep: StepHandlers(_enter_persona),
-    EscalateStep: StepHandlers(_enter_escalate, played=_hold, timeout=_timeout_escalate),
+    EscalateStep: StepHandlers(_enter_escalate, played=hold_in_queue, timeout=_timeout_escalate),
     VoicemailStep: StepHandlers(_enter_voicemail, played=_played_voicemail),
     TransferStep: StepHandlers(_enter_transfer, played=_played_transfer),
     GotoStep: StepHandlers(_enter_goto),

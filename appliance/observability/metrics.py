@@ -32,6 +32,27 @@ hub_tick_lag = Histogram(
     registry=REGISTRY,
 )
 
+# --- queues and operators (appliance.operators.desk)
+queue_waiting = Gauge("switchboard_queue_callers_waiting", "Callers waiting in a queue", ["queue"], registry=REGISTRY)
+queue_longest_wait = Gauge("switchboard_queue_longest_wait_seconds", "How long the longest-waiting caller has waited",
+                           ["queue"], registry=REGISTRY)
+operators = Gauge("switchboard_operators", "Operators logged in, by state", ["state"], registry=REGISTRY)
+operator_offers = Counter("switchboard_operator_offers_total", "Calls offered to operators, by result",
+                          ["result"], registry=REGISTRY)
+queue_wait = Histogram(
+    "switchboard_queue_wait_seconds",
+    "Time a caller waited in a queue before an operator answered",
+    ["queue"],
+    buckets=(1, 5, 10, 20, 30, 60, 120, 300, 600),
+    registry=REGISTRY,
+)
+queue_answered_in_service_level = Counter(
+    "switchboard_queue_answered_within_service_level_total",
+    "Calls an operator answered within the queue's service level", ["queue"], registry=REGISTRY,
+)
+queue_abandoned = Counter("switchboard_queue_abandoned_total", "Callers who hung up while waiting in a queue",
+                          ["queue"], registry=REGISTRY)
+
 
 def exposition() -> bytes:
     return generate_latest(REGISTRY)

@@ -111,6 +111,7 @@ class Participant:
         self.kind = kind
         self.hidden = hidden
         self.subscribe = subscribe
+        self.muted = False  # publishes nothing: its frames are taken (so no latency builds up) and dropped
         self.track: AudioTrack | None = None
         self.sink: AudioSink | None = None
         self.room: Room | None = None
@@ -176,7 +177,7 @@ class Room:
         for identity, participant in self.participants.items():
             if participant.track is not None:
                 frame = participant.track.pull()
-                if frame is not None:
+                if frame is not None and not participant.muted:
                     published[identity] = frame
         heard: dict[str, bytes | None] = {}
         for identity, participant in self.participants.items():

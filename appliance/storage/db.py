@@ -32,6 +32,7 @@ CALL_COLUMNS = {
     "flow_version": str,
     "recording_path": str,
     "worker": str,
+    "operator": str,  # the last operator who talked to the caller
 }
 
 
@@ -49,6 +50,7 @@ class CallRecord:
     flow_version: str | None
     recording_path: str | None
     worker: str | None
+    operator: str | None = None
 
     @property
     def duration_s(self) -> float | None:
@@ -73,6 +75,9 @@ class Storage:
         if "calls" not in self.db.table_names():
             self.db.table("calls").create(CALL_COLUMNS, pk="id")
             self.db.table("calls").create_index(["started_at"])
+        missing = set(CALL_COLUMNS) - set(self.db.table("calls").columns_dict)
+        for column in sorted(missing):  # a database from before the column existed
+            self.db.table("calls").add_column(column, CALL_COLUMNS[column])
         if "call_events" not in self.db.table_names():
             self.db.table("call_events").create(
                 {"id": int, "call_id": str, "at": str, "kind": str, "data": str}, pk="id"

@@ -294,7 +294,8 @@ def call_variables(detail: dict[str, Any], number: str) -> dict[str, Any]:
 
 async def simulate(loaded: LoadedFlow, variables: dict[str, Any], lines: list[str],
                    accounts: AccountsServer) -> Simulation:
-    sim = Simulation(loaded, variables=variables, webhook=accounts.simulated)
+    sim = Simulation(loaded, variables=variables, webhook=accounts.simulated,
+                     queues_staffed=False)  # nobody is at the console in these calls
     await sim.start()
     for text in lines:
         if sim.finished:

@@ -51,7 +51,8 @@ class Leg:
         return CallControl(hangup=lambda reason: self.asked.append(("hangup", reason)),
                            transfer=lambda to: self.asked.append(("refer", to)),
                            bridge=lambda to, timeout: self.asked.append(("bridge", to)),
-                           send_dtmf=lambda digits: self.asked.append(("dtmf", digits)))
+                           send_dtmf=lambda digits: self.asked.append(("dtmf", digits)),
+                           escalate=lambda queue: self.asked.append(("escalate", queue)))
 
 
 def _runner(tmp_path: Path, to: str, allowed: list[str]) -> tuple[FlowRunner, Leg, Storage]:

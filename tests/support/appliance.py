@@ -35,6 +35,7 @@ class ApplianceProcess:
     flows_dir: Path = ROOT / "flows"
     extra: dict[str, Any] = field(default_factory=dict)
     umask: int = -1  # the umask the appliance is started with; -1: the test's own
+    rtc_workers: int = 0  # WebRTC gateway processes: only tests with a console need them
     process: subprocess.Popen[bytes] | None = None
 
     def __post_init__(self) -> None:
@@ -43,6 +44,7 @@ class ApplianceProcess:
         self.worker_base = free_port_block(self.workers)
         self.rtp_base = free_port_block(self.workers * 40)
         self.http_port = free_port_block(1)
+        self.https_port = free_port_block(1)
         self.data_dir = self.root / "data"
         self.recordings_dir = self.root / "recordings"
         self.config_path = self.root / "appliance.yaml"
@@ -58,6 +60,7 @@ class ApplianceProcess:
                 "rtp_ports_per_worker": 40,
             },
             "http": {"host": "127.0.0.1", "port": self.http_port},
+            "console": {"host": "127.0.0.1", "port": self.https_port, "rtc_workers": self.rtc_workers},
             "trunks": [{"name": "test", "sources": self.trunk_sources}],
             "numbers": self.numbers,
             "data_dir": str(self.data_dir),
@@ -87,7 +90,8 @@ class ApplianceProcess:
                 health = self.get("/healthz", auth=False)
             except (OSError, ValueError):
                 return False
-            return health["workers_up"] == self.workers and health["personas_up"] == health["personas"]
+            return (health["workers_up"] == self.workers and health["personas_up"] == health["personas"]
+                    and health["rtc_up"] == health["rtc"])
 
         wait_until(ready, "the appliance to be ready", timeout, interval=0.2, detail=self.log_tail)
         time.sleep(0.5)  # the edge's first OPTIONS round marks the workers up

@@ -1,0 +1,43 @@
+"""An escalated call as the operator desk sees it (`operators.desk.QueuedCall`).
+
+The desk decides who talks to the caller; what that means for the call's flow (hold audio,
+max_wait, overflow) stays with the flow runner, reached through this adapter.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from appliance.calls.runner import FlowRunner
+from appliance.flow import engine as fe
+from appliance.rooms.room import Room
+
+
+class EscalatedCall:
+    def __init__(self, call_id: str, room: Room, runner: FlowRunner, hangup: Callable[[str], None]):
+        self.id = call_id
+        self.room = room
+        self._runner = runner
+        self._hangup = hangup
+
+    def variables(self) -> dict[str, Any]:
+        return dict(self._runner.engine.variables)
+
+    def connected(self, operator: str) -> None:
+        self._runner.queue_event(fe.OperatorConnected(operator))
+
+    def returned(self) -> None:
+        self._runner.queue_event(fe.OperatorReturned())
+
+    def overflow(self, reason: str) -> None:
+        self._runner.queue_event(fe.QueueOverflow(reason))
+
+    def announce(self, text: str) -> None:
+        self._runner.announce(text)
+
+    def hold(self, on: bool) -> None:
+        self._runner.hold(on)
+
+    def hangup(self, reason: str) -> None:
+        self._hangup(reason)

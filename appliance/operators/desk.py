@@ -1,0 +1,492 @@
+"""The operator desk: browsers' sessions, the ACD's decisions carried out, operators in rooms.
+
+It is the hub's `BrowserHandler` (WebRTC gateway workers report sessions and data-channel
+messages here) and the one place that executes the ACD's actions: ringing a console,
+joining an operator to a caller's room, holding, wrapping up. The ACD itself decides
+nothing here; the calls it serves are reached through `QueuedCall`, which the call manager
+implements, so operators never import calls.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from pydantic import BaseModel, ValidationError
+
+from appliance.core.clock import iso_now
+from appliance.core.reasons import EndReason
+from appliance.observability import metrics
+from appliance.observability.logging import log_extra
+from appliance.operators import acd as a
+from appliance.operators import protocol as op
+from appliance.operators.context import call_context
+from appliance.rooms import protocol as p
+from appliance.rooms.room import Room
+from appliance.rooms.server import BrowserParticipant, WorkerConnection, WorkerRegistry
+from appliance.storage import Storage
+
+log = logging.getLogger(__name__)
+
+ANSWER_TIMEOUT_S = 15.0  # aiortc gathers candidates before it answers: well under a second on a LAN
+
+
+class DeskError(Exception):
+    """A browser session cannot be made (no WebRTC worker, a refused offer): said to the client."""
+
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status = status
+
+
+class QueuedCall(Protocol):
+    """An escalated call as the desk sees it (the call manager implements it)."""
+
+    id: str
+    room: Room
+
+    def variables(self) -> dict[str, Any]: ...
+    def connected(self, operator: str) -> None: ...
+    def returned(self) -> None: ...
+    def overflow(self, reason: str) -> None: ...
+    def announce(self, text: str) -> None: ...
+    def hold(self, on: bool) -> None: ...
+    def hangup(self, reason: str) -> None: ...
+
+
+@dataclass
+class Session:
+    """One browser's WebRTC session: a person, their audio leg and their control channel."""
+
+    identity: str
+    role: str
+    queues: list[str]
+    participant: BrowserParticipant
+    answer: asyncio.Future[p.RtcAnswer]
+    open: bool = False
+    call: str | None = None  # the call they are on (in its room unless held)
+    held: bool = False
+    muted: bool = False
+    offers: set[str] = field(default_factory=set)
+
+    def send(self, message: BaseModel) -> None:
+        self.participant.send(message.model_dump(mode="json"))
+
+
+@dataclass
+class Waiting:
+    call: QueuedCall
+    queue: str
+    operator: str | None = None  # who has it, once connected
+
+
+class Desk:
+    def __init__(self, storage: Storage, workers: WorkerRegistry, acd: a.ACD,
+                 queue_info: Callable[[str], tuple[list[str], float]], operator_lost_s: float = 5.0,
+                 ice_servers: Callable[[], list[dict[str, Any]]] = list):
+        self.storage = storage
+        self.workers = workers
+        self.acd = acd
+        self.queue_info = queue_info  # queue → (dispositions, wrap_up seconds)
+        self.operator_lost_s = operator_lost_s
+        self.ice_servers = ice_servers
+        self.sessions: dict[tuple[str, int], Session] = {}
+        self.calls: dict[str, Waiting] = {}
+        self._next_leg = 0
+        self._lost: dict[str, asyncio.TimerHandle] = {}  # operator → the timer that gives up on them
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    # --- lifecycle
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._clock(), name="desk-clock")
+
+    async def stop(self) -> None:
+        if self._task:
+            self._task.cancel()
+        for session in list(self.sessions.values()):
+            session.participant.close("appliance stopping")
+
+    async def _clock(self) -> None:
+        """Ring timeouts, wrap-up ends and announcements fall due on the ACD's clock."""
+        while True:
+            deadline = self.acd.next_deadline()
+            wait = 1.0 if deadline is None else max(0.0, min(1.0, deadline - self.acd.clock()))
+            self._wake.clear()
+            try:
+                await asyncio.wait_for(self._wake.wait(), wait)
+            except TimeoutError:
+                pass
+            self._run(self.acd.tick())
+
+    # --- browser sessions
+    async def connect(self, identity: str, role: str, queues: list[str], sdp: str) -> str:
+        """A browser's offer → the WebRTC worker's answer. One session per browser tab."""
+        worker = max(self.workers.rtc.values(), key=lambda w: w.room_for_calls, default=None)
+        if worker is None or worker.room_for_calls <= 0:
+            raise DeskError(503, "no WebRTC gateway can take a session now")
+        self._next_leg += 1
+        leg = self._next_leg
+        participant = BrowserParticipant(identity, worker, leg)
+        answer: asyncio.Future[p.RtcAnswer] = asyncio.get_running_loop().create_future()
+        session = Session(identity, role, queues, participant, answer)
+        worker.legs[leg] = participant
+        self.sessions[(worker.name, leg)] = session
+        worker.send(p.RtcOffer(leg=leg, sdp=sdp, identity=identity, ice_servers=self.ice_servers()))
+        try:
+            reply = await asyncio.wait_for(answer, ANSWER_TIMEOUT_S)
+        except TimeoutError:
+            self._drop(worker, leg)
+            raise DeskError(504, "the WebRTC gateway did not answer") from None
+        if not reply.ok:
+            self._drop(worker, leg)
+            raise DeskError(400, f"offer refused: {reply.error}")
+        log.info("browser session answered", extra=log_extra(operator=identity, worker=worker.name, leg=leg))
+        return reply.sdp
+
+    def rtc_message(self, worker: WorkerConnection, message: BaseModel) -> None:
+        leg = getattr(message, "leg", None)
+        session = self.sessions.get((worker.name, leg)) if isinstance(leg, int) else None
+        if session is None:
+            return  # a session the desk already let go
+        if isinstance(message, p.RtcAnswer):
+            if not session.answer.done():
+                session.answer.set_result(message)
+        elif isinstance(message, p.RtcState):
+            if message.state == "open":
+                self._opened(session)
+            else:
+                self._closed(worker, session, message.reason or "browser gone")
+        elif isinstance(message, p.RtcData):
+            self._client_message(session, message.payload)
+
+    def rtc_lost(self, worker: WorkerConnection) -> None:
+        for (name, _), session in list(self.sessions.items()):
+            if name == worker.name:
+                self._closed(worker, session, "WebRTC gateway lost")
+
+    def _opened(self, session: Session) -> None:
+        if session.open:
+            return
+        session.open = True
+        for other in self._sessions_of(session.identity):
+            if other is not session and other.open:
+                # A second tab (or a reload whose old session lingers): the newest one is the console.
+                other.participant.close("signed in elsewhere")
+        session.send(op.Welcome(identity=session.identity, role=session.role, queues=session.queues))
+        pending = self._lost.pop(session.identity, None)
+        if pending is not None:
+            # The browser came back (a reload, a network blip) before the caller was given up on.
+            pending.cancel()
+            waiting = next((w for w in self.calls.values() if w.operator == session.identity), None)
+            if waiting is not None:
+                session.call = waiting.call.id
+                self._join(session, waiting.call)
+                session.send(op.CallState(call=waiting.call.id, state="connected", reason="rejoined"))
+                return
+        if session.role == "operator":
+            self._run(self.acd.login(session.identity, session.queues))
+
+    def _closed(self, worker: WorkerConnection, session: Session, reason: str) -> None:
+        self._drop(worker, session.participant.leg)
+        if not session.open:
+            return
+        session.open = False
+        if any(s.open for s in self._sessions_of(session.identity)):
+            return  # replaced by a newer tab: the operator is still here
+        log.warning("operator's browser gone", extra=log_extra(operator=session.identity, reason=reason,
+                                                               call_id=session.call))
+        if session.call is not None and session.call in self.calls:
+            session.participant.room and session.participant.room.leave(session.identity)
+            identity = session.identity
+            self.storage.add_event(session.call, "operator_lost", {"identity": identity, "reason": reason})
+            self._lost[identity] = asyncio.get_running_loop().call_later(
+                self.operator_lost_s, self._give_up, identity)
+            return
+        self._run(self.acd.logout(session.identity) if session.role == "operator" else [])
+
+    def _give_up(self, identity: str) -> None:
+        """The operator did not come back: the caller returns to the head of the queue."""
+        self._lost.pop(identity, None)
+        self._run(self.acd.operator_lost(identity))
+        self._run(self.acd.logout(identity))
+
+    def _drop(self, worker: WorkerConnection, leg: int) -> None:
+        worker.legs.pop(leg, None)
+        session = self.sessions.pop((worker.name, leg), None)
+        if session is not None and session.participant.room is not None:
+            session.participant.room.leave(session.identity)
+
+    def _sessions_of(self, identity: str) -> list[Session]:
+        return [s for s in self.sessions.values() if s.identity == identity]
+
+    def _session(self, identity: str) -> Session | None:
+        return next((s for s in self._sessions_of(identity) if s.open), None)
+
+    # --- the console's messages
+    def _client_message(self, session: Session, payload: dict[str, Any]) -> None:
+        try:
+            message = op.client_messages.validate_python(payload)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(part) for part in first["loc"])
+            session.send(op.Error(message=f"{where}: {first['msg']}", request=str(payload.get("type", ""))[:32]))
+            return
+        handler = self._handlers.get(type(message))
+        if handler is None or (session.role != "operator" and not isinstance(message, op.Ping)):
+            session.send(op.Error(message="not allowed for this role", request=message.type))
+            return
+        error = handler(self, session, message)
+        if error:
+            log.warning("console request refused", extra=log_extra(operator=session.identity, request=message.type,
+                                                                   error=error))
+            session.send(op.Error(message=error, request=message.type))
+
+    def _set_state(self, session: Session, message: op.SetState) -> str | None:
+        if message.state == "logged_out":
+            if session.call is not None:
+                return "hang up or transfer the call first"
+            self._run(self.acd.logout(session.identity))
+            session.participant.close("logged out")
+            return None
+        if session.call is not None:
+            return "finish the call first"
+        self._run(self.acd.set_state(session.identity, message.state, message.reason))
+        return None
+
+    def _accept(self, session: Session, message: op.Accept) -> str | None:
+        if message.offer not in session.offers:
+            return "no such offer for you"
+        self._run(self.acd.accept(session.identity, message.offer))
+        return None
+
+    def _decline(self, session: Session, message: op.Decline) -> str | None:
+        if message.offer not in session.offers:
+            return "no such offer for you"
+        self._run(self.acd.decline(session.identity, message.offer))
+        return None
+
+    def _mute(self, session: Session, message: op.Mute) -> str | None:
+        if session.call is None:
+            return "not on a call"
+        session.muted = message.muted
+        session.participant.muted = message.muted
+        self._call_state(session, "held" if session.held else "connected")
+        return None
+
+    def _hold(self, session: Session, message: op.Hold | op.Resume) -> str | None:
+        waiting = self.calls.get(session.call or "")
+        if waiting is None:
+            return "not on a call"
+        held = isinstance(message, op.Hold)
+        if held == session.held:
+            return None
+        session.held = held
+        if held:
+            session.participant.room and session.participant.room.leave(session.identity)
+        else:
+            self._join(session, waiting.call)
+        waiting.call.hold(held)
+        self.storage.add_event(waiting.call.id, "held" if held else "resumed", {"identity": session.identity})
+        self._call_state(session, "held" if held else "connected")
+        return None
+
+    def _transfer(self, session: Session, message: op.TransferTo) -> str | None:
+        waiting = self.calls.get(session.call or "")
+        if waiting is None:
+            return "not on a call"
+        if message.queue is None:
+            return "name a queue to transfer to"
+        if message.queue not in self.acd.queues:
+            return f"no queue named {message.queue!r}"
+        self.storage.add_event(waiting.call.id, "operator_transfer", {"identity": session.identity,
+                                                                      "queue": message.queue})
+        self._leave_call(session, waiting, "transferred")
+        waiting.operator = None
+        waiting.queue = message.queue
+        waiting.call.returned()
+        self._run(self.acd.transfer(session.identity, waiting.call.id, message.queue))
+        return None
+
+    def _hangup(self, session: Session, message: op.HangUp) -> str | None:
+        waiting = self.calls.get(session.call or "")
+        if waiting is None:
+            return "not on a call"
+        waiting.call.hangup(EndReason.OPERATOR_HANGUP)  # comes back through call_ended
+        return None
+
+    def _wrap_up(self, session: Session, message: op.WrapUp) -> str | None:
+        if not self.storage.handled_by(message.call, session.identity):
+            return "not your call"
+        queue = next((e["data"].get("queue") for e in self.storage.events(message.call)
+                      if e["kind"] == "accepted" and e["data"].get("identity") == session.identity), None)
+        dispositions, _ = self.queue_info(queue or "")
+        if message.disposition not in dispositions:
+            return f"disposition must be one of: {', '.join(dispositions)}"
+        self.storage.add_event(message.call, "wrap_up", {"identity": session.identity,
+                                                         "disposition": message.disposition, "notes": message.notes})
+        return None
+
+    def _ping(self, session: Session, message: op.Ping) -> str | None:
+        session.send(op.Pong(id=message.id))
+        return None
+
+    _handlers: dict[type, Callable[[Desk, Session, Any], str | None]] = {
+        op.SetState: _set_state, op.Accept: _accept, op.Decline: _decline, op.Mute: _mute, op.Hold: _hold,
+        op.Resume: _hold, op.TransferTo: _transfer, op.HangUp: _hangup, op.WrapUp: _wrap_up, op.Ping: _ping,
+    }
+
+    # --- calls (from the call manager)
+    def enqueue(self, call: QueuedCall, queue: str) -> None:
+        self.calls[call.id] = Waiting(call, queue)
+        self.storage.add_event(call.id, "queued", {"queue": queue})
+        self._run(self.acd.enqueue(call.id, queue))
+
+    def call_ended(self, call_id: str) -> None:
+        """The call is over (either side hung up, or it failed)."""
+        waiting = self.calls.pop(call_id, None)
+        if waiting is None:
+            return
+        if waiting.operator is None:
+            self._run(self.acd.caller_left(call_id))
+            return
+        identity = waiting.operator
+        pending = self._lost.pop(identity, None)
+        if pending is not None:
+            pending.cancel()
+        session = self._session(identity)
+        if session is not None:
+            self._leave_call(session, waiting, "ended")
+        self.storage.add_event(call_id, "operator_left", {"identity": identity})
+        self._run(self.acd.call_ended(identity, call_id))
+        if session is not None:
+            dispositions, wrap_up = self.queue_info(waiting.queue)
+            session.send(op.WrapUpDue(call=call_id, dispositions=dispositions, seconds=wrap_up))
+
+    def _leave_call(self, session: Session, waiting: Waiting, reason: str) -> None:
+        if session.participant.room is not None:
+            session.participant.room.leave(session.identity)
+        session.call = None
+        session.held = session.muted = False
+        session.participant.muted = False
+        session.send(op.CallState(call=waiting.call.id, state="ended", reason=reason))
+
+    def _join(self, session: Session, call: QueuedCall) -> None:
+        if session.participant.room is None and not call.room.closed:
+            assert session.participant.track is not None
+            session.participant.track.clear()  # what the microphone caught before the call
+            call.room.join(session.participant)
+
+    def _call_state(self, session: Session, state: str) -> None:
+        if session.call is not None:
+            session.send(op.CallState(call=session.call, state=state, muted=session.muted))  # type: ignore[arg-type]
+
+    # --- the ACD's decisions, carried out
+    def _run(self, actions: list[a.Action]) -> None:
+        for action in actions:
+            handler = self._actions.get(type(action))
+            if handler is None:
+                raise TypeError(f"the desk has no handler for {type(action).__name__}")
+            handler(self, action)
+        if actions:
+            self._wake.set()
+            self._gauges()
+
+    def _offer(self, action: a.Offer) -> None:
+        waiting = self.calls.get(action.call_id)
+        session = self._session(action.operator)
+        if waiting is None or session is None:
+            return
+        session.offers.add(action.offer_id)
+        waited = self.acd.waited(action.call_id)
+        context = call_context(self.storage, action.call_id, action.queue, waited, waiting.call.variables())
+        session.send(op.Offered(offer=action.offer_id, call=action.call_id, ring_timeout_s=action.ring_timeout,
+                                context=context))
+        self.storage.add_event(action.call_id, "offered_to", {"identity": action.operator, "offer": action.offer_id})
+
+    def _withdraw(self, action: a.Withdraw) -> None:
+        metrics.operator_offers.labels(action.reason).inc()
+        session = self._session(action.operator)
+        if session is not None:
+            session.offers.discard(action.offer_id)
+            session.send(op.OfferWithdrawn(offer=action.offer_id, reason=action.reason))
+        kind = {"declined": "declined", "ring_timeout": "missed"}.get(action.reason)
+        if kind and action.call_id in self.calls:
+            self.storage.add_event(action.call_id, kind, {"identity": action.operator, "offer": action.offer_id})
+
+    def _connect(self, action: a.Connect) -> None:
+        metrics.operator_offers.labels("accepted").inc()
+        metrics.queue_wait.labels(action.queue).observe(action.waited_s)
+        waiting = self.calls.get(action.call_id)
+        session = self._session(action.operator)
+        if waiting is None or session is None:
+            return  # the ACD learns of it through caller_left / operator_lost, already on their way
+        session.offers.discard(action.offer_id)
+        waiting.operator = action.operator
+        session.call = waiting.call.id
+        self.storage.add_event(waiting.call.id, "accepted", {"identity": action.operator, "queue": action.queue,
+                                                             "offer": action.offer_id,
+                                                             "waited_s": round(action.waited_s, 2)})
+        self.storage.add_event(waiting.call.id, "operator_joined", {"identity": action.operator})
+        self.storage.update_call(waiting.call.id, operator=action.operator)
+        waiting.call.connected(action.operator)
+        self._join(session, waiting.call)
+        context = call_context(self.storage, waiting.call.id, action.queue, action.waited_s,
+                               waiting.call.variables())
+        session.send(op.CallState(call=waiting.call.id, state="connected", context=context))
+        log.info("operator connected", extra=log_extra(call_id=waiting.call.id, operator=action.operator,
+                                                       waited_s=round(action.waited_s, 2)))
+
+    def _announce(self, action: a.Announce) -> None:
+        waiting = self.calls.get(action.call_id)
+        if waiting is not None and waiting.operator is None:
+            waiting.call.announce(_position(action.position))
+
+    def _overflow(self, action: a.Overflow) -> None:
+        waiting = self.calls.pop(action.call_id, None)
+        if waiting is not None:
+            self.storage.add_event(action.call_id, "queue_overflow", {"queue": action.queue, "reason": action.reason})
+            waiting.call.overflow(action.reason)
+
+    def _returned(self, action: a.Requeued) -> None:
+        waiting = self.calls.get(action.call_id)
+        if waiting is None or waiting.operator is None:
+            return
+        session = self._session(waiting.operator)
+        if session is not None:
+            self._leave_call(session, waiting, "returned to queue")
+        self.storage.add_event(action.call_id, "requeued", {"queue": action.queue, "identity": waiting.operator})
+        waiting.operator = None
+        waiting.queue = action.queue
+        waiting.call.returned()
+
+    def _state(self, action: a.StateChanged) -> None:
+        self.storage.add_agent_event(action.operator, action.state, action.reason)
+        session = self._session(action.operator)
+        if session is not None:
+            session.send(op.StateIs(state=action.state, reason=action.reason, since=iso_now()))
+
+    _actions: dict[type, Callable[[Desk, Any], None]] = {
+        a.Offer: _offer, a.Withdraw: _withdraw, a.Connect: _connect, a.Announce: _announce,
+        a.Overflow: _overflow, a.Requeued: _returned, a.StateChanged: _state,
+    }
+
+    def _gauges(self) -> None:
+        for queue in self.acd.queues:
+            metrics.queue_waiting.labels(queue).set(self.acd.waiting(queue))
+            metrics.queue_longest_wait.labels(queue).set(self.acd.longest_wait(queue))
+        counts: dict[str, int] = {}
+        for state in self.acd.operator_states().values():
+            counts[state] = counts.get(state, 0) + 1
+        for state in ("available", "away", "offered", "on_call", "wrap_up"):
+            metrics.operators.labels(state).set(counts.get(state, 0))
+
+
+def _position(position: int) -> str:
+    if position <= 1:
+        return "You are next in line."
+    return f"You are number {position} in line."
+
