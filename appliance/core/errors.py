@@ -4,6 +4,7 @@ SwitchboardError
 ├── ConfigError          appliance.yaml is missing, unreadable or invalid
 ├── FlowError            a flow file is broken; carries every problem with file:line:col
 ├── AuthError            a token is missing, invalid, expired or lacks the grant
+├── AccountError         an operator account is unknown, taken, or given a bad name, role or password
 └── ProtocolError        a participant sent a message that breaks the participant protocol
 """
 
@@ -43,6 +44,10 @@ class FlowError(SwitchboardError):
 
 
 class AuthError(SwitchboardError):
+    pass
+
+
+class AccountError(SwitchboardError):
     pass
 
 

@@ -1,5 +1,5 @@
 """The database: the only sqlite-utils importer and the one place that knows the schema."""
 
-from appliance.storage.db import CallRecord, Storage
+from appliance.storage.db import AgentEvent, CallRecord, Storage, UserRecord
 
-__all__ = ["CallRecord", "Storage"]
+__all__ = ["AgentEvent", "CallRecord", "Storage", "UserRecord"]

@@ -1,4 +1,5 @@
-"""Call records and call events in SQLite (WAL), through sqlite-utils.
+"""Call records and call events, operator accounts and operator state changes in SQLite (WAL),
+through sqlite-utils.
 
 Writes are small and synchronous on purpose: a record must be on disk before the call
 goes on, so a crash never loses that the call happened.
@@ -6,15 +7,17 @@ goes on, so a crash never loses that the call happened.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import sqlite_utils
 
 from appliance.core.clock import iso_now
+from appliance.core.errors import AccountError
 
 # The event that makes a call an operator's own ({"identity": ...}); the operator console writes it.
 OPERATOR_JOINED = "operator_joined"
@@ -62,6 +65,49 @@ class CallRecord:
         return max(0.0, (datetime.fromisoformat(self.ended_at) - start).total_seconds())
 
 
+USER_COLUMNS = {
+    "username": str,
+    "role": str,
+    "queues": str,  # a JSON list of queue names
+    "password_hash": str,
+    "disabled": int,
+    "created_at": str,
+    "updated_at": str,
+}
+# What update_user may change; the username is the key and created_at is history.
+USER_UPDATABLE = ("role", "queues", "password_hash", "disabled")
+
+
+@dataclass
+class UserRecord:
+    """A person who may log in to the console. The hash stays out of reprs (and so out of logs)."""
+
+    username: str
+    role: str
+    queues: list[str]
+    password_hash: str = field(repr=False)
+    disabled: bool
+    created_at: str
+    updated_at: str
+
+    @classmethod
+    def from_row(cls, row: dict[str, Any]) -> UserRecord:
+        return cls(**(row | {"queues": json.loads(row["queues"]), "disabled": bool(row["disabled"])}))
+
+
+@dataclass(frozen=True)
+class AgentEvent:
+    """One operator state change (available, away, on a call, wrap-up, logged out...), for reports."""
+
+    id: int
+    at: str
+    operator: str
+    state: str
+    reason: str
+    call_id: str | None
+    queue: str | None
+
+
 class Storage:
     def __init__(self, path: Path):
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -95,6 +141,15 @@ class Storage:
                 pk="id",
             )
             self.db.table("recordings").create_index(["call_id"])
+        if "users" not in self.db.table_names():
+            self.db.table("users").create(USER_COLUMNS, pk="username", not_null={"role", "password_hash"})
+        if "agent_events" not in self.db.table_names():
+            self.db.table("agent_events").create(
+                {"id": int, "at": str, "operator": str, "state": str, "reason": str, "call_id": str, "queue": str},
+                pk="id",
+            )
+            self.db.table("agent_events").create_index(["operator", "at"])
+            self.db.table("agent_events").create_index(["at"])
 
     def close(self) -> None:
         self.db.close()
@@ -186,3 +241,76 @@ class Storage:
     def events(self, call_id: str) -> Iterator[dict[str, Any]]:
         for row in self.db.table("call_events").rows_where("call_id = ?", [call_id], order_by="id"):
             yield {"at": row["at"], "kind": row["kind"], "data": json.loads(row["data"])}
+
+    # users: the console's accounts (appliance.operators.accounts validates and hashes; this only stores)
+    def add_user(self, username: str, role: str, queues: list[str], password_hash: str,
+                 disabled: bool = False) -> UserRecord:
+        now = iso_now()
+        row = {"username": username, "role": role, "queues": json.dumps(queues), "password_hash": password_hash,
+               "disabled": int(disabled), "created_at": now, "updated_at": now}
+        # INSERT OR IGNORE and a count, not catching sqlite's IntegrityError: the same answer
+        # whichever constraint sqlite would have named, and no half-written row to roll back.
+        with self.db.conn:
+            cursor = self.db.execute(
+                f"INSERT OR IGNORE INTO users ({', '.join(row)}) VALUES ({', '.join('?' for _ in row)})",
+                list(row.values()),
+            )
+        if cursor.rowcount == 0:
+            raise AccountError(f"user {username!r} already exists")
+        return UserRecord.from_row(row)
+
+    def get_user(self, username: str) -> UserRecord | None:
+        rows = list(self.db.table("users").rows_where("username = ?", [username]))
+        return UserRecord.from_row(rows[0]) if rows else None
+
+    def list_users(self) -> list[UserRecord]:
+        return [UserRecord.from_row(r) for r in self.db.table("users").rows_where(order_by="username")]
+
+    def update_user(self, username: str, **fields: Any) -> UserRecord:
+        """Change `role`, `queues` (a list), `password_hash` or `disabled` (a bool)."""
+        unknown = set(fields) - set(USER_UPDATABLE)
+        if unknown:
+            raise TypeError(f"update_user cannot change {sorted(unknown)}")
+        row = dict(fields)
+        if "queues" in row:
+            row["queues"] = json.dumps(row["queues"])
+        if "disabled" in row:
+            row["disabled"] = int(row["disabled"])
+        row["updated_at"] = iso_now()
+        with self.db.conn:
+            cursor = self.db.execute(
+                f"UPDATE users SET {', '.join(f'{c} = ?' for c in row)} WHERE username = ?",
+                [*row.values(), username],
+            )
+        if cursor.rowcount == 0:
+            raise AccountError(f"no user {username!r}")
+        user = self.get_user(username)
+        assert user is not None
+        return user
+
+    # agent events: every operator state change, in order
+    def add_agent_event(self, operator: str, state: str, reason: str = "", call_id: str | None = None,
+                        queue: str | None = None) -> AgentEvent:
+        at = iso_now()
+        with self.db.conn:
+            cursor = self.db.execute(
+                "INSERT INTO agent_events (at, operator, state, reason, call_id, queue) VALUES (?, ?, ?, ?, ?, ?)",
+                [at, operator, state, reason, call_id, queue],
+            )
+        assert cursor.lastrowid is not None
+        return AgentEvent(cursor.lastrowid, at, operator, state, reason, call_id, queue)
+
+    def agent_events(self, operator: str | None = None, since: str | dt.datetime | None = None) -> list[AgentEvent]:
+        """Oldest first; `since` (inclusive) is an ISO time as `at` holds it, or an aware datetime."""
+        where, args = [], []
+        if operator is not None:
+            where.append("operator = ?")
+            args.append(operator)
+        if since is not None:
+            if isinstance(since, dt.datetime):
+                # `at` is UTC ISO text (iso_now), so a datetime compares as the same text.
+                since = since.astimezone(dt.UTC).isoformat(timespec="milliseconds")
+            where.append("at >= ?")
+            args.append(since)
+        rows = self.db.table("agent_events").rows_where(" AND ".join(where) or None, args, order_by="id")
+        return [AgentEvent(**r) for r in rows]
