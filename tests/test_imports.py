@@ -18,6 +18,7 @@ LAYERS = {
     "appliance.flow": 2,
     "appliance.recording": 3,
     "appliance.personas": 3,
+    "appliance.operators": 3,
     "appliance.calls": 4,
     "appliance.console": 5,
     "sip": 5,
@@ -28,7 +29,8 @@ LAYERS = {
 # The hub client is that protocol's client side (rooms/client.py imports nothing of the hub's).
 SIP_MAY_IMPORT = ("appliance.core", "appliance.config", "appliance.observability", "appliance.rooms.protocol",
                   "appliance.rooms.client", "sip")
-ONLY_HOME = {"pjsua2": "sip", "sqlite_utils": "appliance.storage", "aiortc": "appliance.console"}
+ONLY_HOME = {"pjsua2": "sip", "sqlite_utils": "appliance.storage", "aiortc": "appliance.console",
+             "cryptography": "appliance.console"}
 
 
 def _package(module: str) -> str:
