@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 from appliance.config import Config
-from appliance.core.errors import ConfigError, FlowError
+from appliance.core.errors import AccountError, ConfigError, FlowError
 from appliance.observability.logging import setup
 
 DEFAULT_CONFIGS = (Path("appliance.yaml"), Path("/etc/switchboard/appliance.yaml"))
@@ -188,6 +188,124 @@ def cmd_flows_test(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def _accounts(config: Config):
+    from appliance.operators.accounts import Accounts
+    from appliance.storage import Storage
+
+    setup("ERROR")  # the command prints its own result
+    return Accounts(Storage(config.database))
+
+
+def _password(args: argparse.Namespace) -> str:
+    """From the environment variable --password-env names, else asked twice at the terminal."""
+    import getpass
+
+    if args.password_env:
+        password = os.environ.get(args.password_env)
+        if password is None:
+            raise AccountError(f"environment variable {args.password_env} is not set")
+        return password
+    password = getpass.getpass(f"password for {args.name}: ")
+    if getpass.getpass("again: ") != password:
+        raise AccountError("the passwords do not match")
+    return password
+
+
+def _unknown_queues(config: Config, queues: list[str]) -> list[str]:
+    from appliance.flow.loader import load_queues
+
+    path = config.flows_dir / "queues.yaml"
+    try:
+        known = load_queues(path).queues
+    except FlowError as exc:
+        print(f"appliance: warning: cannot check queue names against {path}:\n{exc}", file=sys.stderr)
+        return []
+    return [q for q in queues if q not in known]
+
+
+def cmd_users_add(args: argparse.Namespace) -> int:
+    config = _config(args.config)
+    queues = [q.strip() for q in args.queues.split(",") if q.strip()]
+    accounts = _accounts(config)
+    # Checked before asking for a password, so a typo costs no typing.
+    if accounts.get(args.name) is not None:
+        raise AccountError(f"user {args.name!r} already exists")
+    unknown = _unknown_queues(config, queues)
+    if unknown:
+        # Added anyway: the queue may be on its way into queues.yaml.
+        print(f"appliance: warning: no queue {', '.join(unknown)} in {config.flows_dir / 'queues.yaml'}",
+              file=sys.stderr)
+    account = accounts.add(args.name, args.role, queues, _password(args))
+    print(f"added {account.username} ({account.role}; queues: {', '.join(account.queues) or '-'})")
+    return 0
+
+
+def cmd_users_list(args: argparse.Namespace) -> int:
+    config = _config(args.config)
+    users = _accounts(config).list()
+    if not users:
+        print("no users yet; add one with: appliance users add NAME --role admin", file=sys.stderr)
+        return 0
+    print(f"{'username':<32} {'role':<10} {'disabled':<8} queues")
+    for user in users:
+        print(f"{user.username:<32} {user.role:<10} {'yes' if user.disabled else 'no':<8} "
+              f"{','.join(user.queues) or '-'}")
+    return 0
+
+
+def cmd_users_disable(args: argparse.Namespace) -> int:
+    _accounts(_config(args.config)).disable(args.name)
+    print(f"disabled {args.name}")
+    return 0
+
+
+def cmd_users_enable(args: argparse.Namespace) -> int:
+    _accounts(_config(args.config)).enable(args.name)
+    print(f"enabled {args.name}")
+    return 0
+
+
+def cmd_users_passwd(args: argparse.Namespace) -> int:
+    accounts = _accounts(_config(args.config))
+    if accounts.get(args.name) is None:
+        raise AccountError(f"no user {args.name!r}")
+    accounts.passwd(args.name, _password(args))
+    print(f"password changed for {args.name}")
+    return 0
+
+
+def cmd_cert(args: argparse.Namespace) -> int:
+    from appliance.console.tls import ensure_certificate, fingerprint
+
+    config = _config(args.config)
+    cert, _key = ensure_certificate(config.console, config.data_dir)
+    print(f"certificate: {cert}")
+    print(f"fingerprint: {fingerprint(cert)}")
+    return 0
+
+
+def _users_parser(sub: argparse._SubParsersAction) -> None:
+    users = sub.add_parser("users", help="console accounts (operators, supervisors, admins)")
+    commands = users.add_subparsers(dest="users_command", required=True)
+    add = commands.add_parser("add", help="add an account; the password is asked twice unless --password-env")
+    add.add_argument("name")
+    # Not argparse choices: a bad role is a user error like the others (exit 1, one line).
+    add.add_argument("--role", required=True, help="operator, supervisor or admin")
+    add.add_argument("--queues", default="", help="comma-separated queues the person takes calls from")
+    add.add_argument("--password-env", metavar="VAR", help="take the password from this environment variable")
+    add.set_defaults(func=cmd_users_add)
+    commands.add_parser("list", help="list accounts").set_defaults(func=cmd_users_list)
+    for name, func, text in (("disable", cmd_users_disable, "stop an account logging in"),
+                             ("enable", cmd_users_enable, "let a disabled account log in again")):
+        command = commands.add_parser(name, help=text)
+        command.add_argument("name")
+        command.set_defaults(func=func)
+    passwd = commands.add_parser("passwd", help="set an account's password")
+    passwd.add_argument("name")
+    passwd.add_argument("--password-env", metavar="VAR", help="take the password from this environment variable")
+    passwd.set_defaults(func=cmd_users_passwd)
+
+
 # Files the appliance writes (database, recordings, secrets, edge config) are the service's own:
 # group-readable at most, never world-readable, whatever umask the shell or unit had.
 UMASK = 0o027
@@ -225,9 +343,15 @@ def main(argv: list[str] | None = None) -> int:
     test = flows.add_parser("test", help="run flow tests (flows/tests/*.yaml)")
     test.add_argument("paths", nargs="*")
     test.set_defaults(func=cmd_flows_test)
+    _users_parser(sub)
+    sub.add_parser("cert", help="make the console's TLS certificate if needed; print it and its fingerprint"
+                   ).set_defaults(func=cmd_cert)
     args = parser.parse_args(argv)
     try:
         return args.func(args)
+    except AccountError as exc:
+        print(f"appliance: {exc}", file=sys.stderr)
+        return 1
     except (ConfigError, FlowError) as exc:
         print(f"appliance: {exc}", file=sys.stderr)
         return 2

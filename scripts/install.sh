@@ -79,14 +79,18 @@ from appliance.config import Config
 config = Config.load(Path(sys.argv[1]))
 sip, http = config.sip, config.http
 host = f"[{http.host}]" if ":" in http.host else http.host
-print(min(sip.port, http.port, sip.worker_base_port, sip.rtp_port_start), f"http://{host}:{http.port}/healthz", sip.port)
+console = config.console
+# The console answers on every address unless the admin named one; then the URL names it too.
+console_host = "-" if console.host in ("0.0.0.0", "::", "") else console.host
+print(min(sip.port, http.port, sip.worker_base_port, sip.rtp_port_start, console.port),
+      f"http://{host}:{http.port}/healthz", sip.port, console.port, console_host)
 for name, path in (("data_dir", config.data_dir), ("recordings_dir", config.recordings_dir)):
     if not path.is_relative_to("/var/lib/switchboard"):
         print(f"install.sh: {name} {path} is outside /var/lib/switchboard: make it writable by "
               "the switchboard user (and add ReadWritePaths= for it in a drop-in)", file=sys.stderr)
 PY
 )
-read -r lowest health sip_port <<<"$settings"
+read -r lowest health sip_port console_port console_host <<<"$settings"
 lowport=no
 if [ "$lowest" -lt 1024 ]; then lowport=yes; fi
 
@@ -151,3 +155,20 @@ echo "Switchboard is running as user $user. Call it from a SIP softphone or sipp
 echo "    sip:100@${host:-<this-host>}:$sip_port"
 echo "Recent calls:   appliance --config $etc/appliance.yaml calls"
 echo "Config:         $etc/appliance.yaml   Flows: $etc/flows/"
+echo
+# As the service user with the unit's config: the certificate the running console serves
+# (made now if it has not made it yet), in the service's own data_dir, never a root-owned one.
+if [ "$console_host" = - ]; then console_host=${host:-<this-host>}; fi
+if [[ $console_host == *:* ]]; then console_host="[$console_host]"; fi
+echo "Operator console: https://$console_host:$console_port/"
+if cert=$(cd $var && setpriv --reuid=$user --regid=$user --init-groups -- \
+    env -i HOME=$var LANG=C.UTF-8 PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
+    $prefix/venv/bin/appliance --config $etc/appliance.yaml cert 2>&1); then
+  echo "  If a browser warns about its certificate, go on only if it shows this fingerprint:"
+  echo "$cert" | sed 's/^/    /'
+else
+  echo "install.sh: the console's certificate is not usable:" >&2
+  echo "$cert" | sed 's/^/    /' >&2
+fi
+echo "  Create the first account (as the service user, so the database stays its own):"
+echo "    runuser -u $user -- appliance --config $etc/appliance.yaml users add NAME --role admin"
