@@ -10,14 +10,11 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-import os
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 from appliance.config import Config
-from appliance.core.processes import ProcessPool, die_with_parent
+from appliance.core.processes import ProcessPool, spawn_module
 from sip.edge import Edge
 from sip.edge_config import EdgeSettings, EdgeTrunk, outbound_hosts
 
@@ -73,7 +70,6 @@ class Gateway:
     async def _spawn(self, spec: WorkerSpec) -> asyncio.subprocess.Process:
         sip = self.config.sip
         args = [
-            sys.executable, "-m", "sip.worker",
             "--name", spec.name,
             "--sip-port", str(spec.sip_port),
             "--rtp-port", str(spec.rtp_port),
@@ -90,8 +86,6 @@ class Gateway:
         # whichever of the box's addresses the call came to, so there the port decides).
         edge_host, edge_port = self.edge.settings.listen_host, self.edge.settings.port
         args += ["--edge", f"[{edge_host}]:{edge_port}" if ":" in edge_host else f"{edge_host}:{edge_port}"]
-        env = dict(os.environ, SWITCHBOARD_WORKER_TOKEN=self.worker_token(spec.name),
-                   SWITCHBOARD_EDGE_KEY=self.edge.settings.worker_key)
-        root = str(Path(__file__).resolve().parent.parent)
-        env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
-        return await asyncio.create_subprocess_exec(*args, env=env, preexec_fn=die_with_parent)
+        env = {"SWITCHBOARD_WORKER_TOKEN": self.worker_token(spec.name),
+               "SWITCHBOARD_EDGE_KEY": self.edge.settings.worker_key}
+        return await spawn_module("sip.worker", args, env)

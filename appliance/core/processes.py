@@ -9,13 +9,17 @@ from __future__ import annotations
 import asyncio
 import ctypes
 import logging
+import os
 import signal
+import sys
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 
 log = logging.getLogger(__name__)
 
 RESTART_BACKOFF_S = (0.2, 1.0, 5.0)
 _PR_SET_PDEATHSIG = 1
+ROOT = Path(__file__).resolve().parents[2]  # the checkout (or site-packages) our workers import from
 
 
 def die_with_parent() -> None:
@@ -24,6 +28,14 @@ def die_with_parent() -> None:
 
 
 Spawn = Callable[[], Awaitable[asyncio.subprocess.Process]]
+
+
+async def spawn_module(module: str, args: list[str], env: dict[str, str]) -> asyncio.subprocess.Process:
+    """`python -m module *args`: our environment plus `env`, importing this code, dying with the appliance."""
+    environment = dict(os.environ, **env)
+    environment["PYTHONPATH"] = str(ROOT) + os.pathsep + environment.get("PYTHONPATH", "")
+    return await asyncio.create_subprocess_exec(sys.executable, "-m", module, *args, env=environment,
+                                                preexec_fn=die_with_parent)
 
 
 class ProcessPool:

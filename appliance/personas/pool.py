@@ -4,15 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import os
-import sys
 from collections.abc import Callable
-from pathlib import Path
 
 from appliance.config import Config
-from appliance.core.processes import ProcessPool, die_with_parent
-
-ROOT = Path(__file__).resolve().parents[2]
+from appliance.core.processes import ProcessPool, spawn_module
 
 
 class PersonaPool:
@@ -32,7 +27,6 @@ class PersonaPool:
     async def _spawn(self, name: str) -> asyncio.subprocess.Process:
         settings = self.config.personas
         args = [
-            sys.executable, "-m", "appliance.personas.worker",
             "--name", name,
             "--hub-socket", str(self.config.hub_socket),
             "--flows-dir", str(self.config.flows_dir),
@@ -41,6 +35,5 @@ class PersonaPool:
         ]
         for url in self.config.webhooks.allowed:
             args += ["--webhook-allowed", url]
-        env = dict(os.environ, SWITCHBOARD_AGENT_TOKEN=self.agent_token(name), HF_HUB_OFFLINE="1")
-        env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
-        return await asyncio.create_subprocess_exec(*args, env=env, preexec_fn=die_with_parent)
+        env = {"SWITCHBOARD_AGENT_TOKEN": self.agent_token(name), "HF_HUB_OFFLINE": "1"}
+        return await spawn_module("appliance.personas.worker", args, env)
