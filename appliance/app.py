@@ -89,8 +89,8 @@ class Appliance:
         self.calls = CallManager(config, self.hub, self.storage, self.flows, self.tts, self.personas, self.workers,
                                  self.desk)
         self.server = ParticipantServer(self.hub, self.tokens, self.workers, self.calls, self.personas, self.desk)
-        console = OperatorRoutes(self.accounts, LoginGuard(config.console.login_attempts, config.console.login_window_s),
-                                 self.tokens, self.desk, self._queues_of, self._ice_servers)
+        guard = LoginGuard(config.console.login_attempts, config.console.login_window_s)
+        console = OperatorRoutes(self.accounts, guard, self.tokens, self.desk, self._queues_of, self._ice_servers)
         self.http = HttpApi(self.storage, self.tokens, config.recordings_dir, self.health, routes=console.register)
         self.rtc_pool = RtcPool(config, lambda name: self.tokens.mint(worker_identity("rtc", name), "rtc"))
         self.gateway = Gateway(config, lambda name: self.tokens.mint(worker_identity("sip", name), "sip"))

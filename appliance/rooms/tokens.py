@@ -1,8 +1,8 @@
 """Signed per-participant grants, as LiveKit access tokens so they also work on a LiveKit server.
 
 Roles: `operator`, `supervisor`, `admin` (people, through the console and API), `sip` (the
-SIP gateway's workers), `agent` (persona workers), `rtc` (WebRTC gateway workers). The role travels as a token attribute;
-the room-level permissions travel as LiveKit video grants. Each token also names its
+SIP gateway's workers), `agent` (persona workers), `rtc` (WebRTC gateway workers). The role
+travels as a token attribute; the room-level permissions travel as LiveKit video grants. Each token also names its
 audience, the one service that accepts it: a worker's token opens the hub's participant
 socket and nothing else, a person's opens the console and API and nothing else, so a
 token lifted from one place is useless in the other.
