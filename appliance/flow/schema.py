@@ -387,9 +387,54 @@ class Flow(_Model):
     steps: dict[str, _StepField]
 
 
+QueueStrategy = Literal["longest_idle", "ring_all", "round_robin", "fewest_calls"]
+SIP_MEMBER = r"^sip:[^@\s:;]+@[A-Za-z0-9.-]+(:\d{1,5})?$"
+DISPOSITIONS = ["resolved", "follow-up", "transferred", "other"]
+
+
 class Queue(_Model):
+    """Where escalated callers wait for a human, and how the ACD offers them (operators/acd.py)."""
+
     description: str = ""
-    max_wait: float | None = None
+    strategy: QueueStrategy = Field(
+        "longest_idle", description="which available operator is offered the next call: the one idle longest, "
+        "every one at once (ring_all, the first to accept wins), the next in turn (round_robin), "
+        "or the one who took the fewest calls since logging in (fewest_calls)",
+    )
+    ring_timeout: float = Field(15.0, gt=0, le=300, description="seconds an offer rings one operator before it "
+                                "moves on (a browser operator who lets it ring out is set away)")
+    wrap_up: float = Field(10.0, ge=0, le=3600, description="seconds after a call during which the operator is "
+                           "offered nothing (notes, disposition)")
+    announce_every: float | None = Field(30.0, ge=0, le=3600, description="seconds between position announcements "
+                                         "to a waiting caller; null or 0: never")
+    max_wait: float | None = Field(None, gt=0, le=3600, description="caps the max_wait of escalate steps to this "
+                                   "queue (the lower wins); the flow times it, not the ACD")
+    service_level_s: float = Field(20.0, gt=0, le=3600, description="a call answered within this many seconds of "
+                                   "joining the queue counts as within the service level")
+    dispositions: list[str] = Field(default_factory=lambda: list(DISPOSITIONS), min_length=1,
+                                    description="what an operator picks when wrapping up a call")
+    operators: list[str] = Field(default_factory=list, description="usernames that serve this queue (besides "
+                                 "accounts created with --queues)")
+    sip_members: list[str] = Field(default_factory=list, description="desk phones the box dials for this queue, "
+                                   "sip:user@host; each must also be in transfers.allowed")
+
+    @field_validator("dispositions")
+    @classmethod
+    def _distinct_dispositions(cls, value: list[str]) -> list[str]:
+        for name in value:
+            if not name.strip():
+                raise ValueError("a disposition is an empty string")
+        if len(set(value)) != len(value):
+            raise ValueError("dispositions are listed twice")
+        return value
+
+    @field_validator("sip_members")
+    @classmethod
+    def _sip_uris(cls, value: list[str]) -> list[str]:
+        for uri in value:
+            if not re.match(SIP_MEMBER, uri):
+                raise ValueError(f"{uri!r} is not a SIP URI like sip:desk1@pbx.example.com")
+        return value
 
 
 class Queues(_Model):
