@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import time
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +24,7 @@ from appliance.core.reasons import EndReason
 from appliance.flow.library import FlowLibrary
 from appliance.observability.logging import log_extra
 from appliance.operators.accounts import Accounts
-from appliance.operators.acd import ACD
+from appliance.operators.acd import ACD, QueueSettings
 from appliance.operators.desk import Desk
 from appliance.personas.dispatcher import PersonaDispatcher
 from appliance.personas.pool import PersonaPool
@@ -82,8 +81,8 @@ class Appliance:
         self.workers = WorkerRegistry()
         self.personas = PersonaDispatcher(self.storage, self.workers)
         self.accounts = Accounts(self.storage)
-        self.acd = ACD(self.flows.queues, clock=time.monotonic)
-        self.flows.on_reload.append(lambda: self.acd.update_queues(self.flows.queues))
+        self.acd = ACD(self._queue_settings())
+        self.flows.on_reload.append(lambda: self.desk.queues_changed(self._queue_settings()))
         self.desk = Desk(self.storage, self.workers, self.acd, self._queue_info, config.console.operator_lost_s,
                          self._ice_servers)
         self.calls = CallManager(config, self.hub, self.storage, self.flows, self.tts, self.personas, self.workers,
@@ -102,11 +101,14 @@ class Appliance:
         for name in config.secret_env_names():
             os.environ.pop(name, None)
 
+    def _queue_settings(self) -> dict[str, QueueSettings]:
+        return {name: QueueSettings.of(queue) for name, queue in self.flows.queues.items()}
+
     def _queue_info(self, queue: str) -> tuple[list[str], float]:
         settings = self.flows.queues.get(queue)
         return (list(settings.dispositions), settings.wrap_up) if settings else ([], 0.0)
 
-    def _queues_of(self, operator: str, own: list[str]) -> list[str]:
+    def _queues_of(self, operator: str, own: tuple[str, ...]) -> list[str]:
         """The queues an operator serves: their account's, and those whose queues.yaml names them."""
         named = [name for name, queue in self.flows.queues.items() if operator in queue.operators]
         return sorted((set(own) & set(self.flows.queues)) | set(named))

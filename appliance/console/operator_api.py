@@ -52,7 +52,8 @@ class OfferRequest(_Body):
 
 class OperatorRoutes:
     def __init__(self, accounts: Accounts, guard: LoginGuard, tokens: TokenAuthority, desk: Desk,
-                 queues_of: Callable[[str, list[str]], list[str]], ice_servers: Callable[[], list[dict[str, Any]]]):
+                 queues_of: Callable[[str, tuple[str, ...]], list[str]],
+                 ice_servers: Callable[[], list[dict[str, Any]]]):
         self.accounts = accounts
         self.guard = guard
         self.tokens = tokens

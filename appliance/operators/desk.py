@@ -13,7 +13,7 @@ import asyncio
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 from pydantic import BaseModel, ValidationError
 
@@ -80,6 +80,7 @@ class Session:
 class Waiting:
     call: QueuedCall
     queue: str
+    since: float  # the ACD's clock when it (last) began waiting
     operator: str | None = None  # who has it, once connected
 
 
@@ -200,7 +201,7 @@ class Desk:
         log.warning("operator's browser gone", extra=log_extra(operator=session.identity, reason=reason,
                                                                call_id=session.call))
         if session.call is not None and session.call in self.calls:
-            session.participant.room and session.participant.room.leave(session.identity)
+            self._out_of_room(session)
             identity = session.identity
             self.storage.add_event(session.call, "operator_lost", {"identity": identity, "reason": reason})
             self._lost[identity] = asyncio.get_running_loop().call_later(
@@ -212,7 +213,6 @@ class Desk:
         """The operator did not come back: the caller returns to the head of the queue."""
         self._lost.pop(identity, None)
         self._run(self.acd.operator_lost(identity))
-        self._run(self.acd.logout(identity))
 
     def _drop(self, worker: WorkerConnection, leg: int) -> None:
         worker.legs.pop(leg, None)
@@ -286,7 +286,7 @@ class Desk:
             return None
         session.held = held
         if held:
-            session.participant.room and session.participant.room.leave(session.identity)
+            self._out_of_room(session)
         else:
             self._join(session, waiting.call)
         waiting.call.hold(held)
@@ -307,8 +307,9 @@ class Desk:
         self._leave_call(session, waiting, "transferred")
         waiting.operator = None
         waiting.queue = message.queue
+        waiting.since = self.acd.clock()
         waiting.call.returned()
-        self._run(self.acd.transfer(session.identity, waiting.call.id, message.queue))
+        self._run(self.acd.transfer(waiting.call.id, message.queue))
         return None
 
     def _hangup(self, session: Session, message: op.HangUp) -> str | None:
@@ -339,9 +340,13 @@ class Desk:
         op.Resume: _hold, op.TransferTo: _transfer, op.HangUp: _hangup, op.WrapUp: _wrap_up, op.Ping: _ping,
     }
 
+    def queues_changed(self, queues: dict[str, a.QueueSettings]) -> None:
+        """flows/queues.yaml was reloaded."""
+        self._run(self.acd.update_queues(queues))
+
     # --- calls (from the call manager)
     def enqueue(self, call: QueuedCall, queue: str) -> None:
-        self.calls[call.id] = Waiting(call, queue)
+        self.calls[call.id] = Waiting(call, queue, self.acd.clock())
         self.storage.add_event(call.id, "queued", {"queue": queue})
         self._run(self.acd.enqueue(call.id, queue))
 
@@ -351,6 +356,7 @@ class Desk:
         if waiting is None:
             return
         if waiting.operator is None:
+            metrics.queue_abandoned.labels(waiting.queue).inc()
             self._run(self.acd.caller_left(call_id))
             return
         identity = waiting.operator
@@ -366,9 +372,13 @@ class Desk:
             dispositions, wrap_up = self.queue_info(waiting.queue)
             session.send(op.WrapUpDue(call=call_id, dispositions=dispositions, seconds=wrap_up))
 
-    def _leave_call(self, session: Session, waiting: Waiting, reason: str) -> None:
+    @staticmethod
+    def _out_of_room(session: Session) -> None:
         if session.participant.room is not None:
             session.participant.room.leave(session.identity)
+
+    def _leave_call(self, session: Session, waiting: Waiting, reason: str) -> None:
+        self._out_of_room(session)
         session.call = None
         session.held = session.muted = False
         session.participant.muted = False
@@ -380,9 +390,9 @@ class Desk:
             session.participant.track.clear()  # what the microphone caught before the call
             call.room.join(session.participant)
 
-    def _call_state(self, session: Session, state: str) -> None:
+    def _call_state(self, session: Session, state: Literal["connected", "held"]) -> None:
         if session.call is not None:
-            session.send(op.CallState(call=session.call, state=state, muted=session.muted))  # type: ignore[arg-type]
+            session.send(op.CallState(call=session.call, state=state, muted=session.muted))
 
     # --- the ACD's decisions, carried out
     def _run(self, actions: list[a.Action]) -> None:
@@ -401,7 +411,7 @@ class Desk:
         if waiting is None or session is None:
             return
         session.offers.add(action.offer_id)
-        waited = self.acd.waited(action.call_id)
+        waited = self.acd.clock() - waiting.since
         context = call_context(self.storage, action.call_id, action.queue, waited, waiting.call.variables())
         session.send(op.Offered(offer=action.offer_id, call=action.call_id, ring_timeout_s=action.ring_timeout,
                                 context=context))
@@ -420,6 +430,9 @@ class Desk:
     def _connect(self, action: a.Connect) -> None:
         metrics.operator_offers.labels("accepted").inc()
         metrics.queue_wait.labels(action.queue).observe(action.waited_s)
+        settings = self.acd.queues.get(action.queue)
+        if settings is not None and action.waited_s <= settings.service_level_s:
+            metrics.queue_answered_in_service_level.labels(action.queue).inc()
         waiting = self.calls.get(action.call_id)
         session = self._session(action.operator)
         if waiting is None or session is None:
@@ -461,6 +474,7 @@ class Desk:
         self.storage.add_event(action.call_id, "requeued", {"queue": action.queue, "identity": waiting.operator})
         waiting.operator = None
         waiting.queue = action.queue
+        waiting.since = self.acd.clock()
         waiting.call.returned()
 
     def _state(self, action: a.StateChanged) -> None:
@@ -476,13 +490,12 @@ class Desk:
 
     def _gauges(self) -> None:
         for queue in self.acd.queues:
-            metrics.queue_waiting.labels(queue).set(self.acd.waiting(queue))
+            metrics.queue_waiting.labels(queue).set(len(self.acd.waiting(queue)))
             metrics.queue_longest_wait.labels(queue).set(self.acd.longest_wait(queue))
-        counts: dict[str, int] = {}
-        for state in self.acd.operator_states().values():
-            counts[state] = counts.get(state, 0) + 1
-        for state in ("available", "away", "offered", "on_call", "wrap_up"):
-            metrics.operators.labels(state).set(counts.get(state, 0))
+        by_state = self.acd.operators_by_state()
+        for state in a.OperatorState:
+            if state is not a.OperatorState.LOGGED_OUT:
+                metrics.operators.labels(state.value).set(len(by_state.get(state, [])))
 
 
 def _position(position: int) -> str:

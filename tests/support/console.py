@@ -1,0 +1,79 @@
+"""The console's side of integration tests: accounts made with the real CLI, logins over the
+appliance's real HTTPS (its own certificate pinned), and operators as aiortc clients.
+"""
+
+from __future__ import annotations
+
+import ssl
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from tests.support.appliance import ROOT, ApplianceProcess
+from tests.support.operator_client import OperatorClient
+
+PASSWORD = "correct horse battery"  # every test account's; 8+ characters as the CLI demands
+
+
+def add_user(app: ApplianceProcess, name: str, role: str = "operator", queues: str = "",
+             password: str = PASSWORD) -> None:
+    args = [sys.executable, "-m", "appliance.cli", "--config", str(app.config_path), "users", "add", name,
+            "--role", role, "--password-env", "TEST_PASSWORD"]
+    if queues:
+        args += ["--queues", queues]
+    subprocess.run(args, check=True, cwd=ROOT, capture_output=True,
+                   env=dict(app.env, TEST_PASSWORD=password))
+
+
+def tls(app: ApplianceProcess) -> ssl.SSLContext:
+    """Trusts exactly the certificate this appliance generated, as an operator who checked its fingerprint."""
+    context = ssl.create_default_context(cafile=str(app.data_dir / "console.crt"))
+    context.check_hostname = False  # the certificate names the host's name; tests reach it as 127.0.0.1
+    return context
+
+
+def console_url(app: ApplianceProcess) -> str:
+    return f"https://127.0.0.1:{app.https_port}"
+
+
+async def request(app: ApplianceProcess, method: str, path: str, token: str | None = None,
+                  headers: dict[str, str] | None = None, **kwargs: Any) -> tuple[int, Any, dict[str, str]]:
+    headers = dict(headers or {}) | ({"Authorization": f"Bearer {token}"} if token else {})
+    async with aiohttp.ClientSession() as session:
+        async with session.request(method, console_url(app) + path, ssl=tls(app), headers=headers,
+                                   **kwargs) as response:
+            body: Any = await response.read()
+            if response.content_type == "application/json":
+                body = await response.json()
+            return response.status, body, dict(response.headers)
+
+
+async def login(app: ApplianceProcess, name: str, password: str = PASSWORD) -> dict[str, Any]:
+    status, body, _ = await request(app, "POST", "/api/login", json={"username": name, "password": password})
+    assert status == 200, body
+    return body
+
+
+async def operator(app: ApplianceProcess, name: str, wav: Path | None = None, available: bool = True,
+                   password: str = PASSWORD) -> tuple[OperatorClient, str]:
+    """`name` signed in (with the token), connected over WebRTC through the console's API, and
+    (by default) available."""
+    me = await login(app, name, password)
+    client = OperatorClient(wav)
+
+    async def signal(sdp: str) -> str:
+        status, body, _ = await request(app, "POST", "/api/rtc/offer", me["token"], json={"type": "offer", "sdp": sdp})
+        assert status == 200, body
+        return body["sdp"]
+
+    await client.connect(signal)
+    await client.recv("welcome", timeout=10)
+    if available:
+        client.send({"type": "state", "state": "available"})
+        state = await client.recv("state", timeout=5)
+        assert state["state"] == "available", state
+    return client, me["token"]
+
