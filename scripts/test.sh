@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 
 if command -v apt-get >/dev/null; then
   need=()
-  for pkg in kamailio sip-tester baresip espeak-ng sox systemd; do
+  for pkg in kamailio sip-tester baresip espeak-ng sox systemd chromium; do
     dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
   done
   if [ ${#need[@]} -gt 0 ]; then

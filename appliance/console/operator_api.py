@@ -54,6 +54,7 @@ class OperatorRoutes:
     def __init__(self, accounts: Accounts, guard: LoginGuard, tokens: TokenAuthority, desk: Desk,
                  queues_of: Callable[[str, tuple[str, ...]], list[str]],
                  ice_servers: Callable[[], list[dict[str, Any]]]):
+
         self.accounts = accounts
         self.guard = guard
         self.tokens = tokens
@@ -96,7 +97,7 @@ class OperatorRoutes:
         return web.json_response({"token": token, "identity": account.username, "role": account.role,
                                   "queues": self.queues_of(account.username, account.queues),
                                   "expires_in": int(PERSON_TTL.total_seconds()),
-                                  "ice_servers": self.ice_servers()})
+                                  "all_queues": sorted(self.desk.acd.queues), "ice_servers": self.ice_servers()})
 
     async def me(self, request: web.Request) -> web.Response:
         grant = request[GRANT]
@@ -105,7 +106,7 @@ class OperatorRoutes:
             return error(403, "this account is disabled or gone")
         return web.json_response({"identity": account.username, "role": account.role,
                                   "queues": self.queues_of(account.username, account.queues),
-                                  "ice_servers": self.ice_servers()})
+                                  "all_queues": sorted(self.desk.acd.queues), "ice_servers": self.ice_servers()})
 
     async def offer(self, request: web.Request) -> web.Response:
         grant = request[GRANT]

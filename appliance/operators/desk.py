@@ -189,7 +189,9 @@ class Desk:
                 session.send(op.CallState(call=waiting.call.id, state="connected", reason="rejoined"))
                 return
         if session.role == "operator":
-            self._run(self.acd.login(session.identity, session.queues))
+            # Signed in is not ready: the console says when (a `state` message), so no call rings
+            # a browser whose operator has not yet sat down.
+            self._run(self.acd.login(session.identity, session.queues, away=True, reason="signed in"))
 
     def _closed(self, worker: WorkerConnection, session: Session, reason: str) -> None:
         self._drop(worker, session.participant.leg)
@@ -305,6 +307,7 @@ class Desk:
         self.storage.add_event(waiting.call.id, "operator_transfer", {"identity": session.identity,
                                                                       "queue": message.queue})
         self._leave_call(session, waiting, "transferred")
+        self._wrap_up_due(session, waiting.call.id, waiting.queue)
         waiting.operator = None
         waiting.queue = message.queue
         waiting.since = self.acd.clock()
@@ -369,8 +372,11 @@ class Desk:
         self.storage.add_event(call_id, "operator_left", {"identity": identity})
         self._run(self.acd.call_ended(identity, call_id))
         if session is not None:
-            dispositions, wrap_up = self.queue_info(waiting.queue)
-            session.send(op.WrapUpDue(call=call_id, dispositions=dispositions, seconds=wrap_up))
+            self._wrap_up_due(session, call_id, waiting.queue)
+
+    def _wrap_up_due(self, session: Session, call_id: str, queue: str) -> None:
+        dispositions, wrap_up = self.queue_info(queue)
+        session.send(op.WrapUpDue(call=call_id, dispositions=dispositions, seconds=wrap_up))
 
     @staticmethod
     def _out_of_room(session: Session) -> None:
@@ -456,6 +462,7 @@ class Desk:
     def _announce(self, action: a.Announce) -> None:
         waiting = self.calls.get(action.call_id)
         if waiting is not None and waiting.operator is None:
+            self.storage.add_event(action.call_id, "announced", {"position": action.position})
             waiting.call.announce(_position(action.position))
 
     def _overflow(self, action: a.Overflow) -> None:

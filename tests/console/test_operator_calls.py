@@ -15,25 +15,16 @@ import pytest
 from appliance.speech.stt import phrases_grammar, transcribe
 from tests.support import baresip
 from tests.support.audio import spoken
-from tests.support.console import add_user, operator, request
+from tests.support.console import operator, request
 from tests.support.operator_client import OperatorClient, read_wav
 
 pytestmark = pytest.mark.sip
 
-FLOWS = Path(__file__).parent / "flows"
 # Sentences pocketsphinx tells apart reliably in espeak-ng's voice (checked on the raw WAVs);
 # the others are in the grammar so that it has wrong answers to give.
 CALLER_SAYS = "please check my account"
 OPERATOR_SAYS = "thank you for calling"
 OTHER = ["please hold", "my bill is wrong", "one moment please", "good morning"]
-
-
-@pytest.fixture
-def desk(appliance_factory):
-    app = appliance_factory(rtc_workers=1, flows_dir=FLOWS, numbers={"300": "desk"})
-    for name, queues in (("alice", "billing"), ("bob", "billing"), ("carol", "technical")):
-        add_user(app, name, queues=queues)
-    return app
 
 
 def _events(app, call_id: str, kind: str) -> list[dict]:

@@ -24,3 +24,22 @@ def spoken(pcm: bytes, floor: float = 300.0, margin_s: float = 0.3) -> bytes:
         return b""
     margin = int(margin_s * SAMPLE_RATE)
     return x[max(0, loud[0] * FRAME - margin): min(len(x), (loud[-1] + 1) * FRAME + margin)].tobytes()
+
+
+def utterances(pcm: bytes, floor: float = 300.0, gap_s: float = 0.3, margin_s: float = 0.2) -> list[bytes]:
+    """The stretches of speech in `pcm`, split where it is quiet for `gap_s` or more (see `spoken`)."""
+    x = np.frombuffer(pcm, dtype=np.int16)
+    n = len(x) // FRAME
+    rms = np.sqrt(np.mean(x[: n * FRAME].astype(np.float64).reshape(n, FRAME) ** 2, axis=1))
+    loud = np.flatnonzero(rms > floor)
+    if not len(loud):
+        return []
+    gap = int(gap_s * 50)
+    runs, start = [], loud[0]
+    for before, after in zip(loud, loud[1:], strict=False):
+        if after - before > gap:
+            runs.append((start, before))
+            start = after
+    runs.append((start, loud[-1]))
+    margin = int(margin_s * SAMPLE_RATE)
+    return [x[max(0, a * FRAME - margin): min(len(x), (b + 1) * FRAME + margin)].tobytes() for a, b in runs]

@@ -55,7 +55,7 @@ async function enter(me) {
   state.identity = me.identity; state.role = me.role; state.queues = me.queues || []; state.ice = me.ice_servers || [];
   text("identity", `${me.identity} (${me.role})`);
   text("queues", state.queues.length ? `Queues: ${state.queues.join(", ")}` : "");
-  $("transfer-queue").innerHTML = state.queues.map((q) => `<option>${esc(q)}</option>`).join("");
+  $("transfer-queue").innerHTML = (me.all_queues || state.queues).map((q) => `<option>${esc(q)}</option>`).join("");
   show("login", false); show("desk", true); show("who", true);
   await connect();
   refreshCalls();
@@ -183,7 +183,9 @@ function callState(message) {
   $("hold").textContent = state.held ? "Resume (H)" : "Hold (H)";
   $("mute").setAttribute("aria-pressed", String(state.muted));
   $("mute").textContent = state.muted ? "Unmute (M)" : "Mute (M)";
-  text("call-flags", [state.held ? "on hold" : "", state.muted ? "muted" : ""].filter(Boolean).join(", "));
+  const flags = [state.held ? "on hold" : "", state.muted ? "muted" : ""].filter(Boolean).join(", ");
+  text("call-flags", flags);
+  $("call-flags").hidden = !flags;
   show("call", true);
   document.body.dataset.call = message.state;
 }
@@ -210,7 +212,8 @@ function wrapUp(message) {
 }
 
 function contextHtml(c) {
-  const variables = Object.entries(c.variables || {}).map(([k, v]) => `<dt>${esc(k)}</dt><dd>${esc(v)}</dd>`).join("");
+  const shown = Object.entries(c.variables || {}).filter(([k]) => !["caller", "called", "call_id", "trunk"].includes(k));
+  const variables = shown.map(([k, v]) => `<dt>${esc(k)}</dt><dd>${esc(v)}</dd>`).join("");
   const transcript = (c.transcript || []).map((t) => `<p><b>${esc(t.role === "caller" ? "Caller" : t.speaker || t.role)}:</b> ${esc(t.text)}</p>`).join("");
   return `<dl>
       <dt>Caller</dt><dd class="caller">${esc(c.caller || "unknown")}</dd>

@@ -1,0 +1,147 @@
+"""The console in a real browser: Debian's Chromium driven by Playwright, its microphone an
+espeak-ng WAV, takes a baresip caller's escalated call. Each side's words are recognised from
+what the other side heard; either side's hang-up closes the record.
+
+With SWITCHBOARD_SCREENSHOTS=DIR (scripts/screenshots.sh sets docs/images) each console state
+is saved there as a PNG.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import wave
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from appliance.speech.stt import phrases_grammar, transcribe
+from tests.support import baresip
+from tests.support.audio import utterances
+from tests.support.console import PASSWORD, console_url
+
+pytestmark = pytest.mark.sip
+playwright = pytest.importorskip("playwright.async_api")  # in the test extra: a missing one is a broken setup
+
+CHROMIUM = "/usr/bin/chromium"
+CALLER_SAYS = "please check my account"
+OPERATOR_SAYS = "thank you for calling"
+OTHER = ["please hold", "my bill is wrong", "one moment please", "good morning"]
+# Captures what the page plays from the appliance (the #remote element's stream) as 48 kHz floats.
+CAPTURE = """() => {
+  const stream = document.getElementById("remote").srcObject;
+  const context = new AudioContext({ sampleRate: 48000 });
+  const source = context.createMediaStreamSource(stream);
+  const node = context.createScriptProcessor(4096, 1, 1);
+  window.heard = [];
+  node.onaudioprocess = (e) => window.heard.push(Array.from(e.inputBuffer.getChannelData(0)));
+  source.connect(node); node.connect(context.destination);
+  window.captureContext = context;
+}"""
+HEARD = "() => { window.captureContext.close(); return window.heard.flat(); }"
+
+
+def _said(sentence: str, pcm: bytes) -> bool:
+    """Whether one of the utterances in `pcm` is recognised as `sentence` (the browser's
+    microphone says its sentence over and over, so each is recognised on its own)."""
+    grammar = phrases_grammar([CALLER_SAYS, OPERATOR_SAYS, *OTHER])
+    heard = [transcribe(part, grammar) for part in utterances(pcm)]
+    return any(sentence in text for text in heard)
+
+
+def _pcm16k(samples: list[float]) -> bytes:
+    x = np.clip(np.asarray(samples, dtype=np.float64), -1, 1)[::3]  # 48 kHz → 16 kHz (speech is < 8 kHz)
+    return (x * 32767).astype(np.int16).tobytes()
+
+
+class Shots:
+    def __init__(self, page, directory: Path):
+        self.page = page
+        self.directory = directory
+        directory.mkdir(parents=True, exist_ok=True)
+
+    async def take(self, name: str) -> None:
+        await self.page.screenshot(path=str(self.directory / f"console-{name}.png"), full_page=True)
+
+
+async def test_an_operator_in_chromium_takes_a_call_and_both_hear_each_other(desk, tmp_path: Path) -> None:
+    # Chromium loops its fake microphone: the sentence, then silence, again and again.
+    microphone = baresip.speech_wav(tmp_path / "operator.wav", OPERATOR_SAYS, seconds=3)
+    caller_speech = baresip.speech_wav(tmp_path / "caller.wav", CALLER_SAYS, seconds=40)
+    async with playwright.async_playwright() as p:
+        browser = await p.chromium.launch(executable_path=CHROMIUM, args=[
+            "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
+            f"--use-file-for-fake-audio-capture={microphone.path}", "--autoplay-policy=no-user-gesture-required",
+            "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run",
+            "--disable-quic",
+        ])
+        try:
+            # The appliance's self-signed certificate, as an operator accepts it after comparing fingerprints.
+            context = await browser.new_context(ignore_https_errors=True, viewport={"width": 1100, "height": 800})
+            page = await context.new_page()
+            shots = Shots(page, Path(os.environ.get("SWITCHBOARD_SCREENSHOTS", tmp_path / "shots")))
+            await page.goto(console_url(desk) + "/")
+            await shots.take("1-sign-in")
+            await page.fill("#username", "alice")
+            await page.fill("#password", "wrong password")
+            await page.click("#login-button")
+            await page.wait_for_selector("#login-error:has-text('wrong username or password')")
+            await page.fill("#password", PASSWORD)
+            await page.click("#login-button")
+            await page.wait_for_selector("body[data-state=available]", timeout=15000)
+            await page.wait_for_selector("#link.up", timeout=10000)
+            await shots.take("2-available")
+
+            with baresip.Softphone(tmp_path / "caller", max_seconds=90) as phone:
+                await asyncio.to_thread(phone.dial, f"sip:300@127.0.0.1:{desk.sip_port}")
+                await page.wait_for_selector("#offer:not([hidden])", timeout=20000)
+                assert "caller" in await page.inner_text("#offer-context .caller")
+                await shots.take("3-ringing")
+                await page.keyboard.press("Enter")  # accept, from the keyboard
+                await page.wait_for_selector("body[data-call=connected]", timeout=5000)
+                await page.evaluate(CAPTURE)
+                phone.say(caller_speech.path)
+                await asyncio.sleep(4.5)
+                await shots.take("4-on-call")
+                samples = await page.evaluate(HEARD)
+                await page.keyboard.press("x")  # hang up
+                await page.wait_for_selector("#wrapup:not([hidden])", timeout=5000)
+                await asyncio.to_thread(phone.wait_closed, 10)
+                heard_by_caller = phone.result()
+            await page.select_option("#disposition", "callback")
+            await page.fill("#notes", "Wants a call back about the account.")
+            await shots.take("5-wrap-up")
+            await page.click("#wrapup-save")
+            await page.wait_for_selector("#wrapup-saved:has-text('Saved')")
+
+            (call,) = desk.wait_calls_closed(1)
+            assert call["end_reason"] == "operator-hangup" and call["operator"] == "alice", call
+            assert _said(OPERATOR_SAYS, baresip.pcm16k(heard_by_caller.heard)), "the caller did not hear alice"
+            assert _said(CALLER_SAYS, _pcm16k(samples)), "the browser did not hear the caller"
+            with wave.open(call["recording_path"]) as w:
+                frames = np.frombuffer(w.readframes(w.getnframes()), dtype=np.int16).reshape(-1, 2)
+            assert _said(CALLER_SAYS, frames[:, 0].copy().tobytes())
+            assert _said(OPERATOR_SAYS, frames[:, 1].copy().tobytes())
+
+            # A second call, which the caller ends: the console goes to wrap-up by itself.
+            await page.wait_for_selector("body[data-state=available]", timeout=10000)
+            with baresip.Softphone(tmp_path / "caller2", max_seconds=60) as phone:
+                await asyncio.to_thread(phone.dial, f"sip:300@127.0.0.1:{desk.sip_port}")
+                await page.wait_for_selector("#offer:not([hidden])", timeout=20000)
+                await page.click("#accept")
+                await page.wait_for_selector("body[data-call=connected]", timeout=5000)
+                await asyncio.sleep(1)
+                phone.hangup()
+                await page.wait_for_selector("#wrapup:not([hidden])", timeout=10000)
+                await page.wait_for_selector("#call", state="hidden")
+            calls = desk.wait_calls_closed(2)
+            assert sorted(c["end_reason"] for c in calls) == ["caller-hangup", "operator-hangup"]
+            wrap_ups = [e["data"] for e in desk.call(call["id"])["events"] if e["kind"] == "wrap_up"]
+            assert wrap_ups == [{"identity": "alice", "disposition": "callback",
+                                 "notes": "Wants a call back about the account."}]
+            await page.click("#refresh")
+            await page.wait_for_function("document.querySelectorAll('#recent-calls tr').length == 2")
+            await shots.take("6-recent-calls")
+        finally:
+            await browser.close()
