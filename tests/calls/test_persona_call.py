@@ -248,3 +248,36 @@ def test_order_desk_hands_a_billing_question_to_the_billing_persona(
     assert any(e["kind"] == "tool" and e["data"]["name"] == "handoff" for e in record["events"])
     billing = [t["text"] for t in record["transcript"] if t["speaker"] == "billing"]
     assert any("Your balance is zero dollars" in text for text in billing), record["transcript"]
+
+
+async def test_a_persona_escalation_reaches_an_operator_with_its_transcript_and_summary(
+        appliance_factory, orders_api: OrdersApi, tmp_path: Path) -> None:
+    from tests.support.console import add_user, operator
+
+    app = appliance_factory(
+        flows_dir=_flows_with(tmp_path, orders_api), rtc_workers=1,
+        extra={"webhooks": {"allowed": [f"http://127.0.0.1:{orders_api.port}/", "http://127.0.0.1:8765/"]}},
+    )
+    add_user(app, "carol", queues="technical")
+    carol, _ = await operator(app, "carol")
+    try:
+        microphone = tmp_path / "caller.wav"
+        _microphone(microphone, [(5.0, "Can I talk to someone please.")], 40)
+        with baresip.Softphone(tmp_path / "caller", max_seconds=60) as phone:
+            phone.dial(f"sip:300@127.0.0.1:{app.sip_port}")
+            phone.say(microphone)
+            offer = await carol.recv("offer", timeout=30)
+            context = offer["context"]
+            assert context["queue"] == "technical" and context["path"][:2] == ["assistant", "to_person"], context
+            said = [(line["role"], line["text"].lower()) for line in context["transcript"]]
+            assert any(role == "caller" and "someone" in text for role, text in said), said
+            assert any(role == "persona" for role, _ in said), said
+            assert "orders handed over (human)" in context["summary"], context["summary"]
+            carol.send({"type": "accept", "offer": offer["offer"]})
+            assert (await carol.recv("call", timeout=5))["state"] == "connected"
+            carol.send({"type": "hangup"})
+            await carol.recv("wrap_up_due", timeout=5)
+    finally:
+        await carol.close()
+    (call,) = app.wait_calls_closed(1, timeout=20)
+    assert call["operator"] == "carol" and call["end_reason"] == "operator-hangup"
