@@ -82,7 +82,7 @@ class Appliance:
         self.personas = PersonaDispatcher(self.storage, self.workers)
         self.accounts = Accounts(self.storage)
         self.acd = ACD(self._queue_settings())
-        self.flows.on_reload.append(lambda: self.desk.queues_changed(self._queue_settings()))
+        self.flows.on_reload.append(self._queues_changed)
         self.desk = Desk(self.storage, self.workers, self.acd, self._queue_info, config.console.operator_lost_s,
                          self._ice_servers)
         self.calls = CallManager(config, self.hub, self.storage, self.flows, self.tts, self.personas, self.workers,
@@ -103,6 +103,13 @@ class Appliance:
 
     def _queue_settings(self) -> dict[str, QueueSettings]:
         return {name: QueueSettings.of(queue) for name, queue in self.flows.queues.items()}
+
+    def _queues_changed(self) -> None:
+        members: dict[str, list[str]] = {}
+        for name, queue in self.flows.queues.items():
+            for uri in queue.sip_members:  # checked against transfers.allowed when the flows loaded
+                members.setdefault(uri, []).append(name)
+        self.desk.queues_changed(self._queue_settings(), members)
 
     def _queue_info(self, queue: str) -> tuple[list[str], float]:
         settings = self.flows.queues.get(queue)
@@ -146,6 +153,7 @@ class Appliance:
         await self.http.start(self.config.http.host, self.config.http.port,
                               tls=(console.host, console.port, server_context(cert, key)))
         self.desk.start()
+        self._queues_changed()  # desk phones are members from the start
         await self.rtc_pool.start()
         await self.persona_pool.start()
         await self.gateway.start()

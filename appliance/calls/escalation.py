@@ -15,11 +15,14 @@ from appliance.rooms.room import Room
 
 
 class EscalatedCall:
-    def __init__(self, call_id: str, room: Room, runner: FlowRunner, hangup: Callable[[str], None]):
+    def __init__(self, call_id: str, room: Room, runner: FlowRunner, hangup: Callable[[str], None],
+                 ring: Callable[[str, float, Callable[[bool], None]], None], stop_ringing: Callable[[], None]):
         self.id = call_id
         self.room = room
         self._runner = runner
         self._hangup = hangup
+        self._ring = ring
+        self._stop_ringing = stop_ringing
 
     def variables(self) -> dict[str, Any]:
         return dict(self._runner.engine.variables)
@@ -41,3 +44,10 @@ class EscalatedCall:
 
     def hangup(self, reason: str) -> None:
         self._hangup(reason)
+
+    def ring_member(self, uri: str, timeout: float, answered: Callable[[bool], None]) -> None:
+        """Dial a queue's desk phone; `answered(True)` once it picks up, `answered(False)` if it cannot."""
+        self._ring(uri, timeout, answered)
+
+    def stop_ringing_member(self) -> None:
+        self._stop_ringing()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from appliance.calls.admission import admit
@@ -51,6 +52,8 @@ class Call:
     recorder: Recorder | None = None
     runner: FlowRunner | None = None
     bridge: OutboundLeg | None = None  # a bridge transfer's destination, ringing or answered
+    # Set while `bridge` is a queue's desk phone the desk rang: told whether it answered.
+    member_answered: Callable[[bool], None] | None = None
 
 
 class CallManager:
@@ -185,8 +188,37 @@ class CallManager:
 
     def _escalate(self, call: Call, queue: str) -> None:
         assert call.runner is not None  # the runner asked
-        self.desk.enqueue(EscalatedCall(call.id, call.room, call.runner, lambda reason: self._hangup(call, reason)),
-                          queue)
+        self.desk.enqueue(EscalatedCall(call.id, call.room, call.runner, lambda reason: self._hangup(call, reason),
+                                        ring=lambda uri, timeout, done: self._ring_member(call, uri, timeout, done),
+                                        stop_ringing=lambda: self._stop_member(call)), queue)
+
+    def _ring_member(self, call: Call, uri: str, timeout: float, done: Callable[[bool], None]) -> None:
+        """Dial a queue's desk phone (the ACD offered it the call) with the bridge-transfer machinery."""
+        if call.bridge is not None:
+            done(False)
+            return
+        try:
+            worker = pick_worker(call.leg.worker, self.workers.sip.values())
+        except NoRoute as exc:
+            log.warning("desk phone cannot be dialled", extra=log_extra(call_id=call.id, error=str(exc)))
+            asyncio.get_running_loop().call_soon(done, False)
+            return
+
+        def result(message: p.DialResult) -> None:
+            if not message.ok:
+                call.bridge = call.member_answered = None
+            done(message.ok)
+
+        call.member_answered = done
+        caller_id = _caller_id(self.config.transfers.caller_id, call.variables)
+        # The ACD times the ring; the leg's own timeout is only a backstop.
+        call.bridge = OutboundLeg(call.id, call.room, worker, uri, timeout + 5, on_result=result,
+                                  caller_id=caller_id)
+
+    def _stop_member(self, call: Call) -> None:
+        if call.bridge is not None and call.member_answered is not None:
+            call.bridge.close(EndReason.RING_TIMEOUT)
+            call.bridge = call.member_answered = None
 
     def _transfer(self, call: Call, to: str) -> None:
         call.leg.transfer(_refer_target(to, self.config.transfers.outbound_proxy))
@@ -235,6 +267,14 @@ class CallManager:
         answered = bridge.state is LegState.ANSWERED
         bridge.ended()
         call.bridge = None
+        member, call.member_answered = call.member_answered, None
+        if member is not None:
+            # A desk phone: unanswered, the desk offers the call elsewhere; answered, it hung up.
+            if answered:
+                self._hangup(call, EndReason.OPERATOR_HANGUP)
+            else:
+                member(False)
+            return
         if not answered:
             self._bridge_failed(call, 0, reason)
             return
@@ -250,6 +290,10 @@ class CallManager:
     def _end(self, call: Call, reason: str) -> None:
         if self.calls.pop(call.id, None) is None:
             return
+        if call.bridge is not None and call.member_answered is not None:
+            # A queue's desk phone: the desk records its part (operator_left), nothing to transfer.
+            call.bridge.close(reason)
+            call.bridge = call.member_answered = None
         if call.bridge is not None:
             # The caller's side is over: the destination must not stay up (or keep ringing) alone.
             bridge, call.bridge = call.bridge, None

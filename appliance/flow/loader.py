@@ -20,7 +20,7 @@ from pydantic_core import ErrorDetails
 from appliance.core.errors import FlowError, Problem
 from appliance.flow.checker import FlowContext, check
 from appliance.flow.persona import Persona
-from appliance.flow.policy import url_allowed
+from appliance.flow.policy import destination_allowed, url_allowed
 from appliance.flow.schema import STEP_TAGS, Flow, Queues
 
 Path_ = tuple[Any, ...]
@@ -275,11 +275,17 @@ def context_for(directory: Path, webhooks_allowed: list[str] | None = None,
     problems: list[Problem] = []
     queues: set[str] = set()
     personas: dict[str, Persona] = {}
+    policy = _policy(directory, webhooks_allowed, transfers_allowed)
     try:
-        queues = set(load_queues(directory / QUEUES_FILE).queues)
+        loaded = load_queues(directory / QUEUES_FILE).queues
+        queues = set(loaded)
+        for name, queue in loaded.items():
+            # The box dials these itself: the same allow-list as any transfer (toll fraud).
+            problems += [Problem(str(directory / QUEUES_FILE), 1, 1, f"queue '{name}': SIP member {uri} is not "
+                                 "allowed (transfers.allowed in appliance.yaml)")
+                         for uri in queue.sip_members if not destination_allowed(uri, policy.transfers_allowed)]
     except FlowError as exc:
         problems += exc.problems
-    policy = _policy(directory, webhooks_allowed, transfers_allowed)
     try:
         personas = load_personas(directory / PERSONAS_DIR, policy.webhooks_allowed)
     except FlowError as exc:

@@ -55,6 +55,8 @@ class QueuedCall(Protocol):
     def announce(self, text: str) -> None: ...
     def hold(self, on: bool) -> None: ...
     def hangup(self, reason: str) -> None: ...
+    def ring_member(self, uri: str, timeout: float, answered: Callable[[bool], None]) -> None: ...
+    def stop_ringing_member(self) -> None: ...
 
 
 @dataclass
@@ -96,6 +98,7 @@ class Desk:
         self.ice_servers = ice_servers
         self.sessions: dict[tuple[str, int], Session] = {}
         self.calls: dict[str, Waiting] = {}
+        self.sip_members: dict[str, list[str]] = {}  # a desk phone's URI → the queues it serves
         self._next_leg = 0
         self._lost: dict[str, asyncio.TimerHandle] = {}  # operator → the timer that gives up on them
         self._wake = asyncio.Event()
@@ -343,9 +346,14 @@ class Desk:
         op.Resume: _hold, op.TransferTo: _transfer, op.HangUp: _hangup, op.WrapUp: _wrap_up, op.Ping: _ping,
     }
 
-    def queues_changed(self, queues: dict[str, a.QueueSettings]) -> None:
-        """flows/queues.yaml was reloaded."""
+    def queues_changed(self, queues: dict[str, a.QueueSettings], sip_members: dict[str, list[str]]) -> None:
+        """flows/queues.yaml was (re)loaded: new settings, and desk phones logged in or out."""
         self._run(self.acd.update_queues(queues))
+        for uri in set(self.sip_members) - set(sip_members):
+            self._run(self.acd.logout(uri, reason="removed from queues.yaml"))
+        for uri, served in sip_members.items():
+            self._run(self.acd.login(uri, served, kind="sip"))
+        self.sip_members = dict(sip_members)
 
     # --- calls (from the call manager)
     def enqueue(self, call: QueuedCall, queue: str) -> None:
@@ -413,6 +421,12 @@ class Desk:
 
     def _offer(self, action: a.Offer) -> None:
         waiting = self.calls.get(action.call_id)
+        if waiting is not None and action.operator in self.sip_members:
+            self.storage.add_event(action.call_id, "offered_to", {"identity": action.operator,
+                                                                 "offer": action.offer_id})
+            waiting.call.ring_member(action.operator, action.ring_timeout,
+                                     lambda ok: self._member_answered(action.operator, action.offer_id, ok))
+            return
         session = self._session(action.operator)
         if waiting is None or session is None:
             return
@@ -423,8 +437,14 @@ class Desk:
                                 context=context))
         self.storage.add_event(action.call_id, "offered_to", {"identity": action.operator, "offer": action.offer_id})
 
+    def _member_answered(self, uri: str, offer_id: str, ok: bool) -> None:
+        self._run(self.acd.accept(uri, offer_id) if ok else self.acd.decline(uri, offer_id))
+
     def _withdraw(self, action: a.Withdraw) -> None:
         metrics.operator_offers.labels(action.reason).inc()
+        waiting = self.calls.get(action.call_id)
+        if action.operator in self.sip_members and waiting is not None and action.reason != "declined":
+            waiting.call.stop_ringing_member()  # rang out, taken by another, or the caller left
         session = self._session(action.operator)
         if session is not None:
             session.offers.discard(action.offer_id)
@@ -441,23 +461,26 @@ class Desk:
             metrics.queue_answered_in_service_level.labels(action.queue).inc()
         waiting = self.calls.get(action.call_id)
         session = self._session(action.operator)
-        if waiting is None or session is None:
+        member = action.operator in self.sip_members
+        if waiting is None or (session is None and not member):
             return  # the ACD learns of it through caller_left / operator_lost, already on their way
-        session.offers.discard(action.offer_id)
         waiting.operator = action.operator
-        session.call = waiting.call.id
         self.storage.add_event(waiting.call.id, "accepted", {"identity": action.operator, "queue": action.queue,
                                                              "offer": action.offer_id,
                                                              "waited_s": round(action.waited_s, 2)})
         self.storage.add_event(waiting.call.id, "operator_joined", {"identity": action.operator})
         self.storage.update_call(waiting.call.id, operator=action.operator)
         waiting.call.connected(action.operator)
+        log.info("operator connected", extra=log_extra(call_id=waiting.call.id, operator=action.operator,
+                                                       waited_s=round(action.waited_s, 2)))
+        if session is None:
+            return  # a desk phone: the bridged leg is in the room already
+        session.offers.discard(action.offer_id)
+        session.call = waiting.call.id
         self._join(session, waiting.call)
         context = call_context(self.storage, waiting.call.id, action.queue, action.waited_s,
                                waiting.call.variables())
         session.send(op.CallState(call=waiting.call.id, state="connected", context=context))
-        log.info("operator connected", extra=log_extra(call_id=waiting.call.id, operator=action.operator,
-                                                       waited_s=round(action.waited_s, 2)))
 
     def _announce(self, action: a.Announce) -> None:
         waiting = self.calls.get(action.call_id)

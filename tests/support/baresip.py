@@ -260,6 +260,16 @@ class Softphone:
         self.command("dial", uri)
         self._wait(lambda m: m.get("type") == "CALL_ESTABLISHED", timeout)
 
+    def wait_event(self, kind: str, count: int, timeout: float) -> dict:
+        """Until baresip has reported `count` events of type `kind` (CALL_INCOMING, CALL_CLOSED...); the last."""
+        with self._arrived:
+            if not self._arrived.wait_for(lambda: len(self._of(kind)) >= count, timeout):
+                raise TimeoutError(f"baresip: {len(self._of(kind))} of {count} {kind} in {timeout}s: {self._messages}")
+            return self._of(kind)[count - 1]
+
+    def _of(self, kind: str) -> list[dict]:
+        return [m for m in self._messages if m.get("type") == kind]
+
     def wait_incoming(self, timeout: float) -> None:
         """Wait until somebody calls (baresip rings; nothing is answered until `accept`)."""
         self._wait(lambda m: m.get("type") == "CALL_INCOMING", timeout)
