@@ -51,3 +51,7 @@ class EscalatedCall:
 
     def stop_ringing_member(self) -> None:
         self._stop_ringing()
+
+    def transfer(self, to: str, done: Callable[[bool, str | None], None]) -> bool:
+        """Bridge the caller to `to` (checked against transfers.allowed); False, nothing dialled, if not allowed."""
+        return self._runner.operator_transfer(to, done)

@@ -38,6 +38,7 @@ from appliance.storage import Storage
 log = logging.getLogger(__name__)
 
 HANGUP_GRACE_S = 0.3  # let the last prompt's final frames leave the worker's buffer
+OPERATOR_TRANSFER_RING_S = 30.0  # how long an operator's transfer destination may ring
 
 
 @dataclass
@@ -75,6 +76,7 @@ class FlowRunner:
         self.caller = caller
         self._hangup = control.hangup
         self._escalate_to = control.escalate
+        self._transfer_listener: Callable[[bool, str | None], None] | None = None
         self.voice = Participant("flow", kind="flow", subscribe=False)
         self.track = AudioTrack("flow-voice")
         room.join(self.voice)
@@ -132,9 +134,23 @@ class FlowRunner:
     def dtmf(self, digit: str) -> None:
         self._events.put_nowait(fe.Digit(digit))
 
+    def operator_transfer(self, to: str, done: Callable[[bool, str | None], None]) -> bool:
+        """An operator sends the caller on (bridged, so the recording goes on); False when not allowed.
+
+        The caller hears ringback meanwhile; `done` learns whether the destination answered."""
+        self._transfer_listener = done
+        if not self.transfers.request(to, "bridge", OPERATOR_TRANSFER_RING_S):
+            self._transfer_listener = None
+            return False
+        return True
+
     def transfer_done(self, ok: bool, error: str | None) -> None:
         if self.playback.holding:
             self.playback.stop()  # the ringback of a bridge transfer
+        if self._transfer_listener is not None:
+            listener, self._transfer_listener = self._transfer_listener, None
+            listener(ok, error)
+            return
         if self.persona.transferring:
             self.persona.transfer_done(ok, error)
             return

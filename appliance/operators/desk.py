@@ -57,6 +57,7 @@ class QueuedCall(Protocol):
     def hangup(self, reason: str) -> None: ...
     def ring_member(self, uri: str, timeout: float, answered: Callable[[bool], None]) -> None: ...
     def stop_ringing_member(self) -> None: ...
+    def transfer(self, to: str, done: Callable[[bool, str | None], None]) -> bool: ...
 
 
 @dataclass
@@ -303,8 +304,10 @@ class Desk:
         waiting = self.calls.get(session.call or "")
         if waiting is None:
             return "not on a call"
+        if message.to is not None:
+            return self._transfer_out(session, waiting, message.to)
         if message.queue is None:
-            return "name a queue to transfer to"
+            return "name a queue or a destination to transfer to"
         if message.queue not in self.acd.queues:
             return f"no queue named {message.queue!r}"
         self.storage.add_event(waiting.call.id, "operator_transfer", {"identity": session.identity,
@@ -316,6 +319,31 @@ class Desk:
         waiting.since = self.acd.clock()
         waiting.call.returned()
         self._run(self.acd.transfer(waiting.call.id, message.queue))
+        return None
+
+    def _transfer_out(self, session: Session, waiting: Waiting, to: str) -> str | None:
+        """Bridge the caller to `to`; the operator stays on until it answers (and on the call if it fails)."""
+        identity, call_id = session.identity, waiting.call.id
+
+        def done(ok: bool, error: str | None) -> None:
+            current = self._session(identity)
+            if not ok:
+                self.storage.add_event(call_id, "operator_transfer_failed", {"identity": identity, "error": error})
+                if current is not None:
+                    current.send(op.Error(message=f"transfer to {to} failed: {error}", request="transfer"))
+                return
+            left = self.calls.pop(call_id, None)
+            if left is None:
+                return  # the caller hung up meanwhile
+            if current is not None:
+                self._leave_call(current, left, "transferred")
+                self._wrap_up_due(current, call_id, left.queue)
+            self.storage.add_event(call_id, "operator_left", {"identity": identity})
+            self._run(self.acd.call_ended(identity, call_id))
+
+        if not waiting.call.transfer(to, done):
+            return f"{to} is not an allowed destination (transfers.allowed)"
+        self.storage.add_event(call_id, "operator_transfer", {"identity": identity, "to": to})
         return None
 
     def _hangup(self, session: Session, message: op.HangUp) -> str | None:

@@ -71,3 +71,44 @@ def test_a_desk_phone_outside_transfers_allowed_is_a_flow_error(tmp_path: Path) 
     assert result.returncode != 0
     assert "queues.yaml:1:1: queue 'billing': SIP member sip:+19005550100@carrier.example.com is not allowed" \
         in result.stdout + result.stderr
+
+
+async def test_an_operator_transfers_the_caller_to_an_allowed_destination_and_only_there(
+        appliance_factory, tmp_path: Path) -> None:
+    from tests.support.console import add_user, operator
+
+    caller_speech = baresip.speech_wav(tmp_path / "caller.wav", CALLER_SAYS, seconds=40)
+    with (baresip.Softphone(tmp_path / "sales", max_seconds=90, user="sales") as sales,
+          baresip.Softphone(tmp_path / "caller", max_seconds=90) as caller):
+        allowed = f"sip:sales@127.0.0.1:{sales.sip_port}"
+        app = appliance_factory(rtc_workers=1, flows_dir=FLOWS, numbers={"300": "desk"},
+                                extra={"transfers": {"allowed": [allowed]}})
+        add_user(app, "alice", queues="billing")
+        alice, _ = await operator(app, "alice")
+        try:
+            await asyncio.to_thread(caller.dial, f"sip:300@127.0.0.1:{app.sip_port}")
+            offer = await alice.recv("offer", timeout=20)
+            alice.send({"type": "accept", "offer": offer["offer"]})
+            await alice.recv("call", timeout=5)
+            alice.send({"type": "transfer", "to": "sip:+19005550100@127.0.0.1"})
+            assert "not an allowed destination" in (await alice.recv("error"))["message"]
+            alice.send({"type": "transfer", "to": allowed})
+            await asyncio.to_thread(sales.wait_event, "CALL_INCOMING", 1, 10)
+            await asyncio.to_thread(sales.accept)
+            ended = await alice.recv("call", timeout=5)
+            assert (ended["state"], ended["reason"]) == ("ended", "transferred")
+            await alice.recv("wrap_up_due", timeout=5)
+            caller.say(caller_speech.path)
+            await asyncio.sleep(4)
+            sales.hangup()
+            await asyncio.to_thread(caller.wait_closed, 10)
+            heard = sales.result().heard
+        finally:
+            await alice.close()
+    (call,) = app.wait_calls_closed(1)
+    assert call["end_reason"] == "transferred" and call["operator"] == "alice", call
+    assert _events(app, call["id"], "operator_transfer") == [{"identity": "alice", "to": allowed}]
+    assert _events(app, call["id"], "transfer_refused") == [{"to": "sip:+19005550100@127.0.0.1"}]
+    assert heard is not None
+    grammar = phrases_grammar([CALLER_SAYS, "please hold", "my bill is wrong"])
+    assert CALLER_SAYS in transcribe(spoken(baresip.pcm16k(heard)), grammar)
