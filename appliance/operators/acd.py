@@ -35,7 +35,7 @@ The rules:
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Literal
@@ -242,7 +242,7 @@ class ACD:
         return self._done()
 
     # --- operators
-    def login(self, operator: str, queues: list[str] | tuple[str, ...] | frozenset[str], kind: Kind = "browser",
+    def login(self, operator: str, queues: Collection[str], kind: Kind = "browser",
               away: bool = False, reason: str = "") -> list[Action]:
         """Log in (available, or away with `reason`); logged in already: now serving `queues`."""
         now = self.clock()
