@@ -129,7 +129,8 @@ class CallManager:
         self.storage.update_call(call.id, answered_at=iso_now(), recording_path=str(path))
         self.storage.add_event(call.id, "answered", {"codec": message.codec})
         call.recorder = Recorder(call.room, caller=call.leg.identity, path=path)
-        engine = FlowEngine(call.flow.flow, variables=dict(call.variables))
+        max_waits = {name: q.max_wait for name, q in self.flows.queues.items() if q.max_wait}
+        engine = FlowEngine(call.flow.flow, variables=dict(call.variables), queue_max_wait=max_waits)
         control = CallControl(
             hangup=lambda reason: self._hangup(call, reason),
             transfer=lambda to: self._transfer(call, to),

@@ -82,6 +82,8 @@ class FlowEngine:
     flow: Flow
     variables: dict[str, Any] = field(default_factory=dict)
     clock: WallClock = utcnow
+    # queues.yaml's max_wait per queue: caps an escalate step's own max_wait.
+    queue_max_wait: dict[str, float] = field(default_factory=dict)
     step_id: str | None = None
     finished: bool = False
     outcome: str | None = None  # hangup | escalated:<queue> | transferred:<to> | voicemail

@@ -11,13 +11,14 @@ import datetime as dt
 import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Protocol
 
 from appliance.core.clock import utcnow
 from appliance.flow import engine as fe
 from appliance.flow.actions import ActionTable, ignore
 from appliance.flow.engine import FlowEngine
-from appliance.flow.loader import LoadedFlow
+from appliance.flow.loader import QUEUES_FILE, LoadedFlow, load_queues
 from appliance.flow.webhook import call_webhook
 
 WebhookCaller = Callable[[str, dict[str, Any], float], Awaitable[fe.WebhookDone]]
@@ -70,7 +71,10 @@ class Simulation:
     caller_hung_up: bool = False
 
     def __post_init__(self) -> None:
-        self.engine = FlowEngine(self.loaded.flow, variables=dict(self.variables), clock=lambda: self._clock())
+        # The queues beside the flow's file cap its escalations' max_wait, as on the box.
+        queues = load_queues(Path(self.loaded.file).parent / QUEUES_FILE).queues
+        self.engine = FlowEngine(self.loaded.flow, variables=dict(self.variables), clock=lambda: self._clock(),
+                                 queue_max_wait={name: q.max_wait for name, q in queues.items() if q.max_wait})
         self._timers: dict[int, float] = {}
         self._events: list[fe.Event] = []
         self._recording_since: float | None = None

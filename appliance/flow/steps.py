@@ -252,7 +252,8 @@ def _enter_escalate(engine: FlowEngine, step: EscalateStep) -> str | None:
 def hold_in_queue(engine: FlowEngine, step: EscalateStep) -> None:
     """Hold audio until an operator answers; after max_wait the caller overflows."""
     engine._out.append(PlayHold(step.escalate.hold_audio))
-    engine._arm(step.escalate.max_wait)
+    cap = engine.queue_max_wait.get(step.escalate.queue)
+    engine._arm(min(step.escalate.max_wait, cap) if cap else step.escalate.max_wait)
 
 
 def overflow(engine: FlowEngine, step: EscalateStep) -> None:

@@ -358,3 +358,13 @@ def test_refer_that_works_hangs_up_the_flow_side():
     engine = FlowEngine(_unchecked_flow(BRIDGE_FLOW.replace("mode: bridge", "mode: refer")))
     engine.start()
     assert engine.handle(TransferDone(True)) == [Hangup("transferred")]
+
+
+def test_a_queues_max_wait_caps_the_escalate_steps() -> None:
+    flow = Flow.model_validate({"name": "q", "entry": "wait", "steps": {
+        "wait": {"escalate": {"queue": "billing", "announcement": None, "max_wait": 60, "overflow": "bye"}},
+        "bye": {"hangup": {}}}})
+    capped = FlowEngine(flow, queue_max_wait={"billing": 20.0}).start()
+    assert [a for a in capped if isinstance(a, StartTimer)] == [StartTimer(1, 20.0)]
+    uncapped = FlowEngine(flow, queue_max_wait={"technical": 5.0}).start()
+    assert [a for a in uncapped if isinstance(a, StartTimer)] == [StartTimer(1, 60.0)]
