@@ -21,6 +21,7 @@ from aiohttp import web
 
 from appliance.core.errors import AuthError
 from appliance.observability import metrics
+from appliance.observability.logging import log_extra
 from appliance.rooms.tokens import CONSOLE, Grant, TokenAuthority
 from appliance.storage import Storage
 
@@ -47,8 +48,12 @@ def needs(*roles: str) -> Callable[[Handler], Handler]:
         async def checked(request: web.Request) -> web.StreamResponse:
             grant: Grant | None = request.get(GRANT)
             if grant is None:
+                log.warning("request refused: no valid token", extra=log_extra(path=request.path,
+                                                                             source=request.remote))
                 return error(401, "missing or invalid bearer token")
             if not grant.allows(*roles):
+                log.warning("request refused: role", extra=log_extra(path=request.path, identity=grant.identity,
+                                                                     role=grant.role, source=request.remote))
                 return error(403, f"needs one of the roles: {', '.join(roles)}")
             return await handler(request)
 

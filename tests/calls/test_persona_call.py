@@ -17,6 +17,7 @@ from appliance.speech.stt import phrases_grammar, transcribe
 from appliance.speech.tts import EspeakTTS
 from tests.support import baresip
 from tests.support.appliance import ROOT
+from tests.support.audio import utterances
 from tests.support.http_server import LoopbackServer
 from tests.support.ports import free_port_block
 
@@ -99,26 +100,8 @@ def test_caller_checks_an_order_with_the_persona(appliance_factory, orders_api: 
     grammar = phrases_grammar(["hello this is the acme order desk how can i help you",
                                "sure what is your order number", "order one two three four is shipped",
                                "is there anything else"])
-    replies = [transcribe(chunk, grammar) for chunk in _utterances(baresip.pcm16k(result.heard))]
+    replies = [transcribe(chunk, grammar) for chunk in utterances(baresip.pcm16k(result.heard), gap_s=0.4)]
     assert any("shipped" in reply.split() for reply in replies), replies
-
-
-def _utterances(pcm: bytes) -> list[bytes]:
-    """Stretches of sound separated by at least 0.4 s of quiet."""
-    samples = np.frombuffer(pcm, dtype=np.int16).astype(np.float64)
-    frames = [np.sqrt(np.mean(samples[i : i + 320] ** 2)) for i in range(0, len(samples) - 320, 320)]
-    loud = [i for i, rms in enumerate(frames) if rms > 300]
-    chunks, start, last = [], None, None
-    for i in loud:
-        if start is None:
-            start = last = i
-        elif i - last > 20:
-            chunks.append(pcm[start * 640 : (last + 10) * 640])
-            start = i
-        last = i
-    if start is not None:
-        chunks.append(pcm[start * 640 : (last + 10) * 640])
-    return chunks
 
 
 def _events(app: Any, call_id: str, kind: str) -> list[dict[str, Any]]:

@@ -183,13 +183,14 @@ async def test_unknown_call_is_404(api: Api):
         assert status == 404 and body == {"error": "no such call"}
 
 
-async def test_recording_downloads_as_wav_for_supervisors(api: Api):
+async def test_recording_downloads_as_wav_for_supervisors_and_the_operator_who_took_the_call(api: Api):
     path = api.recordings / "2026" / "01" / "01" / f"{CALL}.wav"
     content = _wav(path)
     api.storage.open_call(CALL, recording_path=str(path))
     status, body, _ = await api.get(f"/api/calls/{CALL}/recording", role="operator")
-    assert status == 403
-    for role in ("supervisor", "admin"):
+    assert status == 404  # not theirs: as if it did not exist
+    api.storage.add_event(CALL, "operator_joined", {"identity": "operator-user"})
+    for role in ("operator", "supervisor", "admin"):
         status, body, resp = await api.get(f"/api/calls/{CALL}/recording", role=role)
         assert status == 200
         assert resp.headers["Content-Type"] == "audio/wav"

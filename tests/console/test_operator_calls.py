@@ -95,6 +95,11 @@ async def test_an_escalated_caller_and_an_operator_hear_each_other(desk, tmp_pat
     status, body, headers = await request(desk, "GET", f"/api/calls/{call['id']}/recording", token,
                                           headers={"Range": "bytes=0-43"})
     assert status == 206 and body[:4] == b"RIFF" and len(body) == 44, (status, headers)
+    metrics = desk.get("/metrics").decode()
+    for line in ('switchboard_queue_wait_seconds_count{queue="billing"} 1.0',
+                 'switchboard_operator_offers_total{result="accepted"} 1.0',
+                 'switchboard_operators{state="wrap_up"}', 'switchboard_queue_callers_waiting{queue="billing"} 0.0'):
+        assert line in metrics, line
     _, bob_token = await _login_token(desk, "bob")
     status, _, _ = await request(desk, "GET", f"/api/calls/{call['id']}/recording", bob_token)
     assert status == 404
