@@ -22,7 +22,7 @@ import appliance.rooms.protocol as p
 from appliance.core.audio import FRAME_MS
 from appliance.core.reasons import EndReason
 from appliance.observability.logging import log_extra, setup
-from appliance.rooms.client import EXIT_REFUSED, HubClient, run_worker
+from appliance.rooms.client import EXIT_REFUSED, HubClient, dispatch, run_worker
 from sip.endpoint import EndpointSettings, PjThread
 from sip.events import CallOffered, DialFailed, DtmfReceived, LegAnswered, LegEnded, PjEvent, TransferFinished
 
@@ -133,12 +133,7 @@ class Worker:
         self._hangup_all(EndReason.HUB_LOST)
 
     def control(self, message: BaseModel) -> None:
-        handler = _HUB_MESSAGES.get(type(message))
-        if handler is None:
-            # A newer hub's message this worker does not know: not worth dropping every call for.
-            log.warning("unexpected message from the hub", extra=log_extra(type=getattr(message, "type", "?")))
-            return
-        handler(self, message)
+        dispatch(_HUB_MESSAGES, self, message)
 
     def _offer_reply(self, message: p.OfferReply) -> None:
         timer = self.offers.pop(message.leg, None)

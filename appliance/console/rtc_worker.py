@@ -36,7 +36,7 @@ from appliance.core.audio import FRAME_MS
 from appliance.observability.logging import log_extra, setup
 from appliance.operators.protocol import MAX_MESSAGE
 from appliance.rooms import protocol as p
-from appliance.rooms.client import HubClient, run_worker
+from appliance.rooms.client import HubClient, dispatch, run_worker
 
 __all__ = ["CONTROL_LABEL", "MESSAGES_PER_S", "OPEN_TIMEOUT_S", "RateLimit", "RtcWorker", "main"]
 
@@ -143,12 +143,7 @@ class RtcWorker:
         await self._close_all()
 
     def control(self, message: BaseModel) -> None:
-        handler = _HUB_MESSAGES.get(type(message))
-        if handler is None:
-            # A newer hub's message this worker does not know: not worth dropping every session for.
-            log.warning("unexpected message from the hub", extra=log_extra(type=getattr(message, "type", "?")))
-            return
-        handler(self, message)
+        dispatch(_HUB_MESSAGES, self, message)
 
     # --- the hub's messages
     def _offer(self, offer: p.RtcOffer) -> None:

@@ -19,7 +19,7 @@ from pydantic import BaseModel
 
 from appliance.observability.logging import log_extra, setup
 from appliance.rooms import protocol as p
-from appliance.rooms.client import HubClient, run_worker
+from appliance.rooms.client import HubClient, dispatch, run_worker
 
 log = logging.getLogger("appliance.personas.worker")
 
@@ -80,12 +80,7 @@ class PersonaWorker:
         self.jobs.clear()
 
     def control(self, message: BaseModel) -> None:
-        handler = _HUB_MESSAGES.get(type(message))
-        if handler is None:
-            # A newer hub's message this worker does not know: not worth dropping every call for.
-            log.warning("unexpected message from the hub", extra=log_extra(type=getattr(message, "type", "?")))
-            return
-        handler(self, message)
+        dispatch(_HUB_MESSAGES, self, message)
 
     def _dispatch(self, message: p.Dispatch) -> None:
         from appliance.personas.session import PersonaJob

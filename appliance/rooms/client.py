@@ -13,15 +13,15 @@ import asyncio
 import logging
 import signal
 import sys
-from collections.abc import Callable
-from typing import Protocol
+from collections.abc import Callable, Mapping
+from typing import Any, Protocol, TypeVar
 
 from pydantic import BaseModel
 
 import appliance.rooms.protocol as p
 from appliance.observability.logging import log_extra
 
-__all__ = ["EXIT_REFUSED", "RETRY_S", "HubClient", "HubSession", "WorkerProcess", "run_worker"]
+__all__ = ["EXIT_REFUSED", "RETRY_S", "HubClient", "HubSession", "WorkerProcess", "dispatch", "run_worker"]
 
 log = logging.getLogger(__name__)
 
@@ -99,6 +99,19 @@ class HubClient:
         finally:
             self._writer = None
             writer.close()
+
+
+W = TypeVar("W")
+
+
+def dispatch(table: Mapping[type, Callable[[W, Any], None]], worker: W, message: BaseModel) -> None:
+    """Hand one hub message to the worker's handler for its type (a worker's `HubSession.control`)."""
+    handler = table.get(type(message))
+    if handler is None:
+        # A newer hub's message this worker does not know: not worth dropping every call for.
+        log.warning("unexpected message from the hub", extra=log_extra(type=getattr(message, "type", "?")))
+        return
+    handler(worker, message)
 
 
 class WorkerProcess(Protocol):

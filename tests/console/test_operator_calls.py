@@ -15,7 +15,7 @@ import pytest
 from appliance.speech.stt import phrases_grammar, transcribe
 from tests.support import baresip
 from tests.support.audio import spoken
-from tests.support.console import operator, request
+from tests.support.console import await_state, call_events, operator, request
 from tests.support.operator_client import OperatorClient, read_wav
 
 pytestmark = pytest.mark.sip
@@ -26,9 +26,6 @@ CALLER_SAYS = "please check my account"
 OPERATOR_SAYS = "thank you for calling"
 OTHER = ["please hold", "my bill is wrong", "one moment please", "good morning"]
 
-
-def _events(app, call_id: str, kind: str) -> list[dict]:
-    return [e["data"] for e in app.call(call_id)["events"] if e["kind"] == kind]
 
 
 def _words(pcm: bytes) -> str:
@@ -86,7 +83,7 @@ async def test_an_escalated_caller_and_an_operator_hear_each_other(desk, tmp_pat
     for kind in ("escalated", "queued", "offered_to", "accepted", "operator_joined", "operator_left", "wrap_up"):
         assert kind in kinds, kinds
     assert kinds.index("accepted") < kinds.index("operator_left") < kinds.index("ended")
-    assert _events(desk, call["id"], "wrap_up") == [
+    assert call_events(desk, call["id"], "wrap_up") == [
         {"identity": "alice", "disposition": "resolved", "notes": "paid by card"}]
 
     # Alice's own calls, and their recordings with Range requests; bob sees none of them.
@@ -104,13 +101,6 @@ async def test_an_escalated_caller_and_an_operator_hear_each_other(desk, tmp_pat
     status, _, _ = await request(desk, "GET", f"/api/calls/{call['id']}/recording", bob_token)
     assert status == 404
 
-
-async def _state(client: OperatorClient, state: str, timeout: float = 5) -> dict:
-    """The next state message saying `state` (the ones before it are passed over)."""
-    while True:
-        message = await client.recv("state", timeout)
-        if message["state"] == state:
-            return message
 
 
 async def _login_token(app, name: str) -> tuple[dict, str]:
@@ -130,7 +120,7 @@ async def test_an_offer_that_rings_out_goes_to_the_next_operator_and_the_first_i
             bob, _ = await operator(desk, "bob")  # logs in while alice's phone rings
             withdrawn = await alice.recv("offer_withdrawn", timeout=8)
             assert withdrawn == {"type": "offer_withdrawn", "offer": first["offer"], "reason": "ring_timeout"}
-            away = await _state(alice, "away")
+            away = await await_state(alice, "away")
             assert away["reason"] == "missed"
             second = await bob.recv("offer", timeout=5)
             assert second["call"] == first["call"]
@@ -148,8 +138,8 @@ async def test_an_offer_that_rings_out_goes_to_the_next_operator_and_the_first_i
         if bob is not None:
             await bob.close()
     (call,) = desk.wait_calls_closed(1)
-    assert [e["identity"] for e in _events(desk, call["id"], "missed")] == ["alice"]
-    assert [e["identity"] for e in _events(desk, call["id"], "declined")] == ["bob"]
+    assert [e["identity"] for e in call_events(desk, call["id"], "missed")] == ["alice"]
+    assert [e["identity"] for e in call_events(desk, call["id"], "declined")] == ["bob"]
     assert call["operator"] is None
 
 
@@ -183,5 +173,5 @@ async def test_with_nobody_logged_in_the_caller_overflows_at_once(desk, tmp_path
         await _dial(phone, desk)
         await asyncio.to_thread(phone.wait_closed, 20)
     (call,) = desk.wait_calls_closed(1)
-    assert _events(desk, call["id"], "queue_overflow") == [{"queue": "billing", "reason": "no_operators"}]
-    assert [e["step"] for e in _events(desk, call["id"], "step")] == ["queue", "sorry", "bye"]
+    assert call_events(desk, call["id"], "queue_overflow") == [{"queue": "billing", "reason": "no_operators"}]
+    assert [e["step"] for e in call_events(desk, call["id"], "step")] == ["queue", "sorry", "bye"]

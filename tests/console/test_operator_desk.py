@@ -13,25 +13,15 @@ import pytest
 from appliance.speech.stt import phrases_grammar, transcribe
 from tests.support import baresip
 from tests.support.audio import utterances
-from tests.support.console import operator
-from tests.support.operator_client import OperatorClient
+from tests.support.console import await_state, call_events, operator
 
 pytestmark = pytest.mark.sip
 
-
-def _events(app, call_id: str, kind: str) -> list[dict]:
-    return [e["data"] for e in app.call(call_id)["events"] if e["kind"] == kind]
 
 
 async def _dial(phone: baresip.Softphone, app) -> None:
     await asyncio.to_thread(phone.dial, f"sip:300@127.0.0.1:{app.sip_port}")
 
-
-async def _state(client: OperatorClient, state: str, timeout: float = 5) -> dict:
-    while True:
-        message = await client.recv("state", timeout)
-        if message["state"] == state:
-            return message
 
 
 async def test_two_callers_racing_for_the_last_operator_one_rings_the_other_waits_and_hears_its_place(
@@ -66,7 +56,7 @@ async def test_two_callers_racing_for_the_last_operator_one_rings_the_other_wait
     calls = desk.wait_calls_closed(2)
     assert sorted(c["operator"] for c in calls) == ["alice", "alice"]
     # Every 6 s each waiting caller hears their place: the one who came second, "number 2".
-    places = sorted(tuple(e["position"] for e in _events(desk, c["id"], "announced")) for c in calls)
+    places = sorted(tuple(e["position"] for e in call_events(desk, c["id"], "announced")) for c in calls)
     assert places[0][0] == 1 and places[1][0] == 2, places
     # And it is heard: the hold tone runs under it, so words are looked for, not sentences.
     grammar = phrases_grammar(["you are next in line", "you are number two in line", "please hold"])
@@ -110,8 +100,8 @@ async def test_hold_mute_and_a_transfer_to_another_queue(desk, tmp_path: Path) -
     assert call["operator"] == "carol" and call["end_reason"] == "operator-hangup"
     kinds = [e["kind"] for e in desk.call(call["id"])["events"]]
     assert kinds.count("held") == 1 and kinds.count("resumed") == 1, kinds
-    assert _events(desk, call["id"], "operator_transfer") == [{"identity": "alice", "queue": "technical"}]
-    assert [e["identity"] for e in _events(desk, call["id"], "operator_joined")] == ["alice", "carol"]
+    assert call_events(desk, call["id"], "operator_transfer") == [{"identity": "alice", "queue": "technical"}]
+    assert [e["identity"] for e in call_events(desk, call["id"], "operator_joined")] == ["alice", "carol"]
 
 
 async def test_states_are_stored_and_an_operator_cannot_act_on_a_call_not_theirs(desk, tmp_path: Path) -> None:
@@ -137,10 +127,10 @@ async def test_states_are_stored_and_an_operator_cannot_act_on_a_call_not_theirs
             await alice.recv("call", timeout=5)
             phone.hangup()
             assert (await alice.recv("call", timeout=10))["state"] == "ended"
-            await _state(alice, "wrap_up")
-            await _state(alice, "available", timeout=5)
+            await await_state(alice, "wrap_up")
+            await await_state(alice, "available", timeout=5)
             alice.send({"type": "state", "state": "away", "reason": "lunch"})
-            away = await _state(alice, "away")
+            away = await await_state(alice, "away")
             assert away["reason"] == "lunch"
     finally:
         await alice.close()

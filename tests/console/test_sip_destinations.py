@@ -17,6 +17,7 @@ from appliance.speech.stt import phrases_grammar, transcribe
 from tests.support import baresip
 from tests.support.appliance import ROOT
 from tests.support.audio import spoken
+from tests.support.console import add_user, call_events, operator
 
 pytestmark = pytest.mark.sip
 
@@ -32,9 +33,6 @@ def _flows(tmp_path: Path, member: str) -> Path:
     (flows / "queues.yaml").write_text(yaml.safe_dump(queues))
     return flows
 
-
-def _events(app, call_id: str, kind: str) -> list[dict]:
-    return [e["data"] for e in app.call(call_id)["events"] if e["kind"] == kind]
 
 
 async def test_a_desk_phone_in_a_queue_is_dialled_answers_and_hears_the_caller(appliance_factory, tmp_path) -> None:
@@ -57,8 +55,8 @@ async def test_a_desk_phone_in_a_queue_is_dialled_answers_and_hears_the_caller(a
         heard = deskphone.result().heard
     (call,) = app.wait_calls_closed(1)
     assert call["operator"] == member and call["end_reason"] == "operator-hangup", call
-    assert [e["identity"] for e in _events(app, call["id"], "offered_to")] == [member, member]
-    assert _events(app, call["id"], "operator_joined") == [{"identity": member}]
+    assert [e["identity"] for e in call_events(app, call["id"], "offered_to")] == [member, member]
+    assert call_events(app, call["id"], "operator_joined") == [{"identity": member}]
     assert heard is not None
     grammar = phrases_grammar([CALLER_SAYS, "please hold", "my bill is wrong"])
     assert CALLER_SAYS in transcribe(spoken(baresip.pcm16k(heard)), grammar)
@@ -75,7 +73,6 @@ def test_a_desk_phone_outside_transfers_allowed_is_a_flow_error(tmp_path: Path) 
 
 async def test_an_operator_transfers_the_caller_to_an_allowed_destination_and_only_there(
         appliance_factory, tmp_path: Path) -> None:
-    from tests.support.console import add_user, operator
 
     caller_speech = baresip.speech_wav(tmp_path / "caller.wav", CALLER_SAYS, seconds=40)
     with (baresip.Softphone(tmp_path / "sales", max_seconds=90, user="sales") as sales,
@@ -107,8 +104,8 @@ async def test_an_operator_transfers_the_caller_to_an_allowed_destination_and_on
             await alice.close()
     (call,) = app.wait_calls_closed(1)
     assert call["end_reason"] == "transferred" and call["operator"] == "alice", call
-    assert _events(app, call["id"], "operator_transfer") == [{"identity": "alice", "to": allowed}]
-    assert _events(app, call["id"], "transfer_refused") == [{"to": "sip:+19005550100@127.0.0.1"}]
+    assert call_events(app, call["id"], "operator_transfer") == [{"identity": "alice", "to": allowed}]
+    assert call_events(app, call["id"], "transfer_refused") == [{"to": "sip:+19005550100@127.0.0.1"}]
     assert heard is not None
     grammar = phrases_grammar([CALLER_SAYS, "please hold", "my bill is wrong"])
     assert CALLER_SAYS in transcribe(spoken(baresip.pcm16k(heard)), grammar)

@@ -77,3 +77,16 @@ async def operator(app: ApplianceProcess, name: str, wav: Path | None = None, av
             pass  # signed in (away) first
     return client, me["token"]
 
+
+
+def call_events(app: ApplianceProcess, call_id: str, kind: str) -> list[dict[str, Any]]:
+    """The data of a call's events of one kind, in order (through the admin API)."""
+    return [e["data"] for e in app.call(call_id)["events"] if e["kind"] == kind]
+
+
+async def await_state(client: OperatorClient, state: str, timeout: float = 5) -> dict[str, Any]:
+    """The next `state` message saying `state`; the ones before it are passed over."""
+    while True:
+        message = await client.recv("state", timeout)
+        if message["state"] == state:
+            return message
