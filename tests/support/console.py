@@ -58,11 +58,11 @@ async def login(app: ApplianceProcess, name: str, password: str = PASSWORD) -> d
 
 
 async def operator(app: ApplianceProcess, name: str, wav: Path | None = None, available: bool = True,
-                   password: str = PASSWORD) -> tuple[OperatorClient, str]:
+                   password: str = PASSWORD, client: OperatorClient | None = None) -> tuple[OperatorClient, str]:
     """`name` signed in (with the token), connected over WebRTC through the console's API, and
-    (by default) available."""
+    (by default) available; `client` instead of a new one playing `wav`."""
     me = await login(app, name, password)
-    client = OperatorClient(wav)
+    client = client or OperatorClient(wav)
 
     async def signal(sdp: str) -> str:
         status, body, _ = await request(app, "POST", "/api/rtc/offer", me["token"], json={"type": "offer", "sdp": sdp})

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 import wave
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -54,10 +55,11 @@ class PcmTrack(PacedAudioTrack):
 
 class OperatorClient:
     def __init__(self, wav: Path | None = None, codecs: tuple[str, ...] = ("audio/opus", "audio/PCMU"),
-                 audio: bool = True):
+                 audio: bool = True, track: PacedAudioTrack | None = None):
         # An empty ICE server list: with none, aiortc asks a public STUN server.
         self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
-        self.track = PcmTrack(read_wav(wav) if wav else b"")
+        # `track`: what to send instead of the WAV (bench/operators.py sends a timed signal).
+        self.track = track or PcmTrack(read_wav(wav) if wav else b"")
         if audio:
             transceiver = self.pc.addTransceiver(self.track, direction="sendrecv")
             wanted = [c.lower() for c in codecs]
@@ -70,6 +72,8 @@ class OperatorClient:
         self._opened = asyncio.Event()
         self._closed = asyncio.Event()
         self._heard = bytearray()
+        # (wall-clock time, bytes heard by then) per frame received, for benchmarks' timing.
+        self.arrivals: list[tuple[float, int]] = []
         self._reader: asyncio.Task[None] | None = None
         self.channel.on("open", self._opened.set)
         self.channel.on("close", self._closed.set)
@@ -150,3 +154,4 @@ class OperatorClient:
     async def _read(self, track: MediaStreamTrack) -> None:
         async for pcm in frames_from(track):
             self._heard += pcm
+            self.arrivals.append((time.time(), len(self._heard)))
