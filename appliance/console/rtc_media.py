@@ -13,17 +13,21 @@ from collections import deque
 from collections.abc import AsyncIterator
 
 import numpy as np
-from aiortc import MediaStreamTrack
+from aiortc import MediaStreamTrack, RTCRtpReceiver
+from aiortc.jitterbuffer import JitterBuffer
 from aiortc.mediastreams import MediaStreamError
 from av import AudioFrame, AudioResampler
 
 from appliance.core.audio import FRAME_BYTES, SAMPLE_RATE, SAMPLES_PER_FRAME, SILENCE
 
-__all__ = ["OUTBOUND_FRAMES", "HubAudioTrack", "InboundAudio", "PacedAudioTrack", "frames_from"]
+__all__ = ["OUTBOUND_FRAMES", "HubAudioTrack", "InboundAudio", "PacedAudioTrack", "frames_from",
+           "shorten_jitter_buffer"]
 
 # The hub's frames a browser leg may have waiting: 200 ms, as the hub's own jitter bound for a
 # caller (rooms.server.CALLER_JITTER_FRAMES). The oldest go first, so latency cannot grow.
 OUTBOUND_FRAMES = 10
+# A frame or two of jitter between the hub's clock and the track's, and no standing delay.
+LATENCY_FRAMES = 3
 _TIME_BASE = fractions.Fraction(1, SAMPLE_RATE)
 
 
@@ -62,6 +66,23 @@ async def frames_from(track: MediaStreamTrack) -> AsyncIterator[bytes]:
                 yield pcm
 
 
+# aiortc's audio receiver holds 4 frames after the one it completes (a frame is complete when
+# the next packet arrives): 100 ms before decoding, on every browser's audio. A LAN needs one.
+RECEIVE_PREFETCH = 1
+_JITTER_BUFFER = "_RTCRtpReceiver__jitter_buffer"  # aiortc's attribute (1.9 to 1.16); no public setting
+
+
+def shorten_jitter_buffer(receiver: RTCRtpReceiver) -> bool:
+    """Give an audio receiver a jitter buffer of RECEIVE_PREFETCH frames; False if aiortc changed inside.
+
+    Measured with bench/operators.py (aiortc 1.16): the WebRTC leg's round trip was about 300 ms."""
+    current = getattr(receiver, _JITTER_BUFFER, None)
+    if receiver.track.kind != "audio" or not isinstance(current, JitterBuffer):
+        return False
+    setattr(receiver, _JITTER_BUFFER, JitterBuffer(capacity=current.capacity, prefetch=RECEIVE_PREFETCH))
+    return True
+
+
 class PacedAudioTrack(MediaStreamTrack):
     """A 16 kHz mono track that gives aiortc one 20 ms frame every 20 ms of its own clock.
 
@@ -98,14 +119,23 @@ class PacedAudioTrack(MediaStreamTrack):
 
 
 class HubAudioTrack(PacedAudioTrack):
-    """What the hub sends one browser leg: its frames as they came, silence when none is queued."""
+    """What the hub sends one browser leg: its frames as they came, silence when none is queued.
 
-    def __init__(self, max_frames: int = OUTBOUND_FRAMES):
+    Two 20 ms clocks (the hub's and this track's) feed and drain the queue at the same rate, so
+    whatever a burst puts in it stays there as delay for the rest of the call: beyond
+    `LATENCY_FRAMES` the oldest are dropped. Measured with bench/operators.py: without the bound
+    the WebRTC leg's round trip was about 300 ms.
+    """
+
+    def __init__(self, max_frames: int = OUTBOUND_FRAMES, latency_frames: int = LATENCY_FRAMES):
         super().__init__()
         self._frames: deque[bytes] = deque(maxlen=max_frames)
+        self.latency_frames = latency_frames
 
     def push(self, frame: bytes) -> None:
         self._frames.append(frame)
+        while len(self._frames) > self.latency_frames:
+            self._frames.popleft()
 
     @property
     def pending(self) -> int:

@@ -31,7 +31,7 @@ from aiortc import sdp as aiortc_sdp
 from aiortc.mediastreams import MediaStreamTrack
 from pydantic import BaseModel
 
-from appliance.console.rtc_media import HubAudioTrack, frames_from
+from appliance.console.rtc_media import HubAudioTrack, frames_from, shorten_jitter_buffer
 from appliance.core.audio import FRAME_MS
 from appliance.observability.logging import log_extra, setup
 from appliance.operators.protocol import MAX_MESSAGE
@@ -171,6 +171,8 @@ class RtcWorker:
         try:
             session = self._new_session(offer)
             await session.pc.setRemoteDescription(RTCSessionDescription(sdp=offer.sdp, type="offer"))
+            for transceiver in session.pc.getTransceivers():
+                shorten_jitter_buffer(transceiver.receiver)
             # aiortc gathers every candidate in setLocalDescription: nothing to trickle afterwards.
             await session.pc.setLocalDescription(await session.pc.createAnswer())
             if session.ended:

@@ -43,9 +43,11 @@ class AudioTrack:
     prompt sources queue whole utterances and leave it unbounded.
     """
 
-    def __init__(self, name: str, max_frames: int | None = None):
+    def __init__(self, name: str, max_frames: int | None = None, latency_frames: int | None = None):
         self.name = name
         self._frames: deque[bytes] = deque(maxlen=max_frames)
+        # Live sources only: frames beyond this many are dropped as they come (see BrowserParticipant).
+        self.latency_frames = latency_frames
         self._marks: deque[tuple[int, Callable[[], None]]] = deque()
         self._pulled = 0
         self._queued = 0
@@ -58,6 +60,9 @@ class AudioTrack:
     def write_frame(self, frame: bytes) -> None:
         self._frames.append(frame)
         self._queued += 1
+        if self.latency_frames is not None:
+            while len(self._frames) > self.latency_frames:
+                self._frames.popleft()
 
     def mark(self, callback: Callable[[], None]) -> None:
         """Call `callback` once every frame written so far has been played out."""

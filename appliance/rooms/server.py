@@ -32,6 +32,7 @@ log = logging.getLogger(__name__)
 # 200 ms of caller audio may wait for the hub's tick; more means the hub is behind and
 # old audio is worth less than fresh audio.
 CALLER_JITTER_FRAMES = 10
+BROWSER_LATENCY_FRAMES = 3
 # Legs the hub dials are numbered by the hub from here, so they never meet the ids a
 # worker gives the calls it is offered (counted up from 1).
 FIRST_DIALLED_LEG = 1 << 31
@@ -114,11 +115,12 @@ class WorkerRegistry:
 class RemoteParticipant(Participant):
     """A participant whose media lives in another process: audio in by batches, the mix out."""
 
-    def __init__(self, identity: str, kind: str, connection: WorkerConnection, leg: int, jitter: int | None):
+    def __init__(self, identity: str, kind: str, connection: WorkerConnection, leg: int, jitter: int | None,
+                 latency: int | None = None):
         super().__init__(identity, kind=kind)
         self.connection = connection
         self.leg = leg
-        self.publish(AudioTrack(kind, max_frames=jitter))
+        self.publish(AudioTrack(kind, max_frames=jitter, latency_frames=latency))
         self.sink = self
 
     def push(self, frame: bytes) -> None:
@@ -224,7 +226,10 @@ class BrowserParticipant(RemoteParticipant):
     """
 
     def __init__(self, identity: str, connection: WorkerConnection, leg: int):
-        super().__init__(identity, "operator", connection, leg, jitter=CALLER_JITTER_FRAMES)
+        # A person talking to a caller: no more than 60 ms may wait here for the hub's tick
+        # (a standing queue between the worker's clock and the hub's is delay for the whole call).
+        super().__init__(identity, "operator", connection, leg, jitter=CALLER_JITTER_FRAMES,
+                         latency=BROWSER_LATENCY_FRAMES)
 
     def send(self, payload: dict[str, object]) -> None:
         """One message on the session's data channel."""

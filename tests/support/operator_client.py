@@ -19,7 +19,7 @@ from typing import Any
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCRtpSender, RTCSessionDescription, sdp
 from aiortc.mediastreams import MediaStreamTrack
 
-from appliance.console.rtc_media import PacedAudioTrack, frames_from
+from appliance.console.rtc_media import PacedAudioTrack, frames_from, shorten_jitter_buffer
 from appliance.core.audio import FRAME_BYTES, SAMPLE_RATE, SILENCE
 
 __all__ = ["OperatorClient", "PcmTrack", "read_wav"]
@@ -90,6 +90,10 @@ class OperatorClient:
         """Offer, take the answer `signal` returns, and wait until the control channel is open."""
         answer = await signal(await self.offer())
         await self.pc.setRemoteDescription(RTCSessionDescription(sdp=answer, type="answer"))
+        # As a browser's adaptive jitter buffer settles on a LAN, not aiortc's fixed 100 ms: what
+        # this client hears is then the box's delay, not the test client's.
+        for transceiver in self.pc.getTransceivers():
+            shorten_jitter_buffer(transceiver.receiver)
         await asyncio.wait_for(self._opened.wait(), timeout)
 
     def send(self, message: dict[str, Any]) -> None:
