@@ -117,6 +117,9 @@ class Participant:
         self.hidden = hidden
         self.subscribe = subscribe
         self.muted = False  # publishes nothing: its frames are taken (so no latency builds up) and dropped
+        # Who may hear this participant, as LiveKit's track permissions: None is everyone in the
+        # room; a supervisor listening is heard by nobody (empty), whispering by the operator only.
+        self.audience: frozenset[str] | None = None
         self.track: AudioTrack | None = None
         self.sink: AudioSink | None = None
         self.room: Room | None = None
@@ -185,10 +188,15 @@ class Room:
                 if frame is not None and not participant.muted:
                     published[identity] = frame
         heard: dict[str, bytes | None] = {}
+        # Who hears whom is decided here, for every kind of participant: each subscriber's mix
+        # holds exactly the publishers whose audience admits it (the recorder's "what the caller
+        # heard" is the caller's mix, so a whisper is absent from it by construction).
+        audiences = {who: self.participants[who].audience for who in published}
         for identity, participant in self.participants.items():
             if not participant.subscribe:
                 continue
-            frame = _mix(f for who, f in published.items() if who != identity)
+            frame = _mix(f for who, f in published.items()
+                         if who != identity and (audiences[who] is None or identity in audiences[who]))
             heard[identity] = frame
             if frame is not None and participant.sink is not None:
                 participant.sink.push(frame)

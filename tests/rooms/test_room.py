@@ -269,3 +269,29 @@ async def test_hub_clock_runs_and_stops():
     finally:
         await hub.stop()
     assert ear.levels == [1, 1, 1]
+
+
+def test_a_participants_audience_decides_who_hears_it(room: Room) -> None:
+    """Listen, whisper, barge: the supervisor's audience is nobody, the operator, everyone."""
+    caller, caller_mic, caller_ear = listener("caller", "sip", room)
+    operator, operator_mic, operator_ear = listener("operator", "operator", room)
+    supervisor, supervisor_mic, supervisor_ear = listener("supervisor", "operator", room)
+    views: list = []
+
+    class Recorder:
+        def on_tick(self, view) -> None:
+            views.append(view)
+
+    room.observers.append(Recorder())
+    for audience in (frozenset(), frozenset({"operator"}), None):
+        supervisor.audience = audience
+        caller_mic.write_frame(frame(1))
+        operator_mic.write_frame(frame(10))
+        supervisor_mic.write_frame(frame(100))
+        room.tick()
+    # listen: nobody hears the supervisor; whisper: the operator does; barge: everyone does.
+    assert caller_ear.levels == [10, 10, 110]
+    assert operator_ear.levels == [1, 101, 101]
+    assert supervisor_ear.levels == [11, 11, 11]  # the supervisor hears everyone, always
+    # What the recorder keeps as "what the caller heard" never holds a whisper.
+    assert [level(v.heard["caller"]) for v in views] == [10, 10, 110]
