@@ -20,6 +20,7 @@ from appliance.console.login import LoginGuard
 from appliance.console.operator_api import OperatorRoutes
 from appliance.console.rtc_pool import RtcPool
 from appliance.console.tls import ensure_certificate, server_context
+from appliance.console.wallboard import WallboardSource
 from appliance.core.reasons import EndReason
 from appliance.flow.library import FlowLibrary
 from appliance.observability.logging import log_extra
@@ -87,6 +88,8 @@ class Appliance:
                          self._ice_servers)
         self.calls = CallManager(config, self.hub, self.storage, self.flows, self.tts, self.personas, self.workers,
                                  self.desk)
+        self.desk.lookup = self.calls.handle  # the desk needs the calls, which need the desk
+        self.desk.wallboard = WallboardSource(self.calls, self.desk)
         self.server = ParticipantServer(self.hub, self.tokens, self.workers, self.calls, self.personas, self.desk)
         guard = LoginGuard(config.console.login_attempts, config.console.login_window_s)
         console = OperatorRoutes(self.accounts, guard, self.tokens, self.desk, self._queues_of, self._ice_servers)

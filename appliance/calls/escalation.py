@@ -1,7 +1,8 @@
-"""An escalated call as the operator desk sees it (`operators.desk.QueuedCall`).
+"""A live call as the operator desk sees it (`operators.desk.QueuedCall`): escalated callers,
+and any call a supervisor joins.
 
 The desk decides who talks to the caller; what that means for the call's flow (hold audio,
-max_wait, overflow) stays with the flow runner, reached through this adapter.
+max_wait, overflow, a persona leaving) stays with the flow runner, reached through this adapter.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from appliance.flow import engine as fe
 from appliance.rooms.room import Room
 
 
-class EscalatedCall:
+class CallHandle:
     def __init__(self, call_id: str, room: Room, runner: FlowRunner, hangup: Callable[[str], None],
                  ring: Callable[[str, float, Callable[[bool], None]], None], stop_ringing: Callable[[], None]):
         self.id = call_id
@@ -55,3 +56,26 @@ class EscalatedCall:
     def transfer(self, to: str, done: Callable[[bool, str | None], None]) -> bool:
         """Bridge the caller to `to` (checked against transfers.allowed); False, nothing dialled, if not allowed."""
         return self._runner.operator_transfer(to, done)
+
+    def step(self) -> str | None:
+        return self._runner.engine.step_id
+
+    def flow(self) -> str:
+        return self._runner.engine.flow.name
+
+    def persona(self) -> str | None:
+        """The persona talking to the caller now, if one is."""
+        job = self._runner.persona.job
+        return job.persona if job is not None else None
+
+    def instruct_persona(self, text: str, by: str) -> bool:
+        """A supervisor's typed instruction into the persona's context; False with no persona on the call."""
+        job = self._runner.persona.job
+        return job is not None and self._runner.services.personas.instruct(job, text, by)
+
+    def take_over_persona(self) -> bool:
+        """The persona leaves the call now (its queued reply with it); False with no persona on it."""
+        if self._runner.persona.job is None:
+            return False
+        self._runner.persona.release()
+        return True

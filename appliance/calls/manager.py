@@ -10,12 +10,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from appliance.calls.admission import admit
 from appliance.calls.bridge import LegState, NoRoute, OutboundLeg, dial_uri, pick_worker
-from appliance.calls.escalation import EscalatedCall
+from appliance.calls.escalation import CallHandle
 from appliance.calls.runner import CallControl, CallServices, FlowRunner
 from appliance.config import Config
 from appliance.core.clock import iso_now, utcnow
@@ -52,6 +53,7 @@ class Call:
     recorder: Recorder | None = None
     runner: FlowRunner | None = None
     bridge: OutboundLeg | None = None  # a bridge transfer's destination, ringing or answered
+    started: float = field(default_factory=time.monotonic)  # for the wallboard's durations
     # Set while `bridge` is a queue's desk phone the desk rang: told whether it answered.
     member_answered: Callable[[bool], None] | None = None
 
@@ -187,11 +189,19 @@ class CallManager:
         if call.runner:
             call.runner.transfer_done(message.ok, None if message.ok else f"{message.code} {message.reason}".strip())
 
+    def handle(self, call_id: str) -> CallHandle | None:
+        """A live, answered call as the operator desk acts on it (escalated, or joined by a supervisor)."""
+        call = self.calls.get(call_id)
+        if call is None or call.runner is None:
+            return None
+        return CallHandle(call.id, call.room, call.runner, lambda reason: self._hangup(call, reason),
+                          ring=lambda uri, timeout, done: self._ring_member(call, uri, timeout, done),
+                          stop_ringing=lambda: self._stop_member(call))
+
     def _escalate(self, call: Call, queue: str) -> None:
-        assert call.runner is not None  # the runner asked
-        self.desk.enqueue(EscalatedCall(call.id, call.room, call.runner, lambda reason: self._hangup(call, reason),
-                                        ring=lambda uri, timeout, done: self._ring_member(call, uri, timeout, done),
-                                        stop_ringing=lambda: self._stop_member(call)), queue)
+        handle = self.handle(call.id)
+        assert handle is not None  # the call's runner asked
+        self.desk.enqueue(handle, queue)
 
     def _ring_member(self, call: Call, uri: str, timeout: float, done: Callable[[bool], None]) -> None:
         """Dial a queue's desk phone (the ACD offered it the call) with the bridge-transfer machinery."""

@@ -32,6 +32,8 @@ from appliance.storage import Storage
 log = logging.getLogger(__name__)
 
 ANSWER_TIMEOUT_S = 15.0  # aiortc gathers candidates before it answers: well under a second on a LAN
+WALLBOARD_S = 1.0  # how often supervisors' wallboards are refreshed
+SUPERVISING = ("supervisor", "admin")
 
 
 class DeskError(Exception):
@@ -58,6 +60,11 @@ class QueuedCall(Protocol):
     def ring_member(self, uri: str, timeout: float, answered: Callable[[bool], None]) -> None: ...
     def stop_ringing_member(self) -> None: ...
     def transfer(self, to: str, done: Callable[[bool, str | None], None]) -> bool: ...
+    def step(self) -> str | None: ...
+    def flow(self) -> str: ...
+    def persona(self) -> str | None: ...
+    def instruct_persona(self, text: str, by: str) -> bool: ...
+    def take_over_persona(self) -> bool: ...
 
 
 @dataclass
@@ -74,6 +81,8 @@ class Session:
     held: bool = False
     muted: bool = False
     offers: set[str] = field(default_factory=set)
+    joined: str | None = None  # a supervisor: the call they are in
+    mode: str | None = None  # listen | whisper | barge | taken_over
 
     def send(self, message: BaseModel) -> None:
         self.participant.send(message.model_dump(mode="json"))
@@ -102,6 +111,11 @@ class Desk:
         self.sip_members: dict[str, list[str]] = {}  # a desk phone's URI → the queues it serves
         self._next_leg = 0
         self._lost: dict[str, asyncio.TimerHandle] = {}  # operator → the timer that gives up on them
+        # Set by the composition root once the call manager exists (it needs the desk first):
+        # any live call by id, and the wallboard's figures.
+        self.lookup: Callable[[str], QueuedCall | None] = lambda call_id: None
+        self.wallboard: Callable[[], op.Wallboard] | None = None
+        self._next_wallboard = 0.0
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
@@ -119,13 +133,26 @@ class Desk:
         """Ring timeouts, wrap-up ends and announcements fall due on the ACD's clock."""
         while True:
             deadline = self.acd.next_deadline()
-            wait = 1.0 if deadline is None else max(0.0, min(1.0, deadline - self.acd.clock()))
+            wait = WALLBOARD_S if deadline is None else max(0.0, min(WALLBOARD_S, deadline - self.acd.clock()))
             self._wake.clear()
             try:
                 await asyncio.wait_for(self._wake.wait(), wait)
             except TimeoutError:
                 pass
             self._run(self.acd.tick())
+            self._publish_wallboard()
+
+    def _publish_wallboard(self) -> None:
+        """Every second, the same snapshot to every supervisor's console (built from memory, not SQLite)."""
+        now = self.acd.clock()
+        if self.wallboard is None or now < self._next_wallboard:
+            return
+        self._next_wallboard = now + WALLBOARD_S
+        watchers = [s for s in self.sessions.values() if s.open and s.role in SUPERVISING]
+        if watchers:
+            board = self.wallboard()
+            for session in watchers:
+                session.send(board)
 
     # --- browser sessions
     async def connect(self, identity: str, role: str, queues: list[str], sdp: str) -> str:
@@ -213,6 +240,9 @@ class Desk:
             self._lost[identity] = asyncio.get_running_loop().call_later(
                 self.operator_lost_s, self._give_up, identity)
             return
+        if session.joined is not None:
+            # A supervisor who had taken the call over leaves the caller with nobody: said in the log.
+            self._leave_supervised(session, "browser gone")
         self._run(self.acd.logout(session.identity) if session.role == "operator" else [])
 
     def _give_up(self, identity: str) -> None:
@@ -241,8 +271,11 @@ class Desk:
             where = ".".join(str(part) for part in first["loc"])
             session.send(op.Error(message=f"{where}: {first['msg']}", request=str(payload.get("type", ""))[:32]))
             return
-        handler = self._handlers.get(type(message))
-        if handler is None or (session.role != "operator" and not isinstance(message, op.Ping)):
+        handlers = self._supervisor_handlers if session.role in SUPERVISING else self._handlers
+        handler = handlers.get(type(message))
+        if handler is None:
+            log.warning("console request refused: role", extra=log_extra(operator=session.identity,
+                                                                         role=session.role, request=message.type))
             session.send(op.Error(message="not allowed for this role", request=message.type))
             return
         error = handler(self, session, message)
@@ -347,6 +380,12 @@ class Desk:
         return None
 
     def _hangup(self, session: Session, message: op.HangUp) -> str | None:
+        if session.mode == "taken_over" and session.joined is not None:
+            call = self.lookup(session.joined)
+            if call is None:
+                return "not on a call"
+            call.hangup(EndReason.OPERATOR_HANGUP)
+            return None
         waiting = self.calls.get(session.call or "")
         if waiting is None:
             return "not on a call"
@@ -369,9 +408,117 @@ class Desk:
         session.send(op.Pong(id=message.id))
         return None
 
+    # --- supervisors: join any live call, listen, whisper, barge, take over
+    def _join_call(self, session: Session, message: op.JoinCall) -> str | None:
+        call = self.lookup(message.call)
+        if call is None:
+            return "no such live call"
+        if session.mode == "taken_over":
+            return "you are talking to a caller: hang up first"
+        if session.joined is not None and session.joined != call.id:
+            self._leave_supervised(session, "joined another call")
+        session.joined = call.id
+        if session.participant.room is None:
+            self._join(session, call)
+        self._apply_mode(session, call, message.mode)
+        self.storage.add_event(call.id, "supervisor_joined", {"identity": session.identity, "mode": message.mode})
+        self._send_joined(session, call)
+        return None
+
+    def _set_mode(self, session: Session, message: op.SetMode) -> str | None:
+        call = self.lookup(session.joined or "")
+        if call is None:
+            return "not in a call"
+        if session.mode == "taken_over":
+            return "you have taken this call over"
+        self._apply_mode(session, call, message.mode)
+        self.storage.add_event(call.id, "supervisor_mode", {"identity": session.identity, "mode": message.mode})
+        self._send_joined(session, call)
+        return None
+
+    def _whisper_text(self, session: Session, message: op.WhisperText) -> str | None:
+        call = self.lookup(session.joined or "")
+        if call is None:
+            return "not in a call"
+        if not call.instruct_persona(message.text, session.identity):
+            return "no AI persona is on this call; whisper by voice to its operator"
+        return None
+
+    def _take_over(self, session: Session, message: op.TakeOver) -> str | None:
+        call = self.lookup(session.joined or "")
+        if call is None:
+            return "not in a call"
+        waiting = self.calls.get(call.id)
+        if waiting is not None and waiting.operator is not None:
+            taken_from = waiting.operator
+            self.calls.pop(call.id)
+            replaced = self._session(taken_from)
+            if replaced is not None:
+                self._leave_call(replaced, waiting, f"taken over by {session.identity}")
+                self._wrap_up_due(replaced, call.id, waiting.queue)
+            self.storage.add_event(call.id, "operator_left", {"identity": taken_from})
+            self._run(self.acd.call_ended(taken_from, call.id))
+        elif (persona := call.persona()) is not None and call.take_over_persona():
+            taken_from = f"persona:{persona}"
+        else:
+            return "nobody to take this call from (it is with the flow or waiting in a queue)"
+        session.mode = "taken_over"
+        session.participant.audience = None
+        self.storage.add_event(call.id, "taken_over", {"identity": session.identity, "from": taken_from})
+        self.storage.update_call(call.id, operator=session.identity)
+        log.info("call taken over",
+                 extra=log_extra(call_id=call.id, supervisor=session.identity, taken_from=taken_from))
+        self._send_joined(session, call)
+        return None
+
+    def _leave(self, session: Session, message: op.LeaveCall) -> str | None:
+        if session.joined is None:
+            return "not in a call"
+        if session.mode == "taken_over":
+            return "you are talking to the caller: hang up or transfer first"
+        self._leave_supervised(session, "left")
+        return None
+
+    def _apply_mode(self, session: Session, call: QueuedCall, mode: str) -> None:
+        waiting = self.calls.get(call.id)
+        operator = waiting.operator if waiting is not None else None
+        audiences: dict[str, frozenset[str] | None] = {
+            "listen": frozenset(),
+            # On an AI call there is nobody to whisper to by voice: the persona takes typed whispers.
+            "whisper": frozenset({operator}) if operator else frozenset(),
+            "barge": None,
+        }
+        session.participant.audience = audiences[mode]
+        session.mode = mode
+
+    def _send_joined(self, session: Session, call: QueuedCall) -> None:
+        waiting = self.calls.get(call.id)
+        variables = call.variables()
+        context = call_context(self.storage, call.id, waiting.queue if waiting else "", 0.0, variables)
+        on_call = [f"persona:{name}" for name in [call.persona()] if name]
+        if waiting is not None and waiting.operator:
+            on_call.append(waiting.operator)
+        if session.mode == "taken_over":
+            on_call.append(session.identity)
+        session.send(op.Joined(call=call.id, mode=session.mode or "listen", context=context,
+                               timeline=list(self.storage.events(call.id)), on_call=on_call or ["flow"]))
+
+    def _leave_supervised(self, session: Session, reason: str) -> None:
+        call_id, session.joined = session.joined, None
+        self._out_of_room(session)
+        session.participant.audience = None
+        session.mode = None
+        if call_id is not None:
+            self.storage.add_event(call_id, "supervisor_left", {"identity": session.identity, "reason": reason})
+            session.send(op.LeftCall(call=call_id, reason=reason))
+
     _handlers: dict[type, Callable[[Desk, Session, Any], str | None]] = {
         op.SetState: _set_state, op.Accept: _accept, op.Decline: _decline, op.Mute: _mute, op.Hold: _hold,
         op.Resume: _hold, op.TransferTo: _transfer, op.HangUp: _hangup, op.WrapUp: _wrap_up, op.Ping: _ping,
+    }
+    _supervisor_handlers: dict[type, Callable[[Desk, Session, Any], str | None]] = {
+        op.JoinCall: _join_call, op.SetMode: _set_mode, op.WhisperText: _whisper_text, op.TakeOver: _take_over,
+        op.LeaveCall: _leave, op.HangUp: _hangup, op.Ping: _ping,
     }
 
     def queues_changed(self, queues: dict[str, a.QueueSettings], sip_members: dict[str, list[str]]) -> None:
@@ -391,6 +538,9 @@ class Desk:
 
     def call_ended(self, call_id: str) -> None:
         """The call is over (either side hung up, or it failed)."""
+        for watcher in list(self.sessions.values()):
+            if watcher.joined == call_id:
+                self._leave_supervised(watcher, "call ended")
         waiting = self.calls.pop(call_id, None)
         if waiting is None:
             return

@@ -81,8 +81,45 @@ class Ping(_Message):
     id: int = 0
 
 
+# --- supervisors (and admins)
+JoinMode = Literal["listen", "whisper", "barge"]
+
+
+class JoinCall(_Message):
+    """Join a live call: listen (heard by no one), whisper (heard by its operator only), barge (by all)."""
+
+    type: Literal["join"] = "join"
+    call: str = Field(max_length=64)
+    mode: JoinMode = "listen"
+
+
+class SetMode(_Message):
+    """Switch the joined call's mode without leaving it."""
+
+    type: Literal["mode"] = "mode"
+    mode: JoinMode
+
+
+class WhisperText(_Message):
+    """A typed instruction for the call's AI persona: into its context, never heard by the caller."""
+
+    type: Literal["whisper_text"] = "whisper_text"
+    text: str = Field(min_length=1, max_length=1000)
+
+
+class TakeOver(_Message):
+    """The persona or operator leaves the call; the supervisor talks to the caller from now on."""
+
+    type: Literal["take_over"] = "take_over"
+
+
+class LeaveCall(_Message):
+    type: Literal["leave"] = "leave"
+
+
 ClientMessage = Annotated[
-    SetState | Accept | Decline | Mute | Hold | Resume | TransferTo | HangUp | WrapUp | Ping,
+    SetState | Accept | Decline | Mute | Hold | Resume | TransferTo | HangUp | WrapUp | Ping | JoinCall | SetMode
+    | WhisperText | TakeOver | LeaveCall,
     Field(discriminator="type"),
 ]
 client_messages: TypeAdapter[ClientMessage] = TypeAdapter(ClientMessage)
@@ -164,8 +201,46 @@ class Pong(_Message):
     id: int = 0
 
 
+class TranscriptLine(_Message):
+    """One line of a call's live transcript (the caller, a persona, a supervisor's instruction)."""
+
+    type: Literal["transcript"] = "transcript"
+    call: str
+    role: str
+    speaker: str
+    text: str
+
+
+class Joined(_Message):
+    """The supervisor is in the call (or changed mode): what the call is and was."""
+
+    type: Literal["joined"] = "joined"
+    call: str
+    mode: str  # listen | whisper | barge | taken_over
+    context: CallContext
+    timeline: list[dict[str, Any]]  # the call's events so far: steps, keys, tools, transfers, joins
+    on_call: list[str]  # who talks to the caller now: flow, persona:<name>, an operator
+
+
+class LeftCall(_Message):
+    type: Literal["left"] = "left"
+    call: str
+    reason: str
+
+
+class Wallboard(_Message):
+    """Every second to supervisors: live calls, queues and operators."""
+
+    type: Literal["wallboard"] = "wallboard"
+    at: str
+    calls: list[dict[str, Any]]
+    queues: list[dict[str, Any]]
+    operators: list[dict[str, Any]]
+
+
 ServerMessage = Annotated[
-    Welcome | StateIs | Offered | OfferWithdrawn | CallState | WrapUpDue | Error | Pong,
+    Welcome | StateIs | Offered | OfferWithdrawn | CallState | WrapUpDue | Error | Pong | TranscriptLine | Joined
+    | LeftCall | Wallboard,
     Field(discriminator="type"),
 ]
 server_messages: TypeAdapter[ServerMessage] = TypeAdapter(ServerMessage)

@@ -18,12 +18,11 @@ from pydantic import BaseModel
 from appliance.observability.logging import log_extra
 from appliance.rooms import protocol as p
 from appliance.rooms.room import Room
-from appliance.rooms.server import AgentParticipant, WorkerConnection, WorkerRegistry
+from appliance.rooms.server import TRANSCRIPT_TOPIC, AgentParticipant, WorkerConnection, WorkerRegistry
 from appliance.storage import Storage
 
 log = logging.getLogger(__name__)
 
-TRANSCRIPT_TOPIC = "transcript"
 
 
 @dataclass

@@ -192,11 +192,15 @@ class Room:
         # holds exactly the publishers whose audience admits it (the recorder's "what the caller
         # heard" is the caller's mix, so a whisper is absent from it by construction).
         audiences = {who: self.participants[who].audience for who in published}
+
+        def hears(listener: str, speaker: str) -> bool:
+            audience = audiences[speaker]
+            return speaker != listener and (audience is None or listener in audience)
+
         for identity, participant in self.participants.items():
             if not participant.subscribe:
                 continue
-            frame = _mix(f for who, f in published.items()
-                         if who != identity and (audiences[who] is None or identity in audiences[who]))
+            frame = _mix(f for who, f in published.items() if hears(identity, who))
             heard[identity] = frame
             if frame is not None and participant.sink is not None:
                 participant.sink.push(frame)

@@ -14,7 +14,7 @@ import logging
 from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from pydantic import BaseModel
 
@@ -33,6 +33,7 @@ log = logging.getLogger(__name__)
 # old audio is worth less than fresh audio.
 CALLER_JITTER_FRAMES = 10
 BROWSER_LATENCY_FRAMES = 3
+TRANSCRIPT_TOPIC = "transcript"  # room data: one line of a call's transcript (a storage row)
 # Legs the hub dials are numbered by the hub from here, so they never meet the ids a
 # worker gives the calls it is offered (counted up from 1).
 FIRST_DIALLED_LEG = 1 << 31
@@ -234,6 +235,12 @@ class BrowserParticipant(RemoteParticipant):
     def send(self, payload: dict[str, object]) -> None:
         """One message on the session's data channel."""
         self.connection.send(p.RtcData(leg=self.leg, payload=payload))
+
+    def on_data(self, topic: str, payload: dict[str, Any], sender: str) -> None:
+        # A call's live transcript reaches everyone in its room who has a screen.
+        if topic == TRANSCRIPT_TOPIC:
+            self.send({"type": "transcript", "call": payload.get("call_id", ""), "role": payload.get("role", ""),
+                       "speaker": payload.get("speaker", ""), "text": payload.get("text", "")})
 
     def close(self, reason: str) -> None:
         self.connection.send(p.RtcClose(leg=self.leg, reason=reason))

@@ -118,7 +118,15 @@ function send(message) {
 
 // --- messages from the appliance
 const handlers = {
-  welcome: () => { setBadge("away", "signing in"); send({ type: "state", state: "available" }); },
+  welcome: (m) => {
+    if (m.role === "operator") { setBadge("away", "signing in"); send({ type: "state", state: "available" }); return; }
+    setBadge("supervising", "");
+    show("operator-bar", false); show("wallboard", true);
+  },
+  wallboard: (m) => wallboard(m),
+  joined: (m) => joined(m),
+  left: (m) => { if (state.watching === m.call) { state.watching = null; show("supervise", false); document.body.dataset.joined = ""; } },
+  transcript: (m) => transcriptLine(m),
   state: (m) => setBadge(m.state, m.reason),
   offer: (m) => ringFor(m),
   offer_withdrawn: (m) => { if (state.offer && state.offer.offer === m.offer) clearOffer(`Offer withdrawn: ${m.reason}`); },
@@ -227,6 +235,63 @@ function contextHtml(c) {
     ${transcript ? `<h3>Transcript</h3><div class="transcript">${transcript}</div>` : ""}`;
 }
 
+// --- supervisors: the wallboard, joining a call, the four modes
+function wallboard(m) {
+  text("wb-at", new Date(m.at).toLocaleTimeString());
+  $("wb-queues").innerHTML = m.queues.map((q) => `<tr><td>${esc(q.queue)}</td><td class="waiting">${q.waiting}</td>
+      <td>${esc(Math.round(q.longest_wait_s))} s</td><td>${q.available}</td><td>${q.on_call}</td><td>${q.wrap_up}</td>
+      <td>${q.away}</td><td>${q.answered_today}</td><td>${q.in_service_level_today}</td><td>${q.abandoned_today}</td></tr>`).join("");
+  $("wb-calls").innerHTML = m.calls.map((c) => `<tr data-call="${esc(c.call)}"><td>${esc(c.caller)}</td><td>${esc(c.called)}</td>
+      <td>${esc(c.flow)} / ${esc(c.step || "")}</td><td class="with">${esc(c.queue ? "waiting in " + c.queue : c.on_call.join(", "))}</td>
+      <td>${esc(Math.round(c.duration_s))} s</td><td>${c.on_hold ? "yes" : ""}</td>
+      <td><button type="button" class="small join" data-call="${esc(c.call)}" data-mode="listen">Listen</button></td></tr>`).join("");
+  $("wb-operators").innerHTML = m.operators.map((o) => `<tr><td>${esc(o.operator)}</td><td>${esc(o.state)}${o.reason ? " (" + esc(o.reason) + ")" : ""}</td>
+      <td>${esc(Math.round(o.in_state_s))} s</td><td>${esc(o.queues.join(", "))}</td></tr>`).join("");
+  document.body.dataset.wallboard = String(m.calls.length);
+}
+
+$("wb-calls").addEventListener("click", (event) => {
+  const button = event.target.closest("button.join");
+  if (button) send({ type: "join", call: button.dataset.call, mode: button.dataset.mode });
+});
+
+function joined(m) {
+  if (state.watching !== m.call) $("sup-transcript").innerHTML = "";
+  state.watching = m.call;
+  state.mode = m.mode;
+  text("sup-call", m.call);
+  text("sup-mode", m.mode.replace("_", " "));
+  text("sup-on-call", `With the caller: ${m.on_call.join(", ")}`);
+  $("sup-context").innerHTML = contextHtml(m.context);
+  if (!$("sup-transcript").children.length) (m.context.transcript || []).forEach((t) => transcriptLine(Object.assign({ call: m.call }, t)));
+  $("sup-timeline").innerHTML = m.timeline.map((e) => `<li>${esc(new Date(e.at).toLocaleTimeString())} ${esc(e.kind)} ${esc(JSON.stringify(e.data))}</li>`).join("");
+  ["listen", "whisper", "barge"].forEach((mode) => $(`mode-${mode}`).classList.toggle("active", m.mode === mode));
+  const over = m.mode === "taken_over";
+  ["mode-listen", "mode-whisper", "mode-barge", "take-over", "sup-leave"].forEach((id) => { $(id).disabled = over; });
+  show("sup-hangup", over);
+  show("supervise", true);
+  document.body.dataset.joined = m.mode;
+}
+
+function transcriptLine(m) {
+  if (m.call && state.watching && m.call !== state.watching) return;
+  const line = document.createElement("p");
+  line.className = m.role;
+  line.innerHTML = `<b>${esc(m.role === "caller" ? "Caller" : m.role === "supervisor" ? "Supervisor " + m.speaker : m.speaker || m.role)}:</b> ${esc(m.text)}`;
+  $("sup-transcript").appendChild(line);
+  $("sup-transcript").scrollTop = $("sup-transcript").scrollHeight;
+}
+
+["listen", "whisper", "barge"].forEach((mode) => $(`mode-${mode}`).addEventListener("click", () => send({ type: "mode", mode })));
+$("take-over").addEventListener("click", () => send({ type: "take_over" }));
+$("sup-leave").addEventListener("click", () => send({ type: "leave" }));
+$("sup-hangup").addEventListener("click", () => send({ type: "hangup" }));
+$("whisper-form").addEventListener("submit", (event) => {
+  event.preventDefault();
+  if ($("whisper-text").value) send({ type: "whisper_text", text: $("whisper-text").value });
+  $("whisper-text").value = "";
+});
+
 // --- ringing: a two-tone burst every 2 s, made here (no audio file to fetch)
 function startRinging() {
   stopRinging();
@@ -274,6 +339,9 @@ document.addEventListener("keydown", (event) => {
   else if (state.call && event.key.toLowerCase() === "m") { $("mute").click(); }
   else if (state.call && event.key.toLowerCase() === "h") { $("hold").click(); }
   else if (state.call && event.key.toLowerCase() === "x") { $("hangup").click(); }
+  else if (state.watching && state.mode !== "taken_over" && "lwbt".includes(event.key.toLowerCase())) {
+    ({ l: $("mode-listen"), w: $("mode-whisper"), b: $("mode-barge"), t: $("take-over") })[event.key.toLowerCase()].click();
+  }
 });
 
 // --- my recent calls and their recordings (fetched with the token; the player gets a blob)
