@@ -19,12 +19,12 @@ import pytest
 from appliance.speech.stt import phrases_grammar, transcribe
 from tests.support import baresip
 from tests.support.audio import utterances
+from tests.support.browser import launch
 from tests.support.console import PASSWORD, console_url
 
 pytestmark = pytest.mark.sip
 playwright = pytest.importorskip("playwright.async_api")  # in the test extra: a missing one is a broken setup
 
-CHROMIUM = "/usr/bin/chromium"
 CALLER_SAYS = "please check my account"
 OPERATOR_SAYS = "thank you for calling"
 OTHER = ["please hold", "my bill is wrong", "one moment please", "good morning"]
@@ -70,12 +70,7 @@ async def test_an_operator_in_chromium_takes_a_call_and_both_hear_each_other(des
     microphone = baresip.speech_wav(tmp_path / "operator.wav", OPERATOR_SAYS, seconds=3)
     caller_speech = baresip.speech_wav(tmp_path / "caller.wav", CALLER_SAYS, seconds=40)
     async with playwright.async_playwright() as p:
-        browser = await p.chromium.launch(executable_path=CHROMIUM, args=[
-            "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
-            f"--use-file-for-fake-audio-capture={microphone.path}", "--autoplay-policy=no-user-gesture-required",
-            "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run",
-            "--disable-quic",
-        ])
+        browser = await launch(p, microphone.path)
         try:
             # The appliance's self-signed certificate, as an operator accepts it after comparing fingerprints.
             context = await browser.new_context(ignore_https_errors=True, viewport={"width": 1100, "height": 800})
@@ -145,3 +140,49 @@ async def test_an_operator_in_chromium_takes_a_call_and_both_hear_each_other(des
             await shots.take("6-recent-calls")
         finally:
             await browser.close()
+
+
+async def test_a_supervisor_in_chromium_watches_the_wallboard_and_joins_a_call_in_each_mode(
+        desk, tmp_path: Path) -> None:
+    from tests.support.browser import signed_in
+    from tests.support.console import add_user, await_state, operator
+
+    add_user(desk, "sam", role="supervisor")
+    microphone = baresip.speech_wav(tmp_path / "supervisor.wav", "one moment please", seconds=3)
+    alice, _ = await operator(desk, "alice")
+    async with playwright.async_playwright() as p:
+        browser = await launch(p, microphone.path)
+        try:
+            page = await signed_in(browser, console_url(desk), "sam", PASSWORD, "#wallboard:not([hidden])")
+            shots = Shots(page, Path(os.environ.get("SWITCHBOARD_SCREENSHOTS", tmp_path / "shots")))
+            with baresip.Softphone(tmp_path / "caller", max_seconds=90) as phone:
+                await asyncio.to_thread(phone.dial, f"sip:300@127.0.0.1:{desk.sip_port}")
+                offer = await alice.recv("offer", timeout=20)
+                alice.send({"type": "accept", "offer": offer["offer"]})
+                await alice.recv("call", timeout=5)
+                row = f"#wb-calls tr[data-call='{offer['call']}']"
+                await page.wait_for_selector(f"{row} td.with:has-text('alice')", timeout=5000)
+                await shots.take("7-wallboard")
+                await page.click(f"{row} button.join")
+                await page.wait_for_selector("body[data-joined=listen]", timeout=5000)
+                await shots.take("8-listen")
+                await page.keyboard.press("w")
+                await page.wait_for_selector("body[data-joined=whisper]", timeout=5000)
+                await page.keyboard.press("b")
+                await page.wait_for_selector("body[data-joined=barge]", timeout=5000)
+                await page.click("#take-over")
+                await page.wait_for_selector("body[data-joined=taken_over]", timeout=5000)
+                assert "sam" in await page.inner_text("#sup-on-call")
+                await shots.take("9-taken-over")
+                assert (await alice.recv("call", timeout=5))["reason"] == "taken over by sam"
+                await await_state(alice, "wrap_up")
+                await page.click("#sup-hangup")
+                await page.wait_for_selector("#supervise", state="hidden", timeout=5000)
+                await asyncio.to_thread(phone.wait_closed, 10)
+        finally:
+            await browser.close()
+            await alice.close()
+    (call,) = desk.wait_calls_closed(1)
+    modes = [e["data"].get("mode") for e in desk.call(call["id"])["events"]
+             if e["kind"] in ("supervisor_joined", "supervisor_mode")]
+    assert modes == ["listen", "whisper", "barge"] and call["operator"] == "sam"

@@ -121,7 +121,9 @@ const handlers = {
   welcome: (m) => {
     if (m.role === "operator") { setBadge("away", "signing in"); send({ type: "state", state: "available" }); return; }
     setBadge("supervising", "");
-    show("operator-bar", false); show("wallboard", true);
+    ["available", "away", "away-label"].forEach((id) => show(id, false));
+    text("recent-whose", "Recent calls");
+    show("wallboard", true);
   },
   wallboard: (m) => wallboard(m),
   joined: (m) => joined(m),
