@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import datetime as dt
 import json
 import shutil
 import wave
@@ -264,3 +266,69 @@ async def test_a_persona_escalation_reaches_an_operator_with_its_transcript_and_
         await carol.close()
     (call,) = app.wait_calls_closed(1, timeout=20)
     assert call["operator"] == "carol" and call["end_reason"] == "operator-hangup"
+
+
+async def test_a_supervisor_takes_a_call_over_from_the_persona_mid_sentence(
+        appliance_factory, orders_api: OrdersApi, tmp_path: Path) -> None:
+    from tests.support.console import add_user, operator
+
+    app = appliance_factory(
+        flows_dir=_flows_with(tmp_path, orders_api), rtc_workers=1,
+        extra={"webhooks": {"allowed": [f"http://127.0.0.1:{orders_api.port}/", "http://127.0.0.1:8765/"]}},
+    )
+    add_user(app, "sam", role="supervisor")
+    sam, _ = await operator(app, "sam", available=False)
+    caller_speech = baresip.speech_wav(tmp_path / "caller.wav", "please check my account", seconds=40)
+    try:
+        with baresip.Softphone(tmp_path / "caller", max_seconds=60) as phone:
+            await asyncio.to_thread(phone.dial, f"sip:300@127.0.0.1:{app.sip_port}")
+            while True:  # the wallboard shows the persona on the call
+                board = await sam.recv("wallboard", timeout=5)
+                row = next(iter(board["calls"]), None)
+                if row and row["on_call"] == ["persona:orders"]:
+                    break
+            sam.send({"type": "join", "call": row["call"], "mode": "listen"})
+            await sam.recv("joined")
+            # Listening, the supervisor hears the persona's greeting begin; take over in mid-sentence.
+            while _rms_tail(sam.heard(), 0.3) < 300:
+                await asyncio.sleep(0.05)
+            await asyncio.sleep(0.5)
+            sam.send({"type": "take_over"})
+            taken = await sam.recv("joined")
+            assert taken["mode"] == "taken_over" and taken["on_call"] == ["sam"], taken
+            heard_before = len(sam.heard())
+            phone.say(caller_speech.path)
+            await asyncio.sleep(3)
+            caller_heard_by_sam = sam.heard()[heard_before:]
+            sam.send({"type": "hangup"})
+            await asyncio.to_thread(phone.wait_closed, 10)
+    finally:
+        await sam.close()
+    (call,) = app.wait_calls_closed(1, timeout=20)
+    assert call["operator"] == "sam" and call["end_reason"] == "operator-hangup", call
+    detail = app.call(call["id"])
+    (event,) = [e for e in detail["events"] if e["kind"] == "taken_over"]
+    assert event["data"] == {"identity": "sam", "from": "persona:orders"}
+    assert [e["data"]["reason"] for e in detail["events"] if e["kind"] == "persona_ended"] == ["released"]
+    # What the caller heard: the greeting up to the click, then nothing of the persona again.
+    with wave.open(call["recording_path"]) as w:
+        right = np.frombuffer(w.readframes(w.getnframes()), dtype=np.int16).reshape(-1, 2)[:, 1].astype(np.float64)
+    at = dt_seconds(event["at"]) - dt_seconds(detail["answered_at"])
+    frames = right[: len(right) // 320 * 320].reshape(-1, 320)
+    loud = np.sqrt(np.mean(frames ** 2, axis=1)) > 300
+    click = int(at * 50)
+    assert loud[click - 15: click].any(), "the persona was not speaking when the supervisor took over"
+    after = np.flatnonzero(loud[click:])
+    stopped_ms = (after[-1] + 1) * 20 if len(after) else 0
+    assert not loud[click + 50: click + 150].any(), "the persona went on speaking after the take-over"
+    print(f"persona audio stopped {stopped_ms} ms after the take-over was recorded")
+    assert _rms_tail(caller_heard_by_sam, 3.0) > 300, "the supervisor did not hear the caller"
+
+
+def _rms_tail(pcm: bytes, seconds: float) -> float:
+    x = np.frombuffer(pcm[-int(seconds * 32000) // 2 * 2:], dtype=np.int16).astype(np.float64)
+    return float(np.sqrt(np.mean(x ** 2))) if len(x) else 0.0
+
+
+def dt_seconds(iso: str) -> float:
+    return dt.datetime.fromisoformat(iso).timestamp()
