@@ -55,6 +55,9 @@ class ScriptedIntent(_Model):
 
 class Scripted(_Model):
     intents: dict[str, ScriptedIntent] = Field(default_factory=dict)
+    # A supervisor's whisper (typed, never heard by the caller) matched against these phrases:
+    # the persona's next reply is that intent's, with {text} and {digits} from what was typed.
+    whispers: dict[str, ScriptedIntent] = Field(default_factory=dict)
     fallback: str = "Sorry, I did not catch that. Could you say it again?"
 
 
@@ -108,7 +111,9 @@ class Persona(_Model):
         if self.providers.llm.name == "scripted" and self.scripted is None:
             raise ValueError("the scripted LLM needs a 'scripted:' section with intents")
         names = {t.name for t in self.tools} | set(self.builtins)
-        for intent_name, intent in (self.scripted.intents.items() if self.scripted else []):
-            if intent.tool and intent.tool not in names:
-                raise ValueError(f"scripted intent '{intent_name}' calls unknown tool '{intent.tool}'")
+        scripted = self.scripted or Scripted()
+        for kind, intents in (("intent", scripted.intents), ("whisper", scripted.whispers)):
+            for intent_name, intent in intents.items():
+                if intent.tool and intent.tool not in names:
+                    raise ValueError(f"scripted {kind} '{intent_name}' calls unknown tool '{intent.tool}'")
         return self

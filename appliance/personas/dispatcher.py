@@ -3,6 +3,8 @@
 Like livekit-agents' job dispatch: a flow asks for a persona, the least-loaded connected
 persona worker gets a `Dispatch`, joins the room as an `AgentParticipant`, and reports
 transcripts, tool calls and finally its exit. A worker lost mid-call is a `failed` exit.
+A supervisor's whisper reaches the persona as an `Instruct`, and the transcript as a
+`supervisor` line.
 """
 
 from __future__ import annotations
@@ -91,6 +93,23 @@ class PersonaDispatcher:
         if not job.done:
             job.participant.connection.send(p.Release(leg=job.leg))
             self._finish(job, None, {}, "released")
+
+    def instruct(self, call_id: str, text: str, by: str) -> bool:
+        """A supervisor (`by`) whispers `text` to the persona on the call: it goes into the
+        persona's context for its next reply, the caller hears none of it. False when no
+        persona is on the call; ValueError for empty text or text over p.MAX_INSTRUCTION."""
+        job = next((j for j in self.jobs.values() if j.call_id == call_id and not j.done), None)
+        if job is None:
+            return False
+        message = p.Instruct(leg=job.leg, text=text, by=by)
+        job.participant.connection.send(message)
+        row = self.storage.add_transcript(call_id, "supervisor", by, text)
+        self.storage.add_event(call_id, "supervisor_instruction", {"identity": by, "text": text})
+        # From the persona's participant, as every transcript line is, so that every listener
+        # gets it, the supervisor who typed it included (it is not the sender).
+        job.room.send_data(TRANSCRIPT_TOPIC, row, sender=job.participant.identity)
+        log.info("supervisor whisper sent", extra=log_extra(call_id=call_id, identity=by, persona=job.persona))
+        return True
 
     # --- messages from the persona worker
     def _segment_end(self, job: PersonaAssignment, message: p.SegmentEnd) -> None:

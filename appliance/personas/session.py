@@ -21,6 +21,7 @@ from appliance.flow.persona import Persona
 from appliance.observability.logging import log_extra
 from appliance.personas.io import HubAudioInput, HubAudioOutput
 from appliance.personas.persona import build_agent
+from appliance.personas.whisper import whisper
 from appliance.rooms import protocol as p
 
 log = logging.getLogger(__name__)
@@ -51,6 +52,8 @@ class PersonaJob:
         self.persona: Persona | None = None
         self._caller_speaking_since: float | None = None
         self._caller_speech_s = 0.0  # how long the caller's last utterance was, by the VAD
+        self._started = asyncio.Event()  # start() has run, whether the session came up or not
+        self._whispers: set[asyncio.Task[None]] = set()
 
     # --- PersonaCall (what tools may do)
     def tool_event(self, name: str, arguments: dict[str, Any], result: Any) -> None:
@@ -109,9 +112,13 @@ class PersonaJob:
         except Exception as exc:
             log.exception("persona failed to start", extra=log_extra(call_id=self.call_id, persona=self.persona_name))
             self._exit("failed", {"persona_error": f"{type(exc).__name__}: {exc}"}, "start failed")
+        finally:
+            self._started.set()
 
     async def close(self) -> None:
         self._exited = True
+        for task in self._whispers:
+            task.cancel()
         if self._silence:
             self._silence.cancel()
         self.input.close()
@@ -126,6 +133,24 @@ class PersonaJob:
 
     def played(self, message: p.Played) -> None:
         self.output.played(message)
+
+    def instruct(self, message: p.Instruct) -> None:
+        """A supervisor's whisper: into the persona's context for its next reply, never spoken."""
+        # It may come right behind the Dispatch, before start() has made the session.
+        task = asyncio.get_running_loop().create_task(self._whisper(message.text, message.by))
+        self._whispers.add(task)
+        task.add_done_callback(self._whispers.discard)
+
+    async def _whisper(self, text: str, by: str) -> None:
+        await self._started.wait()
+        if self.session is None or self._exited:
+            return
+        try:
+            await whisper(self.session, text, by)
+        except Exception:
+            log.exception("supervisor whisper not added", extra=log_extra(call_id=self.call_id, by=by))
+            return
+        log.info("supervisor whisper added", extra=log_extra(call_id=self.call_id, by=by, pii={"text": text}))
 
     # --- session events
     def _on_user_transcript(self, event: Any) -> None:

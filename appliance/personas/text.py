@@ -17,6 +17,7 @@ from livekit.agents.voice.run_result import ChatMessageEvent, RunResult
 from appliance.flow.loader import load_personas
 from appliance.flow.persona import Persona
 from appliance.personas.persona import build_agent
+from appliance.personas.whisper import whisper
 
 
 class TextPersona:
@@ -61,6 +62,11 @@ class TextPersona:
         await result
         return [e.item.text_content or "" for e in result.events
                 if isinstance(e, ChatMessageEvent) and e.item.role == "assistant"]
+
+    async def instruct(self, text: str, by: str) -> None:
+        """A supervisor's whisper: it shapes the next reply and is not a reply itself."""
+        assert self._session is not None
+        await whisper(self._session, text, by)
 
     async def close(self) -> None:
         if self._session is not None:

@@ -104,11 +104,17 @@ class PersonaWorker:
         if job is not None:
             job.played(message)
 
+    def _instruct(self, message: p.Instruct) -> None:
+        job = self.jobs.get(message.leg)
+        if job is not None:
+            job.instruct(message)
+
 
 _HUB_MESSAGES: dict[type, Callable[[PersonaWorker, Any], None]] = {
     p.Dispatch: PersonaWorker._dispatch,
     p.Release: PersonaWorker._release,
     p.Played: PersonaWorker._played,
+    p.Instruct: PersonaWorker._instruct,
 }
 
 

@@ -190,6 +190,23 @@ class Release(BaseModel):
     leg: int
 
 
+# A supervisor types an instruction, not an essay: a few sentences, far below MAX_CONTROL.
+MAX_INSTRUCTION = 1000
+
+
+class Instruct(BaseModel):
+    """Hub → agent worker: a supervisor's typed instruction (a whisper) for the persona on job `leg`.
+
+    It goes into the persona's chat context for its next reply; the persona never speaks it by
+    itself, so the caller hears nothing of it. `by` is the supervisor's identity.
+    """
+
+    type: Literal["instruct"] = "instruct"
+    leg: int
+    text: str = Field(min_length=1, max_length=MAX_INSTRUCTION)
+    by: str
+
+
 class SegmentEnd(BaseModel):
     """Agent → hub: the audio of reply `segment` is all sent; tell me when it has played."""
 
@@ -313,8 +330,8 @@ class RtcClose(BaseModel):
 
 Message = Annotated[
     (Hello | Welcome | Refused | Offer | OfferReply | Answered | Dtmf | Ended | Hangup | Transfer | TransferResult
-     | Dial | DialResult | Dispatch | Release | SegmentEnd | ClearAudio | Played | Transcript | ToolEvent | CallAction
-     | PersonaExit | SendDtmf | RtcOffer | RtcAnswer | RtcState | RtcData | RtcClose),
+     | Dial | DialResult | Dispatch | Release | Instruct | SegmentEnd | ClearAudio | Played | Transcript | ToolEvent
+     | CallAction | PersonaExit | SendDtmf | RtcOffer | RtcAnswer | RtcState | RtcData | RtcClose),
     Field(discriminator="type"),
 ]
 _messages = TypeAdapter(Message)

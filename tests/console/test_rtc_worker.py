@@ -31,6 +31,7 @@ from appliance.rooms.room import AudioTrack, Participant
 from appliance.rooms.server import BrowserParticipant, ParticipantServer, WorkerConnection, WorkerRegistry
 from appliance.rooms.tokens import TokenAuthority, worker_identity
 from appliance.speech.tts import EspeakTTS
+from tests.support.hub import NoCalls
 from tests.support.operator_client import OperatorClient, read_wav
 from tests.support.wait import wait_until_async
 
@@ -38,18 +39,6 @@ ROOT = Path(__file__).resolve().parents[2]
 CAPACITY = 2
 SAID_BY_OPERATOR = "Thank you for calling. How can I help you today?"
 SAID_TO_OPERATOR = "My order number is four five six, and it has not arrived."
-
-
-class NoCalls:
-    """The CallHandler of a hub with no SIP workers: any call here is a test's mistake."""
-
-    async def offer(self, worker: WorkerConnection, offer: p.Offer) -> p.OfferReply:
-        raise AssertionError("no SIP worker in this test")
-
-    def __getattr__(self, name: str) -> Callable[..., None]:
-        def unexpected(*_: object) -> None:
-            raise AssertionError(f"no SIP worker in this test ({name})")
-        return unexpected
 
 
 class Probe(Participant):

@@ -124,3 +124,31 @@ async def test_playback_reports_say_what_was_heard(storage: Storage) -> None:
     dispatcher.agent_message(agent, p.ClearAudio(leg=job.leg, segment=1))  # the caller barges in
     played = [m for m in await writer.messages() if isinstance(m, p.Played)]
     assert played == [p.Played(leg=job.leg, segment=0, seconds=0.08, interrupted=True)]
+
+
+async def test_a_supervisor_whisper_reaches_the_persona_and_the_transcript(storage: Storage) -> None:
+    workers = WorkerRegistry()
+    dispatcher = PersonaDispatcher(storage, workers)
+    assert not dispatcher.instruct("CA0000000001", "Offer a discount.", by="sup-anna")  # no persona yet
+    agent, writer = _agent(workers, "p1")
+    room = Room("CA0000000001")
+    supervisor = Supervisor()
+    room.join(supervisor)
+    job = dispatcher.start("CA0000000001", room, "orders", {}, lambda e, v: None, lambda a, v: None)
+    assert job is not None
+
+    assert dispatcher.instruct("CA0000000001", "Offer a discount.", by="sup-anna")
+
+    assert (await writer.messages())[-1] == p.Instruct(leg=job.leg, text="Offer a discount.", by="sup-anna")
+    [row] = storage.transcripts("CA0000000001")
+    assert (row["role"], row["speaker"], row["text"]) == ("supervisor", "sup-anna", "Offer a discount.")
+    [(topic, published)] = supervisor.received  # published live, as the persona's lines are
+    assert topic == TRANSCRIPT_TOPIC and published["role"] == "supervisor" and published["speaker"] == "sup-anna"
+    assert {"kind": "supervisor_instruction", "data": {"identity": "sup-anna", "text": "Offer a discount."}} in [
+        {"kind": e["kind"], "data": e["data"]} for e in storage.events("CA0000000001")]
+    with pytest.raises(ValueError):
+        dispatcher.instruct("CA0000000001", "x" * (p.MAX_INSTRUCTION + 1), by="sup-anna")
+    assert len(storage.transcripts("CA0000000001")) == 1  # a refused whisper is not stored
+
+    dispatcher.release(job)
+    assert not dispatcher.instruct("CA0000000001", "Offer a discount.", by="sup-anna")

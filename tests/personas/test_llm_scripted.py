@@ -1,4 +1,5 @@
-"""ScriptedLLM through livekit's chat(): replies, tool calls, answers from tool results, fallback."""
+"""ScriptedLLM through livekit's chat(): replies, tool calls, answers from tool results, fallback,
+and a supervisor's whisper changing the next reply."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from livekit.agents import function_tool, llm
 from pydantic import ValidationError
 
 from appliance.personas.plugins.llm_scripted import ScriptedConfig, ScriptedLLM, said_digits
+from appliance.personas.whisper import whisper_message
 
 SCRIPT = {
     "intents": {
@@ -22,6 +24,11 @@ SCRIPT = {
         "hours": {"phrases": ["opening hours", "when are you open"], "reply": "{company} is open nine to five."},
         "repeat": {"phrases": ["say it back"], "reply": "You said: {text}"},
         "goodbye": {"phrases": ["goodbye", "that is all"], "tool": "end_call"},
+    },
+    "whispers": {
+        "discount": {"phrases": ["discount"], "reply": "Good news: I can offer you a ten percent discount."},
+        "read_back": {"phrases": ["read them order"], "tool": "lookup_order", "arguments": {"order_id": "{digits}"},
+                      "after_tool": "Order {order_id} is {status}."},
     },
 }
 
@@ -143,6 +150,52 @@ async def test_no_caller_words_yet_get_the_fallback() -> None:
     assert text_of(await chunks(scripted(), ctx)) == ScriptedConfig().fallback
 
 
+def whispered(*said: str | tuple[str, str]) -> llm.ChatContext:
+    """A conversation: plain strings are the caller's and the persona's turns, alternately from
+    the persona's greeting; a ("whisper", text) is a supervisor's whisper at that point."""
+    ctx = llm.ChatContext()
+    ctx.add_message(role="system", content="You answer the phone for Acme.")
+    role = "assistant"
+    for item in said:
+        if isinstance(item, tuple):
+            ctx.insert(whisper_message(item[1], by="sup-anna"))
+            continue
+        ctx.add_message(role=role, content=item)
+        role = "user" if role == "assistant" else "assistant"
+    return ctx
+
+
+async def test_a_whisper_changes_the_next_reply_only() -> None:
+    model = scripted()
+    conversation = ["Hello, Acme.", ("whisper", "Offer the caller a ten percent discount"), "when are you open"]
+
+    assert text_of(await chunks(model, whispered(*conversation))) == \
+        "Good news: I can offer you a ten percent discount."
+    # Once the persona has answered, the whisper is spent: the caller's words count again.
+    later = [*conversation, "Good news: I can offer you a ten percent discount.", "when are you open"]
+    assert text_of(await chunks(model, whispered(*later))) == "Acme is open nine to five."
+    # And without one, the same turn is answered as it always was.
+    assert text_of(await chunks(model, whispered("Hello, Acme.", "when are you open"))) == "Acme is open nine to five."
+
+
+async def test_a_whisper_the_script_has_no_phrase_for_leaves_the_callers_turn_alone() -> None:
+    ctx = whispered("Hello, Acme.", ("whisper", "be extra polite"), "when are you open")
+
+    assert text_of(await chunks(scripted(), ctx)) == "Acme is open nine to five."
+
+
+async def test_a_whisper_can_call_a_tool_with_what_the_supervisor_typed() -> None:
+    ctx = whispered("Hello, Acme.", ("whisper", "read them order 5 5 1"), "bananas are yellow")
+
+    [call] = [tc for c in await chunks(scripted(), ctx, tools=[lookup_order]) for tc in c.delta.tool_calls]
+    assert (call.name, json.loads(call.arguments)) == ("lookup_order", {"order_id": "551"})
+
+    ctx.insert(llm.FunctionCall(call_id="call_1", name="lookup_order", arguments=call.arguments))
+    ctx.insert(llm.FunctionCallOutput(call_id="call_1", name="lookup_order", output='{"order_id": "551", '
+                                      '"status": "shipped"}', is_error=False))
+    assert text_of(await chunks(scripted(), ctx, tools=[lookup_order])) == "Order 551 is shipped."
+
+
 @pytest.mark.parametrize("said, digits", [
     ("I would like to check my order 1 2 3 4", "1234"),
     ("order four two seven one please", "4271"),
@@ -161,6 +214,7 @@ def test_the_digits_the_caller_said(said: str, digits: str) -> None:
     ({"intents": {}, "greeting": "hello"}, "Extra inputs"),
     ({"intents": {"x": {"phrases": ["x"], "reply": "hi {name}"}}}, r"intents.x.reply uses \{name\}"),
     ({"intents": {"x": {"phrases": ["x"], "reply": "hi {text.upper}"}}}, "plain name"),
+    ({"whispers": {"w": {"phrases": ["w"], "reply": "hi {name}"}}}, r"whispers.w.reply uses \{name\}"),
 ])
 def test_a_bad_script_is_refused_with_where_and_why(config: dict, problem: str) -> None:
     with pytest.raises((ValidationError, ValueError), match=problem):

@@ -1,5 +1,6 @@
 """The "openai" provider against an OpenAI-compatible endpoint (here a local fake speaking the
-streaming protocol): a streamed tool call, the tool's output sent back, then the final answer."""
+streaming protocol): a streamed tool call, the tool's output sent back, then the final answer;
+a supervisor's whisper reaches the model in its context."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import pytest
 from livekit.agents import Agent, AgentSession, function_tool
 
 from appliance.personas.plugins import build_llm
+from appliance.personas.whisper import PREFIX, whisper
 from tests.personas.openai_endpoint import ChatEndpoint
 
 
@@ -65,3 +67,22 @@ def test_the_key_comes_from_the_named_environment_variable(monkeypatch) -> None:
         build_llm({"name": "openai", "options": {"model": "test", "api_key_env": "SWITCHBOARD_NO_SUCH_KEY"}})
     with pytest.raises(ValueError, match="api_key_env"):
         build_llm({"name": "openai", "options": {"model": "test", "api_key": "sk-in-a-file"}})
+
+
+async def test_a_whisper_is_in_the_models_context_for_its_next_reply(endpoint: ChatEndpoint, monkeypatch) -> None:
+    monkeypatch.setenv("SWITCHBOARD_TEST_KEY", "sk-local")
+    model = build_llm({"name": "openai", "options": {
+        "base_url": endpoint.url, "model": "test", "api_key_env": "SWITCHBOARD_TEST_KEY"}})
+
+    async with AgentSession(llm=model) as session:
+        await session.start(Agent(instructions="You answer order questions."))
+        await whisper(session, "Offer a ten percent discount.", by="sup-anna")
+        assert endpoint.requests == []  # a whisper asks the model for nothing by itself
+        await session.run(user_input="Who are you?")
+    await model.aclose()
+
+    [request] = endpoint.requests
+    assert request["messages"][-2:] == [
+        {"role": "system", "content": PREFIX + "Offer a ten percent discount."},
+        {"role": "user", "content": "Who are you?"},
+    ]

@@ -1,11 +1,13 @@
 """A livekit-agents AgentSession in text mode on the offline ScriptedLLM: a persona that calls a
-plain Python tool and answers with its result, and one that falls back when it does not understand."""
+plain Python tool and answers with its result, one that falls back when it does not understand,
+and one a supervisor whispers to."""
 
 from __future__ import annotations
 
 from livekit.agents import Agent, AgentSession, function_tool
 
 from appliance.personas.plugins import build_llm
+from appliance.personas.whisper import PREFIX, whisper
 
 ORDERS = {"1234": {"status": "shipped", "eta": "Tuesday"}}
 looked_up: list[str] = []
@@ -30,6 +32,7 @@ SCRIPT = {
             },
             "hours": {"phrases": ["opening hours"], "reply": "{company} is open nine to five."},
         },
+        "whispers": {"discount": {"phrases": ["discount"], "reply": "I can offer you a ten percent discount."}},
         "variables": {"company": "Acme"},
     },
 }
@@ -66,3 +69,23 @@ async def test_words_the_persona_does_not_understand_get_the_fallback() -> None:
         # The conversation is recorded as a model would see it next turn.
         roles = [item.role for item in session.history.items if item.type == "message"]
         assert roles[-2:] == ["user", "assistant"]
+
+
+async def test_a_whisper_shapes_the_next_reply_and_says_nothing_itself() -> None:
+    async with AgentSession(llm=build_llm(SCRIPT)) as session:
+        await session.start(Agent(instructions="You answer order questions for Acme.", tools=[lookup_order]))
+
+        await whisper(session, "Offer the caller a ten percent discount", by="sup-anna")
+        assert [item.role for item in session.history.items if item.type == "message"] == ["system"]
+
+        result = await session.run(user_input="what are your opening hours")
+        reply = result.expect.next_event().is_message(role="assistant")
+        result.expect.no_more_events()
+        assert reply.event().item.text_content == "I can offer you a ten percent discount."
+        [seen] = [item for item in session.current_agent.chat_ctx.items
+                  if item.type == "message" and item.role == "system" and PREFIX in (item.text_content or "")]
+        assert seen.text_content == PREFIX + "Offer the caller a ten percent discount"
+
+        result = await session.run(user_input="what are your opening hours")
+        assert result.expect.next_event().is_message(role="assistant").event().item.text_content == \
+            "Acme is open nine to five."

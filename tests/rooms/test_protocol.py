@@ -15,6 +15,7 @@ from appliance.rooms.protocol import (
     KIND_AUDIO,
     KIND_CONTROL,
     MAX_FRAME,
+    MAX_INSTRUCTION,
     Answered,
     Dial,
     DialResult,
@@ -22,6 +23,7 @@ from appliance.rooms.protocol import (
     Ended,
     Hangup,
     Hello,
+    Instruct,
     Offer,
     OfferReply,
     Welcome,
@@ -50,6 +52,8 @@ MESSAGES = [
     Dial(leg=(1 << 31) + 1, call_id="CA0123456789ab", to="sip:desk@pbx", caller_id="+15551234"),
     DialResult(leg=(1 << 31) + 1, ok=True, code=200, reason="OK", codec="G722"),
     DialResult(leg=(1 << 31) + 2, ok=False, code=486, reason="Busy Here"),
+    Instruct(leg=7, text="Offer the caller a ten percent discount.", by="sup-anna"),
+    Instruct(leg=7, text="x" * MAX_INSTRUCTION, by="sup-anna"),
 ]
 
 
@@ -66,6 +70,12 @@ def test_dial_caller_id_is_only_a_sip_user(caller_id: str):
     with pytest.raises(ProtocolError):
         decode_control(
             f'{{"type": "dial", "leg": 1, "call_id": "CA1", "to": "sip:a@host", "caller_id": "{caller_id}"}}'.encode())
+
+
+@pytest.mark.parametrize("text", ["", "x" * (MAX_INSTRUCTION + 1)])
+def test_an_instruction_is_some_text_and_not_an_essay(text: str):
+    with pytest.raises(ProtocolError):
+        decode_control(f'{{"type": "instruct", "leg": 1, "text": "{text}", "by": "sup-anna"}}'.encode())
 
 
 def _reader(data: bytes) -> asyncio.StreamReader:

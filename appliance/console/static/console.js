@@ -221,10 +221,16 @@ function wrapUp(message) {
   refreshCalls();
 }
 
+function speakerLabel(t) {
+  if (t.role === "caller") return "Caller";
+  if (t.role === "supervisor") return `Supervisor ${t.speaker} (to the assistant)`;
+  return t.speaker || t.role;
+}
+
 function contextHtml(c) {
   const shown = Object.entries(c.variables || {}).filter(([k]) => !["caller", "called", "call_id", "trunk"].includes(k));
   const variables = shown.map(([k, v]) => `<dt>${esc(k)}</dt><dd>${esc(v)}</dd>`).join("");
-  const transcript = (c.transcript || []).map((t) => `<p><b>${esc(t.role === "caller" ? "Caller" : t.speaker || t.role)}:</b> ${esc(t.text)}</p>`).join("");
+  const transcript = (c.transcript || []).map((t) => `<p><b>${esc(speakerLabel(t))}:</b> ${esc(t.text)}</p>`).join("");
   return `<dl>
       <dt>Caller</dt><dd class="caller">${esc(c.caller || "unknown")}</dd>
       <dt>Dialled</dt><dd>${esc(c.called)}</dd>

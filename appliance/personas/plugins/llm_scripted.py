@@ -3,6 +3,9 @@
 It reads the chat context as a real LLM would: after a tool result it answers with that
 result; otherwise it matches the caller's last words to an intent (the flow engine's rule,
 `appliance.flow.intents.match`) and either calls the intent's tool or speaks its reply.
+A supervisor's whisper since the persona last spoke, when it matches one of the script's
+`whispers`, takes the caller's intent's place for that one turn; one that matches none is
+left to the caller's words (a script acts only on what it was written for).
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ import json
 import logging
 import re
 import string
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from livekit.agents import llm
@@ -24,6 +27,7 @@ from livekit.agents.utils import shortuuid
 from appliance.flow import intents
 from appliance.flow.persona import Scripted, ScriptedIntent
 from appliance.observability.logging import log_extra
+from appliance.personas.whisper import pending_whispers
 
 __all__ = ["ScriptedConfig", "ScriptedIntent", "ScriptedLLM", "Response", "render", "said_digits"]
 
@@ -51,6 +55,16 @@ class _Turn:
     user_text: str = ""
     call: llm.FunctionCall | None = None
     output: llm.FunctionCallOutput | None = None
+    whispers: list[str] = field(default_factory=list)  # newest first
+
+
+@dataclass
+class _Choice:
+    """The intent that answers a turn, and the words that chose it (its {text} and {digits})."""
+
+    name: str
+    intent: ScriptedIntent
+    words: str
 
 
 class ScriptedLLM(llm.LLM):
@@ -61,6 +75,7 @@ class ScriptedLLM(llm.LLM):
         if clash := set(self.variables) & set(TURN_FIELDS):
             raise ValueError(f"variables {sorted(clash)} are reserved: templates get them from the caller's words")
         self._phrases = {name: intent.phrases for name, intent in self.config.intents.items()}
+        self._whisper_phrases = {name: intent.phrases for name, intent in self.config.whispers.items()}
         self._check_templates()
 
     @property
@@ -89,58 +104,71 @@ class ScriptedLLM(llm.LLM):
     def respond(self, chat_ctx: llm.ChatContext, tool_names: set[str]) -> Response:
         """The script's answer to the conversation so far, given the tools it may call."""
         turn = _read_turn(chat_ctx)
-        values = self.variables | {"text": turn.user_text, "digits": said_digits(turn.user_text)}
+        choice = self._choose(turn)
         if turn.output is not None and turn.call is not None:
-            return self._after_tool(turn, values)
-        name = intents.match(turn.user_text, self._phrases)
-        if name is None:
+            return self._after_tool(turn, choice)
+        if choice is None:
             return Response(text=self.config.fallback)
-        intent = self.config.intents[name]
+        intent, values = choice.intent, self._values(choice.words)
         if intent.tool is not None and intent.tool in tool_names:
             arguments = {key: render(template, values) for key, template in intent.arguments.items()}
             call = llm.FunctionToolCall(name=intent.tool, arguments=json.dumps(arguments), call_id=shortuuid("call_"))
-            return Response(tool_call=call, intent=name)
+            return Response(tool_call=call, intent=choice.name)
         if intent.reply is None:
             # The tool this intent exists for is not offered to this agent.
             return Response(text=self.config.fallback)
-        return Response(text=render(intent.reply, values), intent=name)
+        return Response(text=render(intent.reply, values), intent=choice.name)
 
-    def _after_tool(self, turn: _Turn, values: dict[str, Any]) -> Response:
+    def _choose(self, turn: _Turn) -> _Choice | None:
+        for typed in turn.whispers:
+            name = intents.match(typed, self._whisper_phrases)
+            if name is not None:
+                return _Choice(f"whisper:{name}", self.config.whispers[name], typed)
+        if turn.whispers:
+            logger.info("a whisper matches none of the script's whispers", extra=log_extra(
+                pii={"whispers": turn.whispers}))
+        name = intents.match(turn.user_text, self._phrases)
+        return _Choice(name, self.config.intents[name], turn.user_text) if name is not None else None
+
+    def _values(self, words: str) -> dict[str, Any]:
+        return self.variables | {"text": words, "digits": said_digits(words)}
+
+    def _after_tool(self, turn: _Turn, choice: _Choice | None) -> Response:
         assert turn.call is not None and turn.output is not None
-        name = self._intent_that_called(turn.call.name, turn.user_text)
-        if name is None:
+        if choice is None or choice.intent.tool != turn.call.name:
+            # Matching is deterministic, so the words that made the call name its intent again;
+            # failing that, any intent that calls this tool answers its result.
+            choice = next((_Choice(n, i, turn.user_text) for n, i in self.config.intents.items()
+                           if i.tool == turn.call.name), None)
+        if choice is None:
             return Response(text=self.config.fallback)
-        intent = self.config.intents[name]
+        intent = choice.intent
         template = intent.after_tool if intent.after_tool is not None else intent.reply
         if template is None:
-            return Response(intent=name)  # a tool that acts (hang up, transfer) and says nothing
+            return Response(intent=choice.name)  # a tool that acts (hang up, transfer) and says nothing
+        values = self._values(choice.words) | _result_fields(turn.output.output)
         try:
-            return Response(text=render(template, values | _result_fields(turn.output.output)), intent=name)
+            return Response(text=render(template, values), intent=choice.name)
         except KeyError as missing:
             # A tool error, or a result without the field the script expects.
             logger.warning("tool result lacks a field the reply uses", extra=log_extra(
-                intent=name, tool=turn.call.name, missing=str(missing), is_error=turn.output.is_error,
+                intent=choice.name, tool=turn.call.name, missing=str(missing), is_error=turn.output.is_error,
                 pii={"output": turn.output.output}))
-            return Response(text=self.config.fallback, intent=name)
-
-    def _intent_that_called(self, tool: str, user_text: str) -> str | None:
-        # Matching is deterministic, so the words that made the call name its intent again.
-        name = intents.match(user_text, self._phrases)
-        if name is not None and self.config.intents[name].tool == tool:
-            return name
-        return next((n for n, i in self.config.intents.items() if i.tool == tool), None)
+            return Response(text=self.config.fallback, intent=choice.name)
 
     def _check_templates(self) -> None:
         known = set(self.variables) | set(TURN_FIELDS)
         problems = []
-        for name, intent in self.config.intents.items():
+        scripted = {**{f"intents.{n}": i for n, i in self.config.intents.items()},
+                    **{f"whispers.{n}": i for n, i in self.config.whispers.items()}}
+        for name, intent in scripted.items():
             templates = {"reply": intent.reply} | {f"arguments.{k}": v for k, v in intent.arguments.items()}
             for where, template in templates.items():
                 if template is None:
                     continue
                 for used in _fields(template):
                     if used not in known:
-                        problems.append(f"intents.{name}.{where} uses {{{used}}}; known: {sorted(known)}")
+                        problems.append(f"{name}.{where} uses {{{used}}}; known: {sorted(known)}")
             if intent.after_tool is not None:
                 _fields(intent.after_tool)  # the tool's fields are known only at run time
         if problems:
@@ -180,6 +208,7 @@ def _read_turn(chat_ctx: llm.ChatContext) -> _Turn:
         if isinstance(item, llm.ChatMessage) and item.role == "user":
             turn.user_text = item.text_content or ""
             break
+    turn.whispers = pending_whispers(chat_ctx)
     return turn
 
 
