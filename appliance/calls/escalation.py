@@ -70,8 +70,7 @@ class CallHandle:
 
     def instruct_persona(self, text: str, by: str) -> bool:
         """A supervisor's typed instruction into the persona's context; False with no persona on the call."""
-        job = self._runner.persona.job
-        return job is not None and self._runner.services.personas.instruct(job, text, by)
+        return self._runner.persona.job is not None and self._runner.services.personas.instruct(self.id, text, by)
 
     def take_over_persona(self) -> bool:
         """The persona leaves the call now (its queued reply with it); False with no persona on it."""

@@ -332,3 +332,51 @@ def _rms_tail(pcm: bytes, seconds: float) -> float:
 
 def dt_seconds(iso: str) -> float:
     return dt.datetime.fromisoformat(iso).timestamp()
+
+
+async def test_a_supervisors_typed_whisper_changes_the_personas_next_reply_unheard_by_the_caller(
+        appliance_factory, orders_api: OrdersApi, tmp_path: Path) -> None:
+    from tests.support.console import add_user, operator
+
+    app = appliance_factory(
+        flows_dir=_flows_with(tmp_path, orders_api), rtc_workers=1,
+        extra={"webhooks": {"allowed": [f"http://127.0.0.1:{orders_api.port}/", "http://127.0.0.1:8765/"]}},
+    )
+    add_user(app, "sam", role="supervisor")
+    sam, _ = await operator(app, "sam", available=False)
+    microphone = tmp_path / "caller.wav"
+    _microphone(microphone, [(0.5, "Where is my order?")], 40)
+    try:
+        with baresip.Softphone(tmp_path / "caller", max_seconds=60) as phone:
+            await asyncio.to_thread(phone.dial, f"sip:300@127.0.0.1:{app.sip_port}")
+            while True:
+                board = await sam.recv("wallboard", timeout=5)
+                row = next(iter(board["calls"]), None)
+                if row and row["on_call"] == ["persona:orders"]:
+                    break
+            sam.send({"type": "join", "call": row["call"], "mode": "whisper"})
+            await sam.recv("joined")
+            await asyncio.sleep(4)  # the greeting
+            sam.send({"type": "whisper_text", "text": "Offer a discount"})
+            while (line := await sam.recv("transcript", timeout=5))["role"] != "supervisor":
+                pass  # the greeting's line, live
+            assert (line["speaker"], line["text"]) == ("sam", "Offer a discount")
+            phone.say(microphone)
+            while True:
+                line = await sam.recv("transcript", timeout=15)
+                if line["role"] == "persona":
+                    break
+            assert "ten percent discount" in line["text"], line
+            await asyncio.sleep(4)  # the reply plays
+            phone.hangup()
+            heard = phone.result().heard
+    finally:
+        await sam.close()
+    (call,) = app.wait_calls_closed(1, timeout=20)
+    assert [e["data"] for e in app.call(call["id"])["events"] if e["kind"] == "supervisor_instruction"] == [
+        {"identity": "sam", "text": "Offer a discount"}]
+    # The caller heard the reply, never the instruction (it was never audio).
+    grammar = phrases_grammar(["offer a discount", "i can offer you a ten percent discount on your next order",
+                               "hello this is the acme order desk how can i help you"])
+    replies = [transcribe(chunk, grammar) for chunk in utterances(baresip.pcm16k(heard), gap_s=0.4)]
+    assert any("discount on your next order" in reply for reply in replies), replies
