@@ -34,6 +34,8 @@ log = logging.getLogger(__name__)
 ANSWER_TIMEOUT_S = 15.0  # aiortc gathers candidates before it answers: well under a second on a LAN
 WALLBOARD_S = 1.0  # how often supervisors' wallboards are refreshed
 SUPERVISING = ("supervisor", "admin")
+NO_LIVE_TRANSCRIPT = ("No live transcript while people talk: the offline recogniser follows menus and persona "
+                      "turns, not open conversation. The recording has both sides.")
 
 
 class DeskError(Exception):
@@ -500,8 +502,12 @@ class Desk:
             on_call.append(waiting.operator)
         if session.mode == "taken_over":
             on_call.append(session.identity)
+        # People's words are not recognised live: pocketsphinx is reliable with a grammar, not on open
+        # conversation, and the box ships no open-vocabulary model. Personas transcribe their own calls.
+        note = "" if call.persona() else NO_LIVE_TRANSCRIPT
         session.send(op.Joined(call=call.id, mode=session.mode or "listen", context=context,
-                               timeline=list(self.storage.events(call.id)), on_call=on_call or ["flow"]))
+                               timeline=list(self.storage.events(call.id)), on_call=on_call or ["flow"],
+                               transcript_note=note))
 
     def _leave_supervised(self, session: Session, reason: str) -> None:
         call_id, session.joined = session.joined, None

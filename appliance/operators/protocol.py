@@ -220,6 +220,7 @@ class Joined(_Message):
     context: CallContext
     timeline: list[dict[str, Any]]  # the call's events so far: steps, keys, tools, transfers, joins
     on_call: list[str]  # who talks to the caller now: flow, persona:<name>, an operator
+    transcript_note: str = ""  # why there is no live transcript, where there is none
 
 
 class LeftCall(_Message):

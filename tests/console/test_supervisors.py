@@ -154,3 +154,48 @@ async def test_operators_cannot_supervise_and_supervisors_are_audited(supervised
     assert call_events(desk, call["id"], "supervisor_joined") == [{"identity": "sam", "mode": "barge"}]
     assert call_events(desk, call["id"], "supervisor_left") == [{"identity": "sam", "reason": "left"}]
 
+
+
+async def _board_until(sam: OperatorClient, check, timeout: float = 10) -> dict:
+    """The first wallboard for which `check(queue billing's row, board)` holds."""
+    loop = asyncio.get_running_loop()
+    end = loop.time() + timeout
+    while True:
+        board = await sam.recv("wallboard", timeout=max(0.1, end - loop.time()))
+        billing = next(q for q in board["queues"] if q["queue"] == "billing")
+        if check(billing, board):
+            return board
+
+
+async def test_the_wallboard_counts_a_scripted_morning(supervised, tmp_path: Path) -> None:
+    """Two callers wait with alice away; one gives up; alice answers the other after 21 s (over the
+    queue's 20 s service level); the wallboard's figures follow, a second at a time."""
+    desk = supervised
+    alice, _ = await operator(desk, "alice", available=False)
+    sam, _ = await operator(desk, "sam", available=False)
+    try:
+        with (baresip.Softphone(tmp_path / "first", max_seconds=90) as first,
+              baresip.Softphone(tmp_path / "second", max_seconds=90, user="second") as second):
+            await asyncio.gather(asyncio.to_thread(first.dial, f"sip:300@127.0.0.1:{desk.sip_port}"),
+                                 asyncio.to_thread(second.dial, f"sip:300@127.0.0.1:{desk.sip_port}"))
+            board = await _board_until(sam, lambda q, b: q["waiting"] == 2 and q["longest_wait_s"] >= 3)
+            billing = next(q for q in board["queues"] if q["queue"] == "billing")
+            assert (billing["away"], billing["available"], billing["abandoned_today"]) == (1, 0, 0), billing
+            assert all(c["queue"] == "billing" and c["on_hold"] for c in board["calls"]), board["calls"]
+            first.hangup()
+            board = await _board_until(sam, lambda q, b: q["abandoned_today"] == 1)
+            assert next(q for q in board["queues"] if q["queue"] == "billing")["waiting"] == 1
+            await _board_until(sam, lambda q, b: q["longest_wait_s"] >= 21, timeout=30)
+            alice.send({"type": "state", "state": "available"})
+            offer = await alice.recv("offer", timeout=5)
+            alice.send({"type": "accept", "offer": offer["offer"]})
+            await alice.recv("call", timeout=5)
+            board = await _board_until(sam, lambda q, b: q["answered_today"] == 1)
+            billing = next(q for q in board["queues"] if q["queue"] == "billing")
+            assert (billing["waiting"], billing["on_call"], billing["in_service_level_today"]) == (0, 1, 0), billing
+            assert [(o["operator"], o["state"]) for o in board["operators"]] == [("alice", "on_call")]
+            second.hangup()
+            await alice.recv("wrap_up_due", timeout=10)
+    finally:
+        await alice.close()
+        await sam.close()

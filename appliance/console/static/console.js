@@ -270,6 +270,7 @@ function joined(m) {
   text("sup-call", m.call);
   text("sup-mode", m.mode.replace("_", " "));
   text("sup-on-call", `With the caller: ${m.on_call.join(", ")}`);
+  text("sup-transcript-note", m.transcript_note || "");
   $("sup-context").innerHTML = contextHtml(m.context);
   if (!$("sup-transcript").children.length) (m.context.transcript || []).forEach((t) => transcriptLine(Object.assign({ call: m.call }, t)));
   $("sup-timeline").innerHTML = m.timeline.map((e) => `<li>${esc(new Date(e.at).toLocaleTimeString())} ${esc(e.kind)} ${esc(JSON.stringify(e.data))}</li>`).join("");
