@@ -18,7 +18,7 @@ from aiortc.jitterbuffer import JitterBuffer
 from aiortc.mediastreams import MediaStreamError
 from av import AudioFrame, AudioResampler
 
-from appliance.core.audio import FRAME_BYTES, SAMPLE_RATE, SAMPLES_PER_FRAME, SILENCE
+from appliance.core.audio import FRAME_BYTES, SAMPLE_RATE, SAMPLES_PER_FRAME, SILENCE, StandingDelay
 
 __all__ = ["OUTBOUND_FRAMES", "HubAudioTrack", "InboundAudio", "PacedAudioTrack", "frames_from",
            "shorten_jitter_buffer"]
@@ -26,8 +26,8 @@ __all__ = ["OUTBOUND_FRAMES", "HubAudioTrack", "InboundAudio", "PacedAudioTrack"
 # The hub's frames a browser leg may have waiting: 200 ms, as the hub's own jitter bound for a
 # caller (rooms.server.CALLER_JITTER_FRAMES). The oldest go first, so latency cannot grow.
 OUTBOUND_FRAMES = 10
-# A frame or two of jitter between the hub's clock and the track's, and no standing delay.
-LATENCY_FRAMES = 3
+# What may stand queued for good: a frame of jitter between the hub's clock and the track's.
+LATENCY_FRAMES = 1
 _TIME_BASE = fractions.Fraction(1, SAMPLE_RATE)
 
 
@@ -121,26 +121,24 @@ class PacedAudioTrack(MediaStreamTrack):
 class HubAudioTrack(PacedAudioTrack):
     """What the hub sends one browser leg: its frames as they came, silence when none is queued.
 
-    Two 20 ms clocks (the hub's and this track's) feed and drain the queue at the same rate, so
-    whatever a burst puts in it stays there as delay for the rest of the call: beyond
-    `LATENCY_FRAMES` the oldest are dropped. Measured with bench/operators.py: without the bound
-    the WebRTC leg's round trip was about 300 ms.
+    Two 20 ms clocks (the hub's and this track's) feed and drain the queue at the same rate:
+    delay that stands in it is trimmed (`StandingDelay`), bursts are ridden out.
     """
 
     def __init__(self, max_frames: int = OUTBOUND_FRAMES, latency_frames: int = LATENCY_FRAMES):
         super().__init__()
         self._frames: deque[bytes] = deque(maxlen=max_frames)
-        self.latency_frames = latency_frames
+        self._standing = StandingDelay(latency_frames)
 
     def push(self, frame: bytes) -> None:
         self._frames.append(frame)
-        while len(self._frames) > self.latency_frames:
-            self._frames.popleft()
 
     @property
     def pending(self) -> int:
         return len(self._frames)
 
     def next_frame(self) -> bytes:
+        for _ in range(self._standing.excess(len(self._frames))):
+            self._frames.popleft()
         return self._frames.popleft() if self._frames else SILENCE
 

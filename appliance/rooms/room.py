@@ -16,7 +16,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from appliance.core.audio import FRAME_BYTES, SILENCE, frames_of
+from appliance.core.audio import FRAME_BYTES, SILENCE, StandingDelay, frames_of
 from appliance.observability.logging import log_extra
 
 log = logging.getLogger(__name__)
@@ -46,8 +46,8 @@ class AudioTrack:
     def __init__(self, name: str, max_frames: int | None = None, latency_frames: int | None = None):
         self.name = name
         self._frames: deque[bytes] = deque(maxlen=max_frames)
-        # Live sources only: frames beyond this many are dropped as they come (see BrowserParticipant).
-        self.latency_frames = latency_frames
+        # Live sources only: a standing queue above this many frames is trimmed (see StandingDelay).
+        self._standing = StandingDelay(latency_frames) if latency_frames is not None else None
         self._marks: deque[tuple[int, Callable[[], None]]] = deque()
         self._pulled = 0
         self._queued = 0
@@ -60,9 +60,6 @@ class AudioTrack:
     def write_frame(self, frame: bytes) -> None:
         self._frames.append(frame)
         self._queued += 1
-        if self.latency_frames is not None:
-            while len(self._frames) > self.latency_frames:
-                self._frames.popleft()
 
     def mark(self, callback: Callable[[], None]) -> None:
         """Call `callback` once every frame written so far has been played out."""
@@ -92,6 +89,9 @@ class AudioTrack:
         return self._pulled
 
     def pull(self) -> bytes | None:
+        if self._standing is not None:
+            for _ in range(self._standing.excess(len(self._frames))):
+                self._frames.popleft()
         if not self._frames:
             self._fire_marks()
             return None

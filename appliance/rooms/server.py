@@ -32,7 +32,7 @@ log = logging.getLogger(__name__)
 # 200 ms of caller audio may wait for the hub's tick; more means the hub is behind and
 # old audio is worth less than fresh audio.
 CALLER_JITTER_FRAMES = 10
-BROWSER_LATENCY_FRAMES = 3
+BROWSER_LATENCY_FRAMES = 1
 TRANSCRIPT_TOPIC = "transcript"  # room data: one line of a call's transcript (a storage row)
 # Legs the hub dials are numbered by the hub from here, so they never meet the ids a
 # worker gives the calls it is offered (counted up from 1).
@@ -227,8 +227,8 @@ class BrowserParticipant(RemoteParticipant):
     """
 
     def __init__(self, identity: str, connection: WorkerConnection, leg: int):
-        # A person talking to a caller: no more than 60 ms may wait here for the hub's tick
-        # (a standing queue between the worker's clock and the hub's is delay for the whole call).
+        # A person talking to a caller: delay that stands in the queue for the hub's tick is
+        # trimmed to a frame of jitter (see StandingDelay); bursts up to the jitter bound pass.
         super().__init__(identity, "operator", connection, leg, jitter=CALLER_JITTER_FRAMES,
                          latency=BROWSER_LATENCY_FRAMES)
 

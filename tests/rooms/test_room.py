@@ -295,3 +295,17 @@ def test_a_participants_audience_decides_who_hears_it(room: Room) -> None:
     assert supervisor_ear.levels == [11, 11, 11]  # the supervisor hears everyone, always
     # What the recorder keeps as "what the caller heard" never holds a whisper.
     assert [level(v.heard["caller"]) for v in views] == [10, 10, 110]
+
+
+def test_a_live_track_rides_out_a_burst_and_loses_the_delay_that_stays() -> None:
+    track = AudioTrack("browser", max_frames=10, latency_frames=1)
+    for i in range(6):  # a burst: six frames at once, then one per tick as the clock pulls
+        track.write_frame(frame(i))
+    pulled = []
+    for i in range(6, 60):
+        track.write_frame(frame(i))
+        pulled.append(level(track.pull()))
+    # Nothing is lost for a whole second (50 pulls); the queue never drained below 7 in it, so
+    # that standing delay goes at once (6 frames) and from then on each frame plays as it comes.
+    assert pulled[:49] == list(range(49))
+    assert pulled[49:] == list(range(55, 60)) and track.pending == 0
