@@ -11,10 +11,13 @@ __all__ = ["free_port_block"]
 def free_port_block(count: int) -> int:
     """First port of `count` consecutive ports free for both UDP and TCP on 127.0.0.1.
 
-    Chosen at random above 30000 so that tests running side by side rarely race for one.
+    Chosen at random so that tests running side by side rarely race for one, and below the
+    kernel's ephemeral range (32768 and up), where any process's outgoing socket may take a port
+    between this check and its use: aiortc's ICE sockets, by the dozen, were seen to.
     """
+    low, high = 10000, _ephemeral_start() - count
     for _ in range(200):
-        base = secrets.randbelow(25000) + 30000
+        base = secrets.randbelow(high - low) + low
         sockets = []
         try:
             for port in range(base, base + count):
@@ -30,3 +33,11 @@ def free_port_block(count: int) -> int:
                 s.close()
     raise RuntimeError("no free port block")
 
+
+
+def _ephemeral_start() -> int:
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            return int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
