@@ -17,7 +17,6 @@ import json
 import math
 import os
 import re
-import shutil
 import statistics
 import struct
 import sys
@@ -38,26 +37,32 @@ import numpy as np
 
 from bench.calls_report import analyse, table, write_doc
 from bench.common import (
+    CLK_TCK,
     DOC,
+    SCENARIO,
+    Proc,
+    box_cpu,
+    box_ticks,
     code_version,
     first_line,
     machine,
-    process_rss_kb,
+    missing_program,
     save_results,
     say,
+    snapshot,
+    stat_ticks,
+    stop_appliance,
     wait_closed,
 )
 from tests.support.appliance import ApplianceProcess
 from tests.support.sipp.process import SippResult, run_sipp
 from tests.support.sipp.scenarios import PCAPS
 
-SCENARIO = ROOT / "bench" / "scenarios" / "hold.xml"
 PCAP = PCAPS / "g711a.pcap"
 
 FULL_STEPS = [8, 16, 32, 48, 64, 80, 100, 120]
 QUICK_STEPS = [4, 8]
 CALLS_PER_WORKER = 4  # the pjsua2 wheel's compiled-in limit
-CLK_TCK = os.sysconf("SC_CLK_TCK")
 FRAME_SAMPLES = 320  # 20 ms at 16 kHz: the hub's frame
 
 # The bench flow: greet, then wait in a menu long enough that the caller always hangs up first.
@@ -90,71 +95,15 @@ steps:
 # --- the appliance's process tree ----------------------------------------------------------
 
 
-@dataclass
-class Proc:
-    pid: int
-    role: str  # main | worker | kamailio | sipp
-    cpu_ticks: int
-    rss_kb: int
-
-
-def _stat_ticks(path: Path) -> int:
-    text = path.read_text()
-    fields = text[text.rindex(")") + 2 :].split()
-    return int(fields[11]) + int(fields[12])  # utime + stime
-
-
-def _role(pid: int, main_pid: int) -> str:
-    if pid == main_pid:
-        return "main"
-    cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-    if b"sip.worker" in cmdline:
-        return "worker"
-    if cmdline and cmdline[0].endswith(b"kamailio"):
-        return "kamailio"
-    if cmdline and cmdline[0].endswith(b"sipp"):
-        return "sipp"
-    return "other"
-
-
-def snapshot(app: ApplianceProcess, extra: list[int] = ()) -> dict[int, Proc]:  # type: ignore[assignment]
-    """CPU ticks and RSS of the appliance (main, workers, kamailio) and any extra pids (sipp)."""
-    assert app.process is not None
-    main = app.process.pid
-    procs: dict[int, Proc] = {}
-    for pid in [main, *app.child_pids(), *extra]:
-        try:
-            procs[pid] = Proc(pid, _role(pid, main), _stat_ticks(Path(f"/proc/{pid}/stat")), process_rss_kb(pid))
-        except (OSError, ValueError):
-            continue  # exited between listing and reading
-    return procs
-
-
 def main_threads(pid: int) -> dict[int, tuple[str, int]]:
     """Per-thread CPU ticks of one process: tid → (name, ticks)."""
     out = {}
     for task in Path(f"/proc/{pid}/task").iterdir():
         try:
             name = (task / "comm").read_text().strip()
-            out[int(task.name)] = (name, _stat_ticks(task / "stat"))
+            out[int(task.name)] = (name, stat_ticks(task / "stat"))
         except (OSError, ValueError):
             continue
-    return out
-
-
-def box_ticks() -> list[int]:
-    """The first line of /proc/stat: user nice system idle iowait irq softirq steal."""
-    return [int(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:9]]
-
-
-BOX_FIELDS = ("user", "nice", "system", "idle", "iowait", "irq", "softirq", "steal")
-
-
-def box_cpu(before: list[int], after: list[int], seconds: float) -> dict[str, float]:
-    """The whole box's CPU over the window in % of one core, by kind; busy = all but idle and iowait."""
-    out = {name: round(100 * (b - a) / CLK_TCK / seconds, 1)
-           for name, a, b in zip(BOX_FIELDS, before, after, strict=True)}
-    out["busy"] = round(sum(v for k, v in out.items() if k not in ("idle", "iowait")), 1)
     return out
 
 
@@ -181,7 +130,7 @@ def worker_threads(app: ApplianceProcess) -> dict[tuple[int, int], tuple[str, in
         for task in tasks:
             try:
                 name = "asyncio" if task.name == str(pid) else (task / "comm").read_text().strip()
-                out[(pid, int(task.name))] = (name, _stat_ticks(task / "stat"),
+                out[(pid, int(task.name))] = (name, stat_ticks(task / "stat"),
                                               int((task / "schedstat").read_text().split()[1]))
             except (OSError, ValueError):
                 continue
@@ -556,7 +505,7 @@ def check_records(calls: list[dict[str, Any]], n: int, duration: float, problems
 
 
 def _self_ticks() -> int:
-    return _stat_ticks(Path("/proc/self/stat"))
+    return stat_ticks(Path("/proc/self/stat"))
 
 
 def _thread_cpu(before: dict[int, tuple[str, int]], after: dict[int, tuple[str, int]],
@@ -695,12 +644,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     finally:
         # Read before stopping: shutdown logs its own warnings (workers disconnecting).
         report["log_warnings"] = _log_summary(app.log_path)
-        report["log_tail"] = app.log_tail(30)
-        app.stop()
-        if args.keep:
-            report["workdir"] = str(root)
-        else:
-            shutil.rmtree(root, ignore_errors=True)
+        stop_appliance(app, report, root, args.keep)
     passed = [s["calls"] for s in report["steps"] if s["passed"]]
     report["max_calls_0_failures"] = max(passed, default=0)
     report["first_failure"] = next((s["calls"] for s in report["steps"] if not s["passed"]), None)
@@ -773,10 +717,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
-    for program in ("sipp", "kamailio"):
-        if shutil.which(program) is None:
-            print(f"bench/calls.py needs {program} (scripts/test.sh installs it)", file=sys.stderr)
-            return 2
+    if missing_program("bench/calls.py"):
+        return 2
     # A crashing worker then leaves its Python stacks in the appliance log.
     os.environ.setdefault("PYTHONFAULTHANDLER", "1")
     report = run(args)

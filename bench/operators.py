@@ -22,7 +22,6 @@ import asyncio
 import datetime as dt
 import math
 import os
-import shutil
 import statistics
 import sys
 import tempfile
@@ -30,7 +29,6 @@ import time
 import wave
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from string import Template
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -42,18 +40,25 @@ import numpy as np
 from appliance.console.rtc_media import PacedAudioTrack
 from bench.calls import (
     CALLS_PER_WORKER,
-    CLK_TCK,
-    SCENARIO,
-    box_cpu,
-    box_ticks,
     find_sipp,
     histogram,
     histogram_delta,
     histogram_quantile,
     metrics_text,
-    snapshot,
 )
-from bench.common import DOC, code_version, first_line, machine, save_results, say
+from bench.common import (
+    DOC,
+    SteadyWindow,
+    caller_scenario,
+    code_version,
+    first_line,
+    machine,
+    missing_program,
+    pct,
+    save_and_print,
+    say,
+    stop_appliance,
+)
 from bench.operators_report import table, write_doc
 from tests.support.appliance import ApplianceProcess
 from tests.support.console import add_user, operator
@@ -291,37 +296,6 @@ class Step:
     legs: list[dict[str, Any]] = field(default_factory=list)
 
 
-def _role(pid: int) -> str | None:
-    try:
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return None
-    return "rtc" if b"rtc_worker" in cmdline else None
-
-
-def cpu_window(before: dict, after: dict, bench_s: float, seconds: float, n: int) -> dict[str, Any]:
-    """CPU in % of one core per role over the window; the appliance is main + SIP workers + rtc + kamailio."""
-    roles: dict[str, float] = {}
-    for pid, proc in after.items():
-        if pid in before:
-            role = _role(pid) or proc.role
-            roles[role] = roles.get(role, 0.0) + 100 * (proc.cpu_ticks - before[pid].cpu_ticks) / CLK_TCK / seconds
-    out: dict[str, Any] = {k: round(v, 1) for k, v in roles.items()}
-    total = sum(roles.get(r, 0.0) for r in ("main", "worker", "rtc", "kamailio"))
-    out["appliance"] = round(total, 1)
-    out["appliance_pct_of_box"] = round(total / (os.cpu_count() or 1), 1)
-    out["rtc_per_leg"] = round(roles.get("rtc", 0.0) / n, 2)
-    out["bench_clients"] = round(100 * bench_s / seconds, 1)  # the N aiortc operators, in this process
-    return out
-
-
-def _pct(values: list[float], q: float) -> float | None:
-    if not values:
-        return None
-    values = sorted(values)
-    return round(values[min(len(values) - 1, int(round(q * (len(values) - 1))))], 1)
-
-
 def summarise(legs: list[dict[str, Any]]) -> dict[str, Any]:
     def all_of(key: str) -> list[float]:
         return [v for leg in legs for v in (leg.get(key) if isinstance(leg.get(key), list) else [leg.get(key)])
@@ -335,14 +309,14 @@ def summarise(legs: list[dict[str, Any]]) -> dict[str, Any]:
         "to_caller_gap_pct": {"mean": _mean(all_of("to_caller_gap_pct")), "max": _max(all_of("to_caller_gap_pct"))},
         "from_caller_gap_pct": {"mean": _mean(all_of("from_caller_gap_pct")),
                                 "max": _max(all_of("from_caller_gap_pct"))},
-        "accept_to_heard_ms": {"p50": _pct(all_of("accept_to_heard_ms"), 0.5),
-                               "p95": _pct(all_of("accept_to_heard_ms"), 0.95)},
-        "accept_to_caller_ms": {"p50": _pct(all_of("accept_to_caller_ms"), 0.5),
-                                "p95": _pct(all_of("accept_to_caller_ms"), 0.95)},
-        "rtt_ms": {"p50": _pct(rtt, 0.5), "p95": _pct(rtt, 0.95), "samples": len(rtt), "chirps_sent": sent},
-        "first_rtt_ms": {"p50": _pct(all_of("first_rtt_ms"), 0.5), "p95": _pct(all_of("first_rtt_ms"), 0.95)},
-        "one_way_ms": {"p50": _pct([r / 2 for r in rtt], 0.5), "p95": _pct([r / 2 for r in rtt], 0.95)},
-        "sip_rtt_ms": {"p50": _pct(sip, 0.5), "p95": _pct(sip, 0.95), "samples": len(sip)},
+        "accept_to_heard_ms": {"p50": pct(all_of("accept_to_heard_ms"), 0.5),
+                               "p95": pct(all_of("accept_to_heard_ms"), 0.95)},
+        "accept_to_caller_ms": {"p50": pct(all_of("accept_to_caller_ms"), 0.5),
+                                "p95": pct(all_of("accept_to_caller_ms"), 0.95)},
+        "rtt_ms": {"p50": pct(rtt, 0.5), "p95": pct(rtt, 0.95), "samples": len(rtt), "chirps_sent": sent},
+        "first_rtt_ms": {"p50": pct(all_of("first_rtt_ms"), 0.5), "p95": pct(all_of("first_rtt_ms"), 0.95)},
+        "one_way_ms": {"p50": pct([r / 2 for r in rtt], 0.5), "p95": pct([r / 2 for r in rtt], 0.95)},
+        "sip_rtt_ms": {"p50": pct(sip, 0.5), "p95": pct(sip, 0.95), "samples": len(sip)},
         "webrtc_rtt_ms_p50": (None if not rtt or not sip
                               else round(float(np.median(rtt)) - float(np.median(sip)), 1)),
     }
@@ -354,16 +328,6 @@ def _mean(values: list[float]) -> float | None:
 
 def _max(values: list[float]) -> float | None:
     return round(max(values), 2) if values else None
-
-
-def caller_scenario(workdir: Path, seconds: float) -> Path:
-    """The call-capacity benchmark's caller (bench/scenarios/hold.xml), silent itself: sipp's
-    -rtp_echo sends every RTP packet back, so the caller says what it heard."""
-    text = Template(SCENARIO.read_text()).substitute(
-        MEDIA=f'  <pause milliseconds="{int(seconds * 1000)}"/>', BYE_TIMEOUT_MS=10000)
-    path = workdir / "echo_caller.xml"
-    path.write_text(text)
-    return path
 
 
 async def run_step(app: ApplianceProcess, n: int, args: argparse.Namespace, workdir: Path) -> Step:
@@ -385,7 +349,7 @@ async def run_step(app: ApplianceProcess, n: int, args: argparse.Namespace, work
     step.connect_s = round(time.monotonic() - began, 1)
     ramp_s = n / args.rate
     call_s = ramp_s + args.settle + args.window + 8
-    scenario = caller_scenario(workdir, call_s)
+    scenario = caller_scenario(workdir, call_s, "echo_caller.xml")
     sipp_task = asyncio.create_task(asyncio.to_thread(
         run_sipp, scenario, app.sip_port, workdir, calls=n, rate=args.rate, limit=n, service="300",
         timeout=call_s + ramp_s + 60, extra=["-rtp_echo"]))
@@ -395,20 +359,16 @@ async def run_step(app: ApplianceProcess, n: int, args: argparse.Namespace, work
         if missing:
             step.problems.append(f"{len(missing)} operators without a connected call: {missing[:5]}")
         await asyncio.sleep(args.settle)
-        sipp_pids = find_sipp(workdir)
-        before, box_before, bench_before = snapshot(app, sipp_pids), box_ticks(), sum(os.times()[:2])
+        window = SteadyWindow(app, find_sipp(workdir))
         metrics_before = metrics_text(app)
         w0 = time.time()
         await asyncio.sleep(args.window)
         w1 = time.time()
-        after, box_after, bench_after = snapshot(app, sipp_pids), box_ticks(), sum(os.times()[:2])
+        measured = window.stop()
         metrics_after = metrics_text(app)
-        steady = w1 - w0
-        step.steady_s = round(steady, 1)
-        step.cpu = cpu_window(before, after, bench_after - bench_before, steady, n)
-        step.box_cpu = box_cpu(box_before, box_after, steady)
-        step.other_load_pct = round(step.box_cpu["busy"] - step.cpu["appliance"] - step.cpu.get("sipp", 0.0)
-                                    - step.cpu["bench_clients"], 1)
+        step.steady_s, step.cpu = measured["seconds"], measured["cpu"]
+        step.box_cpu, step.other_load_pct = measured["box_cpu"], measured["other_load_pct"]
+        step.cpu["rtc_per_leg"] = round(step.cpu.get("rtc", 0.0) / n, 2)
         lag = histogram_delta(histogram(metrics_before, "switchboard_hub_tick_lag_seconds"),
                               histogram(metrics_after, "switchboard_hub_tick_lag_seconds"))
         p95 = histogram_quantile(lag, 0.95)
@@ -480,12 +440,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 break
             say(_step_line(step))
     finally:
-        report["log_tail"] = app.log_tail(30)
-        app.stop()
-        if args.keep:
-            report["workdir"] = str(root)
-        else:
-            shutil.rmtree(root, ignore_errors=True)
+        stop_appliance(app, report, root, args.keep)
     report["loadavg_after"] = Path("/proc/loadavg").read_text().split()[:3]
     return report
 
@@ -530,16 +485,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
-    for program in ("sipp", "kamailio"):
-        if shutil.which(program) is None:
-            print(f"bench/operators.py needs {program} (scripts/test.sh installs it)", file=sys.stderr)
-            return 2
+    if missing_program("bench/operators.py"):
+        return 2
     os.environ.setdefault("PYTHONFAULTHANDLER", "1")
     report = asyncio.run(run(args))
-    path = save_results(report, "operators", "-quick" if args.quick else "")
-    print()
-    print(table(report))
-    print(f"raw results: {path}")
+    save_and_print(report, "operators", "-quick" if args.quick else "", table(report))
     if not args.no_doc and report["steps"]:
         write_doc(report)
         print(f"wrote {DOC.relative_to(ROOT)}")
