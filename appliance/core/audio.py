@@ -31,9 +31,10 @@ class StandingDelay:
 
     A queue between two 20 ms clocks (a worker's and the hub's) is fed and drained at the same
     rate, so a burst that fills it stays as delay for the rest of the call. Trimming only what
-    stayed queued for `window` pulls removes that delay within a second, yet lets the queue ride
-    out a burst without losing audio, which a hard cap at a few frames does not (measured with
-    bench/operators.py: a 3-frame cap lost 15 % of the audio at 15 operators on a busy box).
+    stayed queued for `window` pulls, one 20 ms frame a second, wears that delay away without a
+    gap anyone notices, and lets the queue ride out a burst without losing audio, which a hard
+    cap at a few frames does not (measured with bench/operators.py: a 3-frame cap lost 15 % of
+    the audio at 15 operators on a busy box).
     """
 
     def __init__(self, target: int, window: int = 50):
@@ -43,11 +44,11 @@ class StandingDelay:
         self._pulls = 0
 
     def excess(self, pending: int) -> int:
-        """Frames to drop now, given `pending` queued at this pull (0 until a window has passed)."""
+        """Frames to drop now (0 or 1), given `pending` queued at this pull."""
         self._low = pending if self._low is None else min(self._low, pending)
         self._pulls += 1
         if self._pulls < self.window:
             return 0
-        excess = max(0, self._low - self.target)
+        excess = min(1, max(0, self._low - self.target))
         self._pulls, self._low = 0, None
         return excess
