@@ -142,7 +142,6 @@ class CallManager:
         )
         call.runner = FlowRunner(call.id, call.room, engine, self.services, control, caller=call.leg.identity)
         call.runner.start()
-        self.desk.changed()  # a new live call for the wallboard
         log.info("call answered", extra=log_extra(call_id=call.id, codec=message.codec))
 
     def dtmf(self, worker: WorkerConnection, message: p.Dtmf) -> None:

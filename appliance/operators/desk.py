@@ -32,9 +32,7 @@ from appliance.storage import Storage
 log = logging.getLogger(__name__)
 
 ANSWER_TIMEOUT_S = 15.0  # aiortc gathers candidates before it answers: well under a second on a LAN
-WALLBOARD_S = 1.0  # how often supervisors' wallboards are refreshed when nothing happens
-# At most five a second: each is a few KB per supervisor over the WebRTC worker's data channels.
-WALLBOARD_MIN_S = 0.2
+WALLBOARD_S = 1.0  # how often supervisors' wallboards are refreshed
 SUPERVISING = ("supervisor", "admin")
 NO_LIVE_TRANSCRIPT = ("No live transcript while people talk: the offline recogniser follows menus and persona "
                       "turns, not open conversation. The recording has both sides.")
@@ -120,7 +118,6 @@ class Desk:
         self.lookup: Callable[[str], QueuedCall | None] = lambda call_id: None
         self.wallboard: Callable[[], op.Wallboard] | None = None
         self._next_wallboard = 0.0
-        self._last_wallboard = 0.0
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
@@ -148,20 +145,11 @@ class Desk:
             self._run(self.acd.tick())
             self._publish_wallboard()
 
-    def changed(self) -> None:
-        """A call began or ended, or a queue moved: the wallboard goes out soon, not at the next second."""
-        soon = self._last_wallboard + WALLBOARD_MIN_S
-        if soon < self._next_wallboard:
-            self._next_wallboard = soon
-            self._wake.set()
-
     def _publish_wallboard(self) -> None:
-        """The same snapshot to every supervisor's console (built from memory, not SQLite): every
-        second, and soon after anything changed, but no more often than WALLBOARD_MIN_S."""
+        """Every second, the same snapshot to every supervisor's console (built from memory, not SQLite)."""
         now = self.acd.clock()
         if self.wallboard is None or now < self._next_wallboard:
             return
-        self._last_wallboard = now
         self._next_wallboard = now + WALLBOARD_S
         watchers = [s for s in self.sessions.values() if s.open and s.role in SUPERVISING]
         if watchers:
@@ -557,7 +545,6 @@ class Desk:
 
     def call_ended(self, call_id: str) -> None:
         """The call is over (either side hung up, or it failed)."""
-        self.changed()
         for watcher in list(self.sessions.values()):
             if watcher.joined == call_id:
                 self._leave_supervised(watcher, "call ended")
@@ -616,7 +603,6 @@ class Desk:
         if actions:
             self._wake.set()
             self._gauges()
-            self.changed()
 
     def _offer(self, action: a.Offer) -> None:
         waiting = self.calls.get(action.call_id)
