@@ -191,10 +191,10 @@ class Room:
         # Who hears whom is decided here, for every kind of participant: each subscriber's mix
         # holds exactly the publishers whose audience admits it (the recorder's "what the caller
         # heard" is the caller's mix, so a whisper is absent from it by construction).
-        audiences = {who: self.participants[who].audience for who in published}
+        restricted = {who: a for who in published if (a := self.participants[who].audience) is not None}
 
         def hears(listener: str, speaker: str) -> bool:
-            audience = audiences[speaker]
+            audience = restricted.get(speaker)
             return speaker != listener and (audience is None or listener in audience)
 
         for identity, participant in self.participants.items():

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 import json
 import shutil
 import wave
@@ -17,7 +16,7 @@ from aiohttp import web
 
 from appliance.speech.stt import phrases_grammar, transcribe
 from appliance.speech.tts import EspeakTTS
-from tests.support import baresip
+from tests.support import baresip, console
 from tests.support.appliance import ROOT
 from tests.support.audio import utterances
 from tests.support.http_server import LoopbackServer
@@ -106,6 +105,17 @@ def test_caller_checks_an_order_with_the_persona(appliance_factory, orders_api: 
     assert any("shipped" in reply.split() for reply in replies), replies
 
 
+def _with_console(appliance_factory: Any, api: OrdersApi, tmp_path: Path, person: str, role: str,
+                  queues: str = "") -> Any:
+    """The order-desk appliance with a WebRTC gateway and one console account."""
+    app = appliance_factory(
+        flows_dir=_flows_with(tmp_path, api), rtc_workers=1,
+        extra={"webhooks": {"allowed": [f"http://127.0.0.1:{api.port}/", "http://127.0.0.1:8765/"]}},
+    )
+    console.add_user(app, person, role=role, queues=queues)
+    return app
+
+
 def _events(app: Any, call_id: str, kind: str) -> list[dict[str, Any]]:
     return [e["data"] for e in app.call(call_id)["events"] if e["kind"] == kind]
 
@@ -153,8 +163,7 @@ def test_a_failing_provider_takes_the_failed_branch_without_silence(
     ended_at = next(e["at"] for e in app.call(call["id"])["events"] if e["kind"] == "persona_ended")
     fallback = [at for at, text in says if text.startswith("Sorry, I am having trouble")]
     assert fallback, says
-    import datetime as dt
-    gap = (dt.datetime.fromisoformat(fallback[0]) - dt.datetime.fromisoformat(ended_at)).total_seconds()
+    gap = console.epoch(fallback[0]) - console.epoch(ended_at)
     assert gap < 2.0  # the caller is never left in silence
     steps = [s["step"] for s in _events(app, call["id"], "step")]
     assert steps[:2] == ["assistant", "to_person"], steps
@@ -237,14 +246,8 @@ def test_order_desk_hands_a_billing_question_to_the_billing_persona(
 
 async def test_a_persona_escalation_reaches_an_operator_with_its_transcript_and_summary(
         appliance_factory, orders_api: OrdersApi, tmp_path: Path) -> None:
-    from tests.support.console import add_user, operator
-
-    app = appliance_factory(
-        flows_dir=_flows_with(tmp_path, orders_api), rtc_workers=1,
-        extra={"webhooks": {"allowed": [f"http://127.0.0.1:{orders_api.port}/", "http://127.0.0.1:8765/"]}},
-    )
-    add_user(app, "carol", queues="technical")
-    carol, _ = await operator(app, "carol")
+    app = _with_console(appliance_factory, orders_api, tmp_path, "carol", "operator", queues="technical")
+    carol, _ = await console.operator(app, "carol")
     try:
         microphone = tmp_path / "caller.wav"
         _microphone(microphone, [(5.0, "Can I talk to someone please.")], 40)
@@ -270,14 +273,8 @@ async def test_a_persona_escalation_reaches_an_operator_with_its_transcript_and_
 
 async def test_a_supervisor_takes_a_call_over_from_the_persona_mid_sentence(
         appliance_factory, orders_api: OrdersApi, tmp_path: Path) -> None:
-    from tests.support.console import add_user, operator
-
-    app = appliance_factory(
-        flows_dir=_flows_with(tmp_path, orders_api), rtc_workers=1,
-        extra={"webhooks": {"allowed": [f"http://127.0.0.1:{orders_api.port}/", "http://127.0.0.1:8765/"]}},
-    )
-    add_user(app, "sam", role="supervisor")
-    sam, _ = await operator(app, "sam", available=False)
+    app = _with_console(appliance_factory, orders_api, tmp_path, "sam", "supervisor")
+    sam, _ = await console.operator(app, "sam", available=False)
     caller_speech = baresip.speech_wav(tmp_path / "caller.wav", "please check my account", seconds=40)
     try:
         with baresip.Softphone(tmp_path / "caller", max_seconds=60) as phone:
@@ -313,7 +310,7 @@ async def test_a_supervisor_takes_a_call_over_from_the_persona_mid_sentence(
     # What the caller heard: the greeting up to the click, then nothing of the persona again.
     with wave.open(call["recording_path"]) as w:
         right = np.frombuffer(w.readframes(w.getnframes()), dtype=np.int16).reshape(-1, 2)[:, 1].astype(np.float64)
-    at = dt_seconds(event["at"]) - dt_seconds(detail["answered_at"])
+    at = console.epoch(event["at"]) - console.epoch(detail["answered_at"])
     frames = right[: len(right) // 320 * 320].reshape(-1, 320)
     loud = np.sqrt(np.mean(frames ** 2, axis=1)) > 300
     click = int(at * 50)
@@ -330,20 +327,12 @@ def _rms_tail(pcm: bytes, seconds: float) -> float:
     return float(np.sqrt(np.mean(x ** 2))) if len(x) else 0.0
 
 
-def dt_seconds(iso: str) -> float:
-    return dt.datetime.fromisoformat(iso).timestamp()
 
 
 async def test_a_supervisors_typed_whisper_changes_the_personas_next_reply_unheard_by_the_caller(
         appliance_factory, orders_api: OrdersApi, tmp_path: Path) -> None:
-    from tests.support.console import add_user, operator
-
-    app = appliance_factory(
-        flows_dir=_flows_with(tmp_path, orders_api), rtc_workers=1,
-        extra={"webhooks": {"allowed": [f"http://127.0.0.1:{orders_api.port}/", "http://127.0.0.1:8765/"]}},
-    )
-    add_user(app, "sam", role="supervisor")
-    sam, _ = await operator(app, "sam", available=False)
+    app = _with_console(appliance_factory, orders_api, tmp_path, "sam", "supervisor")
+    sam, _ = await console.operator(app, "sam", available=False)
     microphone = tmp_path / "caller.wav"
     _microphone(microphone, [(0.5, "Where is my order?")], 40)
     try:

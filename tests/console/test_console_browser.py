@@ -21,7 +21,7 @@ from appliance.speech.stt import phrases_grammar, transcribe
 from tests.support import baresip
 from tests.support.audio import utterances
 from tests.support.browser import launch
-from tests.support.console import PASSWORD, console_url
+from tests.support.console import PASSWORD, console_url, epoch
 
 pytestmark = pytest.mark.sip
 playwright = pytest.importorskip("playwright.async_api")  # in the test extra: a missing one is a broken setup
@@ -259,7 +259,7 @@ async def test_two_browsers_whisper_is_heard_by_the_operator_only_and_barge_by_e
         (tmp_path / f"heard-{name.replace(' ', '-')}.raw").write_bytes(_pcm16k(captured))
     (call,) = desk.wait_calls_closed(1)
     detail = desk.call(call["id"])
-    at = {e["data"].get("mode") or e["kind"]: dt_seconds(e["at"]) - dt_seconds(detail["answered_at"])
+    at = {e["data"].get("mode") or e["kind"]: epoch(e["at"]) - epoch(detail["answered_at"])
           for e in detail["events"] if e["kind"] in ("supervisor_mode", "taken_over")}
     with wave.open(call["recording_path"]) as w:
         right = np.frombuffer(w.readframes(w.getnframes()), dtype=np.int16).reshape(-1, 2)[:, 1].copy()
@@ -279,8 +279,3 @@ async def test_two_browsers_whisper_is_heard_by_the_operator_only_and_barge_by_e
     assert not _said(OPERATOR_SAYS, caller_heard(at["taken_over"] + 1.0, window_s - 2))
     assert caller_dump is not None and _said(SUPERVISOR_SAYS, baresip.pcm16k(caller_dump))
 
-
-def dt_seconds(iso: str) -> float:
-    import datetime as dt
-
-    return dt.datetime.fromisoformat(iso).timestamp()

@@ -7,7 +7,6 @@ recording's right channel (what the caller heard), against the audited mode chan
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 import wave
 from pathlib import Path
 
@@ -16,7 +15,7 @@ import pytest
 
 from appliance.core.audio import SAMPLE_RATE
 from tests.support import baresip
-from tests.support.console import add_user, call_events, operator
+from tests.support.console import add_user, call_events, epoch, operator
 from tests.support.operator_client import OperatorClient
 
 pytestmark = pytest.mark.sip
@@ -33,10 +32,6 @@ def _tone(seconds: float) -> bytes:
 def _rms(pcm: bytes) -> float:
     x = np.frombuffer(pcm, dtype=np.int16).astype(np.float64)
     return float(np.sqrt(np.mean(x ** 2))) if len(x) else 0.0
-
-
-def _at(iso: str) -> float:
-    return dt.datetime.fromisoformat(iso).timestamp()
 
 
 def _heard_between(client: OperatorClient, start: float, end: float) -> bytes:
@@ -97,7 +92,7 @@ async def test_a_supervisor_listens_whispers_barges_and_takes_over(supervised, t
     (call,) = desk.wait_calls_closed(1)
     assert call["operator"] == "sam" and call["end_reason"] == "operator-hangup", call
     detail = desk.call(call["id"])
-    changes = [(e["kind"], e["data"].get("mode"), _at(e["at"])) for e in detail["events"]
+    changes = [(e["kind"], e["data"].get("mode"), epoch(e["at"])) for e in detail["events"]
                if e["kind"] in ("supervisor_joined", "supervisor_mode", "taken_over")]
     assert [(kind, mode) for kind, mode, _ in changes] == [
         ("supervisor_joined", "listen"), ("supervisor_mode", "whisper"), ("supervisor_mode", "barge"),
@@ -110,7 +105,7 @@ async def test_a_supervisor_listens_whispers_barges_and_takes_over(supervised, t
     assert alice_heard[0] < LOUD < min(alice_heard[1:]), alice_heard
 
     # What the caller heard (the recording's right channel): only barge and take over.
-    answered = _at(detail["answered_at"])
+    answered = epoch(detail["answered_at"])
     with wave.open(call["recording_path"]) as w:
         right = np.frombuffer(w.readframes(w.getnframes()), dtype=np.int16).reshape(-1, 2)[:, 1].copy()
     caller_heard = [_rms(right[int((a - answered) * SAMPLE_RATE):int((b - answered) * SAMPLE_RATE)].tobytes())

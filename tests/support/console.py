@@ -4,6 +4,7 @@ appliance's real HTTPS (its own certificate pinned), and operators as aiortc cli
 
 from __future__ import annotations
 
+import datetime as dt
 import ssl
 import subprocess
 import sys
@@ -77,6 +78,11 @@ async def operator(app: ApplianceProcess, name: str, wav: Path | None = None, av
             pass  # signed in (away) first
     return client, me["token"]
 
+
+
+def epoch(iso: str) -> float:
+    """An ISO 8601 time of the appliance's (events, call records) as seconds since the epoch."""
+    return dt.datetime.fromisoformat(iso).timestamp()
 
 
 def call_events(app: ApplianceProcess, call_id: str, kind: str) -> list[dict[str, Any]]:
