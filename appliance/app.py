@@ -90,6 +90,7 @@ class Appliance:
                                  self.desk)
         self.desk.lookup = self.calls.handle  # the desk needs the calls, which need the desk
         self.desk.wallboard = WallboardSource(self.calls, self.desk)
+        self.personas.on_summary.append(self.desk.supervision.summary)
         self.server = ParticipantServer(self.hub, self.tokens, self.workers, self.calls, self.personas, self.desk)
         guard = LoginGuard(config.console.login_attempts, config.console.login_window_s)
         console = OperatorRoutes(self.accounts, guard, self.tokens, self.desk, self._queues_of, self._ice_servers)

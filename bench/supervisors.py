@@ -45,6 +45,7 @@ if str(ROOT) not in sys.path:
 
 import numpy as np
 
+from appliance.operators import protocol as op
 from bench.calls import CALLS_PER_WORKER, find_sipp
 from bench.common import (
     DOC,
@@ -104,15 +105,20 @@ class SupervisorClient(OperatorClient):
     def __init__(self) -> None:
         super().__init__()
         self.boards: list[Board] = []
+        self._board: op.Wallboard | None = None
 
     def _on_message(self, message: str | bytes) -> None:
         received = time.time()
         data = json.loads(message)
-        if data.get("type") != "wallboard":
+        if data.get("type") == "wallboard":
+            self._board = op.Wallboard.model_validate(data)
+        elif data.get("type") == "wallboard_update" and self._board is not None:
+            self._board = op.apply(self._board, op.WallboardUpdate.model_validate(data))
+        else:
             super()._on_message(message)
             return
         at = dt.datetime.fromisoformat(data["at"]).timestamp()
-        self.boards.append(Board(received, at, frozenset(c["call"] for c in data["calls"]), len(message)))
+        self.boards.append(Board(received, at, frozenset(c["call"] for c in self._board.calls), len(message)))
 
     def live(self) -> frozenset[str]:
         return self.boards[-1].calls if self.boards else frozenset()

@@ -64,17 +64,19 @@ class CallHandle:
         return self._runner.engine.flow.name
 
     def persona(self) -> str | None:
-        """The persona talking to the caller now, if one is."""
+        """The persona talking to the caller now, if one is (not one a supervisor took the call from)."""
         job = self._runner.persona.job
-        return job.persona if job is not None else None
+        return job.persona if job is not None and job.taken_over_by is None else None
 
     def instruct_persona(self, text: str, by: str) -> bool:
         """A supervisor's typed instruction into the persona's context; False with no persona on the call."""
         return self._runner.persona.job is not None and self._runner.services.personas.instruct(self.id, text, by)
 
-    def take_over_persona(self) -> bool:
-        """The persona leaves the call now (its queued reply with it); False with no persona on it."""
-        if self._runner.persona.job is None:
-            return False
-        self._runner.persona.release()
-        return True
+    def take_over_persona(self, by: str) -> str | None:
+        """Supervisor `by` talks to the caller instead of the persona, which is switched off but
+        stays on the call; the persona's name, or None with no persona talking."""
+        return self._runner.services.personas.take_over(self.id, by)
+
+    def hand_back_persona(self, by: str) -> str | None:
+        """The persona a supervisor took the call from listens and talks again; its name, or None."""
+        return self._runner.services.personas.hand_back(self.id, by)

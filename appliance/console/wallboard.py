@@ -1,8 +1,11 @@
-"""The supervisors' wallboard: every live call, queue and operator, built once a second from
-what the hub holds in memory (calls, the ACD, the desk's sessions), never by polling SQLite.
+"""The supervisors' wallboard: every live call, queue and operator, built from what the hub
+holds in memory (calls, the ACD, the desk's sessions), never by polling SQLite.
 
-Queue figures count "today" in the box's local time: the ACD counts since start, and the
-wallboard subtracts what it had counted when the day began.
+Rows hold times as instants (a call's start, an operator's state change, the oldest caller's
+wait), not durations, so a row changes only when something happens and the desk can send
+just the rows that changed (`protocol.diff`); consoles count the seconds themselves. Queue figures
+count "today" in the box's local time: the ACD counts since start, and the wallboard
+subtracts what it had counted when the day began.
 """
 
 from __future__ import annotations
@@ -27,16 +30,21 @@ class WallboardSource:
     desk: Desk
     _day: dt.date | None = None
     _baseline: dict[str, dict[str, int]] = field(default_factory=dict)
+    # Wall-clock seconds at monotonic zero, fixed once: an instant converted twice is the same number.
+    _epoch: float = field(default_factory=lambda: time.time() - time.monotonic())
+
+    def _wall(self, monotonic: float) -> float:
+        return round(self._epoch + monotonic, 3)
 
     def __call__(self) -> Wallboard:
         return Wallboard(at=iso_now(), calls=self._calls(), queues=self._queues(), operators=self._operators())
 
     def _calls(self) -> list[dict[str, Any]]:
-        now = time.monotonic()
         rows = []
         for call in self.calls.calls.values():
             waiting = self.desk.calls.get(call.id)
-            persona = call.runner.persona.job.persona if call.runner and call.runner.persona.job else None
+            job = call.runner.persona.job if call.runner else None
+            persona = job.persona if job is not None and job.taken_over_by is None else None
             on_call = [f"persona:{persona}"] if persona else []
             if waiting is not None and waiting.operator:
                 on_call.append(waiting.operator)
@@ -53,7 +61,7 @@ class WallboardSource:
                 "queue": waiting.queue if waiting is not None and waiting.operator is None else None,
                 "supervisors": [{"identity": s.identity, "mode": s.mode} for s in supervisors],
                 "on_hold": held or (waiting is not None and waiting.operator is None),
-                "duration_s": round(now - call.started, 1),
+                "started": self._wall(call.started),
             })
         return rows
 
@@ -69,10 +77,11 @@ class WallboardSource:
             base = self._baseline.get(name, {})
             counts = {k: (getattr(stats, k) if stats else 0) - base.get(k, 0) for k in _COUNTED}
             by_state = acd.operators_by_state(name)
+            oldest = acd.waiting_since(name)
             rows.append({
                 "queue": name,
                 "waiting": len(acd.waiting(name)),
-                "longest_wait_s": round(acd.longest_wait(name), 1),
+                "waiting_since": None if oldest is None else self._wall(oldest),
                 "available": len(by_state.get(OperatorState.AVAILABLE, [])),
                 "on_call": len(by_state.get(OperatorState.ON_CALL, [])) + len(by_state.get(OperatorState.OFFERED, [])),
                 "wrap_up": len(by_state.get(OperatorState.WRAP_UP, [])),
@@ -86,13 +95,13 @@ class WallboardSource:
 
     def _operators(self) -> list[dict[str, Any]]:
         acd = self.desk.acd
-        now = acd.clock()
         rows = []
         for names in acd.operators_by_state().values():
             for name in names:
                 view = acd.operator(name)
                 if view is not None:
                     rows.append({"operator": name, "kind": view.kind, "state": view.state.value,
-                                 "reason": view.reason, "in_state_s": round(now - view.since, 1),
+                                 "reason": view.reason, "since": self._wall(view.since),
                                  "call": view.call, "queues": list(view.queues)})
         return sorted(rows, key=lambda row: row["operator"])
+

@@ -413,8 +413,12 @@ class ACD:
         return [call.call_id for call in self._in_order(queue)]
 
     def longest_wait(self, queue: str) -> float:
-        now = self.clock()
-        return max((now - call.enqueued_at for call in self._waiting.values() if call.queue == queue), default=0.0)
+        oldest = self.waiting_since(queue)
+        return 0.0 if oldest is None else self.clock() - oldest
+
+    def waiting_since(self, queue: str) -> float | None:
+        """The clock when the longest-waiting caller in `queue` began waiting; None if nobody waits."""
+        return min((call.enqueued_at for call in self._waiting.values() if call.queue == queue), default=None)
 
     def operator(self, name: str) -> OperatorView | None:
         op = self._operators.get(name)

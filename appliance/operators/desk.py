@@ -24,6 +24,7 @@ from appliance.observability.logging import log_extra
 from appliance.operators import acd as a
 from appliance.operators import protocol as op
 from appliance.operators.context import call_context
+from appliance.operators.supervision import SUPERVISING, Supervision
 from appliance.rooms import protocol as p
 from appliance.rooms.room import Room
 from appliance.rooms.server import BrowserParticipant, WorkerConnection, WorkerRegistry
@@ -32,10 +33,10 @@ from appliance.storage import Storage
 log = logging.getLogger(__name__)
 
 ANSWER_TIMEOUT_S = 15.0  # aiortc gathers candidates before it answers: well under a second on a LAN
-WALLBOARD_S = 1.0  # how often supervisors' wallboards are refreshed
-SUPERVISING = ("supervisor", "admin")
-NO_LIVE_TRANSCRIPT = ("No live transcript while people talk: the offline recogniser follows menus and persona "
-                      "turns, not open conversation. The recording has both sides.")
+# How often the wallboard is rebuilt and compared with what consoles hold: a change reaches them
+# within this, as an update of the rows that changed (whole boards at this rate flooded the
+# WebRTC worker at 50 calls and 10 supervisors: bench/supervisors.py).
+WALLBOARD_S = 0.2
 
 
 class DeskError(Exception):
@@ -66,7 +67,8 @@ class QueuedCall(Protocol):
     def flow(self) -> str: ...
     def persona(self) -> str | None: ...
     def instruct_persona(self, text: str, by: str) -> bool: ...
-    def take_over_persona(self) -> bool: ...
+    def take_over_persona(self, by: str) -> str | None: ...
+    def hand_back_persona(self, by: str) -> str | None: ...
 
 
 @dataclass
@@ -85,6 +87,7 @@ class Session:
     offers: set[str] = field(default_factory=set)
     joined: str | None = None  # a supervisor: the call they are in
     mode: str | None = None  # listen | whisper | barge | taken_over
+    taken_from: str | None = None  # taken over: the operator or persona:<name> it was taken from
 
     def send(self, message: BaseModel) -> None:
         self.participant.send(message.model_dump(mode="json"))
@@ -117,9 +120,11 @@ class Desk:
         # any live call by id, and the wallboard's figures.
         self.lookup: Callable[[str], QueuedCall | None] = lambda call_id: None
         self.wallboard: Callable[[], op.Wallboard] | None = None
+        self._board: op.Wallboard | None = None  # what every open supervisor's console holds
         self._next_wallboard = 0.0
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self.supervision = Supervision(self)
 
     # --- lifecycle
     def start(self) -> None:
@@ -146,16 +151,31 @@ class Desk:
             self._publish_wallboard()
 
     def _publish_wallboard(self) -> None:
-        """Every second, the same snapshot to every supervisor's console (built from memory, not SQLite)."""
+        """The rows that changed since consoles were last told, to every supervisor (built from
+        memory, not SQLite; nothing is sent when nothing changed)."""
         now = self.acd.clock()
         if self.wallboard is None or now < self._next_wallboard:
             return
         self._next_wallboard = now + WALLBOARD_S
         watchers = [s for s in self.sessions.values() if s.open and s.role in SUPERVISING]
-        if watchers:
-            board = self.wallboard()
+        if not watchers:
+            self._board = None  # the next supervisor gets a fresh board
+            return
+        board = self.wallboard()
+        update = op.diff(self._board, board) if self._board is not None else None
+        self._board = board
+        if update is not None:
             for session in watchers:
-                session.send(board)
+                session.send(update)
+
+    def _send_wallboard(self, session: Session) -> None:
+        """A supervisor's console opened: the board every other console holds, which the
+        updates that follow build on."""
+        if self.wallboard is None:
+            return
+        if self._board is None:
+            self._board = self.wallboard()
+        session.send(self._board)
 
     # --- browser sessions
     async def connect(self, identity: str, role: str, queues: list[str], sdp: str) -> str:
@@ -212,6 +232,8 @@ class Desk:
                 # A second tab (or a reload whose old session lingers): the newest one is the console.
                 other.participant.close("signed in elsewhere")
         session.send(op.Welcome(identity=session.identity, role=session.role, queues=session.queues))
+        if session.role in SUPERVISING:
+            self._send_wallboard(session)
         pending = self._lost.pop(session.identity, None)
         if pending is not None:
             # The browser came back (a reload, a network blip) before the caller was given up on.
@@ -219,7 +241,7 @@ class Desk:
             waiting = next((w for w in self.calls.values() if w.operator == session.identity), None)
             if waiting is not None:
                 session.call = waiting.call.id
-                self._join(session, waiting.call)
+                self.join_room(session, waiting.call)
                 session.send(op.CallState(call=waiting.call.id, state="connected", reason="rejoined"))
                 return
         if session.role == "operator":
@@ -237,7 +259,7 @@ class Desk:
         log.warning("operator's browser gone", extra=log_extra(operator=session.identity, reason=reason,
                                                                call_id=session.call))
         if session.call is not None and session.call in self.calls:
-            self._out_of_room(session)
+            self.out_of_room(session)
             identity = session.identity
             self.storage.add_event(session.call, "operator_lost", {"identity": identity, "reason": reason})
             self._lost[identity] = asyncio.get_running_loop().call_later(
@@ -245,7 +267,7 @@ class Desk:
             return
         if session.joined is not None:
             # A supervisor who had taken the call over leaves the caller with nobody: said in the log.
-            self._leave_supervised(session, "browser gone")
+            self.supervision.leave(session, "browser gone")
         self._run(self.acd.logout(session.identity) if session.role == "operator" else [])
 
     def _give_up(self, identity: str) -> None:
@@ -262,7 +284,7 @@ class Desk:
     def _sessions_of(self, identity: str) -> list[Session]:
         return [s for s in self.sessions.values() if s.identity == identity]
 
-    def _session(self, identity: str) -> Session | None:
+    def session_of(self, identity: str) -> Session | None:
         return next((s for s in self._sessions_of(identity) if s.open), None)
 
     # --- the console's messages
@@ -274,14 +296,16 @@ class Desk:
             where = ".".join(str(part) for part in first["loc"])
             session.send(op.Error(message=f"{where}: {first['msg']}", request=str(payload.get("type", ""))[:32]))
             return
-        handlers = self._supervisor_handlers if session.role in SUPERVISING else self._handlers
-        handler = handlers.get(type(message))
-        if handler is None:
+        handler = self._handlers.get(type(message))
+        if session.role in SUPERVISING and self.supervision.handles(message):
+            error = self.supervision.handle(session, message)
+        elif session.role not in SUPERVISING and handler is not None:
+            error = handler(self, session, message)
+        else:
             log.warning("console request refused: role", extra=log_extra(operator=session.identity,
                                                                          role=session.role, request=message.type))
             session.send(op.Error(message="not allowed for this role", request=message.type))
             return
-        error = handler(self, session, message)
         if error:
             log.warning("console request refused", extra=log_extra(operator=session.identity, request=message.type,
                                                                    error=error))
@@ -328,9 +352,9 @@ class Desk:
             return None
         session.held = held
         if held:
-            self._out_of_room(session)
+            self.out_of_room(session)
         else:
-            self._join(session, waiting.call)
+            self.join_room(session, waiting.call)
         waiting.call.hold(held)
         self.storage.add_event(waiting.call.id, "held" if held else "resumed", {"identity": session.identity})
         self._call_state(session, "held" if held else "connected")
@@ -348,8 +372,8 @@ class Desk:
             return f"no queue named {message.queue!r}"
         self.storage.add_event(waiting.call.id, "operator_transfer", {"identity": session.identity,
                                                                       "queue": message.queue})
-        self._leave_call(session, waiting, "transferred")
-        self._wrap_up_due(session, waiting.call.id, waiting.queue)
+        self.leave_call(session, waiting, "transferred")
+        self.wrap_up_due(session, waiting.call.id, waiting.queue)
         waiting.operator = None
         waiting.queue = message.queue
         waiting.since = self.acd.clock()
@@ -362,7 +386,7 @@ class Desk:
         identity, call_id = session.identity, waiting.call.id
 
         def done(ok: bool, error: str | None) -> None:
-            current = self._session(identity)
+            current = self.session_of(identity)
             if not ok:
                 self.storage.add_event(call_id, "operator_transfer_failed", {"identity": identity, "error": error})
                 if current is not None:
@@ -372,8 +396,8 @@ class Desk:
             if left is None:
                 return  # the caller hung up meanwhile
             if current is not None:
-                self._leave_call(current, left, "transferred")
-                self._wrap_up_due(current, call_id, left.queue)
+                self.leave_call(current, left, "transferred")
+                self.wrap_up_due(current, call_id, left.queue)
             self.storage.add_event(call_id, "operator_left", {"identity": identity})
             self._run(self.acd.call_ended(identity, call_id))
 
@@ -383,12 +407,6 @@ class Desk:
         return None
 
     def _hangup(self, session: Session, message: op.HangUp) -> str | None:
-        if session.mode == "taken_over" and session.joined is not None:
-            call = self.lookup(session.joined)
-            if call is None:
-                return "not on a call"
-            call.hangup(EndReason.OPERATOR_HANGUP)
-            return None
         waiting = self.calls.get(session.call or "")
         if waiting is None:
             return "not on a call"
@@ -411,121 +429,9 @@ class Desk:
         session.send(op.Pong(id=message.id))
         return None
 
-    # --- supervisors: join any live call, listen, whisper, barge, take over
-    def _join_call(self, session: Session, message: op.JoinCall) -> str | None:
-        call = self.lookup(message.call)
-        if call is None:
-            return "no such live call"
-        if session.mode == "taken_over":
-            return "you are talking to a caller: hang up first"
-        if session.joined is not None and session.joined != call.id:
-            self._leave_supervised(session, "joined another call")
-        session.joined = call.id
-        if session.participant.room is None:
-            self._join(session, call)
-        self._apply_mode(session, call, message.mode)
-        self.storage.add_event(call.id, "supervisor_joined", {"identity": session.identity, "mode": message.mode})
-        self._send_joined(session, call)
-        return None
-
-    def _set_mode(self, session: Session, message: op.SetMode) -> str | None:
-        call = self.lookup(session.joined or "")
-        if call is None:
-            return "not in a call"
-        if session.mode == "taken_over":
-            return "you have taken this call over"
-        self._apply_mode(session, call, message.mode)
-        self.storage.add_event(call.id, "supervisor_mode", {"identity": session.identity, "mode": message.mode})
-        self._send_joined(session, call)
-        return None
-
-    def _whisper_text(self, session: Session, message: op.WhisperText) -> str | None:
-        call = self.lookup(session.joined or "")
-        if call is None:
-            return "not in a call"
-        if not call.instruct_persona(message.text, session.identity):
-            return "no AI persona is on this call; whisper by voice to its operator"
-        return None
-
-    def _take_over(self, session: Session, message: op.TakeOver) -> str | None:
-        call = self.lookup(session.joined or "")
-        if call is None:
-            return "not in a call"
-        waiting = self.calls.get(call.id)
-        if waiting is not None and waiting.operator is not None:
-            taken_from = waiting.operator
-            self.calls.pop(call.id)
-            replaced = self._session(taken_from)
-            if replaced is not None:
-                self._leave_call(replaced, waiting, f"taken over by {session.identity}")
-                self._wrap_up_due(replaced, call.id, waiting.queue)
-            self.storage.add_event(call.id, "operator_left", {"identity": taken_from})
-            self._run(self.acd.call_ended(taken_from, call.id))
-        elif (persona := call.persona()) is not None and call.take_over_persona():
-            taken_from = f"persona:{persona}"
-        else:
-            return "nobody to take this call from (it is with the flow or waiting in a queue)"
-        session.mode = "taken_over"
-        session.participant.audience = None
-        self.storage.add_event(call.id, "taken_over", {"identity": session.identity, "from": taken_from})
-        self.storage.update_call(call.id, operator=session.identity)
-        log.info("call taken over",
-                 extra=log_extra(call_id=call.id, supervisor=session.identity, taken_from=taken_from))
-        self._send_joined(session, call)
-        return None
-
-    def _leave(self, session: Session, message: op.LeaveCall) -> str | None:
-        if session.joined is None:
-            return "not in a call"
-        if session.mode == "taken_over":
-            return "you are talking to the caller: hang up or transfer first"
-        self._leave_supervised(session, "left")
-        return None
-
-    def _apply_mode(self, session: Session, call: QueuedCall, mode: str) -> None:
-        waiting = self.calls.get(call.id)
-        operator = waiting.operator if waiting is not None else None
-        audiences: dict[str, frozenset[str] | None] = {
-            "listen": frozenset(),
-            # On an AI call there is nobody to whisper to by voice: the persona takes typed whispers.
-            "whisper": frozenset({operator}) if operator else frozenset(),
-            "barge": None,
-        }
-        session.participant.audience = audiences[mode]
-        session.mode = mode
-
-    def _send_joined(self, session: Session, call: QueuedCall) -> None:
-        waiting = self.calls.get(call.id)
-        variables = call.variables()
-        context = call_context(self.storage, call.id, waiting.queue if waiting else "", 0.0, variables)
-        on_call = [f"persona:{name}" for name in [call.persona()] if name]
-        if waiting is not None and waiting.operator:
-            on_call.append(waiting.operator)
-        if session.mode == "taken_over":
-            on_call.append(session.identity)
-        # People's words are not recognised live: pocketsphinx is reliable with a grammar, not on open
-        # conversation, and the box ships no open-vocabulary model. Personas transcribe their own calls.
-        note = "" if call.persona() else NO_LIVE_TRANSCRIPT
-        session.send(op.Joined(call=call.id, mode=session.mode or "listen", context=context,
-                               timeline=list(self.storage.events(call.id)), on_call=on_call or ["flow"],
-                               transcript_note=note))
-
-    def _leave_supervised(self, session: Session, reason: str) -> None:
-        call_id, session.joined = session.joined, None
-        self._out_of_room(session)
-        session.participant.audience = None
-        session.mode = None
-        if call_id is not None:
-            self.storage.add_event(call_id, "supervisor_left", {"identity": session.identity, "reason": reason})
-            session.send(op.LeftCall(call=call_id, reason=reason))
-
     _handlers: dict[type, Callable[[Desk, Session, Any], str | None]] = {
         op.SetState: _set_state, op.Accept: _accept, op.Decline: _decline, op.Mute: _mute, op.Hold: _hold,
         op.Resume: _hold, op.TransferTo: _transfer, op.HangUp: _hangup, op.WrapUp: _wrap_up, op.Ping: _ping,
-    }
-    _supervisor_handlers: dict[type, Callable[[Desk, Session, Any], str | None]] = {
-        op.JoinCall: _join_call, op.SetMode: _set_mode, op.WhisperText: _whisper_text, op.TakeOver: _take_over,
-        op.LeaveCall: _leave, op.HangUp: _hangup, op.Ping: _ping,
     }
 
     def queues_changed(self, queues: dict[str, a.QueueSettings], sip_members: dict[str, list[str]]) -> None:
@@ -545,9 +451,7 @@ class Desk:
 
     def call_ended(self, call_id: str) -> None:
         """The call is over (either side hung up, or it failed)."""
-        for watcher in list(self.sessions.values()):
-            if watcher.joined == call_id:
-                self._leave_supervised(watcher, "call ended")
+        self.supervision.call_ended(call_id)
         waiting = self.calls.pop(call_id, None)
         if waiting is None:
             return
@@ -559,31 +463,44 @@ class Desk:
         pending = self._lost.pop(identity, None)
         if pending is not None:
             pending.cancel()
-        session = self._session(identity)
+        session = self.session_of(identity)
         if session is not None:
-            self._leave_call(session, waiting, "ended")
+            self.leave_call(session, waiting, "ended")
         self.storage.add_event(call_id, "operator_left", {"identity": identity})
         self._run(self.acd.call_ended(identity, call_id))
         if session is not None:
-            self._wrap_up_due(session, call_id, waiting.queue)
+            self.wrap_up_due(session, call_id, waiting.queue)
 
-    def _wrap_up_due(self, session: Session, call_id: str, queue: str) -> None:
+    def release_operator(self, call_id: str, reason: str) -> None:
+        """The operator leaves a call that goes on without them (a supervisor took it over): to wrap-up."""
+        waiting = self.calls.pop(call_id, None)
+        if waiting is None or waiting.operator is None:
+            return
+        identity = waiting.operator
+        session = self.session_of(identity)
+        if session is not None:
+            self.leave_call(session, waiting, reason)
+            self.wrap_up_due(session, call_id, waiting.queue)
+        self.storage.add_event(call_id, "operator_left", {"identity": identity})
+        self._run(self.acd.call_ended(identity, call_id))
+
+    def wrap_up_due(self, session: Session, call_id: str, queue: str) -> None:
         dispositions, wrap_up = self.queue_info(queue)
         session.send(op.WrapUpDue(call=call_id, dispositions=dispositions, seconds=wrap_up))
 
     @staticmethod
-    def _out_of_room(session: Session) -> None:
+    def out_of_room(session: Session) -> None:
         if session.participant.room is not None:
             session.participant.room.leave(session.identity)
 
-    def _leave_call(self, session: Session, waiting: Waiting, reason: str) -> None:
-        self._out_of_room(session)
+    def leave_call(self, session: Session, waiting: Waiting, reason: str) -> None:
+        self.out_of_room(session)
         session.call = None
         session.held = session.muted = False
         session.participant.muted = False
         session.send(op.CallState(call=waiting.call.id, state="ended", reason=reason))
 
-    def _join(self, session: Session, call: QueuedCall) -> None:
+    def join_room(self, session: Session, call: QueuedCall) -> None:
         if session.participant.room is None and not call.room.closed:
             assert session.participant.track is not None
             session.participant.track.clear()  # what the microphone caught before the call
@@ -612,7 +529,7 @@ class Desk:
             waiting.call.ring_member(action.operator, action.ring_timeout,
                                      lambda ok: self._member_answered(action.operator, action.offer_id, ok))
             return
-        session = self._session(action.operator)
+        session = self.session_of(action.operator)
         if waiting is None or session is None:
             return
         session.offers.add(action.offer_id)
@@ -630,7 +547,7 @@ class Desk:
         waiting = self.calls.get(action.call_id)
         if action.operator in self.sip_members and waiting is not None and action.reason != "declined":
             waiting.call.stop_ringing_member()  # rang out, taken by another, or the caller left
-        session = self._session(action.operator)
+        session = self.session_of(action.operator)
         if session is not None:
             session.offers.discard(action.offer_id)
             session.send(op.OfferWithdrawn(offer=action.offer_id, reason=action.reason))
@@ -645,7 +562,7 @@ class Desk:
         if settings is not None and action.waited_s <= settings.service_level_s:
             metrics.queue_answered_in_service_level.labels(action.queue).inc()
         waiting = self.calls.get(action.call_id)
-        session = self._session(action.operator)
+        session = self.session_of(action.operator)
         member = action.operator in self.sip_members
         if waiting is None or (session is None and not member):
             return  # the ACD learns of it through caller_left / operator_lost, already on their way
@@ -662,7 +579,7 @@ class Desk:
             return  # a desk phone: the bridged leg is in the room already
         session.offers.discard(action.offer_id)
         session.call = waiting.call.id
-        self._join(session, waiting.call)
+        self.join_room(session, waiting.call)
         context = call_context(self.storage, waiting.call.id, action.queue, action.waited_s,
                                waiting.call.variables())
         session.send(op.CallState(call=waiting.call.id, state="connected", context=context))
@@ -683,9 +600,9 @@ class Desk:
         waiting = self.calls.get(action.call_id)
         if waiting is None or waiting.operator is None:
             return
-        session = self._session(waiting.operator)
+        session = self.session_of(waiting.operator)
         if session is not None:
-            self._leave_call(session, waiting, "returned to queue")
+            self.leave_call(session, waiting, "returned to queue")
         self.storage.add_event(action.call_id, "requeued", {"queue": action.queue, "identity": waiting.operator})
         waiting.operator = None
         waiting.queue = action.queue
@@ -694,7 +611,7 @@ class Desk:
 
     def _state(self, action: a.StateChanged) -> None:
         self.storage.add_agent_event(action.operator, action.state, action.reason)
-        session = self._session(action.operator)
+        session = self.session_of(action.operator)
         if session is not None:
             session.send(op.StateIs(state=action.state, reason=action.reason, since=iso_now()))
 

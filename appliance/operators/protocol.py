@@ -113,13 +113,20 @@ class TakeOver(_Message):
     type: Literal["take_over"] = "take_over"
 
 
+class HandBack(_Message):
+    """After taking a call over from an AI persona: the persona has the caller again, the
+    supervisor goes back to listening."""
+
+    type: Literal["hand_back"] = "hand_back"
+
+
 class LeaveCall(_Message):
     type: Literal["leave"] = "leave"
 
 
 ClientMessage = Annotated[
     SetState | Accept | Decline | Mute | Hold | Resume | TransferTo | HangUp | WrapUp | Ping | JoinCall | SetMode
-    | WhisperText | TakeOver | LeaveCall,
+    | WhisperText | TakeOver | HandBack | LeaveCall,
     Field(discriminator="type"),
 ]
 client_messages: TypeAdapter[ClientMessage] = TypeAdapter(ClientMessage)
@@ -221,6 +228,17 @@ class Joined(_Message):
     timeline: list[dict[str, Any]]  # the call's events so far: steps, keys, tools, transfers, joins
     on_call: list[str]  # who talks to the caller now: flow, persona:<name>, an operator
     transcript_note: str = ""  # why there is no live transcript, where there is none
+    taken_from: str | None = None  # after a take-over: whom from (persona:<name> can be handed back)
+
+
+class PersonaSummary(_Message):
+    """The AI persona's own summary of a call taken over from it, written by its LLM (the
+    offline summary is in `joined`'s context)."""
+
+    type: Literal["summary"] = "summary"
+    call: str
+    persona: str
+    text: str
 
 
 class LeftCall(_Message):
@@ -230,7 +248,8 @@ class LeftCall(_Message):
 
 
 class Wallboard(_Message):
-    """Every second to supervisors: live calls, queues and operators."""
+    """To a supervisor as the console opens: every live call, queue and operator. Times are
+    instants (seconds since the epoch, the box's clock): `started`, `since`, `waiting_since`."""
 
     type: Literal["wallboard"] = "wallboard"
     at: str
@@ -239,9 +258,54 @@ class Wallboard(_Message):
     operators: list[dict[str, Any]]
 
 
+class WallboardUpdate(_Message):
+    """Within 0.2 s of a change: the wallboard's rows added or changed since the last
+    `wallboard` or update (each row whole, replacing the one with its key), and the keys of
+    rows gone. Rows are keyed by `call`, `queue` and `operator`."""
+
+    type: Literal["wallboard_update"] = "wallboard_update"
+    at: str
+    calls: list[dict[str, Any]] = Field(default_factory=list)
+    calls_gone: list[str] = Field(default_factory=list)
+    queues: list[dict[str, Any]] = Field(default_factory=list)
+    queues_gone: list[str] = Field(default_factory=list)
+    operators: list[dict[str, Any]] = Field(default_factory=list)
+    operators_gone: list[str] = Field(default_factory=list)
+
+
+# The key of each kind of row.
+_KEYS = {"calls": "call", "queues": "queue", "operators": "operator"}
+
+
+def diff(old: Wallboard, new: Wallboard) -> WallboardUpdate | None:
+    """What a console holding `old` needs to hold `new`: rows added or changed (whole), keys of
+    rows gone. None when nothing changed."""
+    update = WallboardUpdate(at=new.at)
+    for kind, key in _KEYS.items():
+        before = {row[key]: row for row in getattr(old, kind)}
+        after = {row[key]: row for row in getattr(new, kind)}
+        getattr(update, kind).extend(row for k, row in after.items() if before.get(k) != row)
+        getattr(update, f"{kind}_gone").extend(k for k in before if k not in after)
+    changed = any(getattr(update, kind) or getattr(update, f"{kind}_gone") for kind in _KEYS)
+    return update if changed else None
+
+
+def apply(board: Wallboard, update: WallboardUpdate) -> Wallboard:
+    """`board` with `update` applied: what a console shows (tests and benchmarks read it so)."""
+    rows: dict[str, list[dict[str, Any]]] = {}
+    for kind, key in _KEYS.items():
+        current = {row[key]: row for row in getattr(board, kind)}
+        for gone in getattr(update, f"{kind}_gone"):
+            current.pop(gone, None)
+        for row in getattr(update, kind):
+            current[row[key]] = row
+        rows[kind] = list(current.values())
+    return Wallboard(at=update.at, **rows)
+
+
 ServerMessage = Annotated[
     Welcome | StateIs | Offered | OfferWithdrawn | CallState | WrapUpDue | Error | Pong | TranscriptLine | Joined
-    | LeftCall | Wallboard,
+    | PersonaSummary | LeftCall | Wallboard | WallboardUpdate,
     Field(discriminator="type"),
 ]
 server_messages: TypeAdapter[ServerMessage] = TypeAdapter(ServerMessage)

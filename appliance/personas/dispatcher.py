@@ -4,7 +4,8 @@ Like livekit-agents' job dispatch: a flow asks for a persona, the least-loaded c
 persona worker gets a `Dispatch`, joins the room as an `AgentParticipant`, and reports
 transcripts, tool calls and finally its exit. A worker lost mid-call is a `failed` exit.
 A supervisor's whisper reaches the persona as an `Instruct`, and the transcript as a
-`supervisor` line.
+`supervisor` line. A supervisor's take-over switches the persona's audio off (`PersonaIO`)
+and mutes it here at once; the persona stays in the room, able to be handed the call back.
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ class PersonaAssignment:
     on_exit: Callable[[str, dict[str, Any]], None]
     on_action: Callable[[str, dict[str, Any]], None]
     done: bool = False
+    taken_over_by: str | None = None
 
 
 class PersonaDispatcher:
@@ -48,6 +50,8 @@ class PersonaDispatcher:
         self.workers = workers  # the hub's registry, kept by the participant server; read here
         self.jobs: dict[tuple[str, int], PersonaAssignment] = {}
         self._legs = itertools.count(1)
+        # Told of a persona's summary for the supervisor who took its call over: (call id, text).
+        self.on_summary: list[Callable[[str, str], None]] = []
 
     # --- AgentHandler (called by the participant server)
     def agent_lost(self, agent: WorkerConnection) -> None:
@@ -98,7 +102,7 @@ class PersonaDispatcher:
         """A supervisor (`by`) whispers `text` to the persona on the call: it goes into the
         persona's context for its next reply, the caller hears none of it. False when no
         persona is on the call; ValueError for empty text or text over p.MAX_INSTRUCTION."""
-        job = next((j for j in self.jobs.values() if j.call_id == call_id and not j.done), None)
+        job = self._job(call_id)
         if job is None:
             return False
         message = p.Instruct(leg=job.leg, text=text, by=by)
@@ -111,7 +115,38 @@ class PersonaDispatcher:
         log.info("supervisor whisper sent", extra=log_extra(call_id=call_id, identity=by, persona=job.persona))
         return True
 
+    def take_over(self, call_id: str, by: str) -> str | None:
+        """Supervisor `by` talks to the caller now: the persona is silenced at once (its queued
+        reply dropped) and its worker switches its input and output off. The persona's name, or
+        None when no persona is on the call (or it is already taken over)."""
+        return self._switch(call_id, by, enabled=False)
+
+    def hand_back(self, call_id: str, by: str) -> str | None:
+        """The supervisor gives the caller back to the persona, which listens again."""
+        return self._switch(call_id, by, enabled=True)
+
+    def _switch(self, call_id: str, by: str, enabled: bool) -> str | None:
+        job = self._job(call_id)
+        if job is None or (job.taken_over_by is None) == enabled:
+            return None
+        job.taken_over_by = None if enabled else by
+        # Muting here stops the reply at the next 20 ms tick, whatever the worker is busy with;
+        # the worker's barge-in (ClearAudio) then drops the rest and learns what was played.
+        job.participant.muted = not enabled
+        job.participant.connection.send(p.PersonaIO(leg=job.leg, enabled=enabled, by=by))
+        log.info("persona handed back" if enabled else "persona taken over",
+                 extra=log_extra(call_id=call_id, persona=job.persona, identity=by))
+        return job.persona
+
+    def _job(self, call_id: str) -> PersonaAssignment | None:
+        return next((j for j in self.jobs.values() if j.call_id == call_id and not j.done), None)
+
     # --- messages from the persona worker
+    def _summary(self, job: PersonaAssignment, message: p.Summary) -> None:
+        self.storage.add_event(job.call_id, "persona_summary", {"persona": job.persona, "text": message.text})
+        for listener in self.on_summary:
+            listener(job.call_id, message.text)
+
     def _segment_end(self, job: PersonaAssignment, message: p.SegmentEnd) -> None:
         job.participant.segment_end(message.segment)
 
@@ -131,6 +166,12 @@ class PersonaDispatcher:
         job.on_action(message.action, message.arguments)
 
     def _exit(self, job: PersonaAssignment, message: p.PersonaExit) -> None:
+        if job.taken_over_by is not None:
+            # Sent before the worker learnt of the take-over: the supervisor has the caller now,
+            # and where the call goes next is theirs to decide.
+            log.info("persona exit ignored: taken over",
+                     extra=log_extra(call_id=job.call_id, exit=message.exit, identity=job.taken_over_by))
+            return
         self._finish(job, message.exit, message.variables, message.reason)
 
     def _finish(self, job: PersonaAssignment, exit_: str | None, variables: dict[str, Any], reason: str) -> None:
@@ -153,4 +194,5 @@ _HANDLERS: dict[type, Callable[[PersonaDispatcher, PersonaAssignment, Any], None
     p.ToolEvent: PersonaDispatcher._tool_event,
     p.CallAction: PersonaDispatcher._call_action,
     p.PersonaExit: PersonaDispatcher._exit,
+    p.Summary: PersonaDispatcher._summary,
 }

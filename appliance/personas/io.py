@@ -29,8 +29,23 @@ class HubAudioInput(AudioInput):
     def __init__(self) -> None:
         super().__init__(label="switchboard-hub")
         self._frames: asyncio.Queue[rtc.AudioFrame | None] = asyncio.Queue(maxsize=INPUT_QUEUE_FRAMES)
+        self._attached = True
+
+    def on_attached(self) -> None:
+        self._attached = True
+
+    def on_detached(self) -> None:
+        """The session's input is switched off (a supervisor took the call over): the persona
+        hears nothing from now, not even what was queued, as livekit's own room input does."""
+        self._attached = False
+        while not self._frames.empty():
+            if self._frames.get_nowait() is None:
+                self._frames.put_nowait(None)  # closed meanwhile: keep the end for the reader
+                break
 
     def push(self, pcm: bytes) -> None:
+        if not self._attached:
+            return
         frame = rtc.AudioFrame(data=pcm, sample_rate=SAMPLE_RATE, num_channels=1, samples_per_channel=SAMPLES_PER_FRAME)
         if self._frames.full():
             self._frames.get_nowait()

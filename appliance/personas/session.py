@@ -13,7 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from livekit.agents import AgentSession
+from livekit.agents import AgentSession, llm
 from livekit.agents import vad as lk_vad
 
 from appliance.flow.loader import load_personas
@@ -21,6 +21,7 @@ from appliance.flow.persona import Persona
 from appliance.observability.logging import log_extra
 from appliance.personas.io import HubAudioInput, HubAudioOutput
 from appliance.personas.persona import build_agent
+from appliance.personas.summary import summarise
 from appliance.personas.whisper import whisper
 from appliance.rooms import protocol as p
 
@@ -54,6 +55,8 @@ class PersonaJob:
         self._caller_speech_s = 0.0  # how long the caller's last utterance was, by the VAD
         self._started = asyncio.Event()  # start() has run, whether the session came up or not
         self._whispers: set[asyncio.Task[None]] = set()
+        self.taken_over_by: str | None = None  # a supervisor talks to the caller; the persona is switched off
+        self._summary: asyncio.Task[None] | None = None
 
     # --- PersonaCall (what tools may do)
     def tool_event(self, name: str, arguments: dict[str, Any], result: Any) -> None:
@@ -117,7 +120,7 @@ class PersonaJob:
 
     async def close(self) -> None:
         self._exited = True
-        for task in self._whispers:
+        for task in [*self._whispers, *([self._summary] if self._summary else [])]:
             task.cancel()
         if self._silence:
             self._silence.cancel()
@@ -151,6 +154,53 @@ class PersonaJob:
             log.exception("supervisor whisper not added", extra=log_extra(call_id=self.call_id, by=by))
             return
         log.info("supervisor whisper added", extra=log_extra(call_id=self.call_id, by=by, pii={"text": text}))
+
+    def set_io(self, message: p.PersonaIO) -> None:
+        """A supervisor takes the call over (off) or hands it back (on): livekit-agents' own
+        input/output switching, as its warm transfer does; the session, its context and tools stay."""
+        task = asyncio.get_running_loop().create_task(self._set_io(message.enabled, message.by))
+        self._whispers.add(task)
+        task.add_done_callback(self._whispers.discard)
+
+    async def _set_io(self, enabled: bool, by: str) -> None:
+        await self._started.wait()
+        session = self.session
+        if session is None or self._exited or enabled == (self.taken_over_by is None):
+            return
+        if not enabled:
+            self.taken_over_by = by
+            self._pending_exit = None  # a hand-over it had planned is the supervisor's call now
+            if self._silence:
+                self._silence.cancel()
+            # Output first: from here no frame of the current reply leaves for the hub.
+            session.output.set_audio_enabled(False)
+            session.input.set_audio_enabled(False)
+            try:
+                session.interrupt(force=True)
+            except RuntimeError:
+                pass  # nothing was playing
+            self.output.clear_buffer()
+            log.info("persona switched off: taken over", extra=log_extra(call_id=self.call_id, by=by))
+            if self.persona is not None and self.persona.providers.llm.name != "scripted":
+                self._summary = asyncio.get_running_loop().create_task(self._send_summary(session))
+            return
+        self.taken_over_by = None
+        session.input.set_audio_enabled(True)
+        session.output.set_audio_enabled(True)
+        self._arm_silence()
+        log.info("persona switched on: handed back", extra=log_extra(call_id=self.call_id, by=by))
+
+    async def _send_summary(self, session: AgentSession) -> None:
+        model = session.current_agent.llm
+        if not isinstance(model, llm.LLM):
+            return
+        try:
+            text = await summarise(model, session.history)
+        except Exception as exc:
+            log.warning("persona summary failed", extra=log_extra(call_id=self.call_id, error=repr(exc)))
+            return
+        if text:
+            self._send(p.Summary(leg=self.leg, text=text))
 
     # --- session events
     def _on_user_transcript(self, event: Any) -> None:
@@ -207,14 +257,14 @@ class PersonaJob:
     def _arm_silence(self) -> None:
         if self._silence:
             self._silence.cancel()
-        if self.persona is not None:
+        if self.persona is not None and self.taken_over_by is None:
             self._silence = asyncio.get_running_loop().call_later(
                 self.persona.limits.max_silence, self._exit,
                 "failed", {"persona_error": "caller silent"}, "max_silence")
 
     def _exit(self, exit_: str, variables: dict[str, Any], reason: str) -> None:
-        if self._exited:
-            return
+        if self._exited or self.taken_over_by is not None:
+            return  # taken over: the supervisor decides where the call goes
         self._exited = True
         if self._silence:
             self._silence.cancel()

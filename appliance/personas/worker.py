@@ -109,12 +109,18 @@ class PersonaWorker:
         if job is not None:
             job.instruct(message)
 
+    def _persona_io(self, message: p.PersonaIO) -> None:
+        job = self.jobs.get(message.leg)
+        if job is not None:
+            job.set_io(message)
+
 
 _HUB_MESSAGES: dict[type, Callable[[PersonaWorker, Any], None]] = {
     p.Dispatch: PersonaWorker._dispatch,
     p.Release: PersonaWorker._release,
     p.Played: PersonaWorker._played,
     p.Instruct: PersonaWorker._instruct,
+    p.PersonaIO: PersonaWorker._persona_io,
 }
 
 

@@ -207,6 +207,26 @@ class Instruct(BaseModel):
     by: str
 
 
+class PersonaIO(BaseModel):
+    """Hub → agent worker: switch the persona's audio input and output off (a supervisor took the
+    call over) or on again (handed back), as livekit-agents' warm transfer does. The session,
+    its context and its tools stay: switched off, it neither hears nor speaks."""
+
+    type: Literal["persona_io"] = "persona_io"
+    leg: int
+    enabled: bool
+    by: str
+
+
+class Summary(BaseModel):
+    """Agent → hub: the persona's own summary of the call for the supervisor who took it over,
+    written by its LLM (sent only where the persona has one; offline, the hub summarises)."""
+
+    type: Literal["summary"] = "summary"
+    leg: int
+    text: str = Field(max_length=4000)
+
+
 class SegmentEnd(BaseModel):
     """Agent → hub: the audio of reply `segment` is all sent; tell me when it has played."""
 
@@ -330,8 +350,9 @@ class RtcClose(BaseModel):
 
 Message = Annotated[
     (Hello | Welcome | Refused | Offer | OfferReply | Answered | Dtmf | Ended | Hangup | Transfer | TransferResult
-     | Dial | DialResult | Dispatch | Release | Instruct | SegmentEnd | ClearAudio | Played | Transcript | ToolEvent
-     | CallAction | PersonaExit | SendDtmf | RtcOffer | RtcAnswer | RtcState | RtcData | RtcClose),
+     | Dial | DialResult | Dispatch | Release | Instruct | PersonaIO | Summary | SegmentEnd | ClearAudio | Played
+     | Transcript | ToolEvent | CallAction | PersonaExit | SendDtmf | RtcOffer | RtcAnswer | RtcState | RtcData
+     | RtcClose),
     Field(discriminator="type"),
 ]
 _messages = TypeAdapter(Message)

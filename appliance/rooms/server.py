@@ -42,7 +42,7 @@ FIRST_DIALLED_LEG = 1 << 31
 AGENT_QUEUE_FRAMES = 2 * 60 * 1000 // FRAME_MS
 # What a persona worker may send the hub; anything else is a broken or hostile worker (a SIP
 # worker's messages are the keys of ParticipantServer._control's table).
-AGENT_MESSAGES = (p.SegmentEnd, p.ClearAudio, p.Transcript, p.ToolEvent, p.CallAction, p.PersonaExit)
+AGENT_MESSAGES = (p.SegmentEnd, p.ClearAudio, p.Transcript, p.ToolEvent, p.CallAction, p.PersonaExit, p.Summary)
 # What a WebRTC gateway worker may send the hub.
 RTC_MESSAGES = (p.RtcAnswer, p.RtcState, p.RtcData)
 

@@ -276,14 +276,13 @@ async def test_a_supervisor_takes_a_call_over_from_the_persona_mid_sentence(
     app = _with_console(appliance_factory, orders_api, tmp_path, "sam", "supervisor")
     sam, _ = await console.operator(app, "sam", available=False)
     caller_speech = baresip.speech_wav(tmp_path / "caller.wav", "please check my account", seconds=40)
+    question = baresip.speech_wav(tmp_path / "question.wav", "how long does shipping take", seconds=40)
     try:
         with baresip.Softphone(tmp_path / "caller", max_seconds=60) as phone:
             await asyncio.to_thread(phone.dial, f"sip:300@127.0.0.1:{app.sip_port}")
-            while True:  # the wallboard shows the persona on the call
-                board = await sam.recv("wallboard", timeout=5)
-                row = next(iter(board["calls"]), None)
-                if row and row["on_call"] == ["persona:orders"]:
-                    break
+            board = await sam.board_until(  # the wallboard shows the persona on the call
+                lambda b: [c["on_call"] for c in b["calls"]] == [["persona:orders"]], timeout=15)
+            row = board["calls"][0]
             sam.send({"type": "join", "call": row["call"], "mode": "listen"})
             await sam.recv("joined")
             # Listening, the supervisor hears the persona's greeting begin; take over in mid-sentence.
@@ -297,6 +296,15 @@ async def test_a_supervisor_takes_a_call_over_from_the_persona_mid_sentence(
             phone.say(caller_speech.path)
             await asyncio.sleep(3)
             caller_heard_by_sam = sam.heard()[heard_before:]
+            # The persona kept its session, switched off: handed back, it answers the caller again.
+            sam.send({"type": "hand_back"})
+            back = await sam.recv("joined")
+            assert back["mode"] == "listen" and back["on_call"] == ["persona:orders"], back
+            phone.say(question.path)
+            while (line := await sam.recv("transcript", timeout=20))["role"] != "persona":
+                pass
+            sam.send({"type": "take_over"})
+            assert (await sam.recv("joined"))["mode"] == "taken_over"
             sam.send({"type": "hangup"})
             await asyncio.to_thread(phone.wait_closed, 10)
     finally:
@@ -304,9 +312,15 @@ async def test_a_supervisor_takes_a_call_over_from_the_persona_mid_sentence(
     (call,) = app.wait_calls_closed(1, timeout=20)
     assert call["operator"] == "sam" and call["end_reason"] == "operator-hangup", call
     detail = app.call(call["id"])
-    (event,) = [e for e in detail["events"] if e["kind"] == "taken_over"]
+    event, _again = [e for e in detail["events"] if e["kind"] == "taken_over"]
     assert event["data"] == {"identity": "sam", "from": "persona:orders"}
+    assert [e["data"] for e in detail["events"] if e["kind"] == "handed_back"] == [
+        {"identity": "sam", "to": "persona:orders"}]
+    # One persona session from dispatch to hang-up: taking over did not end it.
+    kinds = [e["kind"] for e in detail["events"]]
+    assert kinds.count("persona_started") == 1 and kinds[-1] != "persona_started"
     assert [e["data"]["reason"] for e in detail["events"] if e["kind"] == "persona_ended"] == ["released"]
+    assert line["text"], line
     # What the caller heard: the greeting up to the click, then nothing of the persona again.
     with wave.open(call["recording_path"]) as w:
         right = np.frombuffer(w.readframes(w.getnframes()), dtype=np.int16).reshape(-1, 2)[:, 1].astype(np.float64)
@@ -338,11 +352,9 @@ async def test_a_supervisors_typed_whisper_changes_the_personas_next_reply_unhea
     try:
         with baresip.Softphone(tmp_path / "caller", max_seconds=60) as phone:
             await asyncio.to_thread(phone.dial, f"sip:300@127.0.0.1:{app.sip_port}")
-            while True:
-                board = await sam.recv("wallboard", timeout=5)
-                row = next(iter(board["calls"]), None)
-                if row and row["on_call"] == ["persona:orders"]:
-                    break
+            board = await sam.board_until(
+                lambda b: [c["on_call"] for c in b["calls"]] == [["persona:orders"]], timeout=15)
+            row = board["calls"][0]
             sam.send({"type": "join", "call": row["call"], "mode": "whisper"})
             await sam.recv("joined")
             await asyncio.sleep(4)  # the greeting

@@ -4,7 +4,8 @@
 
 Its "model": when offered a tool and the caller mentions an order, it calls the first tool with
 the digits it heard (arguments streamed in pieces); after a tool result it answers with it;
-otherwise it says it is a test model.
+asked to summarise for a supervisor taking the call over, it quotes the conversation's
+messages; otherwise it says it is a test model.
 """
 
 from __future__ import annotations
@@ -56,11 +57,15 @@ class ChatEndpoint:
             await response.write(f"data: {json.dumps(chunk)}\n\n".encode())
 
         last = body["messages"][-1]
-        user = next(m["content"] for m in reversed(body["messages"]) if m["role"] == "user")
-        user = user if isinstance(user, str) else " ".join(p.get("text", "") for p in user)
+        user = next((_text(m) for m in reversed(body["messages"]) if m["role"] == "user"), "")
         tools = body.get("tools") or []
         await send({"role": "assistant", "content": ""})
-        if last["role"] == "tool":
+        if last["role"] == "system" and "taking this phone call over" in _text(last):
+            said = [f"{m['role']}: {_text(m)}" for m in body["messages"] if m["role"] in ("user", "assistant")]
+            for word in re.findall(r"\S+\s*", "Summary. " + " | ".join(said)):
+                await send({"content": word})
+            await send({}, "stop")
+        elif last["role"] == "tool":
             for word in re.findall(r"\S+\s*", f"Here is what I found: {last['content']}"):
                 await send({"content": word})
             await send({}, "stop")
@@ -80,3 +85,8 @@ class ChatEndpoint:
         await response.write(b"data: [DONE]\n\n")
         await response.write_eof()
         return response
+
+
+def _text(message: dict[str, Any]) -> str:
+    content = message.get("content") or ""
+    return content if isinstance(content, str) else " ".join(part.get("text", "") for part in content)

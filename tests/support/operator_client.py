@@ -21,6 +21,7 @@ from aiortc.mediastreams import MediaStreamTrack
 
 from appliance.console.rtc_media import PacedAudioTrack, frames_from, shorten_jitter_buffer
 from appliance.core.audio import FRAME_BYTES, SAMPLE_RATE, SILENCE
+from appliance.operators import protocol as op
 
 __all__ = ["OperatorClient", "PcmTrack", "read_wav"]
 
@@ -72,6 +73,8 @@ class OperatorClient:
         self._opened = asyncio.Event()
         self._closed = asyncio.Event()
         self._heard = bytearray()
+        # A supervisor's wallboard as the console holds it: the whole board, then its updates applied.
+        self.board: op.Wallboard | None = None
         # (wall-clock time, bytes heard by then) per frame received, for benchmarks' timing.
         self.arrivals: list[tuple[float, int]] = []
         self._reader: asyncio.Task[None] | None = None
@@ -138,8 +141,26 @@ class OperatorClient:
             self._reader.cancel()
             await asyncio.gather(self._reader, return_exceptions=True)
 
+    async def board_until(self, check: Callable[[dict[str, Any]], bool], timeout: float = 10.0) -> dict[str, Any]:
+        """The wallboard (as a dict, with its instants) once `check` holds for it. Polled, since
+        time passing (a wait growing) changes what `check` sees without any message."""
+        loop = asyncio.get_running_loop()
+        end = loop.time() + timeout
+        while True:
+            board = self.board.model_dump() if self.board is not None else None
+            if board is not None and check(board):
+                return board
+            if loop.time() >= end:
+                raise TimeoutError(f"the wallboard never satisfied the check; last: {board}")
+            await asyncio.sleep(0.05)
+
     def _on_message(self, message: str | bytes) -> None:
-        self._messages.append(json.loads(message))
+        data = json.loads(message)
+        if data.get("type") == "wallboard":
+            self.board = op.Wallboard.model_validate(data)
+        elif data.get("type") == "wallboard_update" and self.board is not None:
+            self.board = op.apply(self.board, op.WallboardUpdate.model_validate(data))
+        self._messages.append(data)
 
         async def notify() -> None:
             async with self._arrived:

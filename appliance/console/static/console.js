@@ -126,9 +126,11 @@ const handlers = {
     show("wallboard", true);
   },
   wallboard: (m) => wallboard(m),
+  wallboard_update: (m) => wallboardUpdate(m),
   joined: (m) => joined(m),
   left: (m) => { if (state.watching === m.call) { state.watching = null; show("supervise", false); document.body.dataset.joined = ""; } },
   transcript: (m) => transcriptLine(m),
+  summary: (m) => { if (m.call === state.watching) { text("sup-llm-summary-text", m.text); show("sup-llm-summary", true); } },
   state: (m) => setBadge(m.state, m.reason),
   offer: (m) => ringFor(m),
   offer_withdrawn: (m) => { if (state.offer && state.offer.offer === m.offer) clearOffer(`Offer withdrawn: ${m.reason}`); },
@@ -244,18 +246,48 @@ function contextHtml(c) {
 }
 
 // --- supervisors: the wallboard, joining a call, the four modes
+// The board arrives whole once, then as updates of the rows that changed; times are instants on
+// the box's clock (seconds since the epoch), counted here against the box's `at`.
+const KEYS = { calls: "call", queues: "queue", operators: "operator" };
+
 function wallboard(m) {
-  text("wb-at", new Date(m.at).toLocaleTimeString());
-  $("wb-queues").innerHTML = m.queues.map((q) => `<tr><td>${esc(q.queue)}</td><td class="waiting">${q.waiting}</td>
-      <td>${esc(Math.round(q.longest_wait_s))} s</td><td>${q.available}</td><td>${q.on_call}</td><td>${q.wrap_up}</td>
+  state.board = {};
+  for (const kind of Object.keys(KEYS)) state.board[kind] = new Map(m[kind].map((row) => [row[KEYS[kind]], row]));
+  boardTime(m.at);
+  renderWallboard();
+  if (!state.boardTimer) state.boardTimer = setInterval(renderWallboard, 1000);
+}
+
+function wallboardUpdate(m) {
+  if (!state.board) return;
+  for (const kind of Object.keys(KEYS)) {
+    (m[`${kind}_gone`] || []).forEach((key) => state.board[kind].delete(key));
+    (m[kind] || []).forEach((row) => state.board[kind].set(row[KEYS[kind]], row));
+  }
+  boardTime(m.at);
+  renderWallboard();
+}
+
+function boardTime(at) {
+  state.skew = new Date(at).getTime() / 1000 - Date.now() / 1000;  // the box's clock minus ours
+}
+
+const ago = (instant) => (instant == null ? 0 : Math.max(0, Math.round(Date.now() / 1000 + state.skew - instant)));
+
+function renderWallboard() {
+  if (!state.board) return;
+  const b = state.board;
+  text("wb-at", new Date(Date.now() + state.skew * 1000).toLocaleTimeString());
+  $("wb-queues").innerHTML = [...b.queues.values()].map((q) => `<tr><td>${esc(q.queue)}</td><td class="waiting">${q.waiting}</td>
+      <td>${esc(ago(q.waiting_since))} s</td><td>${q.available}</td><td>${q.on_call}</td><td>${q.wrap_up}</td>
       <td>${q.away}</td><td>${q.answered_today}</td><td>${q.in_service_level_today}</td><td>${q.abandoned_today}</td></tr>`).join("");
-  $("wb-calls").innerHTML = m.calls.map((c) => `<tr data-call="${esc(c.call)}"><td>${esc(c.caller)}</td><td>${esc(c.called)}</td>
+  $("wb-calls").innerHTML = [...b.calls.values()].map((c) => `<tr data-call="${esc(c.call)}"><td>${esc(c.caller)}</td><td>${esc(c.called)}</td>
       <td>${esc(c.flow)} / ${esc(c.step || "")}</td><td class="with">${esc(c.queue ? "waiting in " + c.queue : c.on_call.join(", "))}</td>
-      <td>${esc(Math.round(c.duration_s))} s</td><td>${c.on_hold ? "yes" : ""}</td>
+      <td>${esc(ago(c.started))} s</td><td>${c.on_hold ? "yes" : ""}</td>
       <td><button type="button" class="small join" data-call="${esc(c.call)}" data-mode="listen">Listen</button></td></tr>`).join("");
-  $("wb-operators").innerHTML = m.operators.map((o) => `<tr><td>${esc(o.operator)}</td><td>${esc(o.state)}${o.reason ? " (" + esc(o.reason) + ")" : ""}</td>
-      <td>${esc(Math.round(o.in_state_s))} s</td><td>${esc(o.queues.join(", "))}</td></tr>`).join("");
-  document.body.dataset.wallboard = String(m.calls.length);
+  $("wb-operators").innerHTML = [...b.operators.values()].map((o) => `<tr><td>${esc(o.operator)}</td><td>${esc(o.state)}${o.reason ? " (" + esc(o.reason) + ")" : ""}</td>
+      <td>${esc(ago(o.since))} s</td><td>${esc(o.queues.join(", "))}</td></tr>`).join("");
+  document.body.dataset.wallboard = String(b.calls.size);
 }
 
 $("wb-calls").addEventListener("click", (event) => {
@@ -264,7 +296,7 @@ $("wb-calls").addEventListener("click", (event) => {
 });
 
 function joined(m) {
-  if (state.watching !== m.call) $("sup-transcript").innerHTML = "";
+  if (state.watching !== m.call) { $("sup-transcript").innerHTML = ""; show("sup-llm-summary", false); }
   state.watching = m.call;
   state.mode = m.mode;
   text("sup-call", m.call);
@@ -278,6 +310,7 @@ function joined(m) {
   const over = m.mode === "taken_over";
   ["mode-listen", "mode-whisper", "mode-barge", "take-over", "sup-leave"].forEach((id) => { $(id).disabled = over; });
   show("sup-hangup", over);
+  show("hand-back", over && (m.taken_from || "").startsWith("persona:"));
   show("supervise", true);
   document.body.dataset.joined = m.mode;
 }
@@ -295,6 +328,7 @@ function transcriptLine(m) {
 $("take-over").addEventListener("click", () => send({ type: "take_over" }));
 $("sup-leave").addEventListener("click", () => send({ type: "leave" }));
 $("sup-hangup").addEventListener("click", () => send({ type: "hangup" }));
+$("hand-back").addEventListener("click", () => send({ type: "hand_back" }));
 $("whisper-form").addEventListener("submit", (event) => {
   event.preventDefault();
   if ($("whisper-text").value) send({ type: "whisper_text", text: $("whisper-text").value });
