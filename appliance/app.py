@@ -15,6 +15,7 @@ from typing import Any
 
 from appliance.calls.manager import CallManager
 from appliance.config import Config
+from appliance.console.drain import DrainRoutes, DrainStatus
 from appliance.console.http import HttpApi
 from appliance.console.login import LoginGuard
 from appliance.console.operator_api import OperatorRoutes
@@ -94,7 +95,9 @@ class Appliance:
         self.server = ParticipantServer(self.hub, self.tokens, self.workers, self.calls, self.personas, self.desk)
         guard = LoginGuard(config.console.login_attempts, config.console.login_window_s)
         console = OperatorRoutes(self.accounts, guard, self.tokens, self.desk, self._queues_of, self._ice_servers)
-        self.http = HttpApi(self.storage, self.tokens, config.recordings_dir, self.health, routes=console.register)
+        drain = DrainRoutes(self.set_draining, self.drain_status)
+        self.http = HttpApi(self.storage, self.tokens, config.recordings_dir, self.health,
+                            routes=(console.register, drain.register))
         self.rtc_pool = RtcPool(config, lambda name: self.tokens.mint(worker_identity("rtc", name), "rtc"))
         self.gateway = Gateway(config, lambda name: self.tokens.mint(worker_identity("sip", name), "sip"))
         self.persona_pool = PersonaPool(config, lambda name: self.tokens.mint(worker_identity("agent", name), "agent"))
@@ -140,7 +143,13 @@ class Appliance:
         return {"ok": up > 0, "workers_up": up, "workers": len(self.gateway.specs),
                 "personas_up": len(self.workers.agents), "personas": len(self.persona_pool.names),
                 "rtc_up": len(self.workers.rtc), "rtc": self.config.console.rtc_workers,
-                "calls_active": len(self.calls.calls)}
+                "calls_active": len(self.calls.calls), "draining": self.gateway.draining}
+
+    def drain_status(self) -> DrainStatus:
+        return DrainStatus(draining=self.gateway.draining, calls_active=len(self.calls.calls))
+
+    async def set_draining(self, draining: bool) -> None:
+        await self.gateway.set_draining(draining)
 
     def _recover(self) -> None:
         for call in self.storage.close_orphans(EndReason.APPLIANCE_RESTART):

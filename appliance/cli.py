@@ -8,10 +8,11 @@ import json
 import os
 import signal
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from appliance.config import Config
-from appliance.core.errors import AccountError, ConfigError, FlowError
+from appliance.core.errors import AccountError, ConfigError, FlowError, MaintenanceError
 from appliance.observability.logging import setup
 
 DEFAULT_CONFIGS = (Path("appliance.yaml"), Path("/etc/switchboard/appliance.yaml"))
@@ -57,8 +58,9 @@ def cmd_calls(args: argparse.Namespace) -> int:
     print(f"{'id':<26} {'from':<28} {'to':<22} {'start':<24} {'dur':>6}  {'end':<16} recording")
     for c in calls:
         dur = f"{c.duration_s:.1f}" if c.duration_s is not None else "-"
+        recording = "(pruned)" if c.recording_pruned_at else c.recording_path or "-"
         print(f"{c.id:<26} {(c.from_uri or '')[:28]:<28} {(c.to_uri or '')[:22]:<22} {c.started_at[:23]:<24} "
-              f"{dur:>6}  {(c.end_reason or 'in progress'):<16} {c.recording_path or '-'}")
+              f"{dur:>6}  {(c.end_reason or 'in progress'):<16} {recording}")
     return 0
 
 
@@ -71,6 +73,84 @@ def cmd_token(args: argparse.Namespace) -> int:
     tokens = TokenAuthority(config.auth.api_key, config.api_secret())
     print(tokens.mint(args.identity, args.role, room=args.room, ttl=dt.timedelta(hours=args.hours)))
     return 0
+
+
+def _api_url(config: Config) -> str:
+    """The running appliance's plain-HTTP API as seen from this box."""
+    host = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(config.http.host, config.http.host)
+    return f"http://[{host}]:{config.http.port}" if ":" in host else f"http://{host}:{config.http.port}"
+
+
+def cmd_drain(args: argparse.Namespace) -> int:
+    import datetime as dt
+
+    from appliance.console.drain import drain, undrain
+    from appliance.rooms.tokens import TokenAuthority
+
+    config = _config(args.config)
+    # Minted here from the config's secret, as `appliance token` does: whoever can read the config is an admin.
+    token = TokenAuthority(config.auth.api_key, config.api_secret()).mint(
+        "appliance-drain", "admin", ttl=dt.timedelta(seconds=args.timeout + 600))
+
+    def say(line: str) -> None:
+        print(f"appliance drain: {line}", flush=True)
+
+    if args.cancel:
+        return int(asyncio.run(undrain(_api_url(config), token, say)))
+    return int(asyncio.run(drain(_api_url(config), token, args.timeout, say)))
+
+
+def cmd_recordings_prune(args: argparse.Namespace) -> int:
+    import datetime as dt
+
+    from appliance.core.clock import utcnow
+    from appliance.recording.retention import prune
+    from appliance.storage import Storage
+
+    setup("ERROR")  # the command prints its own result
+    config = _config(args.config)
+    if not config.database.exists():
+        print("no calls yet: nothing to prune")
+        return 0
+    report = prune(Storage(config.database), config.recordings_dir, dt.timedelta(days=args.older_than), utcnow(),
+                   dry_run=args.dry_run)
+    verb = "would remove" if args.dry_run else "removed"
+    for item in report.pruned:
+        gone = " (file already gone)" if item.missing else ""
+        print(f"{verb} {item.audio.path} ({item.audio.kind} of call {item.audio.call_id}, "
+              f"{item.size} bytes){gone}")
+    for audio in report.outside:
+        print(f"kept {audio.path}: outside recordings_dir {config.recordings_dir}", file=sys.stderr)
+    print(f"{verb} {len(report.pruned)} files of {report.calls} calls ended before {report.cutoff}: "
+          f"{report.size} bytes ({report.size / 1e6:.1f} MB)")
+    return 0
+
+
+def cmd_backup(args: argparse.Namespace) -> int:
+    from appliance.core.clock import utcnow
+    from appliance.storage.backup import backup
+
+    config = _config(args.config)
+    made = backup(config.database, Path(args.dest), utcnow(), keep=args.keep)
+    for old in made.removed:
+        print(f"removed {old}")
+    print(made.path)
+    return 0
+
+
+def _at_least(low: float, kind: type = float, above: bool = False) -> Callable[[str], float]:
+    """An argparse type: a number >= low (> low with `above`), else a one-line usage error."""
+    def parse(text: str) -> float:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a{'n integer' if kind is int else ' number'}"
+                                             ) from None
+        if value < low or (above and value == low):
+            raise argparse.ArgumentTypeError(f"must be {'more than' if above else 'at least'} {low:g}, not {text}")
+        return value
+
+    return parse
 
 
 def cmd_flows_check(args: argparse.Namespace) -> int:
@@ -344,12 +424,29 @@ def main(argv: list[str] | None = None) -> int:
     test.add_argument("paths", nargs="*")
     test.set_defaults(func=cmd_flows_test)
     _users_parser(sub)
+    drain = sub.add_parser("drain", help="stop taking new calls (the edge answers 503) and wait for live calls "
+                           "to end; exit 0 drained, 1 timed out, 2 appliance unreachable")
+    drain.add_argument("--timeout", type=_at_least(0), default=600, metavar="SECONDS",
+                       help="give up waiting after this long (default 600; the drain stays on)")
+    drain.add_argument("--cancel", action="store_true", help="take new calls again")
+    drain.set_defaults(func=cmd_drain)
+    recordings = sub.add_parser("recordings", help="recording retention").add_subparsers(
+        dest="recordings_command", required=True)
+    prune = recordings.add_parser("prune", help="delete recordings and voicemail of calls that ended DAYS ago; "
+                                  "the call records stay")
+    prune.add_argument("--older-than", type=_at_least(0, above=True), required=True, metavar="DAYS")
+    prune.add_argument("--dry-run", action="store_true", help="only list what would be deleted")
+    prune.set_defaults(func=cmd_recordings_prune)
+    backup = sub.add_parser("backup", help="a consistent copy of the database (safe while calls run) into DEST")
+    backup.add_argument("dest", metavar="DEST", help="an existing directory")
+    backup.add_argument("--keep", type=_at_least(1, int), metavar="N", help="then delete all but the newest N backups")
+    backup.set_defaults(func=cmd_backup)
     sub.add_parser("cert", help="make the console's TLS certificate if needed; print it and its fingerprint"
                    ).set_defaults(func=cmd_cert)
     args = parser.parse_args(argv)
     try:
         return args.func(args)
-    except AccountError as exc:
+    except (AccountError, MaintenanceError) as exc:
         print(f"appliance: {exc}", file=sys.stderr)
         return 1
     except (ConfigError, FlowError) as exc:

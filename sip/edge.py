@@ -5,7 +5,7 @@ trunk for the worker in a header, and spreads calls over the pjsua2 worker pool 
 load; RTP never passes through it. It relays nothing else: in-dialog requests only along a
 route it record-routed and signed, and workers' calls only to hosts the admin configured.
 This module starts the process with the config sip/edge_config.py renders, probes it until
-it answers, explains why when it does not, and stops it.
+it answers, explains why when it does not, tells it to drain (over its ctl socket), and stops it.
 """
 
 from __future__ import annotations
@@ -22,23 +22,29 @@ from typing import Any
 from appliance.core.processes import die_with_parent
 from sip.edge_config import EdgeSettings, render_config, render_dispatcher, uri_host
 
-__all__ = ["EdgeStartError", "Edge"]
+__all__ = ["EdgeStartError", "EdgeControlError", "Edge"]
 
 
 STOP_GRACE_S = 5.0
 START_TIMEOUT_S = 10.0
 PROBE_INTERVAL_S = 0.2
+RPC_TIMEOUT_S = 5.0
 
 
 class EdgeStartError(RuntimeError):
     """Kamailio did not come up; the message carries its log tail and its own config check."""
 
+class EdgeControlError(RuntimeError):
+    """The edge did not take a command over its ctl socket; the message says what kamcmd said."""
+
+
 class Edge:
     """The running Kamailio process. One `start()` per `stop()`."""
 
-    def __init__(self, settings: EdgeSettings, kamailio: str = "kamailio"):
+    def __init__(self, settings: EdgeSettings, kamailio: str = "kamailio", kamcmd: str = "kamcmd"):
         self.settings = settings
         self.kamailio = kamailio
+        self.kamcmd = kamcmd
         self._process: asyncio.subprocess.Process | None = None
 
     @property
@@ -97,6 +103,36 @@ class Edge:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(process.pid, signal.SIGKILL)
         await process.wait()
+
+    async def set_draining(self, draining: bool) -> None:
+        """Answer new INVITEs 503 (with Retry-After) or take them again; dialogs in progress go on.
+
+        The flag is a Kamailio shared variable set through the ctl socket (kamcmd, shipped with
+        Kamailio, speaks its binrpc), so the change needs no reload and reaches every child at once.
+        """
+        if not self.running:
+            raise EdgeControlError("the SIP edge is not running")
+        await self._rpc("pv.shvSet", "draining", "int", "1" if draining else "0")
+
+    async def _rpc(self, *command: str) -> str:
+        try:
+            process = await asyncio.create_subprocess_exec(
+                self.kamcmd, "-s", f"unix:{self.settings.ctl_socket}", *command,
+                stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+            )
+        except OSError as error:
+            raise EdgeControlError(f"cannot run {self.kamcmd}: {error}") from None
+        try:
+            out, _ = await asyncio.wait_for(process.communicate(), RPC_TIMEOUT_S)
+        except TimeoutError:
+            process.kill()
+            await process.wait()
+            raise EdgeControlError(f"{self.kamcmd} {command[0]}: no answer in {RPC_TIMEOUT_S:.0f} s") from None
+        text = out.decode(errors="replace").strip()
+        # kamcmd exits 0 even when the RPC itself failed; a failure prints "error: CODE - reason".
+        if process.returncode != 0 or text.startswith("error"):
+            raise EdgeControlError(f"{self.kamcmd} {command[0]}: {text or f'exit code {process.returncode}'}")
+        return text
 
     def local_host(self) -> str:
         """Where processes on this box reach the edge."""

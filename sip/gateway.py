@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 from appliance.config import Config
 from appliance.core.processes import ProcessPool, spawn_module
+from appliance.observability import metrics
 from sip.edge import Edge
 from sip.edge_config import EdgeSettings, EdgeTrunk, outbound_hosts
 
@@ -38,6 +39,7 @@ class Gateway:
             for i in range(sip.workers)
         ]
         self.pool = ProcessPool("sip-worker")
+        self.draining = False  # a start is never draining: the edge's flag starts at 0 too
         self.edge = Edge(
             EdgeSettings(
                 listen_host=sip.listen_host,
@@ -59,6 +61,12 @@ class Gateway:
         for spec in self.specs:
             self.pool.start(spec.name, functools.partial(self._spawn, spec))
         await self.edge.start()
+
+    async def set_draining(self, draining: bool) -> None:
+        """New calls refused at the edge (503, Retry-After) or taken again; calls in progress go on."""
+        await self.edge.set_draining(draining)
+        self.draining = draining
+        metrics.draining.set(int(draining))
 
     async def stop(self) -> None:
         await self.edge.stop()

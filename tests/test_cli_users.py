@@ -2,29 +2,16 @@
 
 from __future__ import annotations
 
-import os
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 from appliance.operators.accounts import Accounts
 from appliance.storage import Storage
+from tests.support.cli import appliance
 
 ROOT = Path(__file__).resolve().parents[1]
 FLOWS = ROOT / "flows"
 PASSWORD = "correct horse battery"
-
-
-def appliance(tmp_path: Path, *args: str, env: dict[str, str] | None = None,
-              stdin: str | None = None) -> subprocess.CompletedProcess[str]:
-    config = tmp_path / "appliance.yaml"
-    config.write_text(f"flows_dir: {FLOWS}\ndata_dir: {tmp_path / 'data'}\nrecordings_dir: {tmp_path / 'rec'}\n")
-    return subprocess.run(
-        [sys.executable, "-m", "appliance.cli", "--config", str(config), *args],
-        cwd=ROOT, capture_output=True, text=True, timeout=60, check=False, input=stdin,
-        env=os.environ | (env or {}),
-    )
 
 
 def accounts(tmp_path: Path) -> Accounts:

@@ -13,7 +13,7 @@ import json
 import logging
 import re
 import ssl
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -64,7 +64,7 @@ def needs(*roles: str) -> Callable[[Handler], Handler]:
 
 class HttpApi:
     def __init__(self, storage: Storage, tokens: TokenAuthority, recordings_dir: Path,
-                 health: Callable[[], dict[str, Any]], routes: Callable[[web.Application], None] | None = None):
+                 health: Callable[[], dict[str, Any]], routes: Sequence[Callable[[web.Application], None]] = ()):
         self.storage = storage
         self.tokens = tokens
         self.recordings_dir = recordings_dir.resolve()
@@ -77,8 +77,8 @@ class HttpApi:
         # An operator's own calls only: _call_or_error answers 404 for the others.
         self.app.router.add_get("/api/calls/{call_id}/recording",
                                 needs("operator", "supervisor", "admin")(self.recording))
-        if routes is not None:
-            routes(self.app)
+        for register in routes:
+            register(self.app)
         self._runner: web.AppRunner | None = None
 
     @web.middleware
@@ -172,6 +172,9 @@ class HttpApi:
             return call
         if not call.recording_path:
             return error(404, "this call has no recording")
+        if call.recording_pruned_at:
+            return error(410, f"this call's recording was deleted by retention (appliance recordings prune) "
+                              f"at {call.recording_pruned_at}")
         path = Path(call.recording_path).resolve()
         if self.recordings_dir not in path.parents or not path.is_file():
             return error(404, "recording file is missing")

@@ -5,7 +5,8 @@ SwitchboardError
 ├── FlowError            a flow file is broken; carries every problem with file:line:col
 ├── AuthError            a token is missing, invalid, expired or lacks the grant
 ├── AccountError         an operator account is unknown, taken, or given a bad name, role or password
-└── ProtocolError        a participant sent a message that breaks the participant protocol
+├── ProtocolError        a participant sent a message that breaks the participant protocol
+└── MaintenanceError     a maintenance command (backup, recordings prune) cannot do what was asked
 """
 
 from __future__ import annotations
@@ -52,4 +53,8 @@ class AccountError(SwitchboardError):
 
 
 class ProtocolError(SwitchboardError):
+    pass
+
+
+class MaintenanceError(SwitchboardError):
     pass

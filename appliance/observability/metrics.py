@@ -11,6 +11,8 @@ calls_total = Counter("switchboard_calls_total", "Calls ended, by outcome", ["ou
 sip_responses = Counter(
     "switchboard_sip_responses_total", "Final responses to INVITEs, by code", ["code"], registry=REGISTRY
 )
+draining = Gauge("switchboard_draining", "1 while the appliance drains: the SIP edge answers new calls 503",
+                 registry=REGISTRY)
 workers_up = Gauge("switchboard_sip_workers_up", "SIP workers connected to the hub", registry=REGISTRY)
 recordings_bytes = Counter(
     "switchboard_recordings_bytes_total", "Bytes written to call recordings", registry=REGISTRY

@@ -36,7 +36,10 @@ CALL_COLUMNS = {
     "recording_path": str,
     "worker": str,
     "operator": str,  # the last operator who talked to the caller
+    "recording_pruned_at": str,  # when retention deleted the recording's file (the path stays, as history)
 }
+RECORDING_COLUMNS = {"id": int, "call_id": str, "kind": str, "path": str, "created_at": str, "duration_s": float,
+                     "pruned_at": str}
 
 
 @dataclass
@@ -54,6 +57,7 @@ class CallRecord:
     recording_path: str | None
     worker: str | None
     operator: str | None = None
+    recording_pruned_at: str | None = None
 
     @property
     def duration_s(self) -> float | None:
@@ -93,6 +97,17 @@ class UserRecord:
     @classmethod
     def from_row(cls, row: dict[str, Any]) -> UserRecord:
         return cls(**(row | {"queues": json.loads(row["queues"]), "disabled": bool(row["disabled"])}))
+
+
+@dataclass(frozen=True)
+class StoredAudio:
+    """A file of a call's audio: its recording (`recording_id` None) or a voicemail message."""
+
+    call_id: str
+    kind: str
+    path: str
+    recording_id: int | None
+    call_ended_at: str
 
 
 @dataclass(frozen=True)
@@ -136,11 +151,10 @@ class Storage:
             )
             self.db.table("transcripts").create_index(["call_id"])
         if "recordings" not in self.db.table_names():
-            self.db.table("recordings").create(
-                {"id": int, "call_id": str, "kind": str, "path": str, "created_at": str, "duration_s": float},
-                pk="id",
-            )
+            self.db.table("recordings").create(RECORDING_COLUMNS, pk="id")
             self.db.table("recordings").create_index(["call_id"])
+        for column in sorted(set(RECORDING_COLUMNS) - set(self.db.table("recordings").columns_dict)):
+            self.db.table("recordings").add_column(column, RECORDING_COLUMNS[column])
         if "users" not in self.db.table_names():
             self.db.table("users").create(USER_COLUMNS, pk="username", not_null={"role", "password_hash"})
         if "agent_events" not in self.db.table_names():
@@ -231,6 +245,32 @@ class Storage:
             where.append("kind = ?")
             args.append(kind)
         return list(self.db.table("recordings").rows_where(" AND ".join(where) or None, args, order_by="id"))
+
+    # retention: audio files of ended calls, and the mark that one was deleted
+    def audio_of_calls_ended_before(self, cutoff: str) -> list[StoredAudio]:
+        """Recordings and voicemail not yet pruned of calls that ended before `cutoff` (ISO, as
+        `ended_at` holds it); a call in progress has no `ended_at`, so its files are never here."""
+        calls = self.db.query(
+            "SELECT id, recording_path, ended_at FROM calls WHERE ended_at IS NOT NULL AND ended_at < ? "
+            "AND recording_path IS NOT NULL AND recording_pruned_at IS NULL ORDER BY ended_at",
+            [cutoff],
+        )
+        found = [StoredAudio(r["id"], "call", r["recording_path"], None, r["ended_at"]) for r in calls]
+        others = self.db.query(
+            "SELECT recordings.id, call_id, kind, path, calls.ended_at FROM recordings JOIN calls "
+            "ON calls.id = recordings.call_id WHERE calls.ended_at IS NOT NULL AND calls.ended_at < ? "
+            "AND recordings.pruned_at IS NULL ORDER BY calls.ended_at, recordings.id",
+            [cutoff],
+        )
+        found += [StoredAudio(r["call_id"], r["kind"], r["path"], r["id"], r["ended_at"]) for r in others]
+        return found
+
+    def mark_pruned(self, audio: StoredAudio) -> None:
+        with self.db.conn:
+            if audio.recording_id is None:
+                self.db.execute("UPDATE calls SET recording_pruned_at = ? WHERE id = ?", [iso_now(), audio.call_id])
+            else:
+                self.db.execute("UPDATE recordings SET pruned_at = ? WHERE id = ?", [iso_now(), audio.recording_id])
 
     # events
     def add_event(self, call_id: str, kind: str, data: dict[str, Any] | None = None) -> None:

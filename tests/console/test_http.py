@@ -324,3 +324,20 @@ async def test_a_workers_token_does_not_open_the_api(api: Api, role: str):
     # Worker tokens live in worker processes' environments; they are for the hub socket only.
     status, _, _ = await api.get("/api/calls", token=api.tokens.mint(f"{role}-w1", role))
     assert status == 401
+
+
+async def test_a_pruned_recording_is_410_saying_why(api: Api):
+    path = api.recordings / "2026" / "01" / "01" / f"{CALL}.wav"
+    _wav(path)
+    api.storage.open_call(CALL, recording_path=str(path))
+    api.storage.close_call(CALL, "caller-hangup")
+    (audio,) = api.storage.audio_of_calls_ended_before("9999")
+    path.unlink()
+    api.storage.mark_pruned(audio)
+
+    status, body, _ = await api.get(f"/api/calls/{CALL}/recording", role="admin")
+
+    assert status == 410
+    assert body["error"].startswith("this call's recording was deleted by retention (appliance recordings prune)")
+    status, detail, _ = await api.get(f"/api/calls/{CALL}", role="admin")
+    assert status == 200 and detail["recording_pruned_at"] and detail["end_reason"] == "caller-hangup"

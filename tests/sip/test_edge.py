@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from sip.edge import Edge, EdgeStartError
+from sip.edge import Edge, EdgeControlError, EdgeStartError
 from sip.edge_config import EdgeSettings, EdgeTrunk, render_config, render_dispatcher
 from tests.support.edge import LOCAL_TRUNK, StackFactory
-from tests.support.sipp.process import HOST, start_uas
+from tests.support.sipp.process import HOST, options_status, start_uas
 from tests.support.sipp.proxy_scenarios import (
     UAS_ANSWER_THEN_HANG_UP,
     UAS_RING_UNTIL_CANCEL,
@@ -294,3 +294,30 @@ def test_settings_kamailio_would_misread_are_refused(change: dict[str, object], 
     base: dict[str, object] = dict(listen_host="127.0.0.1", port=5060, workers=[5100], calls_per_worker=2, trunks=[])
     with pytest.raises(error):
         render_config(EdgeSettings(**{**base, **change}))  # type: ignore[arg-type]
+
+
+async def test_a_draining_edge_refuses_new_calls_503_while_a_live_call_ends_normally(stack: StackFactory) -> None:
+    gateway = await stack(workers=1, calls_per_worker=2, retry_after_s=9)
+    held = await gateway.caller("held", uac_call(hold_ms=8000))
+    await gateway.wait_for("the call up", lambda: len(gateway.workers[0].requests("ACK")) == 1, timeout=5)
+
+    await gateway.edge.set_draining(True)
+    assert held.process.returncode is None, "the live call must still be up when the drain starts"
+
+    await gateway.call("new", uac_rejected(503, "Retry-After", "^ *9$"))
+    assert gateway.invites() == [1], "the refused call reached no worker"
+    assert options_status(gateway.edge.settings.port) == "SIP/2.0 200 OK"
+    # The live call's BYE is in-dialog: it passes the drain and the caller gets its 200.
+    assert await held.wait(20) == 0, held.report()
+    assert len(gateway.workers[0].requests("BYE")) == 1
+
+    await gateway.edge.set_draining(False)
+    await gateway.call("after", uac_call())
+    assert gateway.invites() == [2]
+
+
+async def test_draining_a_stopped_edge_says_so(tmp_path: Path) -> None:
+    edge = Edge(EdgeSettings(listen_host=HOST, port=5999, workers=[5998], calls_per_worker=1, trunks=[],
+                             run_dir=tmp_path / "edge"))
+    with pytest.raises(EdgeControlError, match="not running"):
+        await edge.set_draining(True)

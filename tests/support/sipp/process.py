@@ -78,6 +78,21 @@ def _result(returncode: int, stats_file: Path, output: str) -> SippResult:
     )
 
 
+def options_status(port: int, host: str = HOST) -> str:
+    """The status line an out-of-dialog OPTIONS to `host:port` (a carrier's health check) gets."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind((host, 0))
+        sock.settimeout(3)
+        local = sock.getsockname()[1]
+        sock.sendto((
+            f"OPTIONS sip:{host}:{port} SIP/2.0\r\n"
+            f"Via: SIP/2.0/UDP {host}:{local};branch=z9hG4bK-health{local}\r\n"
+            f"From: <sip:carrier@{host}>;tag=h{local}\r\nTo: <sip:{host}>\r\nCall-ID: health-{local}@{host}\r\n"
+            "CSeq: 1 OPTIONS\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+        ).encode(), (host, port))
+        return sock.recv(4096).decode(errors="replace").split("\r\n", 1)[0]
+
+
 def send_cue(sipp_port: int, sip_call_id: str, sequence: int = 1) -> None:
     """Let a cued caller go on: an OPTIONS with its Call-ID, which sipp matches to the call.
 
