@@ -38,7 +38,7 @@ class Gateway:
             WorkerSpec(f"w{i + 1}", sip.worker_base_port + i, sip.rtp_port_start + i * sip.rtp_ports_per_worker)
             for i in range(sip.workers)
         ]
-        self.pool = ProcessPool("sip-worker")
+        self.pool = ProcessPool("sip-worker", on_restart=metrics.worker_restarts.labels("sip").inc)
         self.draining = False  # a start is never draining: the edge's flag starts at 0 too
         self.edge = Edge(
             EdgeSettings(

@@ -8,6 +8,7 @@ from collections.abc import Callable
 
 from appliance.config import Config
 from appliance.core.processes import ProcessPool, spawn_module
+from appliance.observability import metrics
 
 __all__ = ["RtcPool"]
 
@@ -19,7 +20,7 @@ class RtcPool:
         self.config = config
         self.token = token
         self.names = [f"r{i + 1}" for i in range(config.console.rtc_workers)]
-        self.pool = ProcessPool("rtc-worker")
+        self.pool = ProcessPool("rtc-worker", on_restart=metrics.worker_restarts.labels("rtc").inc)
 
     async def start(self) -> None:
         for name in self.names:

@@ -41,8 +41,9 @@ async def spawn_module(module: str, args: list[str], env: dict[str, str]) -> asy
 class ProcessPool:
     """Named processes, each respawned with back-off when it exits while the pool runs."""
 
-    def __init__(self, kind: str):
+    def __init__(self, kind: str, on_restart: Callable[[], None] | None = None):
         self.kind = kind
+        self.on_restart = on_restart  # e.g. a metric's inc: core/ knows no metrics
         self.processes: dict[str, asyncio.subprocess.Process] = {}
         self.restarts: dict[str, int] = {}
         self._tasks: list[asyncio.Task[None]] = []
@@ -82,6 +83,8 @@ class ProcessPool:
             if self._stopping:
                 return
             self.restarts[name] += 1
+            if self.on_restart is not None:
+                self.on_restart()
             failures = 0 if loop.time() - started > 30 else failures + 1
             delay = RESTART_BACKOFF_S[min(failures, len(RESTART_BACKOFF_S) - 1)]
             log.error("process exited; restarting",

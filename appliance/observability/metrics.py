@@ -13,7 +13,16 @@ sip_responses = Counter(
 )
 draining = Gauge("switchboard_draining", "1 while the appliance drains: the SIP edge answers new calls 503",
                  registry=REGISTRY)
-workers_up = Gauge("switchboard_sip_workers_up", "SIP workers connected to the hub", registry=REGISTRY)
+# Roles as the hub's tokens name them: sip (pjsua2 workers), agent (persona workers), rtc (WebRTC gateway).
+WORKER_ROLES = ("sip", "agent", "rtc")
+workers_up = Gauge("switchboard_workers_up", "Worker processes connected to the hub, by role", ["role"],
+                   registry=REGISTRY)
+worker_restarts = Counter("switchboard_worker_restarts_total",
+                          "Worker processes that exited while the appliance ran and were started again, by role",
+                          ["role"], registry=REGISTRY)
+for _role in WORKER_ROLES:  # every role on /metrics from the start, 0 until it has workers
+    workers_up.labels(_role)
+    worker_restarts.labels(_role)
 recordings_bytes = Counter(
     "switchboard_recordings_bytes_total", "Bytes written to call recordings", registry=REGISTRY
 )
@@ -25,6 +34,12 @@ answer_latency = Histogram(
     "switchboard_call_offer_seconds",
     "Time from a worker offering a call to the hub's answer",
     buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0),
+    registry=REGISTRY,
+)
+persona_turn = Histogram(
+    "switchboard_persona_turn_seconds",
+    "Time from a caller's final transcript reaching the hub to the first audio of the persona's reply reaching it",
+    buckets=(0.01, 0.025, 0.05, 0.1, 0.2, 0.35, 0.5, 0.75, 1.0, 2.0, 5.0),
     registry=REGISTRY,
 )
 hub_tick_lag = Histogram(

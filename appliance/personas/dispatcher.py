@@ -155,6 +155,8 @@ class PersonaDispatcher:
 
     def _transcript(self, job: PersonaAssignment, message: p.Transcript) -> None:
         speaker = "caller" if message.role == "caller" else (message.persona or job.persona)
+        if message.role == "caller":
+            job.participant.caller_turn_ended()
         row = self.storage.add_transcript(job.call_id, message.role, speaker, message.text, message.interrupted)
         job.room.send_data(TRANSCRIPT_TOPIC, row, sender=job.participant.identity)
 

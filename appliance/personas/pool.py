@@ -8,6 +8,7 @@ from collections.abc import Callable
 
 from appliance.config import Config
 from appliance.core.processes import ProcessPool, spawn_module
+from appliance.observability import metrics
 
 
 class PersonaPool:
@@ -15,7 +16,7 @@ class PersonaPool:
         self.config = config
         self.agent_token = agent_token
         self.names = [f"p{i + 1}" for i in range(config.personas.workers)]
-        self.pool = ProcessPool("persona-worker")
+        self.pool = ProcessPool("persona-worker", on_restart=metrics.worker_restarts.labels("agent").inc)
 
     async def start(self) -> None:
         for name in self.names:

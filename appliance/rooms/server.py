@@ -19,6 +19,7 @@ from typing import Any, Protocol
 from pydantic import BaseModel
 
 from appliance.core.audio import FRAME_BYTES, FRAME_MS
+from appliance.core.clock import monotonic
 from appliance.core.errors import AuthError, ProtocolError
 from appliance.observability import metrics
 from appliance.observability.logging import log_extra
@@ -175,11 +176,21 @@ class AgentParticipant(RemoteParticipant):
     def __init__(self, identity: str, connection: WorkerConnection, leg: int):
         super().__init__(identity, "agent", connection, leg, jitter=None)
         self._segments: deque[ReplySegment] = deque()
+        self._turn_from: float | None = None  # when the caller's last final transcript came; None once answered
+
+    def caller_turn_ended(self) -> None:
+        """The caller's final transcript reached the hub: the persona's reply is due."""
+        self._turn_from = monotonic()
 
     def received(self, frame: bytes) -> None:
         assert self.track is not None
         if self.track.pending >= AGENT_QUEUE_FRAMES:
             raise ProtocolError(f"persona audio over {AGENT_QUEUE_FRAMES} frames queued")
+        if self._turn_from is not None and (not self._segments or self._segments[-1].end is not None):
+            # A reply's first frame: the persona's own part of the caller's wait (turn commit, LLM,
+            # tools, TTS, the socket); the endpointing silence before and the wire after are not in it.
+            metrics.persona_turn.observe(monotonic() - self._turn_from)
+            self._turn_from = None
         self._open_segment()
         self.track.write_frame(frame)
 
@@ -346,7 +357,7 @@ class ParticipantServer:
                 current = registry.get(worker.name) is worker
                 if current:
                     del registry[worker.name]
-                    metrics.workers_up.set(len(self.registry.sip))
+                    metrics.workers_up.labels(worker.role).set(len(registry))
                     log.warning("worker disconnected", extra=log_extra(worker=worker.name, role=worker.role,
                                                                      legs=len(worker.legs)))
                 if worker.role == "sip" and (current or worker.legs):
@@ -388,7 +399,7 @@ class ParticipantServer:
             old.writer.transport.abort()
         worker = WorkerConnection(hello.worker, grant.role, hello.capacity, writer)
         registry[worker.name] = worker
-        metrics.workers_up.set(len(self.registry.sip))
+        metrics.workers_up.labels(grant.role).set(len(registry))
         worker.send(p.Welcome())
         log.info("worker connected", extra=log_extra(worker=worker.name, role=grant.role, capacity=hello.capacity))
         return worker

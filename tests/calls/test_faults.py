@@ -119,6 +119,9 @@ def test_killed_worker_is_restarted_and_its_calls_closed(appliance_factory, tmp_
         wait_until(lambda: app.get("/healthz", auth=False)["workers_up"] >= 2, "both workers up", 15, interval=0.2)
         assert app.worker_pid("w1") != old_pid
         assert app.get("/healthz", auth=False)["workers_up"] == 2
+        text = app.get("/metrics").decode()
+        assert 'switchboard_worker_restarts_total{role="sip"} 1.0' in text
+        assert 'switchboard_workers_up{role="sip"} 2.0' in text
     finally:
         callers.join(90)
     # The calls on the surviving worker ran their flow to its end.

@@ -96,6 +96,11 @@ def test_caller_checks_an_order_with_the_persona(appliance_factory, orders_api: 
     assert any(role == "caller" and "order" in text for role, text in transcript), transcript
     tools = [e["data"]["name"] for e in record["events"] if e["kind"] == "tool"]
     assert "lookup_order" in tools
+    # Each caller turn the persona answered is one measurement of its turn latency.
+    metrics = app.get("/metrics").decode()
+    (count,) = [float(line.split()[1]) for line in metrics.splitlines()
+                if line.startswith("switchboard_persona_turn_seconds_count ")]
+    assert 1 <= count <= sum(role == "caller" for role, _ in transcript), (count, transcript)
 
     # The caller really heard the answer: transcribe what baresip received, reply by reply.
     grammar = phrases_grammar(["hello this is the acme order desk how can i help you",

@@ -74,6 +74,6 @@ def test_metrics_count_calls_and_responses(appliance, tmp_path: Path) -> None:
     assert 'switchboard_calls_total{outcome="flow-hangup"} 1.0' in text
     assert "switchboard_calls_active 0.0" in text
     assert 'switchboard_sip_responses_total{code="200"} 1.0' in text
-    assert "switchboard_sip_workers_up 2.0" in text
+    assert 'switchboard_workers_up{role="sip"} 2.0' in text
     recorded = [line for line in text.splitlines() if line.startswith("switchboard_recordings_bytes_total ")]
     assert recorded and float(recorded[0].split()[1]) > 100_000
