@@ -39,11 +39,11 @@ def wallboard_table(w: dict[str, Any]) -> str:
         f"| of it: BYE sent → the hub closes the call (`ended_at`) | {_dist(w['gone_sip_ms'])} | "
         f"{w['gone_sip_ms']['n']} |",
         f"| of it: the hub closes the call → gone | {_dist(w['gone_board_ms'])} | {w['gone_board_ms']['n']} |",
-        f"| wallboard interval (receipt to receipt) | {_dist(b.get('interval_ms', {}))} | "
+        f"| between wallboard messages (receipt to receipt; sent on change) | {_dist(b.get('interval_ms', {}))} | "
         f"{b.get('interval_ms', {}).get('n', '–')}, of them over 1.5 s: {b.get('intervals_over_1_5_s', '–')} |",
-        f"| wallboard built (`at`) → received | {_dist(b.get('build_to_received_ms', {}))} | "
+        f"| wallboard message built (`at`) → received | {_dist(b.get('build_to_received_ms', {}))} | "
         f"{b.get('build_to_received_ms', {}).get('n', '–')} |",
-        f"| the same wallboard: first supervisor's receipt → last's | {_dist(b.get('fan_out_spread_ms', {}))} | "
+        f"| the same message: first supervisor's receipt → last's | {_dist(b.get('fan_out_spread_ms', {}))} | "
         f"{b.get('fan_out_spread_ms', {}).get('n', '–')} |",
     ]
     return "\n".join(rows)
