@@ -24,6 +24,7 @@ from appliance.console.tls import ensure_certificate, server_context
 from appliance.console.wallboard import WallboardSource
 from appliance.core.reasons import EndReason
 from appliance.flow.library import FlowLibrary
+from appliance.integrations.webhooks import EventWebhooks
 from appliance.observability.logging import log_extra
 from appliance.operators.accounts import Accounts
 from appliance.operators.acd import ACD, QueueSettings
@@ -77,6 +78,9 @@ class Appliance:
         self.flows = FlowLibrary(config.flows_dir, config.webhooks.allowed, config.transfers.allowed)
         self.storage = Storage(config.database)
         self.tokens = TokenAuthority(config.auth.api_key, config.api_secret())
+        api_url = config.events.public_api_url or f"http://{config.http.host}:{config.http.port}"
+        self.webhooks = EventWebhooks(self.storage, config.events, config.webhooks.allowed, self.tokens.api_key,
+                                      self.tokens.api_secret, api_url)
         self.tts = EspeakTTS()
         self.hub = Hub()
         # Kept by the participant server; read by the dispatcher and by bridge transfers' dialling.
@@ -157,6 +161,7 @@ class Appliance:
                 log.warning("recording repaired after a crash", extra=log_extra(call_id=call.id))
 
     async def start(self) -> None:
+        self.webhooks.start()  # first: the calls a crash left open end with their events
         self._recover()
         self.tts.synthesize("Welcome.")  # load espeak-ng's voice before the first caller waits on it
         self.hub.start()
@@ -188,6 +193,7 @@ class Appliance:
         await self.http.stop()
         await self.server.stop()
         await self.hub.stop()
+        await self.webhooks.stop()
         self.storage.close()
 
     async def run(self, stop: asyncio.Event) -> None:

@@ -10,7 +10,7 @@ import ipaddress
 import os
 import secrets
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal, get_args
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -136,6 +136,29 @@ class WebhooksConfig(_Model):
     )
 
 
+EventName = Literal["call_started", "call_answered", "call_ended", "escalated", "operator_joined", "operator_left",
+                    "recording_ready", "transcript_ready", "voicemail_left"]
+EVENT_NAMES: tuple[EventName, ...] = get_args(EventName)
+
+
+class EventWebhookConfig(_Model):
+    url: str = Field(description="where events are POSTed; must lie under webhooks.allowed")
+    events: list[EventName] = Field(default_factory=lambda: list(EVENT_NAMES),
+                                    description="which events this receiver gets (all by default)")
+
+
+class EventsConfig(_Model):
+    webhooks: list[EventWebhookConfig] = Field(
+        default_factory=list,
+        description="receivers of call events, signed as LiveKit webhooks (a JWT with the body's SHA-256)")
+    give_up_after_s: float = Field(86400.0, gt=0, description="an event not delivered within this is dropped "
+                                                               "(a log line and switchboard_webhooks_given_up_total)")
+    retry_max_s: float = Field(60.0, gt=0, description="longest wait between two attempts (backoff doubles up to it)")
+    timeout_s: float = Field(5.0, gt=0, description="how long one attempt may take")
+    public_api_url: str | None = Field(None, description="base URL of the API as receivers reach it, for "
+                                                          "recordings' download URLs; unset: the http listener's")
+
+
 class TransfersConfig(_Model):
     # Toll-fraud protection: a flow can only send callers where the admin listed.
     allowed: list[str] = Field(default_factory=list,
@@ -174,6 +197,7 @@ class Config(_Model):
     )
     numbers: dict[str, str] = Field(default_factory=lambda: {"100": "default"}, description="number → flow")
     webhooks: WebhooksConfig = Field(default_factory=WebhooksConfig)
+    events: EventsConfig = Field(default_factory=EventsConfig)
     personas: PersonasConfig = Field(default_factory=PersonasConfig)
     transfers: TransfersConfig = Field(default_factory=TransfersConfig)
     flows_reload_s: float = Field(1.0, ge=0, description="how often flows/ is checked for edits; 0 = never")

@@ -19,6 +19,7 @@ LAYERS = {
     "appliance.recording": 3,
     "appliance.personas": 3,
     "appliance.operators": 3,
+    "appliance.integrations": 3,
     "appliance.calls": 4,
     "appliance.console": 5,
     "sip": 5,

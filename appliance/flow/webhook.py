@@ -1,7 +1,9 @@
-"""The one outbound HTTP client for webhooks: flow `webhook:` steps and persona webhook tools.
+"""The one outbound HTTP client for webhooks: flow `webhook:` steps, persona webhook tools and
+event webhooks.
 
 `post_json` POSTs JSON to a URL already on the allow-list and returns the decoded reply, or
-raises WebhookError with a reason fit for `webhook_error`. What it guarantees, whatever the
+raises WebhookError with a reason fit for `webhook_error`; `post_body` sends bytes already
+encoded (an event whose signature covers them exactly) and ignores what the reply says. What it guarantees, whatever the
 server does:
 
 - the URL requested is `policy.normalise_url(url)`, the form the allow-list checked;
@@ -40,7 +42,7 @@ from appliance.flow.engine import WebhookDone
 from appliance.flow.policy import normalise_url
 from appliance.observability.logging import log_extra
 
-__all__ = ["MAX_REPLY_BYTES", "WebhookError", "call_webhook", "post_json"]
+__all__ = ["MAX_REPLY_BYTES", "WebhookError", "call_webhook", "post_body", "post_json"]
 
 log = logging.getLogger(__name__)
 MAX_REPLY_BYTES = 64 * 1024
@@ -67,9 +69,21 @@ async def call_webhook(url: str, payload: dict[str, Any], timeout: float, call_i
 
 async def post_json(url: str, payload: Any, timeout: float, call_id: str | None = None) -> Any:
     """POST `payload` as JSON and return the decoded reply (`{}` for an empty 2xx reply)."""
+    body = json.dumps(payload).encode()
+    reply = await post_body(url, body, {"Content-Type": "application/json"}, timeout, call_id)
+    try:
+        return _decode(reply)
+    except WebhookError as exc:
+        _failed(url, str(exc), call_id)
+        raise
+
+
+async def post_body(url: str, body: bytes, headers: dict[str, str], timeout: float,
+                    call_id: str | None = None) -> bytes:
+    """POST `body` as it is, with `headers`; the reply's body (any 2xx), else WebhookError."""
     try:
         async with asyncio.timeout(timeout):
-            return await _exchange(url, payload)
+            return await _exchange(url, body, headers)
     except WebhookError as exc:
         _failed(url, str(exc), call_id)
         raise
@@ -84,7 +98,7 @@ async def post_json(url: str, payload: Any, timeout: float, call_id: str | None 
         raise _failed(url, f"{type(exc).__name__}", call_id) from None
 
 
-async def _exchange(url: str, payload: Any) -> Any:
+async def _exchange(url: str, body: bytes, headers: dict[str, str]) -> bytes:
     try:
         url = normalise_url(url)
     except ValueError as exc:
@@ -96,8 +110,9 @@ async def _exchange(url: str, payload: Any) -> Any:
     # read_bufsize: aiohttp pauses the socket at twice this unconsumed (its default is 256 KiB).
     async with aiohttp.ClientSession(connector=connector, auto_decompress=False, trust_env=False,
                                      read_bufsize=MAX_REPLY_BYTES) as session:
-        async with session.post(target, json=payload, allow_redirects=False,
-                                headers={"User-Agent": "Switchboard", "Accept-Encoding": "identity"}) as response:
+        async with session.post(target, data=body, allow_redirects=False,
+                                headers={**headers, "User-Agent": "Switchboard",
+                                         "Accept-Encoding": "identity"}) as response:
             if 300 <= response.status < 400:
                 raise WebhookError(f"HTTP {response.status} (redirects are not followed)")
             if response.status // 100 != 2:
@@ -107,12 +122,12 @@ async def _exchange(url: str, payload: Any) -> Any:
                 raise WebhookError(f"reply is compressed (Content-Encoding: {encoding})")
             if (response.content_length or 0) > MAX_REPLY_BYTES:
                 raise WebhookError("reply too large")
-            body = bytearray()
+            reply = bytearray()
             async for chunk in response.content.iter_chunked(_CHUNK):
-                body += chunk
-                if len(body) > MAX_REPLY_BYTES:
+                reply += chunk
+                if len(reply) > MAX_REPLY_BYTES:
                     raise WebhookError("reply too large")  # leaving closes the connection unread
-    return _decode(bytes(body))
+    return bytes(reply)
 
 
 async def _resolve(host: str, port: int) -> list[ResolveResult]:

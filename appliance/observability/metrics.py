@@ -70,6 +70,18 @@ queue_answered_in_service_level = Counter(
 queue_abandoned = Counter("switchboard_queue_abandoned_total", "Callers who hung up while waiting in a queue",
                           ["queue"], registry=REGISTRY)
 
+# --- event webhooks (appliance.integrations.webhooks)
+webhooks_delivered = Counter("switchboard_webhooks_delivered_total", "Event webhooks delivered, by event",
+                             ["event"], registry=REGISTRY)
+webhook_attempts_failed = Counter("switchboard_webhook_attempts_failed_total",
+                                  "Event webhook attempts that failed (each is retried)", registry=REGISTRY)
+webhooks_given_up = Counter("switchboard_webhooks_given_up_total",
+                            "Event webhooks dropped after events.give_up_after_s without delivery", registry=REGISTRY)
+webhook_delay = Histogram(
+    "switchboard_webhook_delay_seconds", "Time from an event happening to its webhook being delivered",
+    buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0, 30.0, 300.0), registry=REGISTRY,
+)
+
 
 def exposition() -> bytes:
     return generate_latest(REGISTRY)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -130,7 +130,14 @@ class Storage:
         self.db = sqlite_utils.Database(path)
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=NORMAL")
+        # Told of each change to a call (event webhooks): (call id, what, data). "opened" and
+        # "recording:<kind>" besides the event kinds of add_event. Called inside the write.
+        self.observers: list[Callable[[str, str, dict[str, Any]], None]] = []
         self._migrate()
+
+    def _notify(self, call_id: str, what: str, data: dict[str, Any]) -> None:
+        for observer in self.observers:
+            observer(call_id, what, data)
 
     def _migrate(self) -> None:
         if "calls" not in self.db.table_names():
@@ -164,6 +171,14 @@ class Storage:
             )
             self.db.table("agent_events").create_index(["operator", "at"])
             self.db.table("agent_events").create_index(["at"])
+        if "webhook_outbox" not in self.db.table_names():
+            # Each event for each receiver, written before the first attempt: a restart resumes it.
+            self.db.table("webhook_outbox").create(
+                {"id": int, "url": str, "call_id": str, "event": str, "body": str, "created_at": float,
+                 "attempts": int, "next_at": float, "last_error": str, "done_at": float, "state": str},
+                pk="id",
+            )
+            self.db.table("webhook_outbox").create_index(["url", "state", "id"])
 
     def close(self) -> None:
         self.db.close()
@@ -172,6 +187,7 @@ class Storage:
     def open_call(self, call_id: str, **fields: Any) -> None:
         row = {c: None for c in CALL_COLUMNS} | {"id": call_id, "started_at": iso_now()} | fields
         self.db.table("calls").insert(row)
+        self._notify(call_id, "opened", row)
 
     def update_call(self, call_id: str, **fields: Any) -> None:
         self.db.table("calls").update(call_id, fields)
@@ -232,9 +248,9 @@ class Storage:
 
     # recordings besides the call's own (voicemail messages)
     def add_recording(self, call_id: str, kind: str, path: str, duration_s: float) -> None:
-        self.db.table("recordings").insert(
-            {"call_id": call_id, "kind": kind, "path": path, "created_at": iso_now(), "duration_s": duration_s}
-        )
+        row = {"call_id": call_id, "kind": kind, "path": path, "created_at": iso_now(), "duration_s": duration_s}
+        self.db.table("recordings").insert(row)
+        self._notify(call_id, f"recording:{kind}", row)
 
     def recordings(self, call_id: str | None = None, kind: str | None = None) -> list[dict[str, Any]]:
         where, args = [], []
@@ -277,6 +293,26 @@ class Storage:
         self.db.table("call_events").insert(
             {"call_id": call_id, "at": iso_now(), "kind": kind, "data": json.dumps(data or {})}
         )
+        self._notify(call_id, kind, data or {})
+
+    # event webhooks' outbox: appliance.integrations.webhooks decides; this only stores
+    def enqueue_webhook(self, url: str, call_id: str, event: str, body: str, now: float) -> None:
+        self.db.table("webhook_outbox").insert(
+            {"url": url, "call_id": call_id, "event": event, "body": body, "created_at": now, "attempts": 0,
+             "next_at": now, "last_error": None, "done_at": None, "state": "pending"})
+
+    def next_webhook(self, url: str) -> dict[str, Any] | None:
+        """The oldest event not yet delivered to `url` (events go out in the order they happened)."""
+        return next(self.db.table("webhook_outbox").rows_where(
+            "url = ? AND state = 'pending'", [url], order_by="id", limit=1), None)
+
+    def webhook_urls_pending(self) -> list[str]:
+        return [r["url"] for r in self.db.query("SELECT DISTINCT url FROM webhook_outbox WHERE state = 'pending'")]
+
+    def webhook_attempted(self, outbox_id: int, state: str, attempts: int, next_at: float, error: str | None,
+                          done_at: float | None) -> None:
+        self.db.table("webhook_outbox").update(outbox_id, {"state": state, "attempts": attempts, "next_at": next_at,
+                                                           "last_error": error, "done_at": done_at})
 
     def events(self, call_id: str) -> Iterator[dict[str, Any]]:
         for row in self.db.table("call_events").rows_where("call_id = ?", [call_id], order_by="id"):

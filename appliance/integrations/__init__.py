@@ -1,0 +1,1 @@
+"""What the appliance tells the systems beside it: call events to webhooks (LiveKit's convention)."""
