@@ -19,6 +19,7 @@ from appliance.console.drain import DrainRoutes, DrainStatus
 from appliance.console.http import HttpApi
 from appliance.console.login import LoginGuard
 from appliance.console.operator_api import OperatorRoutes
+from appliance.console.recording_api import RecordingRoutes
 from appliance.console.rtc_pool import RtcPool
 from appliance.console.tls import ensure_certificate, server_context
 from appliance.console.wallboard import WallboardSource
@@ -100,8 +101,9 @@ class Appliance:
         guard = LoginGuard(config.console.login_attempts, config.console.login_window_s)
         console = OperatorRoutes(self.accounts, guard, self.tokens, self.desk, self._queues_of, self._ice_servers)
         drain = DrainRoutes(self.set_draining, self.drain_status)
+        recording = RecordingRoutes(self.calls.pause_recording, self._operator_on)
         self.http = HttpApi(self.storage, self.tokens, config.recordings_dir, self.health,
-                            routes=(console.register, drain.register))
+                            routes=(console.register, drain.register, recording.register))
         self.rtc_pool = RtcPool(config, lambda name: self.tokens.mint(worker_identity("rtc", name), "rtc"))
         self.gateway = Gateway(config, lambda name: self.tokens.mint(worker_identity("sip", name), "sip"))
         self.persona_pool = PersonaPool(config, lambda name: self.tokens.mint(worker_identity("agent", name), "agent"))
@@ -148,6 +150,11 @@ class Appliance:
                 "personas_up": len(self.workers.agents), "personas": len(self.persona_pool.names),
                 "rtc_up": len(self.workers.rtc), "rtc": self.config.console.rtc_workers,
                 "calls_active": len(self.calls.calls), "draining": self.gateway.draining}
+
+    def _operator_on(self, call_id: str, identity: str) -> bool:
+        """Whether `identity` is the operator (or the supervisor who took it over) on the call now."""
+        record = self.storage.get_call(call_id)
+        return record is not None and record.operator == identity
 
     def drain_status(self) -> DrainStatus:
         return DrainStatus(draining=self.gateway.draining, calls_active=len(self.calls.calls))

@@ -139,10 +139,34 @@ class CallManager:
             bridge=lambda to, timeout: self._bridge(call, to, timeout),
             send_dtmf=call.leg.send_dtmf,
             escalate=lambda queue: self._escalate(call, queue),
+            pause_recording=lambda paused, by: self._pause_recording(call, paused, by),
         )
         call.runner = FlowRunner(call.id, call.room, engine, self.services, control, caller=call.leg.identity)
         call.runner.start()
         log.info("call answered", extra=log_extra(call_id=call.id, codec=message.codec))
+
+    def pause_recording(self, call_id: str, paused: bool, by: str) -> str | None:
+        """An API request to pause or resume a live call's recording: why it cannot, or None.
+        KeyError when no call `call_id` is live."""
+        return self._pause_recording(self.calls[call_id], paused, by)
+
+    def _pause_recording(self, call: Call, paused: bool, by: str) -> str | None:
+        """PCI DSS: while paused the recording is silence and every digit stored of the call
+        (keys, variables, transcripts, tool arguments) is masked; the call's timing is kept."""
+        if call.recorder is None:
+            return "the call is not answered yet"
+        if call.recorder.paused == paused:
+            return f"the recording is {'paused' if paused else 'running'} already"
+        if paused:
+            self.storage.add_event(call.id, "recording_paused", {"by": by})
+            self.storage.mask(call.id, True)  # before the first key of the card number can arrive
+            call.recorder.paused = True
+        else:
+            call.recorder.paused = False
+            self.storage.mask(call.id, False)
+            self.storage.add_event(call.id, "recording_resumed", {"by": by})
+        log.info("recording paused" if paused else "recording resumed", extra=log_extra(call_id=call.id, by=by))
+        return None
 
     def dtmf(self, worker: WorkerConnection, message: p.Dtmf) -> None:
         call = self._call(worker, message.leg)
@@ -321,6 +345,7 @@ class CallManager:
             call.runner.stop()
         duration = call.recorder.stop() if call.recorder else 0.0
         self.hub.close_room(call.id)
+        self.storage.mask(call.id, False)
         self.storage.close_call(call.id, reason)
         self.storage.add_event(call.id, "ended", {"reason": reason, "recorded_s": round(duration, 2)})
         metrics.calls_active.set(len(self.calls))

@@ -23,7 +23,8 @@ log = logging.getLogger(__name__)
 class PersonaBridge:
     def __init__(self, call_id: str, room: Room, personas: PersonaDispatcher, storage: Storage,
                  playback: Playback, transfers: Transfers, send_dtmf: Callable[[str], None],
-                 fallback: Callable[[str], str], done: Callable[[fe.PersonaDone], None]):
+                 fallback: Callable[[str], str], done: Callable[[fe.PersonaDone], None],
+                 pause_recording: Callable[[bool, str], str | None]):
         self.call_id = call_id
         self.room = room
         self.personas = personas
@@ -33,6 +34,7 @@ class PersonaBridge:
         self.send_dtmf = send_dtmf
         self.fallback = fallback  # persona name → what to say when it fails
         self.done = done
+        self.pause_recording = pause_recording
         self.job: PersonaAssignment | None = None
         self.transferring = False  # the persona asked for a transfer that has not answered yet
         self._variables: dict[str, Any] = {}
@@ -41,6 +43,7 @@ class PersonaBridge:
             "set_variable": self._set_variable,
             "send_dtmf": self._send_dtmf,
             "transfer": self._transfer,
+            "record": self._record,
         }
 
     def start(self, action: fe.StartPersona) -> None:
@@ -97,6 +100,10 @@ class PersonaBridge:
 
     def _send_dtmf(self, arguments: dict[str, Any]) -> None:
         self.send_dtmf(str(arguments.get("digits", "")))
+
+    def _record(self, arguments: dict[str, Any]) -> None:
+        persona = self.job.persona if self.job else "persona"
+        self.pause_recording(arguments.get("pause") is True, f"persona:{persona}")
 
     def _transfer(self, arguments: dict[str, Any]) -> None:
         # Set first: a refer's answer must find the bridge expecting it.

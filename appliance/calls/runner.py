@@ -63,6 +63,7 @@ class CallControl:
     bridge: Callable[[str, float], None]  # dial the destination and join it to the room; ring timeout
     send_dtmf: Callable[[str], None]
     escalate: Callable[[str], None]  # queue the caller for an operator (the desk answers through the runner)
+    pause_recording: Callable[[bool, str], str | None]  # (paused, by) → why not: PCI pause of the recording
 
 
 class FlowRunner:
@@ -75,6 +76,7 @@ class FlowRunner:
         self.storage = services.storage
         self.caller = caller
         self._hangup = control.hangup
+        self._pause_recording = control.pause_recording
         self._escalate_to = control.escalate
         self._transfer_listener: Callable[[bool, str | None], None] | None = None
         self.voice = Participant("flow", kind="flow", subscribe=False)
@@ -91,7 +93,7 @@ class FlowRunner:
                                    refer=control.transfer, bridge=control.bridge)
         self.persona = PersonaBridge(call_id, room, services.personas, self.storage, self.playback,
                                      self.transfers, control.send_dtmf, services.persona_fallback,
-                                     done=self._events.put_nowait)
+                                     done=self._events.put_nowait, pause_recording=control.pause_recording)
         room.observers.append(self)
         self._actions = self._action_table()
 
@@ -113,6 +115,7 @@ class FlowRunner:
             fe.Transfer: self._transfer,
             fe.StartPersona: self.persona.start,
             fe.Hangup: self._do_hangup,
+            fe.PauseRecording: self._record,
         })
 
     # --- lifecycle and inputs
@@ -245,6 +248,11 @@ class FlowRunner:
     def _escalate(self, action: fe.Escalated) -> None:
         self.storage.add_event(self.call_id, "escalated", {"queue": action.queue})
         self._escalate_to(action.queue)
+
+    def _record(self, action: fe.PauseRecording) -> None:
+        error = self._pause_recording(action.paused, action.by)
+        if error:
+            log.warning("record step did nothing", extra=log_extra(call_id=self.call_id, error=error))
 
     def _set_variable(self, action: fe.SetVariable) -> None:
         self.storage.add_event(self.call_id, "variable", {"name": action.name, "value": action.value})

@@ -20,6 +20,7 @@ from typing import Any
 from aiohttp import web
 
 from appliance.core.errors import AuthError
+from appliance.core.masking import MASK, mask_digits
 from appliance.observability import metrics
 from appliance.observability.logging import log_extra
 from appliance.rooms.tokens import CONSOLE, Grant, TokenAuthority
@@ -32,9 +33,6 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 CALL_ID = re.compile(r"^CA[0-9a-f]{8,40}$")
 # RFC 7235: the scheme is case-insensitive ("bearer", "BEARER").
 BEARER = re.compile(r"^bearer[ \t]+(\S+)[ \t]*$", re.IGNORECASE)
-# A run of digits this long in a variable or a tool argument is a PIN, an account or card number.
-SECRET_DIGITS = re.compile(r"\d{4,}")
-MASK = "•"
 
 
 def error(status: int, message: str) -> web.Response:
@@ -185,16 +183,4 @@ def _masked(event: dict[str, Any]) -> dict[str, Any]:
     """The event with the caller's secrets hidden: every key pressed, every long digit run."""
     if event["kind"] == "dtmf":
         return event | {"data": event["data"] | {"digit": MASK}}
-    return event | {"data": _mask_digits(event["data"])}
-
-
-def _mask_digits(value: Any) -> Any:
-    if isinstance(value, str):
-        return SECRET_DIGITS.sub(lambda m: MASK * len(m.group(0)), value)
-    if isinstance(value, dict):
-        return {key: _mask_digits(item) for key, item in value.items()}
-    if isinstance(value, list):
-        return [_mask_digits(item) for item in value]
-    if isinstance(value, int) and not isinstance(value, bool) and abs(value) >= 1000:
-        return MASK * len(str(abs(value)))
-    return value
+    return event | {"data": mask_digits(event["data"])}

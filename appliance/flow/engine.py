@@ -25,6 +25,7 @@ from appliance.flow.messages import (
     Listen,
     OperatorConnected,
     OperatorReturned,
+    PauseRecording,
     PersonaDone,
     PlaybackDone,
     PlayFile,
@@ -50,7 +51,7 @@ from appliance.flow.steps import STEP_HANDLERS, hold_in_queue, overflow
 
 __all__ = [
     "MAX_STEPS_PER_EVENT", "Action", "CallWebhook", "Digit", "EnterStep", "Escalated", "Event", "FlowEngine",
-    "Hangup", "Listen", "OperatorConnected", "OperatorReturned", "PersonaDone", "QueueOverflow",
+    "Hangup", "Listen", "OperatorConnected", "OperatorReturned", "PauseRecording", "PersonaDone", "QueueOverflow",
     "PlayFile", "PlayHold", "PlaybackDone", "RecordingDone", "Say",
     "SetVariable", "Speech", "StartPersona", "StartRecording", "StartTimer", "StopListening", "StopRecording",
     "StopSpeaking", "TimerFired", "Transfer", "TransferDone", "WebhookDone",

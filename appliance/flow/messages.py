@@ -177,5 +177,14 @@ class Hangup:
     reason: str
 
 
+@dataclass(frozen=True)
+class PauseRecording:
+    """Pause (True) or resume (False) the call's recording; `by` says who asked."""
+
+    paused: bool
+    by: str = "flow"
+
+
 Action = (EnterStep | Say | PlayFile | PlayHold | StopSpeaking | StartTimer | Listen | StopListening
-          | SetVariable | CallWebhook | Escalated | StartRecording | StopRecording | Transfer | StartPersona | Hangup)
+          | SetVariable | CallWebhook | Escalated | StartRecording | StopRecording | Transfer | StartPersona | Hangup
+          | PauseRecording)

@@ -11,7 +11,10 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 TOOL_NAME = r"^[a-z_][a-z0-9_]*$"
-BUILTIN_TOOLS = ("escalate", "transfer", "end_call", "set_variable", "handoff", "send_dtmf")
+# On unless `builtins:` lists others; the recording ones only where listed (a persona that takes
+# card numbers asks for them).
+DEFAULT_BUILTINS = ("escalate", "transfer", "end_call", "set_variable", "handoff", "send_dtmf")
+BUILTIN_TOOLS = (*DEFAULT_BUILTINS, "pause_recording", "resume_recording")
 
 
 class _Model(BaseModel):
@@ -97,7 +100,7 @@ class Persona(_Model):
     providers: Providers = Field(default_factory=Providers)
     scripted: Scripted | None = None
     tools: list[WebhookTool] = Field(default_factory=list)
-    builtins: list[str] = Field(default_factory=lambda: list(BUILTIN_TOOLS))
+    builtins: list[str] = Field(default_factory=lambda: list(DEFAULT_BUILTINS))
     handoffs: list[str] = Field(default_factory=list, description="personas this one may hand the caller to")
     limits: Limits = Field(default_factory=Limits)
     interruption: Interruption = Field(default_factory=Interruption)

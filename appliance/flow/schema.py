@@ -190,6 +190,19 @@ class Hangup(_Model):
     reason: str = "flow-hangup"
 
 
+class Record(_Model):
+    """Pause the call's recording while a card number is read (PCI DSS), or resume it."""
+
+    pause: bool = Field(False, description="from here, silence in the recording and every digit masked in events")
+    resume: bool = Field(False, description="record again")
+
+    @model_validator(mode="after")
+    def _one(self) -> Self:
+        if self.pause == self.resume:
+            raise ValueError("give exactly one of pause: true or resume: true")
+        return self
+
+
 Target = tuple[tuple[str | int, ...], str]  # (field path in the step, step id)
 
 
@@ -313,9 +326,15 @@ class HangupStep(_StepBase):
     hangup: Hangup
 
 
+class RecordStep(_StepBase):
+    action: ClassVar[str] = "record"
+    ends_by_itself: ClassVar[bool] = True
+    record: Record
+
+
 STEP_KINDS: tuple[type[_StepBase], ...] = (SayStep, MenuStep, GatherStep, BranchStep, SetStep, WebhookStep, HoursStep,
                                            PersonaStep, EscalateStep, VoicemailStep, TransferStep, GotoStep,
-                                           HangupStep)
+                                           HangupStep, RecordStep)
 ACTIONS = tuple(kind.action for kind in STEP_KINDS)
 
 
@@ -337,7 +356,7 @@ STEP_TAGS = frozenset(ACTIONS) | {NOT_ONE_ACTION}
 
 # A step, typed: one model per action key.
 Step = (SayStep | MenuStep | GatherStep | BranchStep | SetStep | WebhookStep | HoursStep | PersonaStep | EscalateStep
-        | VoicemailStep | TransferStep | GotoStep | HangupStep)
+        | VoicemailStep | TransferStep | GotoStep | HangupStep | RecordStep)
 
 
 def _shorthands(data: Any) -> Any:

@@ -98,6 +98,7 @@ class Simulation:
             fe.Listen: ignore,
             fe.StopListening: ignore,
             fe.SetVariable: ignore,
+            fe.PauseRecording: ignore,
             fe.Escalated: self._escalated,
             fe.Hangup: ignore,
         })

@@ -16,6 +16,7 @@ from appliance.flow.messages import (
     CallWebhook,
     Escalated,
     Listen,
+    PauseRecording,
     PlayFile,
     PlayHold,
     StartPersona,
@@ -34,6 +35,7 @@ from appliance.flow.schema import (
     HoursStep,
     MenuStep,
     PersonaStep,
+    RecordStep,
     SayStep,
     SetStep,
     Step,
@@ -215,6 +217,11 @@ def _enter_set(engine: FlowEngine, step: SetStep) -> str | None:
     return engine._next_or_finish(step.next)
 
 
+def _enter_record(engine: FlowEngine, step: RecordStep) -> str | None:
+    engine._out.append(PauseRecording(paused=step.record.pause))
+    return engine._next_or_finish(step.next)
+
+
 def _enter_webhook(engine: FlowEngine, step: WebhookStep) -> str | None:
     webhook = step.webhook
     names = webhook.send if webhook.send is not None else list(engine.variables)
@@ -331,6 +338,7 @@ STEP_HANDLERS: dict[type[Step], StepHandlers[Any]] = {
     TransferStep: StepHandlers(_enter_transfer, played=_played_transfer),
     GotoStep: StepHandlers(_enter_goto),
     HangupStep: StepHandlers(_enter_hangup),
+    RecordStep: StepHandlers(_enter_record),
 }
 if set(STEP_HANDLERS) != set(STEP_KINDS):
     raise TypeError(f"flow engine step table does not match the schema: {set(STEP_HANDLERS) ^ set(STEP_KINDS)}")

@@ -135,8 +135,22 @@ def _builtin_tools(persona: Persona, call: PersonaCall) -> list[Any]:
         agent = build_agent(target, call, chat_ctx=context.session.history.copy())
         return agent, f"Handing over to {persona_name}."
 
+    @function_tool(name="pause_recording",
+                   description="Pause the call's recording before the caller reads a card number (PCI).")
+    async def pause_recording() -> str:
+        call.tool_event("pause_recording", {}, "ok")
+        call.call_action("record", {"pause": True})
+        return "The recording is paused; ask for the card details now."
+
+    @function_tool(name="resume_recording", description="Resume the call's recording after the card details.")
+    async def resume_recording() -> str:
+        call.tool_event("resume_recording", {}, "ok")
+        call.call_action("record", {"pause": False})
+        return "The recording is on again."
+
     tools = {"escalate": escalate, "end_call": end_call, "transfer": transfer, "set_variable": set_variable,
-             "send_dtmf": send_dtmf, "handoff": handoff}
+             "send_dtmf": send_dtmf, "handoff": handoff, "pause_recording": pause_recording,
+             "resume_recording": resume_recording}
     return [tools[name] for name in persona.builtins]
 
 

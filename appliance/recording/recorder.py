@@ -1,7 +1,9 @@
 """The recorder: a hidden room participant that writes a call to a stereo WAV.
 
 Left is the caller, right is everything the caller hears, taken on the same hub tick, so
-the two channels stay aligned without timestamps.
+the two channels stay aligned without timestamps. Paused (a card number is being read, PCI
+DSS), both channels are written as silence: the file keeps the call's timing, and holds
+nothing of what was said or keyed meanwhile.
 """
 
 from __future__ import annotations
@@ -33,12 +35,16 @@ class Recorder(Participant):
         self._wav = WavWriter(path, channels=2, rate=SAMPLE_RATE, header_every_bytes=SAMPLE_RATE * 4)
         self._pending: list[np.ndarray] = []
         self._room = room
+        self.paused = False
         room.join(self)
         room.observers.append(self)
 
     def on_tick(self, view: TickView) -> None:
-        left = view.published.get(self.caller) or SILENCE
-        right = view.heard.get(self.caller) or SILENCE
+        if self.paused:
+            left = right = SILENCE
+        else:
+            left = view.published.get(self.caller) or SILENCE
+            right = view.heard.get(self.caller) or SILENCE
         if len(left) != FRAME_BYTES:
             left = (left + SILENCE)[:FRAME_BYTES]
         stereo = np.empty((FRAME_BYTES // 2, 2), dtype=np.int16)

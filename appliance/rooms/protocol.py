@@ -271,11 +271,12 @@ class ToolEvent(BaseModel):
 
 
 class CallAction(BaseModel):
-    """Agent → hub: a built-in tool that acts on the call (transfer, send_dtmf, set_variable)."""
+    """Agent → hub: a built-in tool that acts on the call (transfer, send_dtmf, set_variable, record:
+    `{"pause": bool}`)."""
 
     type: Literal["call_action"] = "call_action"
     leg: int
-    action: Literal["transfer", "send_dtmf", "set_variable"]
+    action: Literal["transfer", "send_dtmf", "set_variable", "record"]
     arguments: dict[str, Any] = Field(default_factory=dict)
 
 

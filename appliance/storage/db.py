@@ -18,6 +18,7 @@ import sqlite_utils
 
 from appliance.core.clock import iso_now
 from appliance.core.errors import AccountError
+from appliance.core.masking import mask_all_digits
 
 # The event that makes a call an operator's own ({"identity": ...}); the operator console writes it.
 OPERATOR_JOINED = "operator_joined"
@@ -133,6 +134,9 @@ class Storage:
         # Told of each change to a call (event webhooks): (call id, what, data). "opened" and
         # "recording:<kind>" besides the event kinds of add_event. Called inside the write.
         self.observers: list[Callable[[str, str, dict[str, Any]], None]] = []
+        # Calls whose recording is paused for a card number: every digit of their events and
+        # transcripts is masked before it is stored (and before observers see it).
+        self._masked: set[str] = set()
         self._migrate()
 
     def _notify(self, call_id: str, what: str, data: dict[str, Any]) -> None:
@@ -238,6 +242,8 @@ class Storage:
     # transcripts: what the caller and the personas said, in order
     def add_transcript(self, call_id: str, role: str, speaker: str, text: str,
                        interrupted: bool = False) -> dict[str, Any]:
+        if call_id in self._masked:
+            text = mask_all_digits(text)
         row = {"call_id": call_id, "at": iso_now(), "role": role, "speaker": speaker, "text": text,
                "interrupted": int(interrupted)}
         self.db.table("transcripts").insert(row)
@@ -289,7 +295,16 @@ class Storage:
                 self.db.execute("UPDATE recordings SET pruned_at = ? WHERE id = ?", [iso_now(), audio.recording_id])
 
     # events
+    def mask(self, call_id: str, on: bool) -> None:
+        """While on, nothing of `call_id` with a digit in it is stored as it was said or pressed."""
+        if on:
+            self._masked.add(call_id)
+        else:
+            self._masked.discard(call_id)
+
     def add_event(self, call_id: str, kind: str, data: dict[str, Any] | None = None) -> None:
+        if call_id in self._masked:
+            data = mask_all_digits(data or {})
         self.db.table("call_events").insert(
             {"call_id": call_id, "at": iso_now(), "kind": kind, "data": json.dumps(data or {})}
         )

@@ -52,7 +52,8 @@ class Leg:
                            transfer=lambda to: self.asked.append(("refer", to)),
                            bridge=lambda to, timeout: self.asked.append(("bridge", to)),
                            send_dtmf=lambda digits: self.asked.append(("dtmf", digits)),
-                           escalate=lambda queue: self.asked.append(("escalate", queue)))
+                           escalate=lambda queue: self.asked.append(("escalate", queue)),
+                           pause_recording=lambda paused, by: self.asked.append(("record", (paused, by))))
 
 
 def _runner(tmp_path: Path, to: str, allowed: list[str]) -> tuple[FlowRunner, Leg, Storage]:

@@ -323,3 +323,19 @@ def test_explicit_tag_that_does_not_construct_is_a_problem(value: str):
 def test_recursive_alias_is_a_problem():
     problems = _problems("name: r\nentry: a\nsteps: &s\n  a: *s\n")
     assert problems
+
+
+@pytest.mark.parametrize("record", ["{}", "{pause: true, resume: true}", "{pause: false}"])
+def test_a_record_step_pauses_or_resumes_never_both_nor_neither(record: str) -> None:
+    problems = _problems(GOOD.replace("    say: Hello.\n", f"    record: {record}\n"))
+    _at(problems, 5, "steps.hello.record: give exactly one of pause: true or resume: true")
+
+
+def test_a_record_step_pauses_the_recording_then_the_flow_goes_on() -> None:
+    from appliance.flow.engine import FlowEngine, PauseRecording
+
+    flow, problems = parse(GOOD.replace("    say: Hello.\n", "    record: {pause: true}\n"), "pay.yaml")
+    assert problems == [] and flow is not None
+    actions = FlowEngine(flow, variables={}).start()
+    assert PauseRecording(paused=True) in actions
+    assert actions.index(PauseRecording(paused=True)) < len(actions) - 1  # and the flow went on to `bye`
