@@ -10,10 +10,10 @@ import ipaddress
 import os
 import secrets
 from pathlib import Path
-from typing import Annotated, Literal, get_args
+from typing import Annotated, Any, Literal, get_args
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from appliance.core.errors import ConfigError
 
@@ -24,12 +24,57 @@ Network = Annotated[str, Field(description="an IPv4/IPv6 network in CIDR form")]
 DEFAULT_TRUNK_SOURCES = ["127.0.0.0/8", "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16"]
 
 
+# Carriers' published signalling networks, for `trunks: [{preset: NAME}]`. Copied by hand from
+# the carrier's own page, whose address and the day it was read are beside each list, so that
+# anyone can check it again (docs/TWILIO.md says how). A preset fills in only what the admin
+# left out: `sources:` beside it replaces the list (to narrow it to a region, or to follow a
+# change the carrier published after this was written).
+TRUNK_PRESETS: dict[str, list[str]] = {
+    # "IP Addresses for Elastic SIP Trunking Services", "Regional signaling IP gateways", every
+    # edge location (Virginia, Oregon, Ireland, Frankfurt, Tokyo, Singapore, Sydney, São Paulo):
+    # https://www.twilio.com/docs/sip-trunking/ip-addresses (page dated 2026-03-09, read 2026-12-01).
+    "twilio": ["54.172.60.0/30", "54.244.51.0/30", "54.171.127.192/30", "35.156.191.128/30",
+               "54.65.63.192/30", "54.169.127.128/30", "54.252.254.64/30", "177.71.206.192/30"],
+}
+
+
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+def _absolute_path(value: Path | None) -> Path | None:
+    # Relative to what? The process's directory is not the YAML file's.
+    if value is not None and not value.is_absolute():
+        raise ValueError("must be an absolute path")
+    return value
+
+
+def read_password(where: str, env: str | None, file: Path | None) -> str | None:
+    """A digest password from the variable `env` or the 0600 `file`; a file anyone else can read is refused.
+
+    `where` names the setting in the errors (e.g. "trunk carrier", "transfers").
+    """
+    if file is None:
+        return os.environ.get(env) if env else None
+    if env:
+        raise ConfigError(f"{where}: set password_env or password_file, not both")
+    try:
+        mode = file.stat().st_mode
+        if mode & 0o077:
+            raise ConfigError(f"{where}: password_file {file} is readable or writable by group or others "
+                              f"(mode {mode & 0o777:o}); chmod 600 it")
+        # A trailing newline is the editor's, not the password's.
+        return file.read_text().rstrip("\r\n")
+    except OSError as exc:
+        raise ConfigError(f"{where}: password_file {file}: cannot read: {exc.strerror}") from exc
+
+
 class TrunkConfig(_Model):
-    name: str = Field(pattern=r"^[A-Za-z0-9_-]+$", description="names the trunk in logs and call records")
+    preset: str | None = Field(None, description="a carrier whose published signalling networks fill in sources "
+                               f"(and name, if unset): {', '.join(TRUNK_PRESETS)}. sources beside it replace "
+                               "the preset's list (docs/TWILIO.md)")
+    name: str = Field(pattern=r"^[A-Za-z0-9_-]+$", description="names the trunk in logs and call records; "
+                      "with a preset, defaults to the preset's name")
     sources: list[Network] = Field(default_factory=list,
                                    description="networks its SIP may come from (IP ACL); others get 403. "
                                    "Empty with a username: any network whose INVITEs authenticate")
@@ -42,6 +87,26 @@ class TrunkConfig(_Model):
                                        "readable by its owner only (mode 0600), else the box refuses to start")
     numbers: list[str] = Field(default_factory=list, description="numbers delivered; empty = any")
 
+    @model_validator(mode="before")
+    @classmethod
+    def _fill_from_preset(cls, data: Any) -> Any:
+        if not isinstance(data, dict) or data.get("preset") is None:
+            return data
+        preset = data["preset"]
+        if preset not in TRUNK_PRESETS:
+            # _known_preset reports it at trunks.N.preset; a stand-in name keeps "name: Field
+            # required" from burying that one line under a second, misleading one.
+            return {"name": "unknown-preset"} | data
+        # What the admin wrote wins: the preset only fills the gaps.
+        return {"name": preset, "sources": list(TRUNK_PRESETS[preset])} | data
+
+    @field_validator("preset")
+    @classmethod
+    def _known_preset(cls, value: str | None) -> str | None:
+        if value is not None and value not in TRUNK_PRESETS:
+            raise ValueError(f"unknown trunk preset {value!r}; known presets: {', '.join(TRUNK_PRESETS)}")
+        return value
+
     @field_validator("sources")
     @classmethod
     def _valid_networks(cls, value: list[str]) -> list[str]:
@@ -49,31 +114,12 @@ class TrunkConfig(_Model):
             ipaddress.ip_network(net, strict=False)
         return value
 
-    @field_validator("password_file")
-    @classmethod
-    def _absolute(cls, value: Path | None) -> Path | None:
-        # Relative to what? The process's directory is not the YAML file's.
-        if value is not None and not value.is_absolute():
-            raise ValueError("must be an absolute path")
-        return value
+    _absolute = field_validator("password_file")(_absolute_path)
 
     @property
     def password(self) -> str | None:
-        """The digest password, read when the edge is configured; a file anyone else can read is refused."""
-        if self.password_file is None:
-            return os.environ.get(self.password_env) if self.password_env else None
-        where = f"trunk {self.name}: password_file {self.password_file}"
-        if self.password_env:
-            raise ConfigError(f"trunk {self.name}: set password_env or password_file, not both")
-        try:
-            mode = self.password_file.stat().st_mode
-            if mode & 0o077:
-                raise ConfigError(f"{where} is readable or writable by group or others "
-                                  f"(mode {mode & 0o777:o}); chmod 600 it")
-            # A trailing newline is the editor's, not the password's.
-            return self.password_file.read_text().rstrip("\r\n")
-        except OSError as exc:
-            raise ConfigError(f"{where}: cannot read: {exc.strerror}") from exc
+        """The digest password, read when the edge is configured."""
+        return read_password(f"trunk {self.name}", self.password_env, self.password_file)
 
 
 class SipConfig(_Model):
@@ -176,6 +222,30 @@ class TransfersConfig(_Model):
         description="From user of a bridge transfer's outbound call: 'called' (the box's number the caller dialled), "
                     "a fixed number, or 'caller' to pass on the caller's unverified number (a carrier may refuse it)",
     )
+    # The carrier's termination asks for a password (Twilio: a credential list on the trunk). The
+    # workers answer its 401/407 challenges only on calls to outbound_proxy's host, so the
+    # credentials never go to a transfers.allowed destination elsewhere.
+    username: str | None = Field(None, description="digest user for the 401/407 challenges of outbound_proxy "
+                                 "(the carrier's termination) on bridge transfers; needs outbound_proxy and "
+                                 "password_env or password_file")
+    password_env: str | None = Field(None, description="environment variable holding that digest password")
+    password_file: Path | None = Field(None, description="absolute path of a file holding that digest password, "
+                                       "readable by its owner only (mode 0600), else the box refuses to start")
+
+    _absolute = field_validator("password_file")(_absolute_path)
+
+    @model_validator(mode="after")
+    def _credentials_need_a_proxy(self) -> TransfersConfig:
+        if self.username is None and (self.password_env or self.password_file):
+            raise ValueError("a password without username: set transfers.username too")
+        if self.username is not None and not self.outbound_proxy:
+            raise ValueError("username is for the carrier's termination: set transfers.outbound_proxy too")
+        return self
+
+    @property
+    def password(self) -> str | None:
+        """The digest password, read when the gateway starts."""
+        return read_password("transfers", self.password_env, self.password_file)
 
 
 class PersonasConfig(_Model):
@@ -234,6 +304,7 @@ class Config(_Model):
     def secret_env_names(self) -> list[str]:
         """Environment variables that hold secrets, to keep out of child processes' environments."""
         return ([self.auth.api_secret_env] + [t.password_env for t in self.trunks if t.password_env]
+                + ([self.transfers.password_env] if self.transfers.password_env else [])
                 + [s.credential_env for s in self.console.ice_servers if s.credential_env])
 
     def trunk(self, name: str) -> TrunkConfig | None:
