@@ -18,7 +18,7 @@ from sip.events import DtmfReceived, TransferFinished
 if TYPE_CHECKING:
     from sip.endpoint import PjThread
 
-__all__ = ["WorkerCall", "WorkerAccount"]
+__all__ = ["WorkerCall", "WorkerAccount", "DialAccount"]
 
 # The endpoint's logger, as before these classes had their own module: the same lines, the same name.
 log = logging.getLogger("sip.endpoint")
@@ -97,3 +97,10 @@ class WorkerAccount(pj.Account):
 
     def onIncomingCall(self, prm: pj.OnIncomingCallParam) -> None:
         self.thread.incoming(self, prm)
+
+
+class DialAccount(WorkerAccount):
+    """The account holding the carrier's digest credentials: it places calls to the carrier, takes none."""
+
+    def onIncomingCall(self, prm: pj.OnIncomingCallParam) -> None:
+        self.thread.refuse(self, prm)

@@ -26,8 +26,9 @@ import pjsua2 as pj
 from appliance.core.audio import FRAME_MS, SAMPLE_RATE
 from appliance.core.reasons import EndReason, refused
 from appliance.observability.logging import log_extra
-from sip.calls import WorkerAccount, WorkerCall
-from sip.edge_config import EDGE_KEY_HEADER
+from sip.calls import DialAccount, WorkerAccount, WorkerCall
+from sip.credentials import DialAuth
+from sip.edge_config import EDGE_KEY_HEADER, outbound_hosts
 from sip.events import CallOffered, DialFailed, EventSink, LegAnswered, LegEnded, PjEvent, TransferFinished
 from sip.media import CallMediaPort, audio_format
 
@@ -94,6 +95,7 @@ class EndpointSettings:
     media_address: str | None = None
     retry_after_s: int = 5
     outbound_proxy: str | None = None  # the edge, e.g. sip:127.0.0.1:5060;lr: calls we place leave through it
+    dial_auth: DialAuth | None = None  # answers the carrier termination's challenges, on calls to its host only
 
 
 @dataclass
@@ -208,8 +210,13 @@ class PjThread(threading.Thread):
             self.ep.codecSetPriority(codec, priority)
         acfg = pj.AccountConfig()
         acfg.idUri = f"sip:switchboard@127.0.0.1:{s.sip_port}"
+        self.account_priority = acfg.priority
+        # With a dial account (below) the range is split in two: each pjsua account counts its own
+        # next RTP port from its own start, so two accounts on one range bind each other's ports
+        # first and log an error for every call (measured).
+        own_ports = s.rtp_ports // 2 if s.dial_auth else s.rtp_ports
         acfg.mediaConfig.transportConfig.port = s.rtp_port
-        acfg.mediaConfig.transportConfig.portRange = s.rtp_ports
+        acfg.mediaConfig.transportConfig.portRange = own_ports
         if s.media_address:
             acfg.mediaConfig.transportConfig.publicAddress = s.media_address
         if s.outbound_proxy:
@@ -217,6 +224,21 @@ class PjThread(threading.Thread):
             acfg.sipConfig.proxies.append(s.outbound_proxy)
         self.account = WorkerAccount(self)
         self.account.create(acfg)
+        self.dial_account: pj.Account | None = None
+        if s.dial_auth:
+            # A second account, holding the carrier's password, for the calls to the carrier's
+            # host alone: pjsip answers any challenge with an account's credentials, so on the
+            # one every call uses, a transfers.allowed destination or a caller's trunk could
+            # challenge our INVITE or BYE and take away a digest of the password to crack.
+            # Lower priority than the first, with the same URI: pjsua offers an incoming call
+            # to the first account its Request-URI matches, in priority order, so never to it.
+            acfg.priority = self.account_priority - 1
+            acfg.mediaConfig.transportConfig.port = s.rtp_port + own_ports
+            acfg.mediaConfig.transportConfig.portRange = s.rtp_ports - own_ports
+            acfg.sipConfig.authCreds.append(pj.AuthCredInfo("digest", "*", s.dial_auth.username, 0,
+                                                            s.dial_auth.password))
+            self.dial_account = DialAccount(self)
+            self.dial_account.create(acfg)
 
     def _destroy(self) -> None:
         for leg in list(self.legs.values()):
@@ -231,10 +253,12 @@ class PjThread(threading.Thread):
         self._free_ports.clear()
         self._all_ports.clear()
         self.ep.libHandleEvents(200)
-        try:
-            self.account.shutdown()
-        except Exception:
-            pass
+        for account in (self.account, self.dial_account):
+            try:
+                if account is not None:
+                    account.shutdown()
+            except Exception:
+                pass
         self.ep.libDestroy()
 
     def emit(self, event: PjEvent) -> None:
@@ -295,6 +319,13 @@ class PjThread(threading.Thread):
         self._reply(call, 180)
         self.emit(CallOffered(leg_id, **leg.info))
 
+    def refuse(self, account: pj.Account, prm: pj.OnIncomingCallParam) -> None:
+        """403 to an INVITE offered to an account that takes no calls (the dial account)."""
+        call = WorkerCall(self, account, prm.callId, 0)
+        self._graveyard.append(call)
+        log.warning("INVITE to the dial account refused", extra=log_extra(source=prm.rdata.srcAddress))
+        self._reply(call, 403)
+
     def _reply(self, call: WorkerCall, code: int, retry_after: bool = False) -> None:
         prm = pj.CallOpParam()
         prm.statusCode = code
@@ -338,7 +369,7 @@ class PjThread(threading.Thread):
         if leg_id in self.legs or len(self.legs) >= self.settings.max_calls:
             self.emit(DialFailed(leg_id, 503, "worker full"))
             return
-        call = WorkerCall(self, self.account, pj.PJSUA_INVALID_ID, leg_id)
+        call = WorkerCall(self, self._account_for(uri), pj.PJSUA_INVALID_ID, leg_id)
         leg = Leg(leg_id, call, outbound=True, info={"to": uri})
         self.legs[leg_id] = leg
         prm = pj.CallOpParam(True)
@@ -350,6 +381,13 @@ class PjThread(threading.Thread):
             self.legs.pop(leg_id, None)
             self._graveyard.append(call)
             self.emit(DialFailed(leg_id, exc.status, exc.reason))
+
+    def _account_for(self, uri: str) -> pj.Account:
+        """The dial account for a call to the carrier's termination host, the credential-less one for the rest."""
+        auth = self.settings.dial_auth
+        if self.dial_account is not None and auth is not None and outbound_hosts([uri]) == [auth.host]:
+            return self.dial_account
+        return self.account
 
     def send_dtmf(self, leg_id: int, digits: str) -> None:
         leg = self.legs.get(leg_id)

@@ -14,8 +14,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from appliance.config import Config
+from appliance.core.errors import ConfigError
 from appliance.core.processes import ProcessPool, spawn_module
 from appliance.observability import metrics
+from sip.credentials import DialAuth
 from sip.edge import Edge
 from sip.edge_config import EdgeSettings, EdgeTrunk, outbound_hosts
 
@@ -40,6 +42,8 @@ class Gateway:
         ]
         self.pool = ProcessPool("sip-worker", on_restart=metrics.worker_restarts.labels("sip").inc)
         self.draining = False  # a start is never draining: the edge's flag starts at 0 too
+        # Read once, here: the appliance then drops password_env from its environment.
+        self.dial_auth = _dial_auth(config)
         self.edge = Edge(
             EdgeSettings(
                 listen_host=sip.listen_host,
@@ -96,4 +100,24 @@ class Gateway:
         args += ["--edge", f"[{edge_host}]:{edge_port}" if ":" in edge_host else f"{edge_host}:{edge_port}"]
         env = {"SWITCHBOARD_WORKER_TOKEN": self.worker_token(spec.name),
                "SWITCHBOARD_EDGE_KEY": self.edge.settings.worker_key}
+        if self.dial_auth:
+            args += self.dial_auth.worker_args()
+            env |= self.dial_auth.worker_env()
         return await spawn_module("sip.worker", args, env)
+
+
+def _dial_auth(config: Config) -> DialAuth | None:
+    """transfers.username and its password, for the calls to transfers.outbound_proxy; None if unset."""
+    transfers = config.transfers
+    if transfers.username is None:
+        return None
+    password = transfers.password
+    if not password:
+        where = (f"transfers.password_env: the variable {transfers.password_env} is unset or empty"
+                 if transfers.password_env else "transfers.username needs password_env or password_file")
+        raise ConfigError(f"{where} (the password for {transfers.outbound_proxy})")
+    (host,) = outbound_hosts([transfers.outbound_proxy])
+    try:
+        return DialAuth(host, transfers.username, password)
+    except ValueError as exc:
+        raise ConfigError(f"transfers: {exc}") from None

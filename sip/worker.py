@@ -23,6 +23,7 @@ from appliance.core.audio import FRAME_MS
 from appliance.core.reasons import EndReason
 from appliance.observability.logging import log_extra, setup
 from appliance.rooms.client import EXIT_REFUSED, HubClient, dispatch, run_worker
+from sip.credentials import DialAuth
 from sip.endpoint import EndpointSettings, PjThread
 from sip.events import CallOffered, DialFailed, DtmfReceived, LegAnswered, LegEnded, PjEvent, TransferFinished
 
@@ -219,6 +220,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--edge", required=True,
                         help="host:port the SIP edge sends from; INVITEs from anywhere else get 403")
     parser.add_argument("--hub-socket", required=True)
+    parser.add_argument("--dial-auth-host", help="host:port whose 401/407 challenges the calls we place answer")
+    parser.add_argument("--dial-auth-user", help="digest user for them; the password comes in the environment")
     args = parser.parse_args(argv)
     setup(os.environ.get("SWITCHBOARD_LOG_LEVEL", "INFO"))
     token = os.environ.get("SWITCHBOARD_WORKER_TOKEN", "")
@@ -227,6 +230,7 @@ def main(argv: list[str] | None = None) -> None:
         max_calls=args.max_calls, poll_ms=args.poll_ms, edge=args.edge,
         edge_key=os.environ.get("SWITCHBOARD_EDGE_KEY", ""), media_address=args.media_address,
         retry_after_s=args.retry_after, outbound_proxy=args.outbound_proxy,
+        dial_auth=DialAuth.for_worker(args.dial_auth_host, args.dial_auth_user, os.environ),
     )
 
     run_worker(lambda: Worker(settings, args.hub_socket, token))

@@ -78,6 +78,17 @@ def _result(returncode: int, stats_file: Path, output: str) -> SippResult:
     )
 
 
+def received_messages(trace: str) -> list[str]:
+    """Every SIP message a sipp -trace_msg file says was received, in order."""
+    # Each entry: a dashed line, "UDP message received [N] bytes :", a blank line, the message.
+    entries = re.split(r"^-{10,}.*$", trace, flags=re.MULTILINE)
+    return [
+        entry.split("\n\n", 1)[1].lstrip("\n")
+        for entry in entries
+        if " message received " in entry.split("\n\n", 1)[0] and "\n\n" in entry
+    ]
+
+
 def options_status(port: int, host: str = HOST) -> str:
     """The status line an out-of-dialog OPTIONS to `host:port` (a carrier's health check) gets."""
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
@@ -122,11 +133,13 @@ class Destination:
     def __init__(self, workdir: Path, scenario: Path, timeout: float = 60):
         self.workdir = workdir
         self.port = free_port_block(1)
+        self.trace = workdir / "messages.log"
         workdir.mkdir(parents=True, exist_ok=True)
         self.process = subprocess.Popen(
             ["sipp", "-sf", str(scenario), "-i", "127.0.0.1", "-p", str(self.port), "-m", "1",
              "-nostdin", "-trace_stat", "-stf", str(workdir / "stats.csv"), "-trace_err",
-             "-error_file", str(workdir / "sipp_errors.log"), "-timeout", f"{int(timeout)}s"],
+             "-error_file", str(workdir / "sipp_errors.log"), "-timeout", f"{int(timeout)}s",
+             "-trace_msg", "-message_file", str(self.trace)],
             cwd=workdir, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         )
 
@@ -146,9 +159,36 @@ class Destination:
         path.write_text(text)
         return Destination(workdir / "no_answer", path)
 
+    @staticmethod
+    def challenging(workdir: Path, *, status: int, realm: str, nonce: str, user: str, ruri_regexp: str,
+                    verify_password: str | None = None, retry_timeout_ms: int = 30000) -> Destination:
+        """A carrier's termination: challenges the first INVITE (401 or 407), answers a second one
+        carrying `user`'s credentials for `realm`, then hangs up. `verify_password`: sipp checks
+        the digest (its verifyauth reads Authorization only, so 401 only) and answers 403 if wrong."""
+        headers = {401: ("401 Unauthorized", "WWW-Authenticate", "Authorization"),
+                   407: ("407 Proxy Authentication Required", "Proxy-Authenticate", "Proxy-Authorization")}
+        line, challenge, credentials = headers[status]
+        if verify_password is None:
+            verify = f'<ereg regexp="." search_in="hdr" header="{credentials}:" assign_to="authvalid"/>'
+        else:
+            verify = (f'<verifyauth assign_to="authvalid" username="{escape(user)}" '
+                      f'password="{escape(verify_password, {chr(34): "&quot;"})}"/>')
+        text = Template((SCENARIOS / "destination_challenge.xml").read_text()).substitute(
+            STATUS=line, CHALLENGE_HEADER=challenge, CREDENTIALS_HEADER=credentials, REALM=escape(realm),
+            NONCE=escape(nonce), USER=escape(user), VERIFY=verify, RETRY_TIMEOUT_MS=retry_timeout_ms,
+            RURI_REGEXP=escape(ruri_regexp, {'"': "&quot;"}))
+        path = workdir / f"destination_challenge_{status}.xml"
+        path.write_text(text)
+        return Destination(workdir / f"challenge_{status}", path)
+
     @property
     def uri_host(self) -> str:
         return f"127.0.0.1:{self.port}"
+
+    def requests(self, method: str) -> list[str]:
+        """Every `method` request this destination received, whole, in order (from its trace)."""
+        text = self.trace.read_text(errors="replace") if self.trace.exists() else ""
+        return [m for m in received_messages(text) if m.startswith(f"{method} ")]
 
     def wait(self, timeout: float = 60) -> SippResult:
         try:
@@ -267,13 +307,7 @@ class Sipp:
 
     def received(self) -> list[str]:
         """Every SIP message this sipp received, in order (from its -trace_msg file)."""
-        # Each entry: a dashed line, "UDP message received [N] bytes :", a blank line, the message.
-        entries = re.split(r"^-{10,}.*$", self.trace(), flags=re.MULTILINE)
-        return [
-            entry.split("\n\n", 1)[1].lstrip("\n")
-            for entry in entries
-            if " message received " in entry.split("\n\n", 1)[0] and "\n\n" in entry
-        ]
+        return received_messages(self.trace())
 
     def requests(self, method: str) -> list[str]:
         return [m for m in self.received() if m.startswith(f"{method} ")]
