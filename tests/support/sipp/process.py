@@ -50,13 +50,13 @@ class SippResult:
 
 def run_sipp(scenario: Path, target_port: int, workdir: Path, *, calls: int = 1, rate: float = 10,
              limit: int | None = None, service: str = "100", timeout: float = 120,
-             extra: list[str] | None = None, sip_port: int | None = None) -> SippResult:
-    """One sipp run to its end; `sip_port` is its own port (default: any free one)."""
+             extra: list[str] | None = None, sip_port: int | None = None, local_ip: str = HOST) -> SippResult:
+    """One sipp run to its end; `sip_port` is its own port (default: any free one), on `local_ip`."""
     sip_port = sip_port or free_port_block(1)
     media_port = free_port_block(4)
     args = [
         "sipp", "-sf", str(scenario), "-s", service, f"127.0.0.1:{target_port}",
-        "-i", "127.0.0.1", "-p", str(sip_port), "-mi", "127.0.0.1", "-mp", str(media_port),
+        "-i", local_ip, "-p", str(sip_port), "-mi", local_ip, "-mp", str(media_port),
         "-m", str(calls), "-r", str(rate), "-l", str(limit or calls),
         "-nostdin", "-trace_stat", "-stf", str(workdir / "stats.csv"), "-trace_err",
         "-error_file", str(workdir / "sipp_errors.log"), "-timeout", f"{int(timeout)}s",
