@@ -48,6 +48,13 @@ steps:
   goodbye:
     hangup:
 """
+GOODBYE = """\
+name: goodbye
+entry: goodbye
+steps:
+  goodbye:
+    hangup:
+"""
 
 
 def _appliance(appliance_factory: Any, tmp_path: Path, outbound_proxy: str, to: str,
@@ -55,15 +62,18 @@ def _appliance(appliance_factory: Any, tmp_path: Path, outbound_proxy: str, to: 
     flows = tmp_path / "flows"
     flows.mkdir()
     (flows / "to_desk.yaml").write_text(FLOW.format(to=to))
-    return appliance_factory(numbers={NUMBER: "to_desk"}, flows_dir=flows, extra={"transfers": {
+    (flows / "goodbye.yaml").write_text(GOODBYE)
+    # "switchboard": the user of the workers' own URI, which the dial account shares.
+    return appliance_factory(numbers={NUMBER: "to_desk", "switchboard": "goodbye"}, flows_dir=flows,
+                             extra={"transfers": {
         "allowed": allowed, "outbound_proxy": outbound_proxy, "caller_id": CALLER_ID,
         "username": USER, "password_env": PASSWORD_ENV}})
 
 
-def _call(app: ApplianceProcess, workdir: Path) -> dict[str, Any]:
+def _call(app: ApplianceProcess, workdir: Path, number: str = NUMBER) -> dict[str, Any]:
     """A caller that stays until the box hangs up; the call's record once it is closed."""
     scenario = caller_scenario(workdir, digit=None, wait_ms=0, bye_timeout_ms=40000)
-    result = run_sipp(scenario, app.sip_port, workdir, service=NUMBER, timeout=60)
+    result = run_sipp(scenario, app.sip_port, workdir, service=number, timeout=60)
     assert result.successful == 1, result.output + app.log_tail()
     (call,) = app.wait_calls_closed(1, timeout=30)
     return app.call(call["id"])
@@ -153,6 +163,20 @@ def test_no_other_destination_gets_the_credentials(appliance_factory, tmp_path: 
     assert (result["ok"], result["code"]) == (False, 407), result
     invites = desk.requests("INVITE")
     assert len(invites) == 1 and _header(invites[0], "Proxy-Authorization") is None, invites
+
+
+def test_a_call_to_the_workers_own_uri_is_not_taken_by_the_dial_account(appliance_factory, tmp_path: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    # Both accounts are sip:switchboard@127.0.0.1:<port>; pjsua picks by priority, and the dial
+    # account (which refuses every call, 403) has the lower one. A caller naming that URI gets
+    # the ordinary account: the call is admitted and runs its flow.
+    monkeypatch.setenv(PASSWORD_ENV, PASSWORD)
+    app = _appliance(appliance_factory, tmp_path, "sip:127.0.0.1:9", DESK, ["+1555*"])
+
+    detail = _call(app, tmp_path, number="switchboard")
+
+    assert (detail["flow"], detail["end_reason"]) == ("goodbye", "flow-hangup"), detail
+    assert "INVITE to the dial account refused" not in app.log_path.read_text()
 
 
 def test_a_missing_password_stops_the_box_with_the_key_to_fix(tmp_path: Path) -> None:
