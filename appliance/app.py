@@ -1,6 +1,6 @@
 """The composition root: builds every service from Config and owns start-up and shutdown order.
 
-Start-up: close calls a crash left open and repair their recordings, load flows (refuse
+Start-up: close calls a crash left open, repair their recordings and queue their conversion, load flows (refuse
 to start on a broken one), then hub → participant server → HTTP → SIP gateway. Shutdown
 runs the other way, hanging up calls first so every record is closed.
 """
@@ -32,6 +32,7 @@ from appliance.operators.acd import ACD, QueueSettings
 from appliance.operators.desk import Desk
 from appliance.personas.dispatcher import PersonaDispatcher
 from appliance.personas.pool import PersonaPool
+from appliance.recording.converter import RecordingConverter
 from appliance.recording.wavfile import repair
 from appliance.rooms.hub import Hub
 from appliance.rooms.server import ParticipantServer, WorkerRegistry
@@ -92,8 +93,9 @@ class Appliance:
         self.flows.on_reload.append(self._queues_changed)
         self.desk = Desk(self.storage, self.workers, self.acd, self._queue_info, config.console.operator_lost_s,
                          self._ice_servers)
+        self.converter = RecordingConverter(self.storage, config.recording)
         self.calls = CallManager(config, self.hub, self.storage, self.flows, self.tts, self.personas, self.workers,
-                                 self.desk)
+                                 self.desk, self.converter)
         self.desk.lookup = self.calls.handle  # the desk needs the calls, which need the desk
         self.desk.wallboard = WallboardSource(self.calls, self.desk)
         self.personas.on_summary.append(self.desk.supervision.summary)
@@ -163,13 +165,14 @@ class Appliance:
         await self.gateway.set_draining(draining)
 
     def _recover(self) -> None:
-        for call in self.storage.close_orphans(EndReason.APPLIANCE_RESTART):
+        for call in self.storage.close_orphans(EndReason.APPLIANCE_RESTART, converting=self.converter.converting):
             if call.recording_path and repair(Path(call.recording_path)):
                 log.warning("recording repaired after a crash", extra=log_extra(call_id=call.id))
 
     async def start(self) -> None:
         self.webhooks.start()  # first: the calls a crash left open end with their events
         self._recover()
+        self.converter.start()  # after the repair: converts what a crash (or a failure) left as WAV
         self.tts.synthesize("Welcome.")  # load espeak-ng's voice before the first caller waits on it
         self.hub.start()
         await self.server.start(self.config.hub_socket)
@@ -200,6 +203,7 @@ class Appliance:
         await self.http.stop()
         await self.server.stop()
         await self.hub.stop()
+        await self.converter.stop()
         await self.webhooks.stop()
         self.storage.close()
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import secrets
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, Literal, get_args
 
@@ -256,6 +257,23 @@ class PersonasConfig(_Model):
     endpointing_s: float = Field(0.25, ge=0.05, le=3.0, description="silence that ends the caller's turn")
 
 
+class RecordingFormat(StrEnum):
+    """How a finished call's recording is stored; during the call it is always the crash-safe WAV."""
+
+    WAV = "wav"
+    OGG_OPUS = "ogg_opus"
+    FLAC = "flac"
+
+
+class RecordingConfig(_Model):
+    format: RecordingFormat = Field(RecordingFormat.WAV,
+                                    description="how recordings and voicemail are kept once the call ends: wav, "
+                                    "ogg_opus (lossy, smallest) or flac (lossless); converted from the WAV written "
+                                    "during the call, which is removed only once the converted file is verified")
+    opus_bitrate: int = Field(24000, ge=6000, le=256000,
+                              description="bits per second of an ogg_opus recording (both channels together)")
+
+
 class Config(_Model):
     sip: SipConfig = Field(default_factory=SipConfig)
     http: HttpConfig = Field(default_factory=HttpConfig)
@@ -270,9 +288,10 @@ class Config(_Model):
     events: EventsConfig = Field(default_factory=EventsConfig)
     personas: PersonasConfig = Field(default_factory=PersonasConfig)
     transfers: TransfersConfig = Field(default_factory=TransfersConfig)
+    recording: RecordingConfig = Field(default_factory=RecordingConfig)
     flows_reload_s: float = Field(1.0, ge=0, description="how often flows/ is checked for edits; 0 = never")
     data_dir: Path = Field(Path("data"), description="SQLite database, hub socket, edge config, generated secret")
-    recordings_dir: Path = Field(Path("recordings"), description="call recordings and voicemail (WAV)")
+    recordings_dir: Path = Field(Path("recordings"), description="call recordings and voicemail")
     flows_dir: Path = Field(Path("flows"), description="flows, queues.yaml, personas/ and tests/")
 
     @property

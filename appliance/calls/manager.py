@@ -29,6 +29,7 @@ from appliance.observability import metrics
 from appliance.observability.logging import log_extra
 from appliance.operators.desk import Desk
 from appliance.personas.dispatcher import PersonaDispatcher
+from appliance.recording.converter import RecordingConverter
 from appliance.recording.recorder import Recorder, recording_path
 from appliance.rooms import protocol as p
 from appliance.rooms.hub import Hub
@@ -36,6 +37,7 @@ from appliance.rooms.room import Room
 from appliance.rooms.server import SipParticipant, WorkerConnection, WorkerRegistry
 from appliance.speech.tts import EspeakTTS
 from appliance.storage import Storage
+from appliance.storage.db import StoredAudio
 
 log = logging.getLogger(__name__)
 
@@ -60,8 +62,9 @@ class Call:
 
 class CallManager:
     def __init__(self, config: Config, hub: Hub, storage: Storage, flows: FlowLibrary, tts: EspeakTTS,
-                 personas: PersonaDispatcher, workers: WorkerRegistry, desk: Desk):
+                 personas: PersonaDispatcher, workers: WorkerRegistry, desk: Desk, converter: RecordingConverter):
         self.config = config
+        self.converter = converter  # finished recordings go to it, to be stored in the configured format
         self.desk = desk  # where escalated callers wait for operators
         self.hub = hub
         self.storage = storage
@@ -73,7 +76,7 @@ class CallManager:
         self.services = CallServices(
             tts=tts, storage=storage, personas=personas, flows_dir=config.flows_dir,
             recording_dir=config.recordings_dir, transfers_allowed=config.transfers.allowed,
-            persona_fallback=flows.persona_fallback,
+            persona_fallback=flows.persona_fallback, converter=converter,
         )
 
     def _call(self, worker: WorkerConnection, leg: int) -> Call | None:
@@ -347,7 +350,11 @@ class CallManager:
         self.hub.close_room(call.id)
         self.storage.mask(call.id, False)
         self.storage.close_call(call.id, reason)
-        self.storage.add_event(call.id, "ended", {"reason": reason, "recorded_s": round(duration, 2)})
+        converting = call.recorder is not None and self.converter.converting
+        self.storage.add_event(call.id, "ended", {"reason": reason, "recorded_s": round(duration, 2)}
+                               | ({"converting": True} if converting else {}))
+        if call.recorder is not None:
+            self.converter.submit(StoredAudio(call.id, "call", str(call.recorder.path), None, iso_now()))
         metrics.calls_active.set(len(self.calls))
         metrics.calls_total.labels(outcome_label(reason)).inc()  # reasons come from workers and flows
         log.info("call ended", extra=log_extra(call_id=call.id, reason=reason, recorded_s=round(duration, 2)))

@@ -29,6 +29,7 @@ from appliance.flow.webhook import call_webhook
 from appliance.observability import metrics
 from appliance.observability.logging import log_extra
 from appliance.personas.dispatcher import PersonaDispatcher
+from appliance.recording.converter import RecordingConverter
 from appliance.recording.voicemail import Voicemail
 from appliance.rooms.room import AudioTrack, Participant, Room, TickView
 from appliance.speech import tones
@@ -52,6 +53,7 @@ class CallServices:
     recording_dir: Path
     transfers_allowed: list[str]
     persona_fallback: Callable[[str], str]  # persona name → what to say when it fails
+    converter: RecordingConverter | None = None  # None: voicemail stays WAV
 
 
 @dataclass
@@ -271,7 +273,8 @@ class FlowRunner:
     def _start_recording(self, action: fe.StartRecording) -> None:
         if action.beep:
             self.playback.play(tones.beep())
-        self._voicemail = Voicemail(self.storage, self.call_id, self.services.recording_dir, action.kind)
+        self._voicemail = Voicemail(self.storage, self.call_id, self.services.recording_dir, action.kind,
+                                    self.services.converter)
         # The beep is heard before the message starts, so it does not count against its length.
         loop = asyncio.get_running_loop()
         self._timers.append(loop.call_later(action.max_seconds + duration_s(tones.beep()), self._stop_recording))

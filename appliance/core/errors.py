@@ -6,7 +6,8 @@ SwitchboardError
 ├── AuthError            a token is missing, invalid, expired or lacks the grant
 ├── AccountError         an operator account is unknown, taken, or given a bad name, role or password
 ├── ProtocolError        a participant sent a message that breaks the participant protocol
-└── MaintenanceError     a maintenance command (backup, recordings prune) cannot do what was asked
+├── MaintenanceError     a maintenance command (backup, recordings prune) cannot do what was asked
+└── RecordingError       a finished recording cannot be converted to the configured format (disk full, bad file)
 """
 
 from __future__ import annotations
@@ -57,4 +58,8 @@ class ProtocolError(SwitchboardError):
 
 
 class MaintenanceError(SwitchboardError):
+    pass
+
+
+class RecordingError(SwitchboardError):
     pass

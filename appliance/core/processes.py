@@ -30,12 +30,15 @@ def die_with_parent() -> None:
 Spawn = Callable[[], Awaitable[asyncio.subprocess.Process]]
 
 
-async def spawn_module(module: str, args: list[str], env: dict[str, str]) -> asyncio.subprocess.Process:
-    """`python -m module *args`: our environment plus `env`, importing this code, dying with the appliance."""
+async def spawn_module(module: str, args: list[str], env: dict[str, str],
+                       capture: bool = False) -> asyncio.subprocess.Process:
+    """`python -m module *args`: our environment plus `env`, importing this code, dying with the appliance.
+    With `capture`, its stdout and stderr are pipes for `communicate()`."""
     environment = dict(os.environ, **env)
     environment["PYTHONPATH"] = str(ROOT) + os.pathsep + environment.get("PYTHONPATH", "")
+    pipe = asyncio.subprocess.PIPE if capture else None
     return await asyncio.create_subprocess_exec(sys.executable, "-m", module, *args, env=environment,
-                                                preexec_fn=die_with_parent)
+                                                preexec_fn=die_with_parent, stdout=pipe, stderr=pipe)
 
 
 class ProcessPool:

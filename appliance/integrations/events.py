@@ -46,9 +46,12 @@ def events_for(storage: Storage, api_url: str, call_id: str, what: str, data: di
                                                     "trunk": data.get("trunk"), "flow": data.get("flow")})]
     if what in ("ended", "closed"):  # closed: a call a crash left open, closed at the next start
         return _ended(storage, api_url, call_id, data)
-    if what == "recording:voicemail":
+    # A recording being converted (recording.format) is announced once, as its converted file.
+    if what in ("recording:voicemail", "converted:voicemail") and not data.get("converting"):
         return [CallEvent("voicemail_left", call_id, {**_audio(Path(data["path"])),
                                                       "duration_s": data.get("duration_s")})]
+    if what == "converted:call":
+        return [_recording_ready(api_url, call_id, Path(data["path"]), data.get("duration_s"))]
     name = _RENAMED.get(what)
     if name is None:
         return []
@@ -64,14 +67,17 @@ def _ended(storage: Storage, api_url: str, call_id: str, data: dict[str, Any]) -
         "reason": data.get("reason"), "duration_s": record.duration_s, "started_at": record.started_at,
         "answered_at": record.answered_at, "ended_at": record.ended_at, "flow": record.flow,
         "operator": record.operator})]
-    if record.recording_path and Path(record.recording_path).exists():
-        events.append(CallEvent("recording_ready", call_id, {
-            **_audio(Path(record.recording_path)), "duration_s": data.get("recorded_s"),
-            "url": f"{api_url}/api/calls/{call_id}/recording"}))
+    if record.recording_path and Path(record.recording_path).exists() and not data.get("converting"):
+        events.append(_recording_ready(api_url, call_id, Path(record.recording_path), data.get("recorded_s")))
     lines = len(storage.transcripts(call_id))
     if lines:
         events.append(CallEvent("transcript_ready", call_id, {"lines": lines, "url": f"{api_url}/api/calls/{call_id}"}))
     return events
+
+
+def _recording_ready(api_url: str, call_id: str, path: Path, seconds: float | None) -> CallEvent:
+    return CallEvent("recording_ready", call_id, {**_audio(path), "duration_s": seconds,
+                                                  "url": f"{api_url}/api/calls/{call_id}/recording"})
 
 
 def _audio(path: Path) -> dict[str, Any]:

@@ -26,6 +26,17 @@ for _role in WORKER_ROLES:  # every role on /metrics from the start, 0 until it 
 recordings_bytes = Counter(
     "switchboard_recordings_bytes_total", "Bytes written to call recordings", registry=REGISTRY
 )
+recordings_converted = Counter(
+    "switchboard_recordings_converted_total",
+    "Finished recordings converted from WAV to the configured format, by format", ["format"], registry=REGISTRY)
+recording_conversion_failures = Counter(
+    "switchboard_recording_conversion_failures_total",
+    "Conversions that failed (the WAV is kept and tried again at the next start), by format", ["format"],
+    registry=REGISTRY)
+recording_conversion_cpu = Counter(
+    "switchboard_recording_conversion_cpu_seconds_total",
+    "CPU time the converter processes spent encoding and verifying recordings, by format", ["format"],
+    registry=REGISTRY)
 flow_steps = Counter("switchboard_flow_steps_total", "Flow steps entered", ["flow"], registry=REGISTRY)
 flow_reload_errors = Counter(
     "switchboard_flow_reload_errors_total", "Flow edits rejected by the checker", registry=REGISTRY

@@ -231,12 +231,13 @@ class Storage:
     def open_calls(self) -> list[CallRecord]:
         return [CallRecord(**r) for r in self.db.table("calls").rows_where("ended_at IS NULL")]
 
-    def close_orphans(self, end_reason: str) -> list[CallRecord]:
-        """Close calls a previous run left open (a crash); returns them for recording repair."""
+    def close_orphans(self, end_reason: str, converting: bool = False) -> list[CallRecord]:
+        """Close calls a previous run left open (a crash); returns them for recording repair.
+        `converting`: their recordings are WAVs the converter will replace."""
         orphans = self.open_calls()
         for call in orphans:
             self.close_call(call.id, end_reason)
-            self.add_event(call.id, "closed", {"reason": end_reason})
+            self.add_event(call.id, "closed", {"reason": end_reason} | ({"converting": True} if converting else {}))
         return orphans
 
     # transcripts: what the caller and the personas said, in order
@@ -253,10 +254,13 @@ class Storage:
         return list(self.db.table("transcripts").rows_where("call_id = ?", [call_id], order_by="id"))
 
     # recordings besides the call's own (voicemail messages)
-    def add_recording(self, call_id: str, kind: str, path: str, duration_s: float) -> None:
+    def add_recording(self, call_id: str, kind: str, path: str, duration_s: float, converting: bool = False) -> int:
+        """Record a message; `converting`: its file is the WAV a converter is about to replace."""
         row = {"call_id": call_id, "kind": kind, "path": path, "created_at": iso_now(), "duration_s": duration_s}
-        self.db.table("recordings").insert(row)
-        self._notify(call_id, f"recording:{kind}", row)
+        recording_id = self.db.table("recordings").insert(row).last_pk
+        assert isinstance(recording_id, int)
+        self._notify(call_id, f"recording:{kind}", row | {"id": recording_id, "converting": converting})
+        return recording_id
 
     def recordings(self, call_id: str | None = None, kind: str | None = None) -> list[dict[str, Any]]:
         where, args = [], []
@@ -286,6 +290,18 @@ class Storage:
         )
         found += [StoredAudio(r["call_id"], r["kind"], r["path"], r["id"], r["ended_at"]) for r in others]
         return found
+
+    def audio_of_ended_calls(self) -> list[StoredAudio]:
+        """Every recording and voicemail file, not pruned, of calls that have ended (the converter's backlog)."""
+        return self.audio_of_calls_ended_before("9999")  # ISO times sort as text: every ended call
+
+    def audio_moved(self, audio: StoredAudio, path: str, seconds: float) -> None:
+        """The audio now lives at `path` (converted to another format); tells observers `converted:<kind>`."""
+        if audio.recording_id is None:
+            self.db.table("calls").update(audio.call_id, {"recording_path": path})
+        else:
+            self.db.table("recordings").update(audio.recording_id, {"path": path})
+        self._notify(audio.call_id, f"converted:{audio.kind}", {"path": path, "duration_s": round(seconds, 2)})
 
     def mark_pruned(self, audio: StoredAudio) -> None:
         with self.db.conn:

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import wave
+from pathlib import Path
+
 import numpy as np
 
 from appliance.core.audio import SAMPLE_RATE
+from appliance.speech.tts import EspeakTTS
 
 FRAME = SAMPLE_RATE // 50  # 20 ms
 
@@ -43,3 +47,59 @@ def utterances(pcm: bytes, floor: float = 300.0, gap_s: float = 0.3, margin_s: f
     runs.append((start, loud[-1]))
     margin = int(margin_s * SAMPLE_RATE)
     return [x[max(0, a * FRAME - margin): min(len(x), (b + 1) * FRAME + margin)].tobytes() for a, b in runs]
+
+
+CALLER_LINES = ("I would like to check the balance of my account please.",
+                "My number is four one one one, two two two two.",
+                "Yes, that is right. Thank you very much, goodbye.")
+PROMPT_LINES = ("Welcome to Switchboard support. Please say what you are calling about.",
+                "Thank you. Please hold while I look that up.",
+                "Your balance is one hundred and twelve dollars.")
+
+
+def call_recording(path: Path, seconds: float) -> np.ndarray:
+    """A stereo WAV as the recorder writes one: espeak-ng caller speech on the left, prompts on the
+    right, taking turns with pauses between; returns its samples (frames × 2)."""
+    tts = EspeakTTS()
+    frames = int(seconds * SAMPLE_RATE)
+
+    def turns(lines: tuple[str, ...], offset_s: float) -> np.ndarray:
+        channel = np.zeros(frames, dtype=np.int16)
+        speech = np.frombuffer(b"".join(tts.synthesize(line) for line in lines), dtype=np.int16)
+        at = int(offset_s * SAMPLE_RATE)
+        while at < frames:
+            n = min(len(speech), frames - at)
+            channel[at:at + n] = speech[:n]
+            at += n + 2 * SAMPLE_RATE
+        return channel
+
+    stereo = np.stack([turns(CALLER_LINES, 4.0), turns(PROMPT_LINES, 0.0)], axis=1)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(2)
+        w.setsampwidth(2)
+        w.setframerate(SAMPLE_RATE)
+        w.writeframes(stereo.tobytes())
+    return stereo
+
+
+def decoded(path: Path) -> tuple[int, int, np.ndarray]:
+    """Decode any recording with PyAV: (channels, sample rate, samples as float frames × channels)."""
+    import av
+
+    chunks, rate, channels = [], 0, 0
+    with av.open(str(path)) as container:
+        for frame in container.decode(container.streams.audio[0]):
+            rate, channels = frame.sample_rate, len(frame.layout.channels)
+            array = frame.to_ndarray()
+            if frame.format.is_planar:
+                array = array.T
+            else:
+                array = array.reshape(-1, channels)
+            if array.dtype == np.int16:
+                chunks.append(array.astype(np.float64) / 32768.0)
+            elif array.dtype.kind == "f":
+                chunks.append(array.astype(np.float64))
+            else:
+                raise AssertionError(f"unexpected sample type {array.dtype} in {path}")
+    return channels, rate, np.concatenate(chunks) if chunks else np.zeros((0, channels))
