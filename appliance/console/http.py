@@ -23,6 +23,7 @@ from appliance.core.errors import AuthError
 from appliance.core.masking import MASK, mask_digits
 from appliance.observability import metrics
 from appliance.observability.logging import log_extra
+from appliance.recording.formats import CONTENT_TYPES, format_of
 from appliance.rooms.tokens import CONSOLE, Grant, TokenAuthority
 from appliance.storage import Storage
 
@@ -133,7 +134,8 @@ class HttpApi:
             records = self.storage.calls_handled_by(grant.identity, limit)
         else:
             records = self.storage.recent_calls(limit)
-        calls = [dataclasses.asdict(c) | {"duration_s": c.duration_s} for c in records]
+        calls = [dataclasses.asdict(c) | {"duration_s": c.duration_s, "recording_format": _format(c.recording_path)}
+                 for c in records]
         return web.json_response({"calls": calls})
 
     def _call_orerror(self, request: web.Request) -> Any:
@@ -158,6 +160,7 @@ class HttpApi:
             events = [_masked(event) for event in events]
         body = dataclasses.asdict(call) | {
             "duration_s": call.duration_s,
+            "recording_format": _format(call.recording_path),
             "events": events,
             "recordings": self.storage.recordings(call.id),
             "transcript": self.storage.transcripts(call.id),
@@ -174,9 +177,16 @@ class HttpApi:
             return error(410, f"this call's recording was deleted by retention (appliance recordings prune) "
                               f"at {call.recording_pruned_at}")
         path = Path(call.recording_path).resolve()
-        if self.recordings_dir not in path.parents or not path.is_file():
+        if self.recordings_dir not in path.parents or not path.is_file() or path.suffix not in CONTENT_TYPES:
             return error(404, "recording file is missing")
-        return web.FileResponse(path, headers={"Content-Type": "audio/wav"})
+        # FileResponse answers Range requests itself: 206 with Content-Range, 416 beyond the file.
+        return web.FileResponse(path, headers={"Content-Type": CONTENT_TYPES[path.suffix]})
+
+
+def _format(recording_path: str | None) -> str | None:
+    """How a recording is stored (wav, ogg_opus, flac), from its file's suffix."""
+    found = format_of(Path(recording_path)) if recording_path else None
+    return found.value if found else None
 
 
 def _masked(event: dict[str, Any]) -> dict[str, Any]:

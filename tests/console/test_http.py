@@ -10,9 +10,12 @@ from pathlib import Path
 import aiohttp
 import pytest
 
+from appliance.config import RecordingFormat
 from appliance.console.http import HttpApi
+from appliance.recording.formats import convert
 from appliance.rooms.tokens import TokenAuthority
 from appliance.storage import Storage
+from tests.support.audio import call_recording, decoded
 from tests.support.ports import free_port_block
 
 KEY, SECRET = "APIconsole", "console-secret-console-secret-0123"
@@ -235,6 +238,81 @@ async def test_recording_path_that_is_a_directory_is_not_a_500(api: Api):
     api.storage.open_call(CALL, recording_path=str(api.recordings / "2026"))
     status, _, _ = await api.get(f"/api/calls/{CALL}/recording", role="admin")
     assert 400 <= status < 500
+
+
+@pytest.fixture(scope="module")
+def stored(tmp_path_factory: pytest.TempPathFactory) -> dict[str, bytes]:
+    """One real call recording (espeak-ng speech), as each format stores it."""
+    folder = tmp_path_factory.mktemp("formats")
+    call_recording(folder / "call.wav", 4.0)
+    files = {".wav": (folder / "call.wav").read_bytes()}
+    for target in (RecordingFormat.OGG_OPUS, RecordingFormat.FLAC):
+        done = convert(folder / "call.wav", target, opus_bitrate=24000)
+        files[done.path.suffix] = done.path.read_bytes()
+    return files
+
+
+def _stored_call(api: Api, stored: dict[str, bytes], suffix: str) -> bytes:
+    path = api.recordings / "2026" / "01" / "01" / f"{CALL}{suffix}"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(stored[suffix])
+    api.storage.open_call(CALL, recording_path=str(path))
+    return stored[suffix]
+
+
+FORMATS = [(".wav", "audio/wav", "wav"), (".ogg", "audio/ogg", "ogg_opus"), (".flac", "audio/flac", "flac")]
+
+
+@pytest.mark.parametrize("suffix, content_type, name", FORMATS)
+async def test_each_format_downloads_whole_with_its_content_type_and_plays(api: Api, stored, tmp_path: Path,
+                                                                          suffix: str, content_type: str, name: str):
+    content = _stored_call(api, stored, suffix)
+    status, body, resp = await api.get(f"/api/calls/{CALL}/recording", role="supervisor")
+    assert status == 200 and resp.headers["Content-Type"] == content_type and body == content
+    assert resp.headers["Accept-Ranges"] == "bytes"
+    (tmp_path / f"got{suffix}").write_bytes(body)  # type: ignore[arg-type]
+    channels, rate, audio = decoded(tmp_path / f"got{suffix}")
+    assert channels == 2 and abs(len(audio) / rate - 4.0) <= 0.1
+    _, record, _ = await api.get(f"/api/calls/{CALL}", role="admin")
+    assert record["recording_format"] == name  # type: ignore[index]
+
+
+@pytest.mark.parametrize("suffix, content_type, name", FORMATS)
+async def test_each_format_answers_range_requests(api: Api, stored, suffix: str, content_type: str, name: str):
+    content = _stored_call(api, stored, suffix)
+    size = len(content)
+    middle = size // 2
+    for asked, start, end in [("bytes=0-99", 0, 99), (f"bytes={middle}-{middle + 999}", middle, middle + 999),
+                              ("bytes=-500", size - 500, size - 1), (f"bytes={size - 10}-", size - 10, size - 1)]:
+        status, body, resp = await api.get(f"/api/calls/{CALL}/recording", role="admin", headers={"Range": asked})
+        assert status == 206, asked
+        assert resp.headers["Content-Range"] == f"bytes {start}-{end}/{size}"
+        assert resp.headers["Content-Type"] == content_type
+        assert body == content[start:end + 1]
+    for beyond in (f"bytes={size}-", f"bytes={size + 100}-{size + 200}"):
+        status, _, resp = await api.get(f"/api/calls/{CALL}/recording", role="admin", headers={"Range": beyond})
+        assert status == 416, beyond
+        assert resp.headers["Content-Range"] == f"bytes */{size}"
+
+
+async def test_range_requests_are_authorised_as_whole_downloads(api: Api, stored):
+    _stored_call(api, stored, ".ogg")
+    ranged = {"Range": "bytes=0-99"}
+    status, _, _ = await api.get(f"/api/calls/{CALL}/recording", headers=ranged)
+    assert status == 401
+    status, body, _ = await api.get(f"/api/calls/{CALL}/recording", role="operator", headers=ranged)
+    assert status == 404 and body == {"error": "no such call"}  # not theirs
+    api.storage.add_event(CALL, "operator_joined", {"identity": "operator-user"})
+    status, _, _ = await api.get(f"/api/calls/{CALL}/recording", role="operator", headers=ranged)
+    assert status == 206
+
+
+async def test_a_file_of_no_recording_format_is_not_served(api: Api):
+    path = api.recordings / "notes.txt"
+    path.write_text("not audio")
+    api.storage.open_call(CALL, recording_path=str(path))
+    status, body, _ = await api.get(f"/api/calls/{CALL}/recording", role="admin")
+    assert status == 404 and body == {"error": "recording file is missing"}
 
 
 @pytest.mark.parametrize(
