@@ -48,10 +48,10 @@ def events_for(storage: Storage, api_url: str, call_id: str, what: str, data: di
         return _ended(storage, api_url, call_id, data)
     # A recording being converted (recording.format) is announced once, as its converted file.
     if what in ("recording:voicemail", "converted:voicemail") and not data.get("converting"):
-        return [CallEvent("voicemail_left", call_id, {**_audio(Path(data["path"])),
+        return [CallEvent("voicemail_left", call_id, {**_audio(Path(data["path"]), data.get("format")),
                                                       "duration_s": data.get("duration_s")})]
     if what == "converted:call":
-        return [_recording_ready(api_url, call_id, Path(data["path"]), data.get("duration_s"))]
+        return [_recording_ready(api_url, call_id, Path(data["path"]), data.get("duration_s"), data["format"])]
     name = _RENAMED.get(what)
     if name is None:
         return []
@@ -75,14 +75,16 @@ def _ended(storage: Storage, api_url: str, call_id: str, data: dict[str, Any]) -
     return events
 
 
-def _recording_ready(api_url: str, call_id: str, path: Path, seconds: float | None) -> CallEvent:
-    return CallEvent("recording_ready", call_id, {**_audio(path), "duration_s": seconds,
+def _recording_ready(api_url: str, call_id: str, path: Path, seconds: float | None,
+                     audio_format: str | None = None) -> CallEvent:
+    return CallEvent("recording_ready", call_id, {**_audio(path, audio_format), "duration_s": seconds,
                                                   "url": f"{api_url}/api/calls/{call_id}/recording"})
 
 
-def _audio(path: Path) -> dict[str, Any]:
+def _audio(path: Path, audio_format: str | None = None) -> dict[str, Any]:
+    """Where a file is, its size, and its format (as the converter named it, else its suffix)."""
     try:
         size: int | None = path.stat().st_size
     except OSError:
         size = None
-    return {"path": str(path), "size": size, "format": path.suffix.lstrip(".") or None}
+    return {"path": str(path), "size": size, "format": audio_format or path.suffix.lstrip(".") or None}

@@ -100,7 +100,7 @@ class RecordingConverter:
         final = Path(result["path"])
         assert final == converted_path(wav, self.format) and final.suffix == FORMATS[self.format].suffix
         # The record first, then the WAV: a stop between them leaves a WAV the next start removes.
-        self.storage.audio_moved(audio, str(final), result["seconds"])
+        self.storage.audio_moved(audio, str(final), result["seconds"], label)
         wav.unlink(missing_ok=True)
         metrics.recordings_converted.labels(label).inc()
         metrics.recording_conversion_cpu.labels(label).inc(result["cpu_s"])

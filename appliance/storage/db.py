@@ -295,13 +295,14 @@ class Storage:
         """Every recording and voicemail file, not pruned, of calls that have ended (the converter's backlog)."""
         return self.audio_of_calls_ended_before("9999")  # ISO times sort as text: every ended call
 
-    def audio_moved(self, audio: StoredAudio, path: str, seconds: float) -> None:
-        """The audio now lives at `path` (converted to another format); tells observers `converted:<kind>`."""
+    def audio_moved(self, audio: StoredAudio, path: str, seconds: float, audio_format: str) -> None:
+        """The audio now lives at `path`, converted to `audio_format`; tells observers `converted:<kind>`."""
         if audio.recording_id is None:
             self.db.table("calls").update(audio.call_id, {"recording_path": path})
         else:
             self.db.table("recordings").update(audio.recording_id, {"path": path})
-        self._notify(audio.call_id, f"converted:{audio.kind}", {"path": path, "duration_s": round(seconds, 2)})
+        self._notify(audio.call_id, f"converted:{audio.kind}", {"path": path, "duration_s": round(seconds, 2),
+                                                                  "format": audio_format})
 
     def mark_pruned(self, audio: StoredAudio) -> None:
         with self.db.conn:

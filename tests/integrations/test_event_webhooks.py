@@ -79,6 +79,25 @@ def test_a_calls_events_arrive_in_order_signed_as_livekit_webhooks(appliance_fac
         _verified(app, tampered)
 
 
+def test_a_converted_recording_is_announced_once_as_its_converted_file(appliance_factory, tmp_path: Path) -> None:
+    receiver = _receiver()
+    with receiver.in_thread():
+        app = appliance_factory(extra=_config(receiver.port) | {"recording": {"format": "ogg_opus"}})
+        result = run_sipp(caller_scenario(tmp_path, "1"), app.sip_port, tmp_path)
+        assert result.successful == 1, result.output
+        (call,) = app.wait_calls_closed(1)
+        wait_until(lambda: "recording_ready" in [r.json()["event"] for r in receiver.requests],
+                   "the recording_ready event", 30, interval=0.2)
+
+    # Events keep their order: one announcing the WAV at call_ended would have arrived before this one.
+    names = _names([_verified(app, r) for r in receiver.requests], call["id"])
+    assert names.count("recording_ready") == 1 and names.index("recording_ready") > names.index("call_ended")
+    (ready,) = [r.json()["call"] for r in receiver.requests if r.json()["event"] == "recording_ready"]
+    record = app.call(call["id"])
+    assert ready["path"] == record["recording_path"] and ready["path"].endswith(".ogg")
+    assert ready["format"] == "ogg_opus" and ready["size"] == os.path.getsize(ready["path"])
+
+
 def test_events_wait_out_a_dead_receiver_and_a_crash_and_arrive_in_order(appliance_factory, tmp_path: Path) -> None:
     port = free_port_block(1)  # nobody listens there yet: the receiver is down
     app = appliance_factory(extra=_config(port))

@@ -68,7 +68,8 @@ async def test_what_a_crash_left_as_wav_is_converted_at_start(storage: Storage, 
     channels, rate, audio = decoded(final)
     assert channels == 2 and abs(len(audio) / rate - 6.0) <= 0.1
     assert _count("switchboard_recordings_converted_total", target) == before + 1
-    assert seen == [(CALL, "converted:call", {"path": str(final), "duration_s": pytest.approx(6.0, abs=0.1)})]
+    assert seen == [(CALL, "converted:call", {"path": str(final), "duration_s": pytest.approx(6.0, abs=0.1),
+                                             "format": target.value})]
 
 
 async def test_voicemail_is_converted_and_its_row_moved(storage: Storage, tmp_path: Path):
