@@ -7,7 +7,8 @@ cd "$(dirname "$0")/.."
 
 if command -v apt-get >/dev/null; then
   need=()
-  for pkg in kamailio sip-tester baresip espeak-ng sox systemd chromium; do
+  # debootstrap and systemd-container: tests/deploy boots a fresh Debian box for ansible/site.yml.
+  for pkg in kamailio sip-tester baresip espeak-ng sox systemd chromium debootstrap systemd-container; do
     dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
   done
   if [ ${#need[@]} -gt 0 ]; then
@@ -31,6 +32,10 @@ if ! .venv/bin/ruff check .; then
 fi
 if ! .venv/bin/mypy; then
   echo "test.sh: mypy found type errors (see above)" >&2
+  exit 1
+fi
+if ! .venv/bin/ansible-lint --profile production ansible/; then
+  echo "test.sh: ansible-lint found problems in ansible/ (see above)" >&2
   exit 1
 fi
 
