@@ -112,8 +112,11 @@ class Box:
         """A command in the box, as root, through nsenter (all of its namespaces)."""
         leader = self._leader()
         assert leader is not None, "the box has not started"
-        return subprocess.run(["nsenter", "-t", str(leader), "-a", *argv], capture_output=True, text=True,
-                              check=check, timeout=timeout, input=input)
+        done = subprocess.run(["nsenter", "-t", str(leader), "-a", *argv], capture_output=True, text=True,
+                              timeout=timeout, input=input)
+        if check and done.returncode != 0:
+            raise AssertionError(f"{' '.join(argv)} exited {done.returncode} in the box:\n{done.stdout}{done.stderr}")
+        return done
 
     def stop(self, timeout: float = 60) -> None:
         """SIGTERM to nspawn (the box shuts down cleanly), SIGKILL if it does not in `timeout` s."""

@@ -51,6 +51,7 @@ class Deployment:
     box: Box
     repo: Path  # the admin's own repository
     settings: dict[str, Any] = field(default_factory=dict)
+    environment: dict[str, str] = field(default_factory=dict)  # the admin's shell (secrets they export)
 
     def __post_init__(self) -> None:
         self.sip_port = free_port_block(1)
@@ -93,13 +94,18 @@ class Deployment:
 
     def converge(self, *extra: str, timeout: float = 900, on_line: Any = None) -> Run:
         """ansible-playbook as an admin runs it, from their repository; `on_line` sees each output line."""
-        argv = [str(Path(sys.executable).with_name("ansible-playbook")), "-i", "inventory.ini", str(PLAYBOOK), *extra]
-        env = {"PATH": f"{Path(sys.executable).parent}:/usr/sbin:/usr/bin:/sbin:/bin", "HOME": str(self.repo),
-               "LANG": "C.UTF-8", "ANSIBLE_NOCOLOR": "1", "ANSIBLE_PIPELINING": "1",
-               "ANSIBLE_LOCAL_TEMP": str(self.repo / ".ansible-tmp"), "ANSIBLE_FORCE_COLOR": "0"}
+        return self.ansible("ansible-playbook", "-i", "inventory.ini", str(PLAYBOOK), *extra, timeout=timeout,
+                            on_line=on_line)
+
+    def ansible(self, program: str, *argv: str, timeout: float = 900, on_line: Any = None) -> Run:
+        """One of Ansible's programs (the venv's), run in the admin's repository."""
+        bin_dir = Path(sys.executable).parent
+        env = {"PATH": f"{bin_dir}:/usr/sbin:/usr/bin:/sbin:/bin", "HOME": str(self.repo), "LANG": "C.UTF-8",
+               "ANSIBLE_NOCOLOR": "1", "ANSIBLE_FORCE_COLOR": "0", "ANSIBLE_PIPELINING": "1",
+               "ANSIBLE_LOCAL_TEMP": str(self.repo / ".ansible-tmp")} | self.environment
         start = time.monotonic()
-        process = subprocess.Popen(argv, cwd=self.repo, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                   text=True)
+        process = subprocess.Popen([str(bin_dir / program), *argv], cwd=self.repo, env=env, stdout=subprocess.PIPE,
+                                   stderr=subprocess.STDOUT, text=True)
         lines: list[str] = []
         timer = threading.Timer(timeout, process.kill)
         timer.start()
@@ -113,5 +119,6 @@ class Deployment:
         finally:
             timer.cancel()
         output = "".join(lines)
-        (self.repo / "ansible.log").open("a").write(output)
+        with (self.repo / "ansible.log").open("a") as log:
+            log.write(output)
         return Run(process.returncode, output, time.monotonic() - start)

@@ -10,8 +10,11 @@ from __future__ import annotations
 
 import json
 import re
+import secrets
 import shutil
+import socket
 import sqlite3
+import ssl
 import threading
 import urllib.request
 import wave
@@ -20,6 +23,9 @@ from typing import Any
 
 import pytest
 
+from appliance.config import ConsoleConfig
+from appliance.console.tls import ensure_certificate
+from appliance.rooms.tokens import TokenAuthority
 from tests.deploy.box import Box
 from tests.deploy.deployment import ROOT, Deployment, Run
 from tests.support.sipp.process import SippResult, run_sipp
@@ -48,14 +54,33 @@ steps:
     hangup:
       reason: flow-hangup
 """
+ROLE = ROOT / "ansible" / "roles" / "switchboard"
+# The admin's secrets: from their shell's environment (the signing secret) and their vault.
+API_SECRET = secrets.token_urlsafe(32)
+CARRIER_PASSWORD = secrets.token_urlsafe(16)
+USERS = [
+    {"name": "alice", "role": "admin", "password": secrets.token_urlsafe(12)},
+    {"name": "bob", "role": "operator", "queues": ["billing"], "password": secrets.token_urlsafe(12)},
+    {"name": "carol", "role": "supervisor", "password": secrets.token_urlsafe(12), "disabled": True},
+]
 BROKEN_FLOW = "name: broken\nentry: start\nsteps:\n  start:\n    say: Hello.\n    next: nowhere\n"
 
 
 @pytest.fixture(scope="module")
 def deployment(box: Box, tmp_path_factory: pytest.TempPathFactory) -> Deployment:
     repo = tmp_path_factory.mktemp("admin-repo")
-    deployment = Deployment(box, repo, settings={
+    # The admin's own certificate for the console (one naming 127.0.0.1, as the appliance would make).
+    cert, key = ensure_certificate(ConsoleConfig(), tmp_path_factory.mktemp("admin-tls"))
+    deployment = Deployment(box, repo, environment={"SWITCHBOARD_API_SECRET": API_SECRET}, settings={
         "switchboard_numbers": {"100": "default", "200": "hold"},
+        "switchboard_trunks": [
+            {"name": "test", "sources": ["127.0.0.0/8"]},
+            # Documentation's network (TEST-NET-1): only its password file matters here.
+            {"name": "carrier", "sources": ["192.0.2.0/24"], "username": "pbx1", "password": CARRIER_PASSWORD},
+        ],
+        "switchboard_users": USERS,
+        "switchboard_console_cert": cert.read_text(),
+        "switchboard_console_key": key.read_text(),
         "switchboard_health_timeout": 20,
         # A hundred-thousandth of a day (under a second): every call is old enough for the prune timer.
         "switchboard_recordings_days": 0.00001,
@@ -132,6 +157,42 @@ def test_the_appliance_runs_hardened_as_the_switchboard_user(box: Box) -> None:
     assert float(found.group(1)) <= EXPOSURE_MAX
 
 
+def test_secrets_accounts_and_the_admins_certificate_are_in_place(deployment: Deployment, box: Box) -> None:
+    uid = int(box.run("id", "-u", "switchboard").stdout)
+    environment = box.root / "etc/switchboard/secrets.env"
+    assert (environment.stat().st_uid, environment.stat().st_mode & 0o777) == (0, 0o600)
+    password = box.root / "etc/switchboard/trunk-carrier.password"
+    assert (password.stat().st_uid, password.stat().st_mode & 0o777) == (uid, 0o600)
+    assert password.read_text() == CARRIER_PASSWORD + "\n"
+    assert API_SECRET not in (box.root / "etc/switchboard/appliance.yaml").read_text()
+
+    # The signing secret from the admin's environment is the one the appliance checks tokens with.
+    token = TokenAuthority("switchboard", API_SECRET).mint("deploy-test", "admin")
+    request = urllib.request.Request(f"http://127.0.0.1:{deployment.http_port}/api/calls",
+                                     headers={"Authorization": f"Bearer {token}"})
+    with urllib.request.urlopen(request, timeout=10) as reply:
+        assert reply.status == 200
+
+    listed = box.run("/usr/local/sbin/appliance", "users", "list").stdout
+    rows = {line.split()[0]: line.split()[1:] for line in listed.splitlines()[1:]}
+    assert rows == {"alice": ["admin", "no", "-"], "bob": ["operator", "no", "billing"],
+                    "carol": ["supervisor", "yes", "-"]}, listed
+
+    # The console serves the admin's certificate, and an operator logs in with the vault's password.
+    context = ssl.create_default_context(cadata=deployment.settings["switchboard_console_cert"])
+    with socket.create_connection(("127.0.0.1", deployment.console_port), timeout=10) as raw, \
+            context.wrap_socket(raw, server_hostname="127.0.0.1") as tls:
+        served = tls.getpeercert(binary_form=True)
+    assert served == ssl.PEM_cert_to_DER_cert(deployment.settings["switchboard_console_cert"])
+    bob = USERS[1]
+    login = urllib.request.Request(
+        f"https://127.0.0.1:{deployment.console_port}/api/login", method="POST",
+        data=json.dumps({"username": "bob", "password": bob["password"]}).encode(),
+        headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(login, timeout=10, context=context) as reply:
+        assert json.load(reply)["role"] == "operator"
+
+
 def test_a_call_to_the_deployed_box_is_answered_and_recorded(deployment: Deployment, box: Box,
                                                              tmp_path: Path) -> None:
     result = _call(deployment, tmp_path)
@@ -187,10 +248,14 @@ def test_the_prune_and_backup_timers_do_what_they_say(box: Box) -> None:
     assert not [r for r in recordings if _in_box(box, r).exists()]
     assert all(c["recording_pruned_at"] for c in _calls(box) if c["recording_path"])
 
-    for _ in range(3):
-        box.run("systemctl", "start", "switchboard-backup.service")
-    backups = sorted((box.root / "var/backups/switchboard").iterdir())
-    assert len(backups) == 2, backups  # --keep 2
+    # The two days before's backups are there (one backup a second at most: these are older).
+    dest = box.root / "var/backups/switchboard"
+    older = [dest / "switchboard-20200101T034000Z.sqlite3", dest / "switchboard-20200102T034000Z.sqlite3"]
+    for path in older:
+        box.run("cp", "/var/lib/switchboard/switchboard.db", f"/var/backups/switchboard/{path.name}")
+    box.run("systemctl", "start", "switchboard-backup.service")
+    backups = sorted(dest.iterdir())
+    assert backups[0] == older[1] and len(backups) == 2, backups  # --keep 2: the oldest went
     with sqlite3.connect(f"file:{backups[-1]}?mode=ro", uri=True) as db:
         (count,) = db.execute("select count(*) from calls").fetchone()
     assert count == len(_calls(box))
@@ -257,3 +322,29 @@ def test_a_broken_release_is_rolled_back(deployment: Deployment, box: Box, tmp_p
     assert result.successful == 1, result.output
     running = box.run("cat", f"/proc/{_main_pid(box)}/cmdline").stdout
     assert f"/releases/{good}/" in running
+
+
+def test_the_optional_firewall_rule_set_loads(deployment: Deployment, box: Box) -> None:
+    """The role's nftables table, rendered from the same settings, loads and says what it should.
+
+    Loaded in a network namespace of its own inside the box: the box shares this machine's
+    network, and a drop policy there would be this machine's.
+    """
+    rendered = deployment.ansible(
+        "ansible", "switchboard", "-i", "inventory.ini", "-m", "ansible.builtin.template",
+        "-a", f"src={ROLE}/templates/switchboard.nft.j2 dest=/root/switchboard.nft mode=0600",
+        "-e", f"@{ROLE}/defaults/main.yml", "-e", f"@{ROLE}/vars/main.yml", "-e", "@group_vars/switchboard.yml",
+        "-e", '{"switchboard_nftables_lan": ["192.168.7.0/24"]}')
+    assert rendered.returncode == 0, rendered.output
+    box.run("sh", "-c", "apt-get update -qq && apt-get install -y -qq --no-install-recommends nftables", timeout=300)
+    # Twice: loading the file again replaces the table rather than adding to it.
+    listing = box.run("unshare", "--net", "sh", "-c", "nft -f /root/switchboard.nft && nft -f /root/switchboard.nft "
+                      "&& nft list table inet switchboard").stdout
+    rtp_end = deployment.rtp_base + 2 * 40 - 1
+    assert "policy drop" in listing
+    assert re.search(rf"ip saddr \{{ 127\.0\.0\.0/8, 192\.0\.2\.0/24 \}} udp dport {deployment.sip_port} accept",
+                     listing), listing
+    assert f"udp dport {deployment.rtp_base}-{rtp_end} accept" in listing
+    lan = re.search(r"ip saddr 192\.168\.7\.0/24 tcp dport \{ (\d+), (\d+) \} accept", listing)
+    assert lan and {int(p) for p in lan.groups()} == {deployment.http_port, deployment.console_port}, listing
+    assert listing.count("chain input") == 1
