@@ -7,8 +7,9 @@ cd "$(dirname "$0")/.."
 
 if command -v apt-get >/dev/null; then
   need=()
-  # debootstrap and systemd-container: tests/deploy boots a fresh Debian box for ansible/site.yml.
-  for pkg in kamailio sip-tester baresip espeak-ng sox systemd chromium debootstrap systemd-container; do
+  # debootstrap, systemd-container and openssh-client: tests/deploy boots a fresh Debian box and
+  # deploys ansible/site.yml to it over SSH.
+  for pkg in kamailio sip-tester baresip espeak-ng sox systemd chromium debootstrap systemd-container openssh-client; do
     dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
   done
   if [ ${#need[@]} -gt 0 ]; then
