@@ -85,6 +85,10 @@ def deployment(box: Box, tmp_path_factory: pytest.TempPathFactory) -> Deployment
         # A hundred-thousandth of a day (under a second): every call is old enough for the prune timer.
         "switchboard_recordings_days": 0.00001,
         "switchboard_backup_keep": 2,
+        # The tests start the timers' services themselves; the timers must not fire between them
+        # (daily they would, once a day, in the middle of a run).
+        "switchboard_prune_on_calendar": "*-06-15 12:00:00",
+        "switchboard_backup_on_calendar": "*-06-15 12:30:00",
     })
     (deployment.flows / "hold.yaml").write_text(HOLD_FLOW)
     return deployment
