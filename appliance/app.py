@@ -16,6 +16,7 @@ from typing import Any
 from appliance.calls.manager import CallManager
 from appliance.config import Config
 from appliance.console.drain import DrainRoutes, DrainStatus
+from appliance.console.egress import EgressRoutes, EgressSource
 from appliance.console.http import HttpApi
 from appliance.console.login import LoginGuard
 from appliance.console.operator_api import OperatorRoutes
@@ -104,8 +105,9 @@ class Appliance:
         console = OperatorRoutes(self.accounts, guard, self.tokens, self.desk, self._queues_of, self._ice_servers)
         drain = DrainRoutes(self.set_draining, self.drain_status)
         recording = RecordingRoutes(self.calls.pause_recording, self._operator_on)
+        egress = EgressRoutes(self._egress_source)
         self.http = HttpApi(self.storage, self.tokens, config.recordings_dir, self.health,
-                            routes=(console.register, drain.register, recording.register))
+                            routes=(console.register, drain.register, recording.register, egress.register))
         self.rtc_pool = RtcPool(config, lambda name: self.tokens.mint(worker_identity("rtc", name), "rtc"))
         self.gateway = Gateway(config, lambda name: self.tokens.mint(worker_identity("sip", name), "sip"))
         self.persona_pool = PersonaPool(config, lambda name: self.tokens.mint(worker_identity("agent", name), "agent"))
@@ -152,6 +154,13 @@ class Appliance:
                 "personas_up": len(self.workers.agents), "personas": len(self.persona_pool.names),
                 "rtc_up": len(self.workers.rtc), "rtc": self.config.console.rtc_workers,
                 "calls_active": len(self.calls.calls), "draining": self.gateway.draining}
+
+    def _egress_source(self, call_id: str) -> EgressSource | None:
+        call = self.calls.calls.get(call_id)
+        recorder = call.recorder if call is not None else None
+        if call is None or recorder is None:
+            return None  # not live, or not answered yet: nothing to hear
+        return EgressSource(call.room, call.leg.identity, lambda: recorder.paused)
 
     def _operator_on(self, call_id: str, identity: str) -> bool:
         """Whether `identity` is the operator (or the supervisor who took it over) on the call now."""

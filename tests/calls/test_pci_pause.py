@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-import subprocess
 import wave
 from pathlib import Path
 from typing import Any
@@ -18,21 +17,13 @@ import numpy as np
 import pytest
 
 from tests.support import baresip, console
+from tests.support.audio import counting_speech
 from tests.support.wait import wait_until
 
 pytestmark = pytest.mark.sip
 
 FLOWS = Path(__file__).parent / "pci_flows"
 CARD = "4111111111111111"
-
-
-def _chatty_microphone(path: Path, seconds: float) -> Path:
-    """espeak-ng counting, again and again, for `seconds`: the caller is never silent."""
-    raw = path.with_suffix(".espeak.wav")
-    subprocess.run(["espeak-ng", "-w", str(raw), "one two three four five six seven eight nine ten " * 6], check=True)
-    subprocess.run(["sox", str(raw), "-r", "16000", "-c", "1", "-b", "16", str(path), "repeat", "6",
-                    "trim", "0", str(seconds)], check=True)
-    return path
 
 
 def _post(app: Any, path: str, role: str = "admin", token: str | None = None) -> tuple[int, dict[str, Any]]:
@@ -52,7 +43,7 @@ def _post(app: Any, path: str, role: str = "admin", token: str | None = None) ->
 async def test_card_digits_keyed_while_paused_are_stored_nowhere_and_the_recording_is_silent(
         appliance_factory, tmp_path: Path) -> None:
     app = appliance_factory(flows_dir=FLOWS, numbers={"300": "pay"}, extra={"webhooks": {"allowed": []}})
-    microphone = _chatty_microphone(tmp_path / "caller.wav", 90)
+    microphone = counting_speech(tmp_path / "caller.wav", 90)
     with baresip.Softphone(tmp_path / "caller", max_seconds=90) as phone:
         await asyncio.to_thread(phone.dial, f"sip:300@127.0.0.1:{app.sip_port}")
         phone.say(microphone)

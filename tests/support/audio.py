@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 import wave
 from pathlib import Path
 
@@ -103,3 +104,13 @@ def decoded(path: Path) -> tuple[int, int, np.ndarray]:
             else:
                 raise AssertionError(f"unexpected sample type {array.dtype} in {path}")
     return channels, rate, np.concatenate(chunks) if chunks else np.zeros((0, channels))
+
+
+def counting_speech(path: Path, seconds: float) -> Path:
+    """espeak-ng counting to ten, again and again, for `seconds` as 16 kHz mono: a caller who is
+    never silent for long (a baresip microphone)."""
+    raw = path.with_suffix(".espeak.wav")
+    subprocess.run(["espeak-ng", "-w", str(raw), "one two three four five six seven eight nine ten " * 4], check=True)
+    subprocess.run(["sox", str(raw), "-r", "16000", "-c", "1", "-b", "16", str(path), "repeat", "8",
+                    "trim", "0", str(seconds)], check=True)
+    return path
