@@ -16,7 +16,7 @@ from typing import Any
 from appliance.calls.manager import CallManager
 from appliance.config import Config
 from appliance.console.drain import DrainRoutes, DrainStatus
-from appliance.console.egress import EgressRoutes, EgressSource
+from appliance.console.egress import EgressRoutes
 from appliance.console.http import HttpApi
 from appliance.console.login import LoginGuard
 from appliance.console.operator_api import OperatorRoutes
@@ -34,6 +34,7 @@ from appliance.operators.desk import Desk
 from appliance.personas.dispatcher import PersonaDispatcher
 from appliance.personas.pool import PersonaPool
 from appliance.recording.converter import RecordingConverter
+from appliance.recording.tap import TapSource
 from appliance.recording.wavfile import repair
 from appliance.rooms.hub import Hub
 from appliance.rooms.server import ParticipantServer, WorkerRegistry
@@ -155,12 +156,12 @@ class Appliance:
                 "rtc_up": len(self.workers.rtc), "rtc": self.config.console.rtc_workers,
                 "calls_active": len(self.calls.calls), "draining": self.gateway.draining}
 
-    def _egress_source(self, call_id: str) -> EgressSource | None:
+    def _egress_source(self, call_id: str) -> TapSource | None:
         call = self.calls.calls.get(call_id)
         recorder = call.recorder if call is not None else None
         if call is None or recorder is None:
             return None  # not live, or not answered yet: nothing to hear
-        return EgressSource(call.room, call.leg.identity, lambda: recorder.paused)
+        return TapSource(call.room, call.leg.identity, lambda: recorder.paused)
 
     def _operator_on(self, call_id: str, identity: str) -> bool:
         """Whether `identity` is the operator (or the supervisor who took it over) on the call now."""

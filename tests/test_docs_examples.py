@@ -35,11 +35,11 @@ DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 _FENCE = re.compile(r"^(?P<indent>\s*)```(?P<lang>[^\s`]*)[ \t]*(?P<kind>\S*)")
 
 # What the step examples refer to, as the appliance.yaml, queues.yaml and personas/ that go
-# with them would define it (FLOWS.md names crm.example.com and pbx.example.com).
+# with them would define it (FLOWS.md names crm.example.com, analytics.example.com and pbx.example.com).
 CONTEXT = FlowContext(
     queues={"billing", "technical"},
     personas={"helpdesk", "orders"},
-    webhooks_allowed=["https://crm.example.com/"],
+    webhooks_allowed=["https://crm.example.com/", "wss://analytics.example.com/"],
     transfers_allowed=["sip:*@pbx.example.com", "+1555*"],
 )
 # Variables the step examples use; a flow declares them under `variables:`.

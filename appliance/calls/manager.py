@@ -16,12 +16,14 @@ from dataclasses import dataclass, field
 
 from appliance.calls.admission import admit
 from appliance.calls.bridge import LegState, NoRoute, OutboundLeg, dial_uri, pick_worker
+from appliance.calls.egress import stream_to
 from appliance.calls.escalation import CallHandle
 from appliance.calls.runner import CallControl, CallServices, FlowRunner
 from appliance.config import Config
 from appliance.core.clock import iso_now, utcnow
 from appliance.core.ids import new_call_id
 from appliance.core.reasons import EndReason, outcome_label
+from appliance.flow import engine as fe
 from appliance.flow.engine import FlowEngine
 from appliance.flow.library import FlowLibrary
 from appliance.flow.loader import LoadedFlow
@@ -31,6 +33,7 @@ from appliance.operators.desk import Desk
 from appliance.personas.dispatcher import PersonaDispatcher
 from appliance.recording.converter import RecordingConverter
 from appliance.recording.recorder import Recorder, recording_path
+from appliance.recording.tap import TapSource
 from appliance.rooms import protocol as p
 from appliance.rooms.hub import Hub
 from appliance.rooms.room import Room
@@ -70,6 +73,7 @@ class CallManager:
         self.storage = storage
         self.flows = flows
         self.calls: dict[str, Call] = {}
+        self._egress: set[asyncio.Task[None]] = set()  # flows' audio streams, until their calls end
         # The hub's one registry of connected workers (the participant server keeps it): where
         # bridge transfers place their outbound legs.
         self.workers = workers
@@ -143,6 +147,7 @@ class CallManager:
             send_dtmf=call.leg.send_dtmf,
             escalate=lambda queue: self._escalate(call, queue),
             pause_recording=lambda paused, by: self._pause_recording(call, paused, by),
+            start_egress=lambda action: self._start_egress(call, action),
         )
         call.runner = FlowRunner(call.id, call.room, engine, self.services, control, caller=call.leg.identity)
         call.runner.start()
@@ -170,6 +175,17 @@ class CallManager:
             self.storage.add_event(call.id, "recording_resumed", {"by": by})
         log.info("recording paused" if paused else "recording resumed", extra=log_extra(call_id=call.id, by=by))
         return None
+
+    def _start_egress(self, call: Call, action: fe.StartEgress) -> None:
+        recorder = call.recorder
+        if recorder is None:
+            return  # flows run once the call is answered, when the recorder exists
+        source = TapSource(call.room, call.leg.identity, lambda: recorder.paused)
+        task = asyncio.get_running_loop().create_task(
+            stream_to(action.url, call.id, source, action.track, action.format, self.storage),  # type: ignore[arg-type]
+            name=f"egress-{call.id}")
+        self._egress.add(task)
+        task.add_done_callback(self._egress.discard)
 
     def dtmf(self, worker: WorkerConnection, message: p.Dtmf) -> None:
         call = self._call(worker, message.leg)

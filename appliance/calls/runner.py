@@ -66,6 +66,7 @@ class CallControl:
     send_dtmf: Callable[[str], None]
     escalate: Callable[[str], None]  # queue the caller for an operator (the desk answers through the runner)
     pause_recording: Callable[[bool, str], str | None]  # (paused, by) → why not: PCI pause of the recording
+    start_egress: Callable[[fe.StartEgress], None]  # the call's audio, live, to an allow-listed WebSocket
 
 
 class FlowRunner:
@@ -79,6 +80,7 @@ class FlowRunner:
         self.caller = caller
         self._hangup = control.hangup
         self._pause_recording = control.pause_recording
+        self._start_egress = control.start_egress
         self._escalate_to = control.escalate
         self._transfer_listener: Callable[[bool, str | None], None] | None = None
         self.voice = Participant("flow", kind="flow", subscribe=False)
@@ -118,6 +120,7 @@ class FlowRunner:
             fe.StartPersona: self.persona.start,
             fe.Hangup: self._do_hangup,
             fe.PauseRecording: self._record,
+            fe.StartEgress: self._start_egress,
         })
 
     # --- lifecycle and inputs

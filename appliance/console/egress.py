@@ -18,90 +18,22 @@ import asyncio
 import json
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Literal
 
-import numpy as np
 from aiohttp import WSMsgType, web
 
 from appliance.console.http import CALL_ID, GRANT, error, needs
-from appliance.core.audio import FRAME_BYTES, SAMPLE_RATE, SILENCE
-from appliance.core.g711 import WIRE_RATE, Outbound
 from appliance.observability.logging import log_extra
-from appliance.rooms.room import Room, RoomEvent, TickView
+from appliance.recording.tap import AudioTap, TapSource, header
 
-__all__ = ["EgressRoutes", "EgressSource"]
+__all__ = ["EgressRoutes"]
 
 log = logging.getLogger(__name__)
 
 PATH = "/api/calls/{call_id}/audio"
-QUEUE_FRAMES = 250  # 5 s: a client further behind than this loses the oldest audio
-Track = Literal["caller", "heard", "both"]
-Format = Literal["pcm16", "mulaw"]
-
-
-@dataclass(frozen=True)
-class EgressSource:
-    """A live call as a tap needs it: its room, the caller's identity, and whether the
-    recording is paused now."""
-
-    room: Room
-    caller: str
-    paused: Callable[[], bool]
-
-
-class _Tap:
-    """A room observer that queues each tick's frames for one WebSocket client."""
-
-    def __init__(self, source: EgressSource, track: Track, fmt: Format):
-        self.source = source
-        self.track = track
-        self.format = fmt
-        self.frames: asyncio.Queue[bytes | None] = asyncio.Queue(maxsize=QUEUE_FRAMES)
-        self.dropped = 0
-        self.ended = "call ended"
-        self._encoders = [Outbound(), Outbound()]  # one per channel: each filter keeps its own state
-
-    def on_tick(self, view: TickView) -> None:
-        if self.source.paused():
-            left = right = SILENCE
-        else:
-            left = _frame(view.published.get(self.source.caller))
-            right = _frame(view.heard.get(self.source.caller))
-        channels = {"caller": [left], "heard": [right], "both": [left, right]}[self.track]
-        if self.format == "mulaw":
-            channels = [self._mulaw(i, pcm) for i, pcm in enumerate(channels)]
-        if len(channels) == 1:
-            data = channels[0]
-        else:
-            width = 1 if self.format == "mulaw" else 2
-            dtype = np.uint8 if width == 1 else np.int16
-            stereo = np.empty((len(channels[0]) // width, 2), dtype=dtype)
-            stereo[:, 0] = np.frombuffer(channels[0], dtype=dtype)
-            stereo[:, 1] = np.frombuffer(channels[1], dtype=dtype)
-            data = stereo.tobytes()
-        if self.frames.full():
-            self.frames.get_nowait()
-            self.dropped += 1
-        self.frames.put_nowait(data)
-
-    def _mulaw(self, channel: int, pcm: bytes) -> bytes:
-        return self._encoders[channel].encode(pcm)
-
-    def on_room(self, event: RoomEvent) -> None:
-        if event.kind == "closed":
-            self.close("call ended")
-
-    def close(self, why: str) -> None:
-        self.ended = why
-        if self.frames.full():
-            self.frames.get_nowait()
-            self.dropped += 1
-        self.frames.put_nowait(None)
 
 
 class EgressRoutes:
-    def __init__(self, source: Callable[[str], EgressSource | None]):
+    def __init__(self, source: Callable[[str], TapSource | None]):
         self.source = source  # a live call's room and caller, None when no such call is live
 
     def register(self, app: web.Application) -> None:
@@ -124,14 +56,9 @@ class EgressRoutes:
             return error(404, "no such live call")
         socket = web.WebSocketResponse(heartbeat=20, max_msg_size=4096)
         await socket.prepare(request)
-        tap = _Tap(source, track, fmt)  # type: ignore[arg-type]  # both checked above
-        await socket.send_str(json.dumps({
-            "call": call_id, "track": track, "format": "pcm_s16le" if fmt == "pcm16" else "mulaw",
-            "sample_rate": SAMPLE_RATE if fmt == "pcm16" else WIRE_RATE, "channels": 2 if track == "both" else 1,
-            "frame_ms": 20,
-        }))
-        source.room.observers.append(tap)
-        source.room.listeners.append(tap.on_room)
+        tap = AudioTap(source, track, fmt)  # type: ignore[arg-type]  # both checked above
+        await socket.send_str(json.dumps(header(call_id, track, fmt)))  # type: ignore[arg-type]  # checked
+        tap.attach()
         log.info("audio egress started", extra=log_extra(call_id=call_id, identity=grant.identity, track=track,
                                                          format=fmt))
         reader = asyncio.get_running_loop().create_task(self._read(socket, tap))
@@ -142,10 +69,7 @@ class EgressRoutes:
             tap.ended = "client gone"
         finally:
             reader.cancel()
-            if tap in source.room.observers:
-                source.room.observers.remove(tap)
-            if tap.on_room in source.room.listeners:
-                source.room.listeners.remove(tap.on_room)
+            tap.detach()
         if not socket.closed:
             await socket.send_str(json.dumps({"event": "ended", "reason": tap.ended, "dropped_frames": tap.dropped}))
             await socket.close()
@@ -154,15 +78,9 @@ class EgressRoutes:
         return socket
 
     @staticmethod
-    async def _read(socket: web.WebSocketResponse, tap: _Tap) -> None:
+    async def _read(socket: web.WebSocketResponse, tap: AudioTap) -> None:
         """The client sends nothing we use; its close (or anything but text) ends the stream."""
         async for message in socket:
             if message.type not in (WSMsgType.TEXT, WSMsgType.PING, WSMsgType.PONG):
                 break
         tap.close("client closed")
-
-
-def _frame(pcm: bytes | None) -> bytes:
-    if pcm is None:
-        return SILENCE
-    return pcm if len(pcm) == FRAME_BYTES else (pcm + SILENCE)[:FRAME_BYTES]

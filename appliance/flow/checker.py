@@ -17,6 +17,7 @@ from appliance.flow.expressions import Expression, ExpressionError
 from appliance.flow.policy import destination_allowed, flow_file, url_allowed
 from appliance.flow.schema import (
     BranchStep,
+    EgressStep,
     Escalate,
     EscalateStep,
     Flow,
@@ -125,6 +126,10 @@ def _references(step: Step, here: tuple[Any, ...], context: FlowContext, at: Whe
         case WebhookStep() if not url_allowed(step.webhook.url, context.webhooks_allowed):
             return [at(here + ("webhook", "url"),
                        f"webhook URL {step.webhook.url} is not allowed (webhooks.allowed in appliance.yaml)",
+                       value=True)]
+        case EgressStep() if not url_allowed(step.egress.url, context.webhooks_allowed):
+            return [at(here + ("egress", "url"),
+                       f"egress URL {step.egress.url} is not allowed (webhooks.allowed in appliance.yaml)",
                        value=True)]
         case TransferStep() if not destination_allowed(step.transfer.to, context.transfers_allowed):
             return [at(here + ("transfer", "to"),

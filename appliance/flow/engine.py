@@ -35,6 +35,7 @@ from appliance.flow.messages import (
     Say,
     SetVariable,
     Speech,
+    StartEgress,
     StartPersona,
     StartRecording,
     StartTimer,
@@ -52,9 +53,9 @@ from appliance.flow.steps import STEP_HANDLERS, hold_in_queue, overflow
 __all__ = [
     "MAX_STEPS_PER_EVENT", "Action", "CallWebhook", "Digit", "EnterStep", "Escalated", "Event", "FlowEngine",
     "Hangup", "Listen", "OperatorConnected", "OperatorReturned", "PauseRecording", "PersonaDone", "QueueOverflow",
-    "PlayFile", "PlayHold", "PlaybackDone", "RecordingDone", "Say",
-    "SetVariable", "Speech", "StartPersona", "StartRecording", "StartTimer", "StopListening", "StopRecording",
-    "StopSpeaking", "TimerFired", "Transfer", "TransferDone", "WebhookDone",
+    "PlayFile", "PlayHold", "PlaybackDone", "RecordingDone", "Say", "SetVariable", "Speech", "StartEgress",
+    "StartPersona", "StartRecording", "StartTimer", "StopListening", "StopRecording", "StopSpeaking", "TimerFired",
+    "Transfer", "TransferDone", "WebhookDone",
 ]
 
 MAX_STEPS_PER_EVENT = 100  # a goto loop with no waiting step must not hang the call

@@ -178,6 +178,15 @@ class Hangup:
 
 
 @dataclass(frozen=True)
+class StartEgress:
+    """Stream the call's audio to a WebSocket server until the call ends."""
+
+    url: str
+    track: str  # caller | heard | both
+    format: str  # pcm16 | mulaw
+
+
+@dataclass(frozen=True)
 class PauseRecording:
     """Pause (True) or resume (False) the call's recording; `by` says who asked."""
 
@@ -187,4 +196,4 @@ class PauseRecording:
 
 Action = (EnterStep | Say | PlayFile | PlayHold | StopSpeaking | StartTimer | Listen | StopListening
           | SetVariable | CallWebhook | Escalated | StartRecording | StopRecording | Transfer | StartPersona | Hangup
-          | PauseRecording)
+          | PauseRecording | StartEgress)

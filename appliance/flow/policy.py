@@ -22,7 +22,8 @@ _USER = re.compile(r"^[0-9A-Za-z+*#._-]+$")
 _NUMBER = re.compile(r"^\+?[0-9*#]+$")
 _SIP = re.compile(r"^(sips?):([^@;?>\s]+)@([A-Za-z0-9.-]+)(?::(\d+))?$")
 
-_DEFAULT_PORTS = {"http": 80, "https": 443}
+# ws and wss: a flow's `egress` streams audio to a WebSocket server under the same allow-list.
+_DEFAULT_PORTS = {"http": 80, "https": 443, "ws": 80, "wss": 443}
 # RFC 3986 unreserved, sub-delims, ':' '@' '/' '?' and '%' for escapes: anything else (spaces,
 # controls, backslashes, non-ASCII, '<>"{}|^`[]' outside an IPv6 host) is refused rather than
 # re-encoded, because servers disagree on how to read it. urlsplit alone silently drops tabs
@@ -50,7 +51,7 @@ def normalise_url(url: str) -> str:
     parts = urlsplit(url)
     scheme = parts.scheme.lower()
     if scheme not in _DEFAULT_PORTS:
-        raise ValueError("URL scheme must be http or https")
+        raise ValueError("URL scheme must be http, https, ws or wss")
     if "@" in parts.netloc:
         raise ValueError("URL must not carry user info")
     host = _normal_host(parts.hostname or "", parts.netloc)

@@ -190,6 +190,14 @@ class Hangup(_Model):
     reason: str = "flow-hangup"
 
 
+class Egress(_Model):
+    """Stream the call's audio, live, to a WebSocket server of yours (transcription, analytics)."""
+
+    url: str = Field(pattern=r"^wss?://", description="a ws:// or wss:// URL under webhooks.allowed")
+    track: Literal["caller", "heard", "both"] = Field("both", description="the caller, what they hear, or both")
+    format: Literal["pcm16", "mulaw"] = Field("pcm16", description="16 kHz PCM, or μ-law at 8 kHz")
+
+
 class Record(_Model):
     """Pause the call's recording while a card number is read (PCI DSS), or resume it."""
 
@@ -326,6 +334,12 @@ class HangupStep(_StepBase):
     hangup: Hangup
 
 
+class EgressStep(_StepBase):
+    action: ClassVar[str] = "egress"
+    ends_by_itself: ClassVar[bool] = True
+    egress: Egress
+
+
 class RecordStep(_StepBase):
     action: ClassVar[str] = "record"
     ends_by_itself: ClassVar[bool] = True
@@ -334,7 +348,7 @@ class RecordStep(_StepBase):
 
 STEP_KINDS: tuple[type[_StepBase], ...] = (SayStep, MenuStep, GatherStep, BranchStep, SetStep, WebhookStep, HoursStep,
                                            PersonaStep, EscalateStep, VoicemailStep, TransferStep, GotoStep,
-                                           HangupStep, RecordStep)
+                                           HangupStep, RecordStep, EgressStep)
 ACTIONS = tuple(kind.action for kind in STEP_KINDS)
 
 
@@ -356,7 +370,7 @@ STEP_TAGS = frozenset(ACTIONS) | {NOT_ONE_ACTION}
 
 # A step, typed: one model per action key.
 Step = (SayStep | MenuStep | GatherStep | BranchStep | SetStep | WebhookStep | HoursStep | PersonaStep | EscalateStep
-        | VoicemailStep | TransferStep | GotoStep | HangupStep | RecordStep)
+        | VoicemailStep | TransferStep | GotoStep | HangupStep | RecordStep | EgressStep)
 
 
 def _shorthands(data: Any) -> Any:

@@ -99,6 +99,7 @@ class Simulation:
             fe.StopListening: ignore,
             fe.SetVariable: ignore,
             fe.PauseRecording: ignore,
+            fe.StartEgress: ignore,
             fe.Escalated: self._escalated,
             fe.Hangup: ignore,
         })

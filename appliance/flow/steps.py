@@ -19,6 +19,7 @@ from appliance.flow.messages import (
     PauseRecording,
     PlayFile,
     PlayHold,
+    StartEgress,
     StartPersona,
     StartRecording,
     StopListening,
@@ -28,6 +29,7 @@ from appliance.flow.messages import (
 from appliance.flow.schema import (
     STEP_KINDS,
     BranchStep,
+    EgressStep,
     EscalateStep,
     GatherStep,
     GotoStep,
@@ -217,6 +219,11 @@ def _enter_set(engine: FlowEngine, step: SetStep) -> str | None:
     return engine._next_or_finish(step.next)
 
 
+def _enter_egress(engine: FlowEngine, step: EgressStep) -> str | None:
+    engine._out.append(StartEgress(step.egress.url, step.egress.track, step.egress.format))
+    return engine._next_or_finish(step.next)
+
+
 def _enter_record(engine: FlowEngine, step: RecordStep) -> str | None:
     engine._out.append(PauseRecording(paused=step.record.pause))
     return engine._next_or_finish(step.next)
@@ -339,6 +346,7 @@ STEP_HANDLERS: dict[type[Step], StepHandlers[Any]] = {
     GotoStep: StepHandlers(_enter_goto),
     HangupStep: StepHandlers(_enter_hangup),
     RecordStep: StepHandlers(_enter_record),
+    EgressStep: StepHandlers(_enter_egress),
 }
 if set(STEP_HANDLERS) != set(STEP_KINDS):
     raise TypeError(f"flow engine step table does not match the schema: {set(STEP_HANDLERS) ^ set(STEP_KINDS)}")

@@ -42,7 +42,7 @@ from appliance.flow.engine import WebhookDone
 from appliance.flow.policy import normalise_url
 from appliance.observability.logging import log_extra
 
-__all__ = ["MAX_REPLY_BYTES", "WebhookError", "call_webhook", "post_body", "post_json"]
+__all__ = ["MAX_REPLY_BYTES", "WebhookError", "call_webhook", "pinned_connector", "post_body", "post_json"]
 
 log = logging.getLogger(__name__)
 MAX_REPLY_BYTES = 64 * 1024
@@ -104,9 +104,9 @@ async def _exchange(url: str, body: bytes, headers: dict[str, str]) -> bytes:
     except ValueError as exc:
         raise WebhookError(f"URL refused: {exc}") from None
     target = URL(url, encoded=True)  # as normalised: yarl must not re-read the path its own way
-    assert target.host is not None and target.port is not None  # normalise_url guarantees both
-    addresses = await _resolve(target.host, target.port)
-    connector = _PinnedConnector(target.host, addresses)
+    if target.scheme not in ("http", "https"):
+        raise WebhookError("URL refused: a webhook is http or https")
+    connector = await pinned_connector(target)
     # read_bufsize: aiohttp pauses the socket at twice this unconsumed (its default is 256 KiB).
     async with aiohttp.ClientSession(connector=connector, auto_decompress=False, trust_env=False,
                                      read_bufsize=MAX_REPLY_BYTES) as session:
@@ -128,6 +128,13 @@ async def _exchange(url: str, body: bytes, headers: dict[str, str]) -> bytes:
                 if len(reply) > MAX_REPLY_BYTES:
                     raise WebhookError("reply too large")  # leaving closes the connection unread
     return bytes(reply)
+
+
+async def pinned_connector(target: URL) -> aiohttp.TCPConnector:
+    """A connector for one request to `target` (an allow-listed, normalised URL): its host looked
+    up once and each answer checked, the socket's peer checked before anything is sent."""
+    assert target.host is not None and target.port is not None  # normalise_url guarantees both
+    return _PinnedConnector(target.host, await _resolve(target.host, target.port))
 
 
 async def _resolve(host: str, port: int) -> list[ResolveResult]:

@@ -53,7 +53,8 @@ class Leg:
                            bridge=lambda to, timeout: self.asked.append(("bridge", to)),
                            send_dtmf=lambda digits: self.asked.append(("dtmf", digits)),
                            escalate=lambda queue: self.asked.append(("escalate", queue)),
-                           pause_recording=lambda paused, by: self.asked.append(("record", (paused, by))))
+                           pause_recording=lambda paused, by: self.asked.append(("record", (paused, by))),
+                           start_egress=lambda action: self.asked.append(("egress", action.url)))
 
 
 def _runner(tmp_path: Path, to: str, allowed: list[str]) -> tuple[FlowRunner, Leg, Storage]:

@@ -28,7 +28,7 @@ def _loaded() -> LoadedFlow:
 
 
 def test_every_engine_action_is_in_the_interface() -> None:
-    assert fe.Say in ACTION_TYPES and fe.Hangup in ACTION_TYPES and len(ACTION_TYPES) == 17
+    assert fe.Say in ACTION_TYPES and fe.Hangup in ACTION_TYPES and len(ACTION_TYPES) == 18
 
 
 async def test_the_simulator_fails_loudly_on_an_unknown_action() -> None:

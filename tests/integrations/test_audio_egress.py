@@ -13,10 +13,15 @@ from typing import Any
 import aiohttp
 import numpy as np
 import pytest
+from aiohttp import web
 
 from appliance.core.g711 import mulaw_decode
 from tests.support import baresip
 from tests.support.audio import counting_speech
+from tests.support.http_server import LoopbackServer
+from tests.support.ports import free_port_block
+from tests.support.sipp.process import run_sipp
+from tests.support.sipp.scenarios import caller_scenario
 from tests.support.wait import wait_until
 
 pytestmark = pytest.mark.sip
@@ -117,3 +122,88 @@ def _offset(recorded: np.ndarray, tapped: np.ndarray) -> int | None:
         if np.array_equal(recorded[start:start + 320], probe):
             return start - loud
     return None
+
+
+class AudioServer:
+    """The admin's analytics server on loopback: takes WebSocket audio streams, keeps each one."""
+
+    def __init__(self) -> None:
+        self.streams: list[dict[str, Any]] = []
+        self.http = LoopbackServer({"/audio": self._stream})
+
+    async def _stream(self, request: web.Request) -> web.StreamResponse:
+        socket = web.WebSocketResponse()
+        await socket.prepare(request)
+        stream: dict[str, Any] = {"header": None, "audio": bytearray(), "end": None}
+        self.streams.append(stream)
+        async for message in socket:
+            if message.type == aiohttp.WSMsgType.BINARY:
+                stream["audio"] += message.data
+            elif message.type == aiohttp.WSMsgType.TEXT:
+                stream["end" if stream["header"] else "header"] = json.loads(message.data)
+        return socket
+
+
+def _flows(tmp_path: Path, port: int) -> Path:
+    flows = tmp_path / "flows"
+    flows.mkdir()
+    text = (Path(__file__).parent / "flows" / "tapped.yaml").read_text()
+    (flows / "tapped.yaml").write_text(text.replace("47999", str(port)))
+    return flows
+
+
+async def test_a_flow_streams_the_call_to_an_allowed_server(appliance_factory, tmp_path: Path) -> None:
+    server = AudioServer()
+    await server.http.start()
+    try:
+        url = f"ws://127.0.0.1:{server.http.port}/audio"
+        app = appliance_factory(flows_dir=_flows(tmp_path, server.http.port), numbers={"300": "tapped"},
+                                extra={"webhooks": {"allowed": [url]}})
+        with baresip.Softphone(tmp_path / "caller", max_seconds=60) as phone:
+            await asyncio.to_thread(phone.dial, f"sip:300@127.0.0.1:{app.sip_port}")
+            phone.say(counting_speech(tmp_path / "caller.wav", 60))
+            await asyncio.sleep(8)
+            phone.hangup()
+        (call,) = await asyncio.to_thread(app.wait_calls_closed, 1, 20)
+        await asyncio.to_thread(wait_until, lambda: server.streams and server.streams[0]["end"], "the stream's end", 10)
+    finally:
+        await server.http.stop()
+
+    (stream,) = server.streams
+    assert stream["header"] == {"call": call["id"], "track": "both", "format": "pcm_s16le", "sample_rate": 16000,
+                                "channels": 2, "frame_ms": 20}
+    assert stream["end"] == {"event": "ended", "reason": "call ended", "dropped_frames": 0}
+    tapped = np.frombuffer(bytes(stream["audio"]), dtype=np.int16).reshape(-1, 2)
+    with wave.open(call["recording_path"]) as w:
+        recorded = np.frombuffer(w.readframes(w.getnframes()), dtype=np.int16).reshape(-1, 2)
+    offset = _offset(recorded[:, 0], tapped[:, 0])
+    assert offset is not None and offset < 16000  # it began within the call's first second
+    n = min(len(tapped), len(recorded) - offset)
+    assert n > 6 * 16000 and np.array_equal(tapped[:n], recorded[offset:offset + n])
+    kinds = {e["kind"]: e["data"] for e in app.call(call["id"])["events"]}
+    assert kinds["egress_started"] == {"url": url, "track": "both", "format": "pcm16"}
+    assert kinds["egress_ended"]["reason"] == "call ended"
+
+
+async def test_a_server_that_is_down_is_an_event_and_the_call_goes_on(appliance_factory, tmp_path: Path) -> None:
+    port = free_port_block(1)  # nobody listens
+    url = f"ws://127.0.0.1:{port}/audio"
+    app = appliance_factory(flows_dir=_flows(tmp_path, port), numbers={"300": "tapped"},
+                            extra={"webhooks": {"allowed": [url]}})
+    result = await asyncio.to_thread(run_sipp, caller_scenario(tmp_path, "1"), app.sip_port, tmp_path,
+                                     service="300")
+    assert result.successful == 1, result.output
+    (call,) = await asyncio.to_thread(app.wait_calls_closed, 1, 20)
+    (failed,) = [e["data"] for e in app.call(call["id"])["events"] if e["kind"] == "egress_failed"]
+    assert failed["url"] == url and failed["after_start"] is False and "Connect" in failed["error"]
+    assert call["end_reason"] == "flow-hangup"  # the caller pressed 1 and the flow said goodbye
+
+
+def test_a_flow_cannot_stream_where_the_allow_list_does_not_say(tmp_path: Path) -> None:
+    from appliance.core.errors import FlowError
+    from appliance.flow.library import FlowLibrary
+
+    flows = _flows(tmp_path, 47999)
+    refused = r"tapped\.yaml:\d+:\d+: egress URL ws://127\.0\.0\.1:47999/audio is not allowed"
+    with pytest.raises(FlowError, match=refused):
+        FlowLibrary(flows, ["ws://127.0.0.1:48000/"], [])
