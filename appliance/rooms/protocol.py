@@ -129,6 +129,14 @@ class Hangup(BaseModel):
     reason: Reason = "flow"
 
 
+class ClearPlayback(BaseModel):
+    """Hub → worker: what leg `leg` was hearing was cut (a persona interrupted, a prompt cut by a key);
+    drop whatever is buffered for the caller's ear beyond the hub (Twilio's buffer: a `clear`)."""
+
+    type: Literal["clear_playback"] = "clear_playback"
+    leg: int
+
+
 class Transfer(BaseModel):
     """Blind transfer: the worker sends the caller a REFER to `to`."""
 
@@ -349,7 +357,8 @@ class RtcClose(BaseModel):
 
 
 Message = Annotated[
-    (Hello | Welcome | Refused | Offer | OfferReply | Answered | Dtmf | Ended | Hangup | Transfer | TransferResult
+    (Hello | Welcome | Refused | Offer | OfferReply | Answered | Dtmf | Ended | Hangup | ClearPlayback | Transfer
+     | TransferResult
      | Dial | DialResult | Dispatch | Release | Instruct | PersonaIO | Summary | SegmentEnd | ClearAudio | Played
      | Transcript | ToolEvent | CallAction | PersonaExit | SendDtmf | RtcOffer | RtcAnswer | RtcState | RtcData
      | RtcClose),
