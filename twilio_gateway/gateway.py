@@ -38,6 +38,7 @@ WORKER_NAME = "twilio"
 RETRY_S = 1.0
 # CallSid → our call id, for status callbacks, which come until after the call has ended.
 REMEMBERED_CALLS = 1024
+WRITE_BUFFER = 16 * 1024
 
 
 class TwilioGateway:
@@ -97,8 +98,10 @@ class TwilioGateway:
 
     # --- the Media Streams socket
     async def media(self, request: web.Request) -> web.WebSocketResponse:
-        # Twilio's media messages are text; receive_timeout: a socket silent for so long is gone.
-        ws = web.WebSocketResponse(max_msg_size=MAX_MESSAGE, receive_timeout=60, autoping=True)
+        # receive_timeout: Twilio sends media every 20 ms, so a socket silent this long is gone.
+        # writer_limit: a second of our media is ~15 KB; buffering more for a client only hides
+        # that it stopped reading (MediaStream then ends the call after OUTGOING_FRAMES more).
+        ws = web.WebSocketResponse(max_msg_size=MAX_MESSAGE, receive_timeout=60, writer_limit=WRITE_BUFFER)
         await ws.prepare(request)
         if not self._accepting():
             log.warning("media stream refused: not joined to the hub, or full")

@@ -36,6 +36,10 @@ RECEIVED_FRAMES = 10
 # stopped reading; holding more would only grow the box for a call nobody hears.
 OUTGOING_FRAMES = 50
 MARK_EVERY = 10  # a mark every 200 ms of reply: Twilio says back how far the caller has heard
+# Audio sent that Twilio has not said (by its marks) it played. The hub sends at real time, so a
+# live stream lags by its network's delay; seconds behind is a client that stopped reading or playing,
+# whatever the socket buffers between us still take in (on loopback they hold minutes of it).
+MAX_UNHEARD_FRAMES = 5 * 1000 // 20
 
 
 class StreamClosed(Exception):
@@ -171,10 +175,13 @@ class MediaStream:
         return EndReason.STREAM_LOST
 
     async def _next(self) -> m.Connected | m.Start | m.Media | m.Dtmf | m.Mark | m.Stop:
-        """The next message; StreamClosed for a closed socket, a binary or oversized frame."""
+        """The next message; StreamClosed for a closed socket, a frame that is not one (bad JSON, binary, oversized)."""
         frame = await self.ws.receive()
         if frame.type == WSMsgType.TEXT:
-            return m.decode(frame.data)
+            try:
+                return m.decode(frame.data)
+            except m.MediaStreamError as exc:
+                raise StreamClosed(EndReason.STREAM_LOST, WSCloseCode.INVALID_TEXT, str(exc)) from None
         if frame.type == WSMsgType.BINARY:
             raise StreamClosed(EndReason.STREAM_LOST, WSCloseCode.UNSUPPORTED_DATA, "binary frame; text frames only")
         if frame.type == WSMsgType.ERROR:
@@ -205,7 +212,9 @@ class MediaStream:
             return
         self._put(m.media_out(self.call.stream_sid, self._outbound.encode(frame)).frame())
         self._sent_frames += 1
-        if self._sent_frames % MARK_EVERY == 0:
+        if self._sent_frames - self._heard_frames > MAX_UNHEARD_FRAMES:
+            self._stalled(f"{(self._sent_frames - self._heard_frames) * 20} ms sent and not played")
+        elif self._sent_frames % MARK_EVERY == 0:
             self._put(m.MarkOut(stream_sid=self.call.stream_sid, mark=m.MarkName(name=str(self._sent_frames))).frame())
 
     def clear(self) -> None:
@@ -232,10 +241,15 @@ class MediaStream:
         try:
             self._outgoing.put_nowait(text)
         except asyncio.QueueFull:
-            log.warning("media stream client stopped reading", extra=log_extra(call_id=self.call_id, leg=self.leg))
-            if not self._ended.done():
-                self._ended.set_result(EndReason.STREAM_LOST)
-                self._send_hub(p.Ended(leg=self.leg, reason=EndReason.STREAM_LOST))
+            self._stalled(f"{OUTGOING_FRAMES} messages unwritten")
+
+    def _stalled(self, why: str) -> None:
+        if self._ended.done():
+            return
+        log.warning("media stream client stopped reading", extra=log_extra(call_id=self.call_id, leg=self.leg,
+                                                                            why=why))
+        self._ended.set_result(EndReason.STREAM_LOST)
+        self._send_hub(p.Ended(leg=self.leg, reason=EndReason.STREAM_LOST))
 
     def _marked(self, name: str) -> None:
         if name.isdigit():

@@ -145,6 +145,14 @@ class MediaStreamCall:
     async def stop(self) -> None:
         await self.send("stop", {"stop": {"accountSid": self.account_sid, "callSid": self.call_sid}})
 
+    async def close_code(self, timeout: float = 20) -> int | None:
+        """The code the box closed the stream with (reading to the end if nothing listens yet)."""
+        if not self._tasks:
+            async for _ in self.ws:
+                pass
+            return self.ws.close_code
+        return await asyncio.wait_for(asyncio.shield(self.closed), timeout)
+
     def heard_pcm16k(self) -> bytes:
         return resample(mulaw_decode(bytes(self.heard)), WIRE_RATE, SAMPLE_RATE).tobytes()
 
@@ -183,3 +191,40 @@ class MediaStreamCall:
                 await self.send("mark", {"mark": {"name": message["mark"]["name"]}})
         if not self.closed.done():
             self.closed.set_result(self.ws.close_code)
+
+
+class StalledClient:
+    """A Media Streams client that opens its stream and then reads nothing, not even a close.
+
+    A raw socket with a small receive buffer: any real WebSocket client library keeps reading
+    into a queue of its own, which would hide the stall for many seconds.
+    """
+
+    def __init__(self, port: int):
+        import socket
+
+        self.sock = socket.socket()
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        self.sock.connect(("127.0.0.1", port))
+        key = base64.b64encode(secrets.token_bytes(16)).decode()
+        self.sock.sendall((f"GET /twilio/media HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
+                           f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n")
+                          .encode())
+        response = b""
+        while b"\r\n\r\n" not in response:
+            response += self.sock.recv(1)  # byte by byte: leave the first frames unread in the socket
+        assert response.startswith(b"HTTP/1.1 101"), response
+
+    def send_text(self, text: str) -> None:
+        """One masked text frame, as RFC 6455 requires of a client."""
+        payload = text.encode()
+        mask = secrets.token_bytes(4)
+        header = bytes([0x81])
+        if len(payload) < 126:
+            header += bytes([0x80 | len(payload)])
+        else:
+            header += bytes([0x80 | 126]) + len(payload).to_bytes(2, "big")
+        self.sock.sendall(header + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload)))
+
+    def close(self) -> None:
+        self.sock.close()
