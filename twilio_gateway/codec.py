@@ -14,8 +14,10 @@ from appliance.core.audio import FRAME_BYTES, SAMPLE_RATE
 WIRE_RATE = 8000
 WIRE_FRAME = WIRE_RATE * 20 // 1000  # μ-law bytes in 20 ms
 _TAPS = 63
-_BIAS = 0x84
-_CLIP = 32635
+_BIAS = 0x21  # of the 14-bit magnitude the encoder works on
+_DECODE_BIAS = 0x84  # of the 16-bit value the decoder gives
+_CLIP = 8159
+_SEGMENT_ENDS = np.array([0x3F, 0x7F, 0xFF, 0x1FF, 0x3FF, 0x7FF, 0xFFF, 0x1FFF])
 
 
 def _lowpass() -> np.ndarray:
@@ -32,7 +34,7 @@ _KERNEL = _lowpass()
 def _decode_table() -> np.ndarray:
     u = ~np.arange(256, dtype=np.int32) & 0xFF
     exponent = (u >> 4) & 0x07
-    magnitude = ((((u & 0x0F) << 3) + _BIAS) << exponent) - _BIAS
+    magnitude = ((((u & 0x0F) << 3) + _DECODE_BIAS) << exponent) - _DECODE_BIAS
     return np.where(u & 0x80, -magnitude, magnitude).astype(np.int16)
 
 
@@ -45,13 +47,14 @@ def mulaw_decode(data: bytes) -> np.ndarray:
 
 
 def mulaw_encode(samples: np.ndarray) -> bytes:
-    """int16 samples → μ-law bytes (G.711)."""
-    x = samples.astype(np.int32)
-    sign = np.where(x < 0, 0x80, 0)
+    """int16 samples → μ-law bytes: G.711's 14-bit segment search, as the ITU reference code does it."""
+    x = samples.astype(np.int32) >> 2
+    mask = np.where(x < 0, 0x7F, 0xFF)
     magnitude = np.minimum(np.abs(x), _CLIP) + _BIAS
-    exponent = np.clip(np.floor(np.log2(magnitude)).astype(np.int32) - 7, 0, 7)
-    mantissa = (magnitude >> (exponent + 3)) & 0x0F
-    return (~(sign | (exponent << 4) | mantissa) & 0xFF).astype(np.uint8).tobytes()
+    segment = np.searchsorted(_SEGMENT_ENDS, magnitude)
+    code = np.where(segment >= 8, 0x7F,
+                    (np.minimum(segment, 7) << 4) | ((magnitude >> (np.minimum(segment, 7) + 1)) & 0x0F))
+    return (code ^ mask).astype(np.uint8).tobytes()
 
 
 class _Filter:

@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 from aiohttp import web
 from multidict import MultiDict
 from twilio.request_validator import RequestValidator
-from twilio.twiml.voice_response import Connect, Dial, VoiceResponse
+from twilio.twiml.voice_response import Connect, VoiceResponse
 
 from appliance.config import TwilioConfig
 from appliance.observability.logging import log_extra
@@ -73,7 +73,7 @@ class Webhooks:
                         extra=log_extra(call_sid=call_sid[:40], pii={"to": called[:40]}))
             response.reject()
         elif self.config.mode == "sip":
-            response.append(Dial().sip(f"sip:{called}@{self.config.sip_host}"))
+            response.dial().sip(f"sip:{called}@{self.config.sip_host}")
         elif not self.accepting():
             log.warning("Twilio call rejected: the gateway is not joined to the hub or is full",
                         extra=log_extra(call_sid=call_sid))
