@@ -139,6 +139,11 @@ class MediaStreamCall:
         for i in range(0, len(mulaw), CHUNK):
             self._to_send.put_nowait(mulaw[i:i + CHUNK].ljust(CHUNK, b"\xff"))
 
+    @property
+    def speaking(self) -> bool:
+        """Speech queued by `say` is still being sent."""
+        return not self._to_send.empty()
+
     async def dtmf(self, digit: str) -> None:
         await self.send("dtmf", {"dtmf": {"track": "inbound_track", "digit": digit}})
 

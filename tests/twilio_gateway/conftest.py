@@ -10,6 +10,7 @@ import json
 import secrets
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
+from typing import Any
 
 import aiohttp
 import pytest
@@ -39,16 +40,28 @@ class TwilioLine:
 
 
 @pytest.fixture
-async def twilio_line(appliance_factory: Callable[..., ApplianceProcess]) -> AsyncIterator[TwilioLine]:
+async def twilio_lines(appliance_factory: Callable[..., ApplianceProcess]) -> AsyncIterator[Callable[..., TwilioLine]]:
+    """Makes a TwilioLine: an appliance with `numbers` over Twilio (and `extra` settings)."""
     rest = await LoopbackServer(default=_call_resource).start()
-    token = secrets.token_hex(16)
-    box = appliance_factory(
-        workers=1, numbers={NUMBER: "default"}, environment={"TWILIO_AUTH_TOKEN": token},
-        extra={"personas": {"workers": 0},
-               "twilio": {"enabled": True, "public_url": PUBLIC_URL, "account_sid": ACCOUNT_SID,
-                          "numbers": [NUMBER], "api_base_url": rest.url}},
-    )
-    async with aiohttp.ClientSession() as session:
-        yield TwilioLine(box, Twilio(ACCOUNT_SID, token, PUBLIC_URL, f"http://127.0.0.1:{box.http_port}"),
-                         rest, session)
+    session = aiohttp.ClientSession()
+
+    def make(numbers: dict[str, str], personas: int = 0, **extra: Any) -> TwilioLine:
+        token = secrets.token_hex(16)
+        box = appliance_factory(
+            workers=1, numbers=numbers, environment={"TWILIO_AUTH_TOKEN": token},
+            extra={"personas": {"workers": personas},
+                   "twilio": {"enabled": True, "public_url": PUBLIC_URL, "account_sid": ACCOUNT_SID,
+                              "numbers": list(numbers), "api_base_url": rest.url}} | extra,
+        )
+        return TwilioLine(box, Twilio(ACCOUNT_SID, token, PUBLIC_URL, f"http://127.0.0.1:{box.http_port}"),
+                          rest, session)
+
+    yield make
+    await session.close()
     await rest.stop()
+
+
+@pytest.fixture
+async def twilio_line(twilio_lines: Callable[..., TwilioLine]) -> TwilioLine:
+    """The shipped default flow on NUMBER, no personas."""
+    return twilio_lines({NUMBER: "default"})
