@@ -110,11 +110,11 @@ class TwilioGateway:
         self._next_leg += 1
         leg = self._next_leg
         assert self.calls is not None
-        stream = MediaStream(leg, request, ws, self.hub.send, self.calls.complete)
+        stream = MediaStream(leg, request, ws, self.tickets, self.hub.send, self.calls.complete)
         self.streams[leg] = stream
         self._streams_up.set()
         try:
-            await stream.run(self.tickets)
+            await stream.run()
         finally:
             self.streams.pop(leg, None)
         return ws
@@ -147,13 +147,18 @@ class TwilioGateway:
 
     def _offer_reply(self, message: p.OfferReply) -> None:
         stream = self.streams.get(message.leg)
-        if stream is None or stream.offer_reply.done():
+        if stream is None:
+            if message.code == 200:
+                # The stream is gone while the hub decided: the call it has just opened must close,
+                # not wait for a worker loss. (A stream still here is told by its session.)
+                self.hub.send(p.Ended(leg=message.leg, reason=EndReason.STREAM_LOST))
             return
-        if message.call_id and stream.call is not None:
-            self._call_ids[stream.call.ticket.call_sid] = message.call_id
+        call = stream.session.call
+        if message.call_id and call is not None:
+            self._call_ids[call.ticket.call_sid] = message.call_id
             while len(self._call_ids) > REMEMBERED_CALLS:
                 self._call_ids.popitem(last=False)
-        stream.offer_reply.set_result(message)
+        stream.offer_reply(message)
 
     def _hangup(self, message: p.Hangup) -> None:
         stream = self.streams.get(message.leg)

@@ -134,7 +134,7 @@ async def test_a_client_that_stops_reading_is_cut_off(twilio_line: TwilioLine) -
     finally:
         client.close()
     assert call["end_reason"] == "stream-lost"
-    assert _logged(line, "media stream client stopped reading")
+    assert _logged(line, "media stream closed", "client stopped reading")
     health = await asyncio.to_thread(line.box.get, "/healthz", False)
     assert health["calls_active"] == 0
 
