@@ -16,6 +16,8 @@ from twilio.rest import Client
 
 from appliance.observability.logging import log_extra
 
+__all__ = ["TwilioCalls"]
+
 log = logging.getLogger(__name__)
 
 REST_TIMEOUT_S = 10.0

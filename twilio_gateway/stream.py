@@ -41,6 +41,8 @@ from twilio_gateway.session import (
 )
 from twilio_gateway.tickets import StreamTickets
 
+__all__ = ["MediaStream"]
+
 log = logging.getLogger(__name__)
 
 # How long each phase may wait: Twilio sends connected and start at once; the hub decides an

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 
 from appliance.core.clock import monotonic
 
+__all__ = ["StreamTickets", "Ticket", "TicketRefused"]
+
 # Tickets issued and not yet used or expired: a flood of signed webhooks (only Twilio can send
 # them) is the only way to fill this; far above any box's calls per stream-token lifetime.
 MAX_OUTSTANDING = 4096

@@ -22,6 +22,8 @@ from appliance.config import TwilioConfig
 from appliance.observability.logging import log_extra
 from twilio_gateway.tickets import StreamTickets
 
+__all__ = ["MEDIA", "STATUS", "VOICE", "Webhooks"]
+
 log = logging.getLogger(__name__)
 
 VOICE, STATUS, MEDIA = "/twilio/voice", "/twilio/status", "/twilio/media"
