@@ -146,6 +146,7 @@ class StreamSession:
         self._outbound = Outbound()
         self._sent_frames = 0
         self._heard_frames = 0  # up to the last mark Twilio said back
+        self._reported_ms = 0  # the lag the hub was last told (Playout)
 
     def handle(self, event: Event) -> list[Action]:
         return _EVENTS[type(event)](self, event)
@@ -200,9 +201,14 @@ class StreamSession:
         return [ToHub(p.Dtmf(leg=self.leg, digit=message.dtmf.digit, method="twilio"))]
 
     def _mark(self, message: m.Mark) -> list[Action]:
-        if message.mark.name.isdigit():
-            self._heard_frames = max(self._heard_frames, min(int(message.mark.name), self._sent_frames))
-        return []
+        """Twilio has played up to a mark of ours: what was sent since is still in its buffer."""
+        if not message.mark.name.isdigit() or self.phase is not Phase.ANSWERED:
+            return []
+        self._heard_frames = max(self._heard_frames, min(int(message.mark.name), self._sent_frames))
+        if self.unheard_ms == self._reported_ms:
+            return []
+        self._reported_ms = self.unheard_ms
+        return [ToHub(p.Playout(leg=self.leg, behind_ms=min(self.unheard_ms, 60_000)))]
 
     def _stop(self, message: m.Stop) -> list[Action]:
         return self._end(EndReason.CALLER_HANGUP, WSCloseCode.OK, "")

@@ -126,6 +126,9 @@ class Participant:
         self.track: AudioTrack | None = None
         self.sink: AudioSink | None = None
         self.room: Room | None = None
+        # Frames of its mix this participant was sent and has not heard yet: buffered beyond the hub
+        # (a Twilio caller's, reported by the gateway); 0 where the hub's playout is the ear's.
+        self.behind_frames = 0
 
     def publish(self, track: AudioTrack) -> None:
         self.track = track
@@ -190,6 +193,11 @@ class Room:
             if identity != sender and (to is None or identity in to):
                 participant.on_data(topic, payload, sender)
         self.emit("data", sender, {"topic": topic, "payload": payload})
+
+    def listeners_behind(self, speaker: str) -> int:
+        """How far behind the hub's mix the slowest of those hearing `speaker` is, in frames."""
+        return max((p.behind_frames for who, p in self.participants.items() if who != speaker and p.subscribe),
+                   default=0)
 
     def audio_cut(self, speaker: str) -> None:
         """`speaker` stopped mid-way (its queue was dropped): tell everyone who was hearing it."""

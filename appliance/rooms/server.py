@@ -217,7 +217,9 @@ class AgentParticipant(RemoteParticipant):
 
     def clear(self, segment: int) -> None:
         assert self.track is not None
-        heard = self.track.played_frames
+        # What the hub has played, less what still sat in a listener's buffer beyond the hub.
+        behind = self.room.listeners_behind(self.identity) if self.room is not None else 0
+        heard = self.track.played_frames - behind
         for reply in self._segments:
             played = max(0, min(heard, reply.end if reply.end is not None else heard) - reply.start)
             # A reply still arriving has no number yet: it is the one the barge-in names.
@@ -433,6 +435,7 @@ class ParticipantServer:
             p.Ended: self.handler.ended,
             p.TransferResult: self.handler.transfer_result,
             p.DialResult: self.handler.dial_result,
+            p.Playout: self._playout,
         }
         if isinstance(message, p.Offer):
             # Offers are decided concurrently so one slow decision never holds the stream.
@@ -442,6 +445,12 @@ class ParticipantServer:
             handlers[type(message)](worker, message)  # type: ignore[operator]
         else:
             raise ProtocolError(f"unexpected {getattr(message, 'type', '?')} from a worker")
+
+    @staticmethod
+    def _playout(worker: WorkerConnection, message: p.Playout) -> None:
+        leg = worker.legs.get(message.leg)
+        if leg is not None:
+            leg.behind_frames = message.behind_ms // FRAME_MS
 
     async def _offer(self, worker: WorkerConnection, offer: p.Offer) -> None:
         with metrics.answer_latency.time():

@@ -29,6 +29,9 @@ from twilio_gateway.codec import mulaw_decode, mulaw_encode
 WIRE_RATE = 8000
 CHUNK = 160  # 20 ms of μ-law
 SILENCE = bytes([0xFF]) * CHUNK  # μ-law zero
+# What the caller's side holds before it plays, as Twilio's media path does: a mark is said back
+# once the audio before it has played, this long after it came (at once when a clear drops it).
+PLAYOUT_S = 0.1
 
 
 def new_sid(prefix: str) -> str:
@@ -112,6 +115,7 @@ class MediaStreamCall:
         self._to_send: asyncio.Queue[bytes] = asyncio.Queue()
         self._sequence = 0
         self._tasks: list[asyncio.Task[Any]] = []
+        self._marks_due: dict[str, asyncio.TimerHandle] = {}
 
     @classmethod
     async def open(cls, session: aiohttp.ClientSession, box_url: str, call_sid: str, account_sid: str,
@@ -162,10 +166,17 @@ class MediaStreamCall:
         return resample(mulaw_decode(bytes(self.heard)), WIRE_RATE, SAMPLE_RATE).tobytes()
 
     async def close(self) -> None:
+        for handle in self._marks_due.values():
+            handle.cancel()
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.ws.close()
+
+    async def _played(self, name: str) -> None:
+        self._marks_due.pop(name, None)
+        with contextlib.suppress(ConnectionError, RuntimeError):
+            await self.send("mark", {"mark": {"name": name}})
 
     async def _talk(self) -> None:
         loop = asyncio.get_running_loop()
@@ -190,10 +201,14 @@ class MediaStreamCall:
                 self.heard += base64.b64decode(message["media"]["payload"])
             elif message["event"] == "clear":
                 self.clears.append(len(self.heard))
+                for name in list(self._marks_due):
+                    self._marks_due.pop(name).cancel()
+                    await self._played(name)
             elif message["event"] == "mark":
-                # Played as it arrived: say so, as Twilio does once the audio before it has played.
-                self.marks.append(message["mark"]["name"])
-                await self.send("mark", {"mark": {"name": message["mark"]["name"]}})
+                name = message["mark"]["name"]
+                self.marks.append(name)
+                self._marks_due[name] = asyncio.get_running_loop().call_later(
+                    PLAYOUT_S, lambda name=name: self._tasks.append(asyncio.ensure_future(self._played(name))))
         if not self.closed.done():
             self.closed.set_result(self.ws.close_code)
 

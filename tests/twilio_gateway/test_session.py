@@ -123,6 +123,16 @@ def test_a_broken_frame_ends_the_call(tickets: StreamTickets) -> None:
                                                              s.Close(1003, "binary frame")]
 
 
+def test_marks_tell_the_hub_how_far_behind_the_callers_ear_is(tickets: StreamTickets) -> None:
+    session = answered(tickets)
+    for _ in range(20):
+        session.handle(s.HubFrame(bytes(FRAME_BYTES)))
+    assert session.handle(twilio("mark", mark={"name": "10"})) == [s.ToHub(p.Playout(leg=LEG, behind_ms=200))]
+    assert session.handle(twilio("mark", mark={"name": "10"})) == []  # no news
+    assert session.handle(twilio("mark", mark={"name": "20"})) == [s.ToHub(p.Playout(leg=LEG, behind_ms=0))]
+    assert session.handle(twilio("mark", mark={"name": "not ours"})) == []
+
+
 def test_a_client_whose_marks_stop_coming_back_is_cut_off(tickets: StreamTickets) -> None:
     session = answered(tickets)
     for _ in range(s.MAX_UNHEARD_FRAMES):
