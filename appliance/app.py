@@ -10,8 +10,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from aiohttp import web
 
 from appliance.calls.manager import CallManager
 from appliance.config import Config
@@ -42,6 +45,8 @@ from appliance.rooms.tokens import TokenAuthority, worker_identity
 from appliance.speech.tts import EspeakTTS
 from appliance.storage import Storage
 from sip.gateway import Gateway
+from twilio_gateway.gateway import WORKER_NAME as TWILIO_WORKER
+from twilio_gateway.gateway import TwilioGateway
 
 log = logging.getLogger(__name__)
 
@@ -107,8 +112,17 @@ class Appliance:
         drain = DrainRoutes(self.set_draining, self.drain_status)
         recording = RecordingRoutes(self.calls.pause_recording, self._operator_on)
         egress = EgressRoutes(self._egress_source)
-        self.http = HttpApi(self.storage, self.tokens, config.recordings_dir, self.health,
-                            routes=(console.register, drain.register, recording.register, egress.register))
+        config.twilio.check()  # ConfigError now, not at the first call
+        self.twilio = None
+        if config.twilio.enabled:
+            # The auth token is read here, before the environment holding it is cleared below.
+            self.twilio = TwilioGateway(config.twilio, config.twilio.auth_token(), str(config.hub_socket),
+                                        lambda: self.tokens.mint(worker_identity("twilio", TWILIO_WORKER), "twilio"),
+                                        on_status=self.storage.add_event)
+        routes: tuple[Callable[[web.Application], None], ...] = (
+            console.register, drain.register, recording.register, egress.register)
+        routes += (self.twilio.register,) if self.twilio else ()
+        self.http = HttpApi(self.storage, self.tokens, config.recordings_dir, self.health, routes=routes)
         self.rtc_pool = RtcPool(config, lambda name: self.tokens.mint(worker_identity("rtc", name), "rtc"))
         self.gateway = Gateway(config, lambda name: self.tokens.mint(worker_identity("sip", name), "sip"))
         self.persona_pool = PersonaPool(config, lambda name: self.tokens.mint(worker_identity("agent", name), "agent"))
@@ -192,6 +206,8 @@ class Appliance:
                               tls=(console.host, console.port, server_context(cert, key)))
         self.desk.start()
         self._queues_changed()  # desk phones are members from the start
+        if self.twilio is not None:
+            await self.twilio.start()
         await self.rtc_pool.start()
         await self.persona_pool.start()
         await self.gateway.start()
@@ -208,6 +224,8 @@ class Appliance:
         await asyncio.sleep(0.2)  # let the hang-ups reach the workers
         await self.gateway.stop()
         await self.persona_pool.stop()
+        if self.twilio is not None:
+            await self.twilio.stop()
         await self.desk.stop()
         await self.rtc_pool.stop()
         await self.http.stop()

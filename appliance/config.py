@@ -50,24 +50,24 @@ def _absolute_path(value: Path | None) -> Path | None:
     return value
 
 
-def read_password(where: str, env: str | None, file: Path | None) -> str | None:
-    """A digest password from the variable `env` or the 0600 `file`; a file anyone else can read is refused.
+def read_password(where: str, env: str | None, file: Path | None, file_key: str = "password_file") -> str | None:
+    """A secret from the variable `env` or the 0600 `file`; a file anyone else can read is refused.
 
-    `where` names the setting in the errors (e.g. "trunk carrier", "transfers").
+    `where` names the setting in the errors (e.g. "trunk carrier", "transfers"), `file_key` the file's key.
     """
     if file is None:
         return os.environ.get(env) if env else None
     if env:
-        raise ConfigError(f"{where}: set password_env or password_file, not both")
+        raise ConfigError(f"{where}: set password_env or {file_key}, not both")
     try:
         mode = file.stat().st_mode
         if mode & 0o077:
-            raise ConfigError(f"{where}: password_file {file} is readable or writable by group or others "
+            raise ConfigError(f"{where}: {file_key} {file} is readable or writable by group or others "
                               f"(mode {mode & 0o777:o}); chmod 600 it")
-        # A trailing newline is the editor's, not the password's.
+        # A trailing newline is the editor's, not the secret's.
         return file.read_text().rstrip("\r\n")
     except OSError as exc:
-        raise ConfigError(f"{where}: password_file {file}: cannot read: {exc.strerror}") from exc
+        raise ConfigError(f"{where}: {file_key} {file}: cannot read: {exc.strerror}") from exc
 
 
 class TrunkConfig(_Model):
@@ -274,6 +274,66 @@ class RecordingConfig(_Model):
                               description="bits per second of an ogg_opus recording (both channels together)")
 
 
+class TwilioConfig(_Model):
+    """Twilio Programmable Voice: numbers bought on Twilio reach the box over HTTPS (docs/TWILIO.md)."""
+
+    enabled: bool = Field(False, description="answer /twilio/voice, /twilio/status and the /twilio/media WebSocket")
+    public_url: str | None = Field(
+        None, pattern=r"^https://[A-Za-z0-9.-]+(:\d{1,5})?(/[^\s?#]*)?$",
+        description="the https base URL Twilio calls (https://HOST[:PORT][/PATH]): signatures are checked against it, "
+                    "not the URL the box sees behind a TLS-terminating proxy; required when enabled",
+    )
+    mode: Literal["stream", "sip"] = Field(
+        "stream", description="stream: the call's audio comes over a Media Streams WebSocket (no SIP port open); "
+                              "sip: the voice webhook answers <Dial><Sip> to sip_host",
+    )
+    sip_host: str | None = Field(None, pattern=r"^[A-Za-z0-9.-]+(:\d{1,5})?$",
+                                 description="mode sip: the box's public SIP host[:port] Twilio dials")
+    account_sid: str | None = Field(None, pattern=r"^AC[0-9a-fA-F]{32}$",
+                                    description="the Twilio account (AC…) whose REST API ends calls the flow hangs up")
+    auth_token_env: str | None = Field("TWILIO_AUTH_TOKEN",
+                                       description="environment variable holding the account's auth token")
+    auth_token_file: Path | None = Field(None, description="absolute path of a file holding the auth token, mode "
+                                         "0600 (instead of auth_token_env)")
+    numbers: list[str] = Field(default_factory=list,
+                               description="dialled numbers served over Twilio (each routed by `numbers`); empty = any")
+    api_base_url: str = Field("https://api.twilio.com", pattern=r"^https?://[^\s/]+$",
+                              description="Twilio's REST API; another only for a stand-in in tests")
+    stream_token_ttl_s: float = Field(30.0, gt=0, le=300,
+                                      description="how long a stream token from a signed voice webhook stays good")
+    max_streams: int = Field(64, ge=1, le=256, description="Media Streams calls held at once; more are refused")
+
+    @field_validator("auth_token_file")
+    @classmethod
+    def _absolute(cls, value: Path | None) -> Path | None:
+        if value is not None and not value.is_absolute():
+            raise ValueError("must be an absolute path")
+        return value
+
+    def auth_token(self) -> str:
+        """The auth token that signs Twilio's webhooks and opens its REST API; ConfigError when there is none."""
+        if self.auth_token_file is not None:
+            token = read_password("twilio", None, self.auth_token_file, file_key="auth_token_file")
+        else:
+            token = os.environ.get(self.auth_token_env) if self.auth_token_env else None
+        if not token:
+            raise ConfigError(f"twilio: no auth token (set {self.auth_token_env or 'auth_token_env'} "
+                              "or twilio.auth_token_file)")
+        return token
+
+    def check(self) -> None:
+        """What `enabled` needs, said at start-up rather than at the first call."""
+        if not self.enabled:
+            return
+        if self.public_url is None:
+            raise ConfigError("twilio.public_url is required when twilio.enabled (the https URL Twilio calls)")
+        if self.mode == "sip" and self.sip_host is None:
+            raise ConfigError("twilio.sip_host is required in twilio.mode sip")
+        if self.account_sid is None:
+            raise ConfigError("twilio.account_sid is required when twilio.enabled (hang-ups go through its API)")
+        self.auth_token()
+
+
 class Config(_Model):
     sip: SipConfig = Field(default_factory=SipConfig)
     http: HttpConfig = Field(default_factory=HttpConfig)
@@ -289,6 +349,7 @@ class Config(_Model):
     personas: PersonasConfig = Field(default_factory=PersonasConfig)
     transfers: TransfersConfig = Field(default_factory=TransfersConfig)
     recording: RecordingConfig = Field(default_factory=RecordingConfig)
+    twilio: TwilioConfig = Field(default_factory=TwilioConfig)
     flows_reload_s: float = Field(1.0, ge=0, description="how often flows/ is checked for edits; 0 = never")
     data_dir: Path = Field(Path("data"), description="SQLite database, hub socket, edge config, generated secret")
     recordings_dir: Path = Field(Path("recordings"), description="call recordings and voicemail")
@@ -324,7 +385,8 @@ class Config(_Model):
         """Environment variables that hold secrets, to keep out of child processes' environments."""
         return ([self.auth.api_secret_env] + [t.password_env for t in self.trunks if t.password_env]
                 + ([self.transfers.password_env] if self.transfers.password_env else [])
-                + [s.credential_env for s in self.console.ice_servers if s.credential_env])
+                + [s.credential_env for s in self.console.ice_servers if s.credential_env]
+                + ([self.twilio.auth_token_env] if self.twilio.auth_token_env else []))
 
     def trunk(self, name: str) -> TrunkConfig | None:
         return next((t for t in self.trunks if t.name == name), None)

@@ -148,6 +148,9 @@ class Worker:
     def _hangup(self, message: p.Hangup) -> None:
         self.pj.submit(lambda: self.pj.hangup(message.leg, message.reason))
 
+    def _clear_playback(self, message: p.ClearPlayback) -> None:
+        pass  # the media port holds at most PLAYOUT_MAX_FRAMES (160 ms) beyond the hub: not worth a cut
+
     def _transfer(self, message: p.Transfer) -> None:
         self.pj.submit(lambda: self.pj.transfer(message.leg, message.to))
 
@@ -200,6 +203,7 @@ _PJ_EVENTS: dict[type, Callable[[Worker, Any], None]] = {
 _HUB_MESSAGES: dict[type, Callable[[Worker, Any], None]] = {
     p.OfferReply: Worker._offer_reply,
     p.Hangup: Worker._hangup,
+    p.ClearPlayback: Worker._clear_playback,
     p.Transfer: Worker._transfer,
     p.Dial: Worker._dial,
     p.SendDtmf: Worker._send_dtmf,

@@ -34,12 +34,21 @@ def trunk_for_source(config: Config, source: str | None) -> TrunkConfig | None:
 
 
 def admit(config: Config, trunk_name: str | None, source: str | None, number: str,
-          flow_numbers: dict[str, str] | None = None) -> Decision:
+          flow_numbers: dict[str, str] | None = None, twilio: bool = False) -> Decision:
+    """`twilio`: the call came from the Twilio gateway, whose voice webhook Twilio signed; it has
+    no SIP source to check, only its number (twilio.numbers when listed)."""
+    if twilio:
+        return _route(config, None, number, flow_numbers, config.twilio.numbers)
     # A name alone proves nothing: it is a header, and whoever reaches a worker can write one.
     trunk = config.trunk(trunk_name) if trunk_name else trunk_for_source(config, source)
     if trunk is None or not _allows(trunk, source):
         return Decision(403, "Forbidden")
-    if trunk.numbers and number not in trunk.numbers:
+    return _route(config, trunk, number, flow_numbers, trunk.numbers)
+
+
+def _route(config: Config, trunk: TrunkConfig | None, number: str, flow_numbers: dict[str, str] | None,
+           served: list[str]) -> Decision:
+    if served and number not in served:
         return Decision(404, "Not Found", trunk)
     flow = config.numbers.get(number) or (flow_numbers or {}).get(number)
     if flow is None:

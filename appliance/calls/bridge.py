@@ -43,8 +43,9 @@ def dial_uri(to: str, outbound_proxy: str | None) -> str:
 
 
 def pick_worker(preferred: WorkerConnection, workers: Iterable[WorkerConnection]) -> WorkerConnection:
-    """The caller's own worker when it has room (one process, no extra hop), else the emptiest."""
-    if preferred.room_for_calls > 0 and not preferred.writer.is_closing():
+    """The caller's own worker when it is a SIP worker with room (one process, no extra hop), else the
+    emptiest SIP worker (a caller on Twilio Media Streams is bridged through one)."""
+    if preferred.role == "sip" and preferred.room_for_calls > 0 and not preferred.writer.is_closing():
         return preferred
     candidates = [w for w in workers if w.room_for_calls > 0 and not w.writer.is_closing()]
     if not candidates:

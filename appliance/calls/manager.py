@@ -92,7 +92,8 @@ class CallManager:
         return call.bridge is not None and call.bridge.worker is worker and call.bridge.participant.leg == leg
 
     async def offer(self, worker: WorkerConnection, offer: p.Offer) -> p.OfferReply:
-        decision = admit(self.config, offer.trunk, offer.source, offer.to_user, self.flows.numbers())
+        decision = admit(self.config, offer.trunk, offer.source, offer.to_user, self.flows.numbers(),
+                         twilio=worker.role == "twilio")
         loaded = self.flows.get(decision.flow) if decision.flow else None
         if decision.code == 200 and loaded is None:
             log.error("number routed to a flow that is not loaded", extra=log_extra(flow=decision.flow))

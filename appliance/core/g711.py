@@ -11,8 +11,9 @@ import numpy as np
 
 from appliance.core.audio import FRAME_BYTES, SAMPLE_RATE
 
+__all__ = ["WIRE_RATE", "Inbound", "Outbound", "mulaw_decode", "mulaw_encode"]
+
 WIRE_RATE = 8000
-WIRE_FRAME = WIRE_RATE * 20 // 1000  # μ-law bytes in 20 ms
 _TAPS = 63
 _BIAS = 0x21  # of the 14-bit magnitude the encoder works on
 _DECODE_BIAS = 0x84  # of the 16-bit value the decoder gives

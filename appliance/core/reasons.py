@@ -25,6 +25,7 @@ class EndReason(StrEnum):
     RING_TIMEOUT = "ring-timeout"  # a bridge transfer's destination did not answer in time
     WORKER_LOST = "worker-lost"  # the hub lost the SIP worker carrying the leg
     HUB_LOST = "hub-lost"  # the SIP worker lost the hub
+    STREAM_LOST = "stream-lost"  # a Twilio Media Streams WebSocket closed, or stalled, without a stop
     APPLIANCE_STOP = "appliance-stop"
     APPLIANCE_RESTART = "appliance-restart"  # left open by a crash, closed at the next start
     OTHER = "other"  # the metric label of every reason not listed here

@@ -13,8 +13,9 @@ sip_responses = Counter(
 )
 draining = Gauge("switchboard_draining", "1 while the appliance drains: the SIP edge answers new calls 503",
                  registry=REGISTRY)
-# Roles as the hub's tokens name them: sip (pjsua2 workers), agent (persona workers), rtc (WebRTC gateway).
-WORKER_ROLES = ("sip", "agent", "rtc")
+# Roles as the hub's tokens name them: sip (pjsua2 workers), agent (persona workers), rtc (WebRTC gateway),
+# twilio (the Media Streams gateway).
+WORKER_ROLES = ("sip", "agent", "rtc", "twilio")
 workers_up = Gauge("switchboard_workers_up", "Worker processes connected to the hub, by role", ["role"],
                    registry=REGISTRY)
 worker_restarts = Counter("switchboard_worker_restarts_total",

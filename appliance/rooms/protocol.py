@@ -129,6 +129,24 @@ class Hangup(BaseModel):
     reason: Reason = "flow"
 
 
+class ClearPlayback(BaseModel):
+    """Hub → worker: what leg `leg` was hearing was cut (a persona interrupted, a prompt cut by a key);
+    drop whatever is buffered for the caller's ear beyond the hub (Twilio's buffer: a `clear`)."""
+
+    type: Literal["clear_playback"] = "clear_playback"
+    leg: int
+
+
+class Playout(BaseModel):
+    """Worker → hub: the caller's ear is `behind_ms` behind what the hub has sent leg `leg` (audio
+    buffered beyond the hub, as at Twilio, measured by its marks). A persona's interrupted reply is
+    then cut where the caller really stopped hearing it, not where the hub stopped sending."""
+
+    type: Literal["playout"] = "playout"
+    leg: int
+    behind_ms: int = Field(ge=0, le=60_000)
+
+
 class Transfer(BaseModel):
     """Blind transfer: the worker sends the caller a REFER to `to`."""
 
@@ -350,7 +368,8 @@ class RtcClose(BaseModel):
 
 
 Message = Annotated[
-    (Hello | Welcome | Refused | Offer | OfferReply | Answered | Dtmf | Ended | Hangup | Transfer | TransferResult
+    (Hello | Welcome | Refused | Offer | OfferReply | Answered | Dtmf | Ended | Hangup | ClearPlayback | Playout
+     | Transfer | TransferResult
      | Dial | DialResult | Dispatch | Release | Instruct | PersonaIO | Summary | SegmentEnd | ClearAudio | Played
      | Transcript | ToolEvent | CallAction | PersonaExit | SendDtmf | RtcOffer | RtcAnswer | RtcState | RtcData
      | RtcClose),

@@ -51,6 +51,7 @@ class AudioTrack:
         self._marks: deque[tuple[int, Callable[[], None]]] = deque()
         self._pulled = 0
         self._queued = 0
+        self.on_cut: Callable[[], None] | None = None  # set by the publisher: `clear` dropped audio
 
     def write(self, pcm: bytes) -> None:
         for frame in frames_of(pcm):
@@ -72,6 +73,8 @@ class AudioTrack:
         self._frames.clear()
         self._pulled = self._queued
         self._fire_marks()
+        if dropped and self.on_cut is not None:
+            self.on_cut()
         return dropped
 
     @property
@@ -123,14 +126,25 @@ class Participant:
         self.track: AudioTrack | None = None
         self.sink: AudioSink | None = None
         self.room: Room | None = None
+        # Frames of its mix this participant was sent and has not heard yet: buffered beyond the hub
+        # (a Twilio caller's, reported by the gateway); 0 where the hub's playout is the ear's.
+        self.behind_frames = 0
 
     def publish(self, track: AudioTrack) -> None:
         self.track = track
+        track.on_cut = self._cut
         if self.room:
             self.room.emit("track_published", self.identity, {"track": track.name})
 
     def on_data(self, topic: str, payload: dict[str, Any], sender: str) -> None:
         """Data messages addressed to this participant; override to receive them."""
+
+    def audio_cut(self, speaker: str) -> None:
+        """Queued audio of `speaker` was dropped (barge-in); override to drop what is buffered beyond the hub."""
+
+    def _cut(self) -> None:
+        if self.room is not None:
+            self.room.audio_cut(self.identity)
 
 
 @dataclass
@@ -179,6 +193,17 @@ class Room:
             if identity != sender and (to is None or identity in to):
                 participant.on_data(topic, payload, sender)
         self.emit("data", sender, {"topic": topic, "payload": payload})
+
+    def listeners_behind(self, speaker: str) -> int:
+        """How far behind the hub's mix the slowest of those hearing `speaker` is, in frames."""
+        return max((p.behind_frames for who, p in self.participants.items() if who != speaker and p.subscribe),
+                   default=0)
+
+    def audio_cut(self, speaker: str) -> None:
+        """`speaker` stopped mid-way (its queue was dropped): tell everyone who was hearing it."""
+        for identity, participant in list(self.participants.items()):
+            if identity != speaker and participant.subscribe:
+                participant.audio_cut(speaker)
 
     def tick(self) -> None:
         published: dict[str, bytes] = {}

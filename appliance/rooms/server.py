@@ -44,6 +44,8 @@ AGENT_QUEUE_FRAMES = 2 * 60 * 1000 // FRAME_MS
 # What a persona worker may send the hub; anything else is a broken or hostile worker (a SIP
 # worker's messages are the keys of ParticipantServer._control's table).
 AGENT_MESSAGES = (p.SegmentEnd, p.ClearAudio, p.Transcript, p.ToolEvent, p.CallAction, p.PersonaExit, p.Summary)
+# Workers that bring callers (a SIP worker's legs, a Twilio Media Streams gateway's streams).
+CALLER_ROLES = ("sip", "twilio")
 # What a WebRTC gateway worker may send the hub.
 RTC_MESSAGES = (p.RtcAnswer, p.RtcState, p.RtcData)
 
@@ -109,9 +111,12 @@ class WorkerRegistry:
         self.sip: dict[str, WorkerConnection] = {}
         self.agents: dict[str, WorkerConnection] = {}
         self.rtc: dict[str, WorkerConnection] = {}
+        # The Twilio Media Streams gateway: its calls are callers' legs, as a SIP worker's are, but it
+        # dials nobody, so bridge transfers pick from `sip` alone.
+        self.twilio: dict[str, WorkerConnection] = {}
 
     def of(self, role: str) -> dict[str, WorkerConnection]:
-        return {"sip": self.sip, "agent": self.agents, "rtc": self.rtc}[role]
+        return {"sip": self.sip, "agent": self.agents, "rtc": self.rtc, "twilio": self.twilio}[role]
 
 
 class RemoteParticipant(Participant):
@@ -146,6 +151,9 @@ class SipParticipant(RemoteParticipant):
 
     def hangup(self, reason: str) -> None:
         self.connection.send(p.Hangup(leg=self.leg, reason=reason))
+
+    def audio_cut(self, speaker: str) -> None:
+        self.connection.send(p.ClearPlayback(leg=self.leg))
 
     def transfer(self, to: str) -> None:
         self.connection.send(p.Transfer(leg=self.leg, to=to))
@@ -209,7 +217,9 @@ class AgentParticipant(RemoteParticipant):
 
     def clear(self, segment: int) -> None:
         assert self.track is not None
-        heard = self.track.played_frames
+        # What the hub has played, less what still sat in a listener's buffer beyond the hub.
+        behind = self.room.listeners_behind(self.identity) if self.room is not None else 0
+        heard = self.track.played_frames - behind
         for reply in self._segments:
             played = max(0, min(heard, reply.end if reply.end is not None else heard) - reply.start)
             # A reply still arriving has no number yet: it is the one the barge-in names.
@@ -316,7 +326,7 @@ class ParticipantServer:
                 if isinstance(leg, AgentParticipant):
                     leg.after_tick()
             agent.flush()
-        for worker in (*self.registry.sip.values(), *self.registry.rtc.values()):
+        for worker in (*self.registry.sip.values(), *self.registry.rtc.values(), *self.registry.twilio.values()):
             worker.flush()
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -360,7 +370,7 @@ class ParticipantServer:
                     metrics.workers_up.labels(worker.role).set(len(registry))
                     log.warning("worker disconnected", extra=log_extra(worker=worker.name, role=worker.role,
                                                                      legs=len(worker.legs)))
-                if worker.role == "sip" and (current or worker.legs):
+                if worker.role in CALLER_ROLES and (current or worker.legs):
                     # A connection replaced by its worker's reconnect still had calls: they died with
                     # the old process and their records must close.
                     self.handler.worker_lost(worker)
@@ -425,6 +435,7 @@ class ParticipantServer:
             p.Ended: self.handler.ended,
             p.TransferResult: self.handler.transfer_result,
             p.DialResult: self.handler.dial_result,
+            p.Playout: self._playout,
         }
         if isinstance(message, p.Offer):
             # Offers are decided concurrently so one slow decision never holds the stream.
@@ -434,6 +445,12 @@ class ParticipantServer:
             handlers[type(message)](worker, message)  # type: ignore[operator]
         else:
             raise ProtocolError(f"unexpected {getattr(message, 'type', '?')} from a worker")
+
+    @staticmethod
+    def _playout(worker: WorkerConnection, message: p.Playout) -> None:
+        leg = worker.legs.get(message.leg)
+        if leg is not None:
+            leg.behind_frames = message.behind_ms // FRAME_MS
 
     async def _offer(self, worker: WorkerConnection, offer: p.Offer) -> None:
         with metrics.answer_latency.time():

@@ -1,7 +1,8 @@
 """Signed per-participant grants, as LiveKit access tokens so they also work on a LiveKit server.
 
 Roles: `operator`, `supervisor`, `admin` (people, through the console and API), `sip` (the
-SIP gateway's workers), `agent` (persona workers), `rtc` (WebRTC gateway workers). The role
+SIP gateway's workers), `agent` (persona workers), `rtc` (WebRTC gateway workers), `twilio`
+(the Twilio Media Streams gateway, whose calls arrive as a SIP worker's do). The role
 travels as a token attribute; the room-level permissions travel as LiveKit video grants. Each token also names its
 audience, the one service that accepts it: a worker's token opens the hub's participant
 socket and nothing else, a person's opens the console and API and nothing else, so a
@@ -18,9 +19,9 @@ from livekit import api
 
 from appliance.core.errors import AuthError
 
-ROLES = ("operator", "supervisor", "admin", "sip", "agent", "rtc")
+ROLES = ("operator", "supervisor", "admin", "sip", "agent", "rtc", "twilio")
 PERSON_ROLES = ("operator", "supervisor", "admin")
-WORKER_ROLES = ("sip", "agent", "rtc")
+WORKER_ROLES = ("sip", "agent", "rtc", "twilio")
 HUB = "switchboard-hub"  # the participant protocol socket
 CONSOLE = "switchboard-console"  # the HTTP API and console
 # Workers present their token once, at hello; a person's session is a working day.
@@ -54,7 +55,7 @@ class TokenAuthority:
         grants = api.VideoGrants(
             room_join=room is not None,
             room=room or "",
-            room_admin=role in ("supervisor", "admin", "sip"),
+            room_admin=role in ("supervisor", "admin", "sip", "twilio"),
             room_list=role in ("supervisor", "admin"),
             room_record=role == "admin",
             can_publish=True,

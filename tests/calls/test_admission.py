@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from appliance.calls.admission import admit
-from appliance.config import Config, TrunkConfig
+from appliance.config import Config, TrunkConfig, TwilioConfig
 
 CONFIG = Config(
     trunks=[
@@ -41,3 +41,12 @@ def test_without_a_name_the_source_picks_the_trunk() -> None:
     assert decision.code == 200 and decision.trunk is not None and decision.trunk.name == "lan"
     # The trunk's numbers still apply: the LAN cannot reach the premium line.
     assert admit(CONFIG, None, "10.1.2.3", "900").code == 404
+
+
+def test_a_twilio_stream_is_routed_by_its_number_alone() -> None:
+    # No SIP source to check: the gateway took the call only after Twilio's signed webhook.
+    config = CONFIG.model_copy(update={"numbers": {"+15550100": "default", "100": "default"},
+                                       "twilio": TwilioConfig(numbers=["+15550100"])})
+    assert admit(config, None, None, "+15550100", twilio=True).code == 200
+    assert admit(config, None, None, "100", twilio=True).code == 404  # not a number served over Twilio
+    assert admit(config, None, None, "+15550100").code == 403  # the same offer from a SIP worker

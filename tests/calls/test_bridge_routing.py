@@ -31,13 +31,13 @@ def test_anything_else_has_no_route():
         dial_uri("tel:+15550199", "sip:example.pstn.twilio.com")
 
 
-async def _workers(*legs: int) -> list[WorkerConnection]:
+async def _workers(*legs: int, role: str = "sip") -> list[WorkerConnection]:
     """Connections over a real socket pair, with `legs[i]` calls each on capacity 2."""
     workers = []
     for i, count in enumerate(legs):
         ours, _theirs = socket.socketpair()
         _, writer = await asyncio.open_connection(sock=ours)
-        worker = WorkerConnection(f"w{i + 1}", "sip", 2, writer)
+        worker = WorkerConnection(f"w{i + 1}", role, 2, writer)
         worker.legs.update({n: None for n in range(count)})  # type: ignore[misc]
         workers.append(worker)
     return workers
@@ -51,6 +51,12 @@ async def test_the_callers_worker_is_preferred_while_it_has_room():
 async def test_a_full_callers_worker_hands_over_to_the_emptiest():
     w1, w2, w3 = await _workers(2, 1, 0)
     assert pick_worker(w1, [w1, w2, w3]) is w3
+
+
+async def test_a_twilio_callers_bridge_is_dialled_from_a_sip_worker():
+    (gateway,) = await _workers(0, role="twilio")
+    w1, w2 = await _workers(1, 0)
+    assert pick_worker(gateway, [w1, w2]) is w2
 
 
 async def test_no_worker_with_room_is_no_route():

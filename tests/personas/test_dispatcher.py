@@ -126,6 +126,28 @@ async def test_playback_reports_say_what_was_heard(storage: Storage) -> None:
     assert played == [p.Played(leg=job.leg, segment=0, seconds=0.08, interrupted=True)]
 
 
+async def test_what_a_caller_had_not_heard_yet_is_not_reported_as_heard(storage: Storage) -> None:
+    # A Twilio caller's ear runs behind the hub by what Twilio still buffers (its marks say how much).
+    workers = WorkerRegistry()
+    dispatcher = PersonaDispatcher(storage, workers)
+    agent, writer = _agent(workers, "p1")
+    room = Room("CA0000000001")
+    caller = Participant("caller", kind="sip")
+    room.join(caller)
+    job = dispatcher.start("CA0000000001", room, "orders", {}, lambda e, v: None, lambda a, v: None)
+    assert job is not None
+    for _ in range(10):
+        job.participant.received(b"\x01\x00" * (FRAME_BYTES // 2))
+    dispatcher.agent_message(agent, p.SegmentEnd(leg=job.leg, segment=0))
+    for _ in range(4):
+        room.tick()
+        job.participant.after_tick()
+    caller.behind_frames = 3  # 3 of the 4 frames played are still in Twilio's buffer
+    dispatcher.agent_message(agent, p.ClearAudio(leg=job.leg, segment=1))
+    played = [m for m in await writer.messages() if isinstance(m, p.Played)]
+    assert played == [p.Played(leg=job.leg, segment=0, seconds=0.02, interrupted=True)]
+
+
 async def test_a_supervisor_whisper_reaches_the_persona_and_the_transcript(storage: Storage) -> None:
     workers = WorkerRegistry()
     dispatcher = PersonaDispatcher(storage, workers)

@@ -17,6 +17,7 @@ from appliance.rooms.protocol import (
     MAX_FRAME,
     MAX_INSTRUCTION,
     Answered,
+    ClearPlayback,
     Dial,
     DialResult,
     Dtmf,
@@ -26,6 +27,7 @@ from appliance.rooms.protocol import (
     Instruct,
     Offer,
     OfferReply,
+    Playout,
     Welcome,
     decode_audio,
     decode_control,
@@ -54,6 +56,8 @@ MESSAGES = [
     DialResult(leg=(1 << 31) + 2, ok=False, code=486, reason="Busy Here"),
     Instruct(leg=7, text="Offer the caller a ten percent discount.", by="sup-anna"),
     Instruct(leg=7, text="x" * MAX_INSTRUCTION, by="sup-anna"),
+    ClearPlayback(leg=8),
+    Playout(leg=8, behind_ms=120),
 ]
 
 

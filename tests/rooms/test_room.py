@@ -165,6 +165,29 @@ def test_clear_drops_frames_and_fires_pending_marks(room: Room, prompt):
     assert ear.levels == [7, 8] and fired == ["prompt", "next"]
 
 
+class Listening(Participant):
+    """A participant that notes whose queued audio was cut (a SIP leg tells its worker)."""
+
+    def __init__(self, identity: str, subscribe: bool = True) -> None:
+        super().__init__(identity, "sip", subscribe=subscribe)
+        self.cuts: list[str] = []
+
+    def audio_cut(self, speaker: str) -> None:
+        self.cuts.append(speaker)
+
+
+def test_a_cut_reaches_everyone_hearing_the_speaker_and_only_when_audio_was_dropped(room: Room, prompt):
+    caller, recorder = Listening("caller"), Listening("recorder", subscribe=False)
+    room.join(caller)
+    room.join(recorder)
+    _, track = prompt
+    assert track.clear() == 0  # nothing queued: nothing to cut
+    track.write(frame(7) * 5)
+    room.tick()
+    track.clear()
+    assert caller.cuts == ["flow"] and recorder.cuts == []
+
+
 def test_bounded_track_drops_the_oldest_frames(room: Room):
     _, track, _ = listener("caller", "sip", room, max_frames=2)
     _, _, ear = listener("operator", "operator", room)

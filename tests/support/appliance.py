@@ -36,6 +36,7 @@ class ApplianceProcess:
     extra: dict[str, Any] = field(default_factory=dict)
     umask: int = -1  # the umask the appliance is started with; -1: the test's own
     rtc_workers: int = 0  # WebRTC gateway processes: only tests with a console need them
+    environment: dict[str, str] = field(default_factory=dict)  # more variables for the appliance (secrets)
     process: subprocess.Popen[bytes] | None = None
 
     def __post_init__(self) -> None:
@@ -72,7 +73,7 @@ class ApplianceProcess:
 
     @property
     def env(self) -> dict[str, str]:
-        return dict(os.environ, SWITCHBOARD_API_SECRET=self.secret, PYTHONPATH=str(ROOT))
+        return dict(os.environ, SWITCHBOARD_API_SECRET=self.secret, PYTHONPATH=str(ROOT)) | self.environment
 
     def start(self, timeout: float = 30) -> None:
         self._log = open(self.log_path, "ab")

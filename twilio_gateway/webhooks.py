@@ -1,0 +1,107 @@
+"""Twilio's HTTP side: the voice webhook (TwiML), the status callback, and the Media Streams socket.
+
+Every webhook is checked with `twilio.request_validator.RequestValidator` against the URL Twilio
+called (`twilio.public_url` + path), never the one the box sees behind a TLS-terminating proxy;
+a missing or wrong `X-Twilio-Signature` gets an empty 403 and a log line. TwiML is built with
+`twilio.twiml.voice_response`.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Callable
+from urllib.parse import urlsplit
+
+from aiohttp import web
+from multidict import MultiDict
+from twilio.request_validator import RequestValidator
+from twilio.twiml.voice_response import Connect, VoiceResponse
+
+from appliance.config import TwilioConfig
+from appliance.observability.logging import log_extra
+from twilio_gateway.tickets import StreamTickets
+
+__all__ = ["MEDIA", "STATUS", "VOICE", "Webhooks"]
+
+log = logging.getLogger(__name__)
+
+VOICE, STATUS, MEDIA = "/twilio/voice", "/twilio/status", "/twilio/media"
+CALL_SID = re.compile(r"^CA[0-9a-fA-F]{32}$")
+# What we put in a SIP URI or hand to the hub as a number: digits and a leading +, as Twilio sends them.
+NUMBER = re.compile(r"^\+?[0-9*#]{1,32}$")
+MAX_FORM = 64 * 1024  # Twilio's webhook forms are a few hundred bytes
+
+
+class Webhooks:
+    def __init__(self, config: TwilioConfig, auth_token: str, tickets: StreamTickets,
+                 accepting: Callable[[], bool], status: Callable[[str, dict[str, str]], None]):
+        assert config.public_url is not None  # TwilioConfig.check
+        self.config = config
+        self.public_url = config.public_url.rstrip("/")
+        self.validator = RequestValidator(auth_token)
+        self.tickets = tickets
+        self.accepting = accepting  # joined to the hub, with room for another stream
+        self.status = status  # (CallSid, the callback's fields) → the call's events
+
+    def register(self, app: web.Application, media: Callable[[web.Request], object]) -> None:
+        app.router.add_post(VOICE, self.voice)
+        app.router.add_post(STATUS, self.status_callback)
+        app.router.add_get(MEDIA, media)  # type: ignore[arg-type]
+
+    async def _signed_form(self, request: web.Request) -> MultiDict[str] | None:
+        """The form, if Twilio signed it for the public URL of this path; None (logged) if not."""
+        if request.content_length is not None and request.content_length > MAX_FORM:
+            log.warning("Twilio webhook refused: body too large", extra=log_extra(path=request.path))
+            return None
+        form = await request.post()
+        fields = MultiDict((k, v) for k, v in form.items() if isinstance(v, str))  # files are not Twilio's
+        url = self.public_url + request.rel_url.path_qs
+        signature = request.headers.get("X-Twilio-Signature", "")
+        if not signature or not self.validator.validate(url, fields, signature):
+            log.warning("Twilio webhook refused: signature missing or wrong",
+                        extra=log_extra(path=request.path, source=request.remote, signed=bool(signature)))
+            return None
+        return fields
+
+    async def voice(self, request: web.Request) -> web.Response:
+        form = await self._signed_form(request)
+        if form is None:
+            return web.Response(status=403)
+        call_sid, caller, called = form.get("CallSid", ""), form.get("From", ""), form.get("To", "")
+        response = VoiceResponse()
+        if not CALL_SID.fullmatch(call_sid) or not NUMBER.fullmatch(called):
+            log.warning("Twilio voice webhook without a call we can take",
+                        extra=log_extra(call_sid=call_sid[:40], pii={"to": called[:40]}))
+            response.reject()
+        elif self.config.mode == "sip":
+            response.dial().sip(f"sip:{called}@{self.config.sip_host}")
+        elif not self.accepting():
+            log.warning("Twilio call rejected: the gateway is not joined to the hub or is full",
+                        extra=log_extra(call_sid=call_sid))
+            response.reject(reason="busy")
+        else:
+            caller = caller if NUMBER.fullmatch(caller) else "anonymous"
+            token = self.tickets.issue(call_sid, caller, called)
+            connect = Connect()
+            stream = connect.stream(url=self._media_url())
+            for name, value in (("caller", caller), ("called", called), ("call_sid", call_sid), ("token", token)):
+                stream.parameter(name=name, value=value)
+            response.append(connect)
+            log.info("Twilio call answered with a media stream",
+                     extra=log_extra(call_sid=call_sid, pii={"from": caller, "to": called}))
+        return web.Response(text=str(response), content_type="application/xml")
+
+    async def status_callback(self, request: web.Request) -> web.Response:
+        form = await self._signed_form(request)
+        if form is None:
+            return web.Response(status=403)
+        call_sid = form.get("CallSid", "")
+        if CALL_SID.fullmatch(call_sid):
+            fields = {key: form[key] for key in ("CallStatus", "CallDuration", "SipResponseCode") if key in form}
+            self.status(call_sid, fields)
+        return web.Response(status=204)
+
+    def _media_url(self) -> str:
+        public = urlsplit(self.public_url)
+        return f"wss://{public.netloc}{public.path}{MEDIA}"
