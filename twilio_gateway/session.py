@@ -20,9 +20,9 @@ from aiohttp import WSCloseCode
 from pydantic import BaseModel
 
 import appliance.rooms.protocol as p
+from appliance.core.g711 import WIRE_RATE, Inbound, Outbound
 from appliance.core.reasons import EndReason
 from twilio_gateway import messages as m
-from twilio_gateway.codec import WIRE_RATE, Inbound, Outbound
 from twilio_gateway.tickets import StreamTickets, Ticket, TicketRefused
 
 __all__ = ["Action", "Event", "Phase", "StreamSession"]

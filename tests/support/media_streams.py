@@ -22,9 +22,9 @@ import numpy as np
 from twilio.request_validator import RequestValidator
 
 from appliance.core.audio import SAMPLE_RATE
+from appliance.core.g711 import mulaw_decode, mulaw_encode
 from appliance.speech.resample import resample
 from appliance.speech.tts import EspeakTTS
-from twilio_gateway.codec import mulaw_decode, mulaw_encode
 
 WIRE_RATE = 8000
 CHUNK = 160  # 20 ms of μ-law

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from appliance.core.audio import FRAME_BYTES
-from twilio_gateway.codec import Inbound, Outbound, mulaw_decode, mulaw_encode
+from appliance.core.g711 import Inbound, Outbound, mulaw_decode, mulaw_encode
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", DeprecationWarning)
