@@ -8,6 +8,7 @@ appliance's ports come from tests/support/ports.py. Converge times are printed, 
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import re
 import secrets
@@ -16,6 +17,8 @@ import socket
 import sqlite3
 import ssl
 import threading
+import time
+import tomllib
 import urllib.request
 import wave
 from pathlib import Path
@@ -55,6 +58,7 @@ steps:
       reason: flow-hangup
 """
 ROLE = ROOT / "ansible" / "roles" / "switchboard"
+RETENTION_S = 0.864  # switchboard_recordings_days in seconds: the prune test waits out twice this
 # The admin's secrets: from their shell's environment (the signing secret) and their vault.
 API_SECRET = secrets.token_urlsafe(32)
 CARRIER_PASSWORD = secrets.token_urlsafe(16)
@@ -83,7 +87,7 @@ def deployment(box: Box, tmp_path_factory: pytest.TempPathFactory) -> Deployment
         "switchboard_console_key": key.read_text(),
         "switchboard_health_timeout": 20,
         # A hundred-thousandth of a day (under a second): every call is old enough for the prune timer.
-        "switchboard_recordings_days": 0.00001,
+        "switchboard_recordings_days": RETENTION_S / 86400,
         "switchboard_backup_keep": 2,
         # The tests start the timers' services themselves; the timers must not fire between them
         # (daily they would, once a day, in the middle of a run).
@@ -129,9 +133,11 @@ def _release_source(tmp_path: Path, version: str, broken: bool = False) -> Path:
     """A checkout of this code as another version; `broken`: one whose appliance dies at start."""
     source = tmp_path / f"switchboard-{version}"
     source.mkdir()
-    for name in ("appliance", "sip"):
-        shutil.copytree(ROOT / name, source / name, ignore=shutil.ignore_patterns("__pycache__"))
     text = (ROOT / "pyproject.toml").read_text()
+    # Every package the wheel holds, as pyproject.toml names them (a new one must not be left out).
+    for pattern in tomllib.loads(text)["tool"]["setuptools"]["packages"]["find"]["include"]:
+        name = pattern.rstrip("*")
+        shutil.copytree(ROOT / name, source / name, ignore=shutil.ignore_patterns("__pycache__"))
     (source / "pyproject.toml").write_text(re.sub(r'(?m)^version = "[^"]+"', f'version = "{version}"', text, count=1))
     if broken:
         with (source / "appliance" / "app.py").open("a") as app:
@@ -245,8 +251,13 @@ def test_a_flow_edit_reloads_without_a_restart(deployment: Deployment, box: Box,
 def test_the_prune_and_backup_timers_do_what_they_say(box: Box) -> None:
     for timer in ("switchboard-prune.timer", "switchboard-backup.timer"):
         assert box.run("systemctl", "is-active", timer).stdout.strip() == "active"
-    recordings = [c["recording_path"] for c in _calls(box) if c["recording_path"]]
+    calls = _calls(box)
+    recordings = [c["recording_path"] for c in calls if c["recording_path"]]
     assert recordings and all(_in_box(box, r).exists() for r in recordings)
+    # The retention is under a second (switchboard_recordings_days): the last call, ended a moment
+    # ago in the test before, must be older than that when the prune runs.
+    newest = max(dt.datetime.fromisoformat(c["ended_at"]) for c in calls if c["ended_at"])
+    time.sleep(max(0.0, 2 * RETENTION_S - (dt.datetime.now(dt.UTC) - newest).total_seconds()))
 
     box.run("systemctl", "start", "switchboard-prune.service")
     assert not [r for r in recordings if _in_box(box, r).exists()]
