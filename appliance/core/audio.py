@@ -6,6 +6,8 @@ convert from and to the wire codec (PCMU/PCMA at 8 kHz are resampled by pjmedia)
 
 from __future__ import annotations
 
+import numpy as np
+
 SAMPLE_RATE = 16_000
 FRAME_MS = 20
 SAMPLES_PER_FRAME = SAMPLE_RATE * FRAME_MS // 1000
@@ -52,3 +54,8 @@ class StandingDelay:
         excess = min(1, max(0, self._low - self.target))
         self._pulls, self._low = 0, None
         return excess
+
+
+def interleave(left: bytes, right: bytes, dtype: type[np.generic] = np.int16) -> np.ndarray:
+    """Two mono channels of one length as stereo, (samples, 2): a recording's or a stream's frame."""
+    return np.column_stack((np.frombuffer(left, dtype=dtype), np.frombuffer(right, dtype=dtype)))

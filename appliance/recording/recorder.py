@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from appliance.core.audio import FRAME_BYTES, SAMPLE_RATE, SILENCE
+from appliance.core.audio import FRAME_BYTES, SAMPLE_RATE, SILENCE, interleave
 from appliance.observability import metrics
 from appliance.recording.wavfile import WavWriter
 from appliance.rooms.room import Participant, Room, TickView
@@ -47,10 +47,7 @@ class Recorder(Participant):
             right = view.heard.get(self.caller) or SILENCE
         if len(left) != FRAME_BYTES:
             left = (left + SILENCE)[:FRAME_BYTES]
-        stereo = np.empty((FRAME_BYTES // 2, 2), dtype=np.int16)
-        stereo[:, 0] = np.frombuffer(left, dtype=np.int16)
-        stereo[:, 1] = np.frombuffer(right, dtype=np.int16)
-        self._pending.append(stereo)
+        self._pending.append(interleave(left, right))
         if len(self._pending) >= FLUSH_TICKS:
             self._flush()
 

@@ -13,7 +13,7 @@ from typing import Literal
 
 import numpy as np
 
-from appliance.core.audio import FRAME_BYTES, SAMPLE_RATE, SILENCE
+from appliance.core.audio import FRAME_BYTES, SAMPLE_RATE, SILENCE, interleave
 from appliance.core.g711 import WIRE_RATE, Outbound
 from appliance.rooms.room import Room, RoomEvent, TickView
 
@@ -59,25 +59,17 @@ class AudioTap:
         else:
             left = _frame(view.published.get(self.source.caller))
             right = _frame(view.heard.get(self.source.caller))
-        channels = {"caller": [left], "heard": [right], "both": [left, right]}[self.track]
+        pcm = [left, right] if self.track == "both" else [left if self.track == "caller" else right]
         if self.format == "mulaw":
-            channels = [self._mulaw(i, pcm) for i, pcm in enumerate(channels)]
-        if len(channels) == 1:
-            data = channels[0]
+            pcm = [encoder.encode(channel) for encoder, channel in zip(self._encoders, pcm, strict=False)]
+        if len(pcm) == 1:
+            data = pcm[0]
         else:
-            width = 1 if self.format == "mulaw" else 2
-            dtype = np.uint8 if width == 1 else np.int16
-            stereo = np.empty((len(channels[0]) // width, 2), dtype=dtype)
-            stereo[:, 0] = np.frombuffer(channels[0], dtype=dtype)
-            stereo[:, 1] = np.frombuffer(channels[1], dtype=dtype)
-            data = stereo.tobytes()
+            data = interleave(pcm[0], pcm[1], np.uint8 if self.format == "mulaw" else np.int16).tobytes()
         if self.frames.full():
             self.frames.get_nowait()
             self.dropped += 1
         self.frames.put_nowait(data)
-
-    def _mulaw(self, channel: int, pcm: bytes) -> bytes:
-        return self._encoders[channel].encode(pcm)
 
     def attach(self) -> None:
         """From the next tick on, the call's audio is queued here; the call's end closes the queue."""
