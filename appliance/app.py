@@ -37,7 +37,7 @@ from appliance.operators.desk import Desk
 from appliance.personas.dispatcher import PersonaDispatcher
 from appliance.personas.pool import PersonaPool
 from appliance.recording.converter import RecordingConverter
-from appliance.recording.tap import TapSource
+from appliance.recording.timeline import CallAudio
 from appliance.recording.wavfile import repair
 from appliance.rooms.hub import Hub
 from appliance.rooms.server import ParticipantServer, WorkerRegistry
@@ -170,12 +170,11 @@ class Appliance:
                 "rtc_up": len(self.workers.rtc), "rtc": self.config.console.rtc_workers,
                 "calls_active": len(self.calls.calls), "draining": self.gateway.draining}
 
-    def _egress_source(self, call_id: str) -> TapSource | None:
+    def _egress_source(self, call_id: str) -> CallAudio | None:
         call = self.calls.calls.get(call_id)
-        recorder = call.recorder if call is not None else None
-        if call is None or recorder is None:
+        if call is None or call.recorder is None:
             return None  # not live, or not answered yet: nothing to hear
-        return TapSource(call.room, call.leg.identity, lambda: recorder.paused)
+        return call.recorder.audio
 
     def _operator_on(self, call_id: str, identity: str) -> bool:
         """Whether `identity` is the operator (or the supervisor who took it over) on the call now."""

@@ -23,7 +23,8 @@ from aiohttp import WSMsgType, web
 
 from appliance.console.http import CALL_ID, GRANT, error, needs
 from appliance.observability.logging import log_extra
-from appliance.recording.tap import AudioTap, TapSource, header
+from appliance.recording.tap import AudioTap, header
+from appliance.recording.timeline import CallAudio
 
 __all__ = ["EgressRoutes"]
 
@@ -33,7 +34,7 @@ PATH = "/api/calls/{call_id}/audio"
 
 
 class EgressRoutes:
-    def __init__(self, source: Callable[[str], TapSource | None]):
+    def __init__(self, source: Callable[[str], CallAudio | None]):
         self.source = source  # a live call's room and caller, None when no such call is live
 
     def register(self, app: web.Application) -> None:
