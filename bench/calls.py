@@ -17,8 +17,8 @@ import json
 import math
 import os
 import re
+import shutil
 import statistics
-import struct
 import sys
 import tempfile
 import threading
@@ -26,7 +26,6 @@ import time
 import wave
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from string import Template
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -35,11 +34,13 @@ if str(ROOT) not in sys.path:
 
 import numpy as np
 
+from bench.baseline import BaselineBox
+from bench.baseline import run_step as run_baseline_step
 from bench.calls_report import analyse, table, write_doc
 from bench.common import (
     CLK_TCK,
     DOC,
-    SCENARIO,
+    BusyLoad,
     Proc,
     box_cpu,
     box_ticks,
@@ -54,11 +55,9 @@ from bench.common import (
     stop_appliance,
     wait_closed,
 )
+from bench.sipp_load import bench_scenario, find_sipp, percentile, rtt_ms
 from tests.support.appliance import ApplianceProcess
 from tests.support.sipp.process import SippResult, run_sipp
-from tests.support.sipp.scenarios import PCAPS
-
-PCAP = PCAPS / "g711a.pcap"
 
 FULL_STEPS = [8, 16, 32, 48, 64, 80, 100, 120]
 QUICK_STEPS = [4, 8]
@@ -170,20 +169,6 @@ def rss_kb(procs: dict[int, Proc], roles: tuple[str, ...] = ("main", "worker", "
     return sum(p.rss_kb for p in procs.values() if p.role in roles)
 
 
-def find_sipp(workdir: Path) -> list[int]:
-    mark = str(workdir).encode()
-    pids = []
-    for proc in Path("/proc").iterdir():
-        if proc.name.isdigit():
-            try:
-                cmdline = (proc / "cmdline").read_bytes()
-            except OSError:
-                continue
-            if cmdline.startswith(b"sipp\0") and mark in cmdline:
-                pids.append(int(proc.name))
-    return pids
-
-
 # --- /metrics ------------------------------------------------------------------------------
 
 
@@ -240,63 +225,6 @@ def metrics_text(app: ApplianceProcess) -> str:
     return body.decode() if isinstance(body, bytes) else json.dumps(body)
 
 
-# --- sipp ----------------------------------------------------------------------------------
-
-
-def pcap_seconds(path: Path) -> float:
-    """Play time of a pcap: first to last packet plus one packet's ptime."""
-    data = path.read_bytes()
-    endian = "<" if data[:4] == b"\xd4\xc3\xb2\xa1" else ">"
-    stamps = []
-    offset = 24
-    while offset + 16 <= len(data):
-        seconds, micros, captured, _ = struct.unpack(endian + "IIII", data[offset : offset + 16])
-        stamps.append(seconds + micros / 1e6)
-        offset += 16 + captured
-    ptime = (stamps[-1] - stamps[0]) / (len(stamps) - 1)
-    return stamps[-1] - stamps[0] + ptime
-
-
-def bench_scenario(directory: Path, duration_s: float) -> Path:
-    """The hold scenario with play/pause pairs that fill `duration_s` with the caller speaking."""
-    play_ms = int(pcap_seconds(PCAP) * 1000)
-    left = int(duration_s * 1000)
-    media = []
-    while left > 0:
-        pause = min(play_ms, left)
-        media.append(f'  <nop><action><exec play_pcap_audio="{PCAP}"/></action></nop>\n'
-                     f'  <pause milliseconds="{pause}"/>')
-        left -= pause
-    text = Template(SCENARIO.read_text()).substitute(MEDIA="\n".join(media), BYE_TIMEOUT_MS=10000)
-    path = directory / "bench_hold.xml"
-    path.write_text(text)
-    return path
-
-
-def rtt_ms(workdir: Path) -> list[float]:
-    """Per-call INVITE → 200 OK times from sipp's -trace_rtt file."""
-    values = []
-    for path in workdir.glob("*_rtt.csv"):
-        rows = path.read_text().splitlines()
-        if not rows:
-            continue
-        header = rows[0].split(";")
-        column = header.index("response_time_ms") if "response_time_ms" in header else 1
-        for row in rows[1:]:
-            cells = row.split(";")
-            try:
-                values.append(float(cells[column]))
-            except (IndexError, ValueError):
-                continue
-    return values
-
-
-def percentile(values: list[float], q: float) -> float | None:
-    if not values:
-        return None
-    return float(np.percentile(np.array(values), q * 100))
-
-
 # --- recordings ----------------------------------------------------------------------------
 
 
@@ -341,6 +269,7 @@ class Step:
     worker_threads: dict[str, Any] = field(default_factory=dict)
     box_cpu: dict[str, float] = field(default_factory=dict)
     other_load_pct: float | None = None
+    extra_load_pct: float | None = None  # the --extra-load process's own CPU, % of a core
     rss_mb_total: float = 0.0
     rss_mb_per_call: float | None = None
     tick_lag: dict[str, Any] = field(default_factory=dict)
@@ -398,7 +327,7 @@ def run_step(app: ApplianceProcess, n: int, args: argparse.Namespace, workdir: P
     sipp_pids = find_sipp(workdir)
     start = time.monotonic()
     main_pid = app.process.pid  # type: ignore[union-attr]
-    before = snapshot(app, sipp_pids)
+    before = snapshot(app, sipp_pids + args.load_pids)
     threads_before = main_threads(main_pid)
     delay_before = run_delay_ns(main_pid)
     workers_before = worker_threads(app)
@@ -409,7 +338,7 @@ def run_step(app: ApplianceProcess, n: int, args: argparse.Namespace, workdir: P
     while time.monotonic() < window_end - 1.0:
         time.sleep(1.0)
         rss_samples.append(rss_kb(snapshot(app)))
-    after = snapshot(app, sipp_pids)
+    after = snapshot(app, sipp_pids + args.load_pids)
     threads_after = main_threads(main_pid)
     delay_after = run_delay_ns(main_pid)
     workers_after = worker_threads(app)
@@ -445,8 +374,10 @@ def run_step(app: ApplianceProcess, n: int, args: argparse.Namespace, workdir: P
     step.worker_threads = threads_by_kind(workers_before, workers_after, steady)
     step.box_cpu = box_cpu(box_before, box_after, steady)
     bench_self = 100 * (self_after - self_before) / CLK_TCK / steady
+    step.extra_load_pct = step.cpu.get("load", {}).get("total")
     step.other_load_pct = round(step.box_cpu["busy"] - step.cpu["appliance_total"]
-                                - step.cpu.get("sipp", {}).get("total", 0.0) - bench_self, 1)
+                                - step.cpu.get("sipp", {}).get("total", 0.0) - (step.extra_load_pct or 0.0)
+                                - bench_self, 1)
     steady_rss = statistics.median(rss_samples) if rss_samples else rss_kb(after)
     step.rss_mb_total = round(steady_rss / 1024, 1)
     step.rss_mb_per_call = round((steady_rss - idle_rss_kb) / 1024 / n, 2)
@@ -566,25 +497,28 @@ def measure_idle(app: ApplianceProcess, seconds: float) -> dict[str, Any]:
     }
 
 
-def other_load(app: ApplianceProcess, seconds: float = 2.0) -> float:
-    """% of a core the box spends on anything but this appliance and this benchmark."""
-    before, box_before, self_before = snapshot(app), box_ticks(), _self_ticks()
+def other_load(app: ApplianceProcess, seconds: float = 2.0, load_pids: list[int] = ()) -> float:  # type: ignore[assignment]
+    """% of a core the box spends on anything but this appliance, this benchmark and its extra load."""
+    before, box_before, self_before = snapshot(app, load_pids), box_ticks(), _self_ticks()
     time.sleep(seconds)
-    after, box_after, self_after = snapshot(app), box_ticks(), _self_ticks()
-    ours = cpu_by_role(before, after, seconds)["appliance_total"] + 100 * (self_after - self_before) / CLK_TCK / seconds
+    after, box_after, self_after = snapshot(app, load_pids), box_ticks(), _self_ticks()
+    cpu = cpu_by_role(before, after, seconds)
+    ours = (cpu["appliance_total"] + cpu.get("load", {}).get("total", 0.0)
+            + 100 * (self_after - self_before) / CLK_TCK / seconds)
     return box_cpu(box_before, box_after, seconds)["busy"] - ours
 
 
-def wait_quiet(app: ApplianceProcess, limit_pct: float, max_wait_s: float) -> float:
+def wait_quiet(app: ApplianceProcess, limit_pct: float, max_wait_s: float,
+               load_pids: list[int] = ()) -> float:  # type: ignore[assignment]
     """Wait (bounded) until other work on the box is below `limit_pct` of a core; returns the last reading.
 
     Other people's test runs on a shared box would otherwise be counted against the appliance.
     """
     deadline = time.monotonic() + max_wait_s
-    readings = [other_load(app, 3.0), other_load(app, 3.0)]
+    readings = [other_load(app, 3.0, load_pids), other_load(app, 3.0, load_pids)]
     while max(readings[-2:]) > limit_pct and time.monotonic() < deadline:
         say(f"  waiting for a quiet box: other work is using {readings[-1]:.0f}% of a core")
-        readings.append(other_load(app, 3.0))
+        readings.append(other_load(app, 3.0, load_pids))
     return round(readings[-1], 1)
 
 
@@ -606,10 +540,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "loadavg_before": Path("/proc/loadavg").read_text().split()[:3],
         "settings": {"steps": args.steps, "duration_s": args.duration, "rate_cps": args.rate,
                      "workers": workers, "calls_per_worker": CALLS_PER_WORKER, "idle_s": args.idle,
-                     "hub_nice": args.hub_nice, "quiet_pct": args.quiet},
+                     "hub_nice": args.hub_nice, "quiet_pct": args.quiet, "extra_load": args.extra_load},
         "steps": [],
     }
     say(f"appliance: {workers} workers in {root}")
+    load = BusyLoad(args.extra_load)
     try:
         app.start(timeout=60 + 3 * workers)
         if args.hub_nice is not None:
@@ -621,11 +556,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         report["idle"] = idle
         say(f"idle: {idle['cpu']['appliance_total']}% of a core for {workers} workers "
              f"({idle['cpu_pct_per_worker']}% per worker), RSS {idle['rss_kb'] / 1024:.0f} MB")
+        if args.extra_load:
+            args.load_pids = [load.start()]
+            say(f"extra load: a process busy {100 * args.extra_load:.0f}% of every 20 ms (pid {args.load_pids[0]})")
         seen: set[str] = set()
         report["retried"] = []
         for n in args.steps:
             for attempt in range(1, args.attempts + 1):
-                quiet = wait_quiet(app, args.quiet, args.quiet_wait)
+                quiet = wait_quiet(app, args.quiet, args.quiet_wait, args.load_pids)
                 say(f"step {n}: {n} calls of {args.duration:.0f} s at {args.rate:g} calls/s")
                 step = run_step(app, n, args, root / f"step-{n}-{attempt}", idle["rss_kb"], seen)
                 say(_step_line(step))
@@ -642,13 +580,38 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 break
             time.sleep(args.settle)
     finally:
+        load.stop()
         # Read before stopping: shutdown logs its own warnings (workers disconnecting).
         report["log_warnings"] = _log_summary(app.log_path)
         stop_appliance(app, report, root, args.keep)
+    if args.baseline and report["steps"]:
+        report["baseline"] = run_baseline(args, workers, [s["calls"] for s in report["steps"]])
     passed = [s["calls"] for s in report["steps"] if s["passed"]]
     report["max_calls_0_failures"] = max(passed, default=0)
     report["first_failure"] = next((s["calls"] for s in report["steps"] if not s["passed"]), None)
     return report
+
+
+def run_baseline(args: argparse.Namespace, workers: int, steps: list[int]) -> list[dict[str, Any]]:
+    """The same steps against pjsua2 processes that record by themselves (bench/baseline.py)."""
+    root = Path(tempfile.mkdtemp(prefix="sb-bench-baseline-"))
+    box = BaselineBox(root, workers, CALLS_PER_WORKER)
+    results = []
+    say(f"baseline: {workers} pjsua2 processes recording with pjsua2's own recorder, behind the same edge")
+    try:
+        box.start()
+        for n in steps:
+            time.sleep(args.settle)
+            step = run_baseline_step(box, n, args.duration, args.rate, root / f"baseline-{n}")
+            say(f"  baseline N={n} failed={step['sipp_failed']} invite→200 p50={step['invite_200_ms']['p50']} "
+                f"p95={step['invite_200_ms']['p95']} ms cpu={step['cpu']['total']}% "
+                f"({step['cpu_pct_per_call']}%/call) recordings={step['recordings']}")
+            results.append(step)
+    finally:
+        box.stop()
+        if not args.keep:
+            shutil.rmtree(root, ignore_errors=True)
+    return results
 
 
 def _log_summary(path: Path) -> dict[str, int]:
@@ -678,7 +641,10 @@ def _step_line(s: Step) -> str:
             f"tick lag p95={s.tick_lag.get('p95_ms')} ms, >20ms {s.tick_lag.get('over_20ms')}, stalls {s.hub_stalls}; "
             f"hub thread cpu {s.hub_thread.get('cpu_pct')}% runq-wait {s.hub_thread.get('runq_wait_pct')}%; "
             f"box busy {s.box_cpu.get('busy')}% (other load {s.other_load_pct}%); "
-            f"caller audio missing {s.records.get('caller_missing_pct', {}).get('mean')}%")
+            f"extra load {s.extra_load_pct}%; "
+            f"caller audio missing {s.records.get('caller_missing_pct', {}).get('mean')}% "
+            f"(max {s.records.get('caller_missing_pct', {}).get('max')}%), recording vs call max "
+            f"{s.records.get('recording_short_of_call_s_max')} s")
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -700,16 +666,23 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--quiet-wait", type=float, default=300, help="longest wait for a quiet box, s (default 300)")
     parser.add_argument("--attempts", type=int, default=3,
                         help="runs of a step that keeps failing on a busy box (default 3)")
+    parser.add_argument("--no-baseline", dest="baseline", action="store_false",
+                        help="skip the baseline (pjsua2 recording by itself) after the ramp (skipped in --quick)")
+    parser.add_argument("--extra-load", type=float, default=0.0,
+                        help="a fixed extra load during the steps: a process busy this fraction of a core "
+                             "(e.g. 0.5), measured apart from the appliance")
     parser.add_argument("--hub-nice", type=int,
                         help="experiment: renice the hub's event-loop thread (the main process's main thread) "
                              "to this value after start, e.g. -10")
     args = parser.parse_args(argv)
     args.argv = argv
+    args.load_pids = []
     args.steps = args.steps or (QUICK_STEPS if args.quick else FULL_STEPS)
     args.duration = args.duration or (10.0 if args.quick else 30.0)
     args.idle = args.idle if args.idle is not None else (5.0 if args.quick else 20.0)
     if args.quick:
         args.no_doc = True
+        args.baseline = False
     if args.duration < 8:
         parser.error("--duration must be at least 8 s: the steady state needs every call up at once")
     return args

@@ -132,10 +132,40 @@ def stat_ticks(path: Path) -> int:
     return int(fields[11]) + int(fields[12])  # utime + stime
 
 
+LOAD_MARK = "switchboard-bench-load"
+
+
+class BusyLoad:
+    """A fixed extra load beside the appliance: one process busy-looping `fraction` of every 20 ms.
+
+    It stands for the other work a real box does (backups, log shipping, a converter); its own
+    CPU is measured (role "load") so that it is not counted against the appliance.
+    """
+
+    def __init__(self, fraction: float):
+        self.fraction = fraction
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> int:
+        busy_s = 0.02 * self.fraction
+        code = (f"# {LOAD_MARK}\nimport time\nwhile True:\n    t = time.perf_counter()\n"
+                f"    while time.perf_counter() - t < {busy_s}: pass\n    time.sleep({0.02 - busy_s})\n")
+        self.process = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.DEVNULL)
+        return self.process.pid
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.kill()
+            self.process.wait()
+            self.process = None
+
+
 def _process_role(pid: int, main_pid: int) -> str:
     if pid == main_pid:
         return "main"
     cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    if len(cmdline) > 2 and LOAD_MARK.encode() in cmdline[2]:
+        return "load"
     if b"sip.worker" in cmdline:
         return "worker"
     if cmdline and cmdline[0].endswith(b"kamailio"):
