@@ -164,7 +164,12 @@ Cost versus WAV at the capacity benchmark's load:
 {chr(10).join(load)}
 
 What limits it: the fixed part is the child's start-up (the Python interpreter and PyAV's
-import), paid once per recording; the per-minute part is the encoder (libopus, or FLAC's).
+import), paid once per recording; the per-minute part is the encoder (libopus, or FLAC's) and
+the decoding that checks the file's length before the WAV is removed. The converter works on
+one file at a time, so it never takes more than one core: when calls end faster than it
+converts them, the WAVs wait (playable, served as WAV) and the backlog grows. On this 2-core
+box ogg_opus therefore does not fit beside the calls at the capacity benchmark's top step;
+FLAC does, at about a third of the size of WAV.
 {DOC_END}
 """
 
