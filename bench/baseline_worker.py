@@ -19,7 +19,7 @@ from pathlib import Path
 import pjsua2 as pj
 
 from appliance.core.audio import FRAME_MS, SAMPLE_RATE
-from sip.endpoint import CODEC_PRIORITIES
+from sip.endpoint import CODEC_PRIORITIES, MEDIA_QUALITY
 
 MAX_CALLS = 4  # the wheel's compiled-in limit, as for the workers
 
@@ -86,6 +86,7 @@ class BaselineWorker:
         med.ecTailLen = 0
         med.noVad = True
         med.sndAutoCloseTime = -1
+        med.quality = MEDIA_QUALITY
         ep.libInit(cfg)
         transport = pj.TransportConfig()
         transport.port = args.sip_port

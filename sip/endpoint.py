@@ -37,6 +37,11 @@ log = logging.getLogger(__name__)
 # G.722 first: wideband when the trunk offers it; PCMU/PCMA for everyone else; speex
 # never by default (peers that offer it rarely mean it and it costs CPU).
 CODEC_PRIORITIES = {"G722/16000": 255, "PCMU/8000": 254, "PCMA/8000": 253}
+# pjmedia's quality setting picks the conference bridge's resampler: 8 (pjsua's default) a long
+# filter, 3-4 the short one. Narrowband calls are upsampled 8 → 16 kHz and back on every frame,
+# and speech band-limited to 3.4 kHz loses nothing with the short filter, while the workers'
+# media clock spends about 40 % less (bench/calls.py's baseline: 0.50 → 0.29 % of a core per call).
+MEDIA_QUALITY = 4
 
 _REQUEST_USER = re.compile(r"^INVITE\s+(?:sips?|tel):([^@;>\s]+)", re.IGNORECASE)
 _HEADER = "^{name}:[ \t]*([^\r\n]+)"
@@ -197,6 +202,7 @@ class PjThread(threading.Thread):
         med.ecTailLen = 0  # no echo canceller: there is no loudspeaker next to a microphone here
         med.noVad = True
         med.sndAutoCloseTime = -1  # with the null device, closing it would stop the bridge clock
+        med.quality = MEDIA_QUALITY
         self.ep.libInit(cfg)
         tcfg = pj.TransportConfig()
         tcfg.port = s.sip_port
