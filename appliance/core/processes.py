@@ -18,6 +18,12 @@ from pathlib import Path
 log = logging.getLogger(__name__)
 
 RESTART_BACKOFF_S = (0.2, 1.0, 5.0)
+# Niceness of children, relative to the appliance. The hub's 20 ms clock serves every call on the
+# box and a worker serves four, so when CPU runs short the workers wait, not the hub (at 120 calls
+# the hub's thread waited for a CPU 48 % of the time among ~130 worker threads, and its late ticks
+# cost audio: docs/BENCHMARKS.md). Recording conversion is batch work and yields to everything.
+WORKER_NICE = 5
+BACKGROUND_NICE = 15
 _PR_SET_PDEATHSIG = 1
 ROOT = Path(__file__).resolve().parents[2]  # the checkout (or site-packages) our workers import from
 
@@ -30,15 +36,20 @@ def die_with_parent() -> None:
 Spawn = Callable[[], Awaitable[asyncio.subprocess.Process]]
 
 
-async def spawn_module(module: str, args: list[str], env: dict[str, str],
-                       capture: bool = False) -> asyncio.subprocess.Process:
-    """`python -m module *args`: our environment plus `env`, importing this code, dying with the appliance.
-    With `capture`, its stdout and stderr are pipes for `communicate()`."""
+async def spawn_module(module: str, args: list[str], env: dict[str, str], capture: bool = False,
+                       nice: int = WORKER_NICE) -> asyncio.subprocess.Process:
+    """`python -m module *args`: our environment plus `env`, importing this code, dying with the appliance,
+    `nice` steps below it. With `capture`, its stdout and stderr are pipes for `communicate()`."""
     environment = dict(os.environ, **env)
     environment["PYTHONPATH"] = str(ROOT) + os.pathsep + environment.get("PYTHONPATH", "")
     pipe = asyncio.subprocess.PIPE if capture else None
     return await asyncio.create_subprocess_exec(sys.executable, "-m", module, *args, env=environment,
-                                                preexec_fn=die_with_parent, stdout=pipe, stderr=pipe)
+                                                preexec_fn=lambda: _child(nice), stdout=pipe, stderr=pipe)
+
+
+def _child(nice: int) -> None:
+    die_with_parent()
+    os.nice(nice)
 
 
 class ProcessPool:
