@@ -31,6 +31,7 @@ from sip.credentials import DialAuth
 from sip.edge_config import EDGE_KEY_HEADER, outbound_hosts
 from sip.events import CallOffered, DialFailed, EventSink, LegAnswered, LegEnded, PjEvent, TransferFinished
 from sip.media import CallMediaPort, audio_format
+from sip.rtp_ports import PortBlock
 
 log = logging.getLogger(__name__)
 
@@ -217,12 +218,11 @@ class PjThread(threading.Thread):
         acfg = pj.AccountConfig()
         acfg.idUri = f"sip:switchboard@127.0.0.1:{s.sip_port}"
         self.account_priority = acfg.priority
-        # With a dial account (below) the range is split in two: each pjsua account counts its own
-        # next RTP port from its own start, so two accounts on one range bind each other's ports
-        # first and log an error for every call (measured).
-        own_ports = s.rtp_ports // 2 if s.dial_auth else s.rtp_ports
-        acfg.mediaConfig.transportConfig.port = s.rtp_port
-        acfg.mediaConfig.transportConfig.portRange = own_ports
+        # With a dial account (below), each account takes half of the worker's block (PortBlock.split).
+        block = PortBlock(s.rtp_port, s.rtp_ports)
+        own = block.split()[0] if s.dial_auth else block
+        acfg.mediaConfig.transportConfig.port = own.start
+        acfg.mediaConfig.transportConfig.portRange = own.port_range
         if s.media_address:
             acfg.mediaConfig.transportConfig.publicAddress = s.media_address
         if s.outbound_proxy:
@@ -239,8 +239,9 @@ class PjThread(threading.Thread):
             # Lower priority than the first, with the same URI: pjsua offers an incoming call
             # to the first account its Request-URI matches, in priority order, so never to it.
             acfg.priority = self.account_priority - 1
-            acfg.mediaConfig.transportConfig.port = s.rtp_port + own_ports
-            acfg.mediaConfig.transportConfig.portRange = s.rtp_ports - own_ports
+            dial = block.split()[1]
+            acfg.mediaConfig.transportConfig.port = dial.start
+            acfg.mediaConfig.transportConfig.portRange = dial.port_range
             acfg.sipConfig.authCreds.append(pj.AuthCredInfo("digest", "*", s.dial_auth.username, 0,
                                                             s.dial_auth.password))
             self.dial_account = DialAccount(self)

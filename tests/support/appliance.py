@@ -30,6 +30,7 @@ class ApplianceProcess:
     root: Path
     workers: int = 2
     calls_per_worker: int = 4
+    rtp_ports_per_worker: int = 40
     trunk_sources: list[str] = field(default_factory=lambda: ["127.0.0.0/8"])
     numbers: dict[str, str] = field(default_factory=lambda: {"100": "default"})
     flows_dir: Path = ROOT / "flows"
@@ -43,7 +44,7 @@ class ApplianceProcess:
         self.secret = secrets.token_urlsafe(32)
         self.sip_port = free_port_block(1)
         self.worker_base = free_port_block(self.workers)
-        self.rtp_base = free_port_block(self.workers * 40)
+        self.rtp_base = free_port_block(self.workers * self.rtp_ports_per_worker)
         self.http_port = free_port_block(1)
         self.https_port = free_port_block(1)
         self.data_dir = self.root / "data"
@@ -58,7 +59,7 @@ class ApplianceProcess:
                 "calls_per_worker": self.calls_per_worker,
                 "worker_base_port": self.worker_base,
                 "rtp_port_start": self.rtp_base,
-                "rtp_ports_per_worker": 40,
+                "rtp_ports_per_worker": self.rtp_ports_per_worker,
             },
             "http": {"host": "127.0.0.1", "port": self.http_port},
             "console": {"host": "127.0.0.1", "port": self.https_port, "rtc_workers": self.rtc_workers},
