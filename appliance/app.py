@@ -164,10 +164,22 @@ class Appliance:
         return servers
 
     def health(self) -> dict[str, Any]:
-        up = len(self.workers.sip)
-        return {"ok": up > 0, "workers_up": up, "workers": len(self.gateway.specs),
-                "personas_up": len(self.workers.agents), "personas": len(self.persona_pool.names),
-                "rtc_up": len(self.workers.rtc), "rtc": self.config.console.rtc_workers,
+        """/healthz: ok only while every worker the appliance started is connected and the SIP edge runs.
+
+        Load balancers and the deploy role's check read it: a box short of a SIP worker takes fewer
+        calls than its peers think, one without its persona or WebRTC workers fails the calls that need
+        them. Start-up is honestly not ok until the last worker has joined; a drain is still ok.
+        """
+        expected = {"sip": len(self.gateway.specs), "agent": len(self.persona_pool.names),
+                    "rtc": len(self.rtc_pool.names), "twilio": int(self.twilio is not None)}
+        roles = {role: {"expected": count, "up": len(self.workers.of(role))}
+                 for role, count in expected.items() if count}
+        short = [role for role, workers in roles.items() if workers["up"] < workers["expected"]]
+        edge = self.gateway.edge.running
+        return {"ok": not short and edge, "short": short, "roles": roles, "edge_running": edge,
+                "workers_up": roles["sip"]["up"], "workers": expected["sip"],
+                "personas_up": len(self.workers.agents), "personas": expected["agent"],
+                "rtc_up": len(self.workers.rtc), "rtc": expected["rtc"],
                 "calls_active": len(self.calls.calls), "draining": self.gateway.draining}
 
     def _egress_source(self, call_id: str) -> CallAudio | None:

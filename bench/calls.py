@@ -282,7 +282,7 @@ class Step:
 def wait_active(app: ApplianceProcess, count: int, deadline: float) -> bool:
     while time.monotonic() < deadline:
         try:
-            if app.get("/healthz", auth=False)["calls_active"] >= count:
+            if app.health()["calls_active"] >= count:
                 return True
         except (OSError, ValueError):
             pass
@@ -322,7 +322,7 @@ def run_step(app: ApplianceProcess, n: int, args: argparse.Namespace, workdir: P
     window_end = launched + args.duration - 0.5
     all_in = wait_active(app, n, min(window_end - 2, launched + ramp_s + 15))
     if not all_in:
-        step.problems.append(f"only {app.get('/healthz', auth=False)['calls_active']} of {n} calls were up at once")
+        step.problems.append(f"only {app.health()['calls_active']} of {n} calls were up at once")
     time.sleep(1.0)
     sipp_pids = find_sipp(workdir)
     start = time.monotonic()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -9,12 +10,14 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.error
 import wave
 from pathlib import Path
 
 import pytest
 
 from tests.support.appliance import ROOT, ApplianceProcess
+from tests.support.held_call import WAIT_S
 from tests.support.sipp.process import run_sipp
 from tests.support.sipp.scenarios import caller_scenario, refused_scenario
 from tests.support.wait import wait_until
@@ -70,7 +73,7 @@ def test_malformed_sip_does_not_stop_the_next_call(appliance, tmp_path: Path) ->
                 s.sendto(payload, ("127.0.0.1", port))
     time.sleep(0.5)
     assert appliance.process.poll() is None
-    assert appliance.get("/healthz", auth=False)["workers_up"] == 2
+    assert appliance.health()["workers_up"] == 2
     result = run_sipp(caller_scenario(tmp_path, "2"), appliance.sip_port, tmp_path)
     assert result.successful == 1, result.output
     (call,) = appliance.wait_calls_closed(1)
@@ -116,7 +119,7 @@ def test_killed_worker_is_restarted_and_its_calls_closed(appliance_factory, tmp_
             with wave.open(call["recording_path"]) as w:
                 assert w.getnchannels() == 2 and w.getnframes() / w.getframerate() > 2.5
 
-        wait_until(lambda: app.get("/healthz", auth=False)["workers_up"] >= 2, "both workers up", 15, interval=0.2)
+        wait_until(lambda: app.health()["workers_up"] >= 2, "both workers up", 15, interval=0.2)
         assert app.worker_pid("w1") != old_pid
         assert app.get("/healthz", auth=False)["workers_up"] == 2
         text = app.get("/metrics").decode()
@@ -128,3 +131,58 @@ def test_killed_worker_is_restarted_and_its_calls_closed(appliance_factory, tmp_
     for call in app.wait_calls_closed(4, timeout=40):
         if call["worker"] == "w2":
             assert call["end_reason"] == "flow-hangup"
+
+
+def _healthz_503(app: ApplianceProcess) -> dict:
+    """/healthz's body, having checked that it answered 503."""
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        app.get("/healthz", auth=False)
+    assert refused.value.code == 503
+    return json.loads(refused.value.read())
+
+
+def _bind(sock: socket.socket, port: int) -> bool:
+    try:
+        sock.bind(("127.0.0.1", port))
+    except OSError:
+        return False  # the killed worker's socket is not closed yet
+    return True
+
+
+def test_healthz_is_503_naming_the_role_while_a_worker_is_missing(appliance_factory) -> None:
+    app = appliance_factory(workers=2)
+    health = app.get("/healthz", auth=False)  # 200
+    assert health["ok"] and health["short"] == [] and health["edge_running"]
+    assert health["roles"] == {"sip": {"expected": 2, "up": 2}, "agent": {"expected": 1, "up": 1}}
+
+    old_pid = app.worker_pid("w1")
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as squatter:
+        os.kill(old_pid, signal.SIGKILL)
+        # Another process takes w1's SIP port, so w1 cannot start again until the block ends.
+        wait_until(lambda: _bind(squatter, app.worker_base), "w1's SIP port to be free", WAIT_S, interval=0.01)
+        wait_until(lambda: app.health()["short"], "the hub to see w1 gone", WAIT_S, interval=0.1)
+        health = _healthz_503(app)
+        assert health["ok"] is False and health["short"] == ["sip"]
+        assert health["roles"]["sip"] == {"expected": 2, "up": 1}
+        # The supervisor keeps trying: w1 is missing, not given up on.
+        wait_until(lambda: "process exited; restarting" in app.log_path.read_text(), "a failed restart", WAIT_S)
+        assert _healthz_503(app)["short"] == ["sip"]
+
+    wait_until(lambda: app.health()["ok"], "w1 back", WAIT_S, interval=0.2, detail=app.log_tail)
+    health = app.get("/healthz", auth=False)  # 200 again
+    assert health["short"] == [] and health["roles"]["sip"] == {"expected": 2, "up": 2}
+
+    # The SIP edge is the appliance's too: without it no call comes in, whatever the workers.
+    (edge,) = [pid for pid in app.child_pids() if _parent(pid) == app.process.pid and b"kamailio" in _cmdline(pid)]
+    os.kill(edge, signal.SIGKILL)
+    wait_until(lambda: not app.health()["edge_running"], "the appliance to see its edge gone", WAIT_S)
+    health = _healthz_503(app)
+    assert health["ok"] is False and health["short"] == [] and health["edge_running"] is False
+
+
+def _cmdline(pid: int) -> bytes:
+    return Path(f"/proc/{pid}/cmdline").read_bytes()
+
+
+def _parent(pid: int) -> int:
+    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
