@@ -1,7 +1,8 @@
 """The composition root: builds every service from Config and owns start-up and shutdown order.
 
-Start-up: close calls a crash left open, repair their recordings and queue their conversion, load flows (refuse
-to start on a broken one), then hub → participant server → HTTP → SIP gateway. Shutdown
+Start-up: take the data directory's lock (a second instance refuses before touching anything),
+close calls a crash left open, repair their recordings and queue their conversion, load flows
+(refuse to start on a broken one), then hub → participant server → HTTP → SIP gateway. Shutdown
 runs the other way, hanging up calls first so every record is closed.
 """
 
@@ -27,6 +28,7 @@ from appliance.console.recording_api import RecordingRoutes
 from appliance.console.rtc_pool import RtcPool
 from appliance.console.tls import ensure_certificate, server_context
 from appliance.console.wallboard import WallboardSource
+from appliance.core.lock import DataDirLock
 from appliance.core.reasons import EndReason
 from appliance.flow.library import FlowLibrary
 from appliance.integrations.webhooks import EventWebhooks
@@ -82,6 +84,8 @@ def _tighten(path: Path, mode: int) -> None:
 class Appliance:
     def __init__(self, config: Config):
         self.config = config
+        # First of all: everything below reads or changes what a running instance on this data dir owns.
+        self.lock = DataDirLock.acquire(config.data_dir, DATA_DIR_MODE)
         _private_dirs(config)
         # Raises FlowError on any broken flow: the appliance never runs half-configured.
         self.flows = FlowLibrary(config.flows_dir, config.webhooks.allowed, config.transfers.allowed)

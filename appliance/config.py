@@ -354,7 +354,8 @@ class Config(_Model):
     recording: RecordingConfig = Field(default_factory=RecordingConfig)
     twilio: TwilioConfig = Field(default_factory=TwilioConfig)
     flows_reload_s: float = Field(1.0, ge=0, description="how often flows/ is checked for edits; 0 = never")
-    data_dir: Path = Field(Path("data"), description="SQLite database, hub socket, edge config, generated secret")
+    data_dir: Path = Field(Path("data"), description="SQLite database, hub socket, edge config, generated secret, "
+                                                       "the running appliance's lock")
     recordings_dir: Path = Field(Path("recordings"), description="call recordings and voicemail")
     flows_dir: Path = Field(Path("flows"), description="flows, queues.yaml, personas/ and tests/")
 

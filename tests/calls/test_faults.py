@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.appliance import ROOT, ApplianceProcess
-from tests.support.held_call import WAIT_S
+from tests.support.held_call import WAIT_S, hold_flows, live_call
 from tests.support.sipp.process import run_sipp
 from tests.support.sipp.scenarios import caller_scenario, refused_scenario
 from tests.support.wait import wait_until
@@ -131,6 +131,43 @@ def test_killed_worker_is_restarted_and_its_calls_closed(appliance_factory, tmp_
     for call in app.wait_calls_closed(4, timeout=40):
         if call["worker"] == "w2":
             assert call["end_reason"] == "flow-hangup"
+
+
+def test_a_second_run_on_the_same_data_dir_refuses_and_the_first_goes_on(appliance_factory, tmp_path: Path) -> None:
+    app = appliance_factory(workers=2, flows_dir=hold_flows(tmp_path / "flows"), numbers={"100": "hold"})
+    hub_socket = app.data_dir / "hub.sock"
+    with live_call(app, tmp_path / "live") as live:
+        socket_before = os.stat(hub_socket)
+        # As an admin starting one by hand while systemd runs the box: same config, same data dir.
+        second = subprocess.run([sys.executable, "-m", "appliance.cli", "--config", str(app.config_path), "run"],
+                                cwd=ROOT, env=app.env, capture_output=True, text=True, timeout=WAIT_S)
+        assert second.returncode == 1
+        assert second.stderr == (f"appliance: another appliance (pid {app.process.pid}) is running on data_dir "
+                                 f"{app.data_dir}; not starting a second one\n")
+
+        # It touched nothing of the first's: the call is live, the hub listens on the same socket.
+        assert app.call(live.id)["ended_at"] is None
+        assert os.stat(hub_socket).st_ino == socket_before.st_ino
+        # So a worker the first restarts finds its hub again (the other worker, not the call's).
+        idle = "w2" if live.record["worker"] == "w1" else "w1"
+        old_pid = app.worker_pid(idle)
+        os.kill(old_pid, signal.SIGKILL)
+
+        def rejoined() -> bool:
+            try:
+                restarted = app.worker_pid(idle) != old_pid
+            except LookupError:
+                return False  # between the kill and the restart
+            return restarted and app.health()["ok"]
+
+        wait_until(rejoined, "the worker to rejoin", WAIT_S, interval=0.2, detail=app.log_tail)
+        text = app.get("/metrics").decode()
+        assert 'switchboard_worker_restarts_total{role="sip"} 1.0' in text
+        assert 'switchboard_workers_up{role="sip"} 2.0' in text
+        assert app.call(live.id)["ended_at"] is None
+    (result,) = live.results
+    assert result.successful == 1, result.output
+    assert app.call(live.id)["end_reason"] == "caller-hangup"
 
 
 def _healthz_503(app: ApplianceProcess) -> dict:
