@@ -11,17 +11,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
-
-from aiohttp import web
 
 from appliance.calls.manager import CallManager
 from appliance.config import Config
 from appliance.console.drain import DrainRoutes, DrainStatus
 from appliance.console.egress import EgressRoutes
-from appliance.console.http import HttpApi
+from appliance.console.http import Health, HttpApi, RoleHealth, Routes
 from appliance.console.login import LoginGuard
 from appliance.console.operator_api import OperatorRoutes
 from appliance.console.recording_api import RecordingRoutes
@@ -123,8 +120,7 @@ class Appliance:
             self.twilio = TwilioGateway(config.twilio, config.twilio.auth_token(), str(config.hub_socket),
                                         lambda: self.tokens.mint(worker_identity("twilio", TWILIO_WORKER), "twilio"),
                                         on_status=self.storage.add_event)
-        routes: tuple[Callable[[web.Application], None], ...] = (
-            console.register, drain.register, recording.register, egress.register)
+        routes: tuple[Routes, ...] = (console.register, drain.register, recording.register, egress.register)
         routes += (self.twilio.register,) if self.twilio else ()
         self.http = HttpApi(self.storage, self.tokens, config.recordings_dir, self.health, routes=routes)
         self.rtc_pool = RtcPool(config, lambda name: self.tokens.mint(worker_identity("rtc", name), "rtc"))
@@ -167,7 +163,7 @@ class Appliance:
             servers.append(entry)
         return servers
 
-    def health(self) -> dict[str, Any]:
+    def health(self) -> Health:
         """/healthz: ok only while every worker the appliance started is connected and the SIP edge runs.
 
         Load balancers and the deploy role's check read it: a box short of a SIP worker takes fewer
@@ -176,15 +172,15 @@ class Appliance:
         """
         expected = {"sip": len(self.gateway.specs), "agent": len(self.persona_pool.names),
                     "rtc": len(self.rtc_pool.names), "twilio": int(self.twilio is not None)}
-        roles = {role: {"expected": count, "up": len(self.workers.of(role))}
+        roles = {role: RoleHealth(expected=count, up=len(self.workers.of(role)))
                  for role, count in expected.items() if count}
-        short = [role for role, workers in roles.items() if workers["up"] < workers["expected"]]
+        short = [role for role, workers in roles.items() if workers.up < workers.expected]
         edge = self.gateway.edge.running
-        return {"ok": not short and edge, "short": short, "roles": roles, "edge_running": edge,
-                "workers_up": roles["sip"]["up"], "workers": expected["sip"],
-                "personas_up": len(self.workers.agents), "personas": expected["agent"],
-                "rtc_up": len(self.workers.rtc), "rtc": expected["rtc"],
-                "calls_active": len(self.calls.calls), "draining": self.gateway.draining}
+        return Health(ok=not short and edge, short=short, roles=roles, edge_running=edge,
+                      workers_up=len(self.workers.sip), workers=expected["sip"],
+                      personas_up=len(self.workers.agents), personas=expected["agent"],
+                      rtc_up=len(self.workers.rtc), rtc=expected["rtc"],
+                      calls_active=len(self.calls.calls), draining=self.gateway.draining)
 
     def _egress_source(self, call_id: str) -> CallAudio | None:
         call = self.calls.calls.get(call_id)

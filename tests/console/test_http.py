@@ -9,9 +9,12 @@ from pathlib import Path
 
 import aiohttp
 import pytest
+import schemathesis
+from aiohttp import web
 
 from appliance.config import RecordingFormat
-from appliance.console.http import HttpApi
+from appliance.console.http import Health, HttpApi
+from appliance.core.api import Operation
 from appliance.recording.formats import convert
 from appliance.rooms.tokens import TokenAuthority
 from appliance.storage import Storage
@@ -20,12 +23,14 @@ from tests.support.ports import free_port_block
 
 KEY, SECRET = "APIconsole", "console-secret-console-secret-0123"
 CALL = "CA0123456789abcdef"
+HEALTH = Health(ok=True, workers_up=2, workers=2, personas_up=0, personas=0, rtc_up=0, rtc=0, calls_active=0,
+                draining=False)
 OTHER = "CAfedcba9876543210"
 
 
 class Api:
     def __init__(self, base: str, session: aiohttp.ClientSession, storage: Storage, tokens: TokenAuthority,
-                 recordings: Path, health: dict):
+                 recordings: Path, health: Health):
         self.base = base
         self.health = health
         self.session = session
@@ -56,7 +61,7 @@ async def api(tmp_path: Path) -> AsyncIterator[Api]:
     tokens = TokenAuthority(KEY, SECRET)
     recordings = tmp_path / "recordings"
     recordings.mkdir()
-    health = {"ok": True, "workers": 2}
+    health = HEALTH.model_copy()
     http = HttpApi(storage, tokens, recordings, health=lambda: health)
     for attempt in range(5):
         port = free_port_block(1)
@@ -89,8 +94,8 @@ def _wav(path: Path, frames: int = 1600) -> bytes:
 
 async def test_healthz_is_open(api: Api):
     status, body, _ = await api.get("/healthz")
-    assert (status, body) == (200, {"ok": True, "workers": 2})
-    api.health["ok"] = False
+    assert (status, body) == (200, api.health.model_dump())
+    api.health.ok = False
     status, body, _ = await api.get("/healthz")
     assert status == 503 and body["ok"] is False
 
@@ -419,3 +424,31 @@ async def test_a_pruned_recording_is_410_saying_why(api: Api):
     assert body["error"].startswith("this call's recording was deleted by retention (appliance recordings prune)")
     status, detail, _ = await api.get(f"/api/calls/{CALL}", role="admin")
     assert status == 200 and detail["recording_pruned_at"] and detail["end_reason"] == "caller-hangup"
+
+
+async def test_a_route_without_an_operation_stops_the_api_from_starting(tmp_path: Path) -> None:
+    async def secret(request: web.Request) -> web.Response:
+        return web.Response(text="not in the document")
+
+    def register(app: web.Application) -> list[Operation]:
+        app.router.add_get("/api/secret", secret)
+        return []
+
+    storage = Storage(tmp_path / "other.db")
+    try:
+        # So a route cannot be left out of /api/openapi.json: the appliance would not start.
+        with pytest.raises(RuntimeError, match="HEAD /api/secret, GET /api/secret"):
+            HttpApi(storage, TokenAuthority(KEY, SECRET), tmp_path, lambda: HEALTH, routes=(register,))
+    finally:
+        storage.close()
+
+
+async def test_the_openapi_document_is_for_people_with_a_token_and_is_valid(api: Api):
+    status, body, _ = await api.get("/api/openapi.json")
+    assert (status, body) == (401, {"error": "missing or invalid bearer token"})
+    for role in ("operator", "supervisor", "admin"):
+        status, document, _ = await api.get("/api/openapi.json", role=role)
+        assert status == 200
+    schemathesis.openapi.from_dict(document).validate()  # against the OpenAPI 3.1 meta-schema
+    assert set(document["paths"]) == {"/healthz", "/metrics", "/api/calls", "/api/calls/{call_id}",  # type: ignore[index]
+                                      "/api/calls/{call_id}/recording", "/api/openapi.json"}
