@@ -2,8 +2,8 @@
 
 Every webhook is checked with `twilio.request_validator.RequestValidator` against the URL Twilio
 called (`twilio.public_url` + path), never the one the box sees behind a TLS-terminating proxy;
-a missing or wrong `X-Twilio-Signature` gets an empty 403 and a log line. TwiML is built with
-`twilio.twiml.voice_response`.
+a missing or wrong `X-Twilio-Signature` gets a 403 (the API's JSON error body, which says no more
+than the status) and a log line. TwiML is built with `twilio.twiml.voice_response`.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from twilio.request_validator import RequestValidator
 from twilio.twiml.voice_response import Connect, VoiceResponse
 
 from appliance.config import TwilioConfig
-from appliance.core.api import Answer, Operation
+from appliance.core.api import Answer, ErrorBody, Operation
 from appliance.observability.logging import log_extra
 from twilio_gateway.tickets import StreamTickets
 
@@ -34,6 +34,7 @@ CALL_SID = re.compile(r"^CA[0-9a-fA-F]{32}$")
 NUMBER = re.compile(r"^\+?[0-9*#]{1,32}$")
 MAX_FORM = 64 * 1024  # Twilio's webhook forms are a few hundred bytes
 SIGNATURE = "X-Twilio-Signature"
+FORM = "application/x-www-form-urlencoded"
 
 
 class _Form(BaseModel):
@@ -54,7 +55,7 @@ class StatusForm(_Form):
 
 
 FORGED = "X-Twilio-Signature missing or not Twilio's for this URL and form, or the form is over 64 KiB"
-REFUSED = {403: FORGED}
+REFUSED = {400: "the form is not text in its charset", 403: FORGED, 415: f"the body is not {FORM}"}
 OPERATIONS = (
     Operation("POST", VOICE, "Twilio's voice webhook: TwiML that streams the call (or dials the box's SIP)",
               "twilio", form=VoiceForm, signature_header=SIGNATURE,
@@ -90,8 +91,18 @@ class Webhooks:
         if request.content_length is not None and request.content_length > MAX_FORM:
             log.warning("Twilio webhook refused: body too large", extra=log_extra(path=request.path))
             return _forged()
-        form = await request.post()
-        fields = MultiDict((k, v) for k, v in form.items() if isinstance(v, str))  # files are not Twilio's
+        # Twilio sends nothing else; refused before parsing, as aiohttp's multipart parser raises
+        # on a multipart type without a boundary.
+        if request.content_type != FORM:
+            log.warning("Twilio webhook refused: not a form", extra=log_extra(path=request.path,
+                                                                             content_type=request.content_type[:80]))
+            return _error(415, f"Twilio's webhooks are {FORM}")
+        try:
+            form = await request.post()
+        except (ValueError, LookupError):  # not text in its charset (UnicodeDecodeError), or no such charset
+            log.warning("Twilio webhook refused: form unreadable", extra=log_extra(path=request.path))
+            return _error(400, "the form is not text in its charset")
+        fields = MultiDict((k, v) for k, v in form.items() if isinstance(v, str))
         url = self.public_url + request.rel_url.path_qs
         signature = request.headers.get(SIGNATURE, "")
         if not signature or not self.validator.validate(url, fields, signature):
@@ -144,5 +155,9 @@ class Webhooks:
         return f"wss://{public.netloc}{public.path}{MEDIA}"
 
 
+def _error(status: int, message: str) -> web.Response:
+    return web.json_response(ErrorBody(error=message).model_dump(), status=status)
+
+
 def _forged() -> web.Response:
-    return web.Response(status=403)
+    return _error(403, "signature missing or wrong")

@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import os
 import re
 import ssl
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -211,7 +212,9 @@ class HttpApi:
             return await handler(request)
         except web.HTTPException as exc:
             if exc.status >= 400:
-                return error(exc.status, exc.reason)
+                # Its headers but for the body's: a 405 keeps the Allow that RFC 9110 requires.
+                kept = {k: v for k, v in exc.headers.items() if k.lower() not in ("content-type", "content-length")}
+                return error(exc.status, exc.reason, headers=kept)
             raise
         except Exception:
             log.exception("request failed", extra={"fields": {"path": request.path}})
@@ -287,7 +290,11 @@ class HttpApi:
         path = Path(call.recording_path).resolve()
         if self.recordings_dir not in path.parents or not path.is_file() or path.suffix not in CONTENT_TYPES:
             return error(404, "recording file is missing")
-        # FileResponse answers Range requests itself: 206 with Content-Range, 416 beyond the file.
+        stat = path.stat()
+        why = _unsatisfiable(request, stat)
+        if why is not None:
+            return error(416, why, headers={"Content-Range": f"bytes */{stat.st_size}"})
+        # FileResponse answers the satisfiable Range requests itself: 206 with Content-Range.
         return web.FileResponse(path, headers={"Content-Type": CONTENT_TYPES[path.suffix]})
 
 
@@ -298,6 +305,21 @@ def _json(model: BaseModel, status: int = 200) -> web.Response:
 def _summary(call: CallRecord) -> CallSummary:
     return CallSummary(**dataclasses.asdict(call), duration_s=call.duration_s,
                        recording_format=format_of(Path(call.recording_path)) if call.recording_path else None)
+
+
+def _unsatisfiable(request: web.Request, stat: os.stat_result) -> str | None:
+    """Why the Range asked for cannot be served, judged as FileResponse would judge it, so that
+    FileResponse (whose own 416 has no body) is only ever handed ranges it serves."""
+    if_range = request.if_range
+    if if_range is not None and stat.st_mtime > if_range.timestamp():
+        return None  # the file changed since: FileResponse ignores the Range and sends it whole
+    try:
+        asked = request.http_range
+    except ValueError:
+        return "Range must be one range: bytes=FIRST-LAST, bytes=FIRST- or bytes=-SUFFIX"
+    if asked.start is not None and asked.start >= stat.st_size:
+        return f"the range starts beyond the recording's {stat.st_size} bytes"
+    return None
 
 
 def _masked(event: dict[str, Any]) -> dict[str, Any]:

@@ -295,9 +295,30 @@ async def test_each_format_answers_range_requests(api: Api, stored, suffix: str,
         assert resp.headers["Content-Type"] == content_type
         assert body == content[start:end + 1]
     for beyond in (f"bytes={size}-", f"bytes={size + 100}-{size + 200}"):
-        status, _, resp = await api.get(f"/api/calls/{CALL}/recording", role="admin", headers={"Range": beyond})
+        status, body, resp = await api.get(f"/api/calls/{CALL}/recording", role="admin", headers={"Range": beyond})
         assert status == 416, beyond
         assert resp.headers["Content-Range"] == f"bytes */{size}"
+        assert "beyond" in body["error"]  # type: ignore[index]
+
+
+@pytest.mark.parametrize("asked", ["{}", "bytes=9-7", "bytes=0-1,5-9", "items=0-9", "bytes=-", "bytes=x-"])
+async def test_a_malformed_range_is_416_with_a_json_body(api: Api, stored, asked: str):
+    # Found by the fuzzer (tests/console/test_openapi.py): FileResponse answered these 416 with
+    # no body at all, under the recording's Content-Type.
+    content = _stored_call(api, stored, ".wav")
+    status, body, resp = await api.get(f"/api/calls/{CALL}/recording", role="admin", headers={"Range": asked})
+    assert status == 416 and resp.content_type == "application/json"
+    assert "one range" in body["error"]  # type: ignore[index]
+    assert resp.headers["Content-Range"] == f"bytes */{len(content)}"
+
+
+async def test_a_range_on_a_recording_changed_since_if_range_is_ignored(api: Api, stored):
+    content = _stored_call(api, stored, ".wav")
+    old = "Mon, 01 Jan 2001 00:00:00 GMT"
+    for asked in ("bytes=0-9", "{}"):
+        status, body, _ = await api.get(f"/api/calls/{CALL}/recording", role="admin",
+                                        headers={"Range": asked, "If-Range": old})
+        assert (status, body) == (200, content), asked
 
 
 async def test_range_requests_are_authorised_as_whole_downloads(api: Api, stored):
@@ -424,6 +445,15 @@ async def test_a_pruned_recording_is_410_saying_why(api: Api):
     assert body["error"].startswith("this call's recording was deleted by retention (appliance recordings prune)")
     status, detail, _ = await api.get(f"/api/calls/{CALL}", role="admin")
     assert status == 200 and detail["recording_pruned_at"] and detail["end_reason"] == "caller-hangup"
+
+
+async def test_a_method_a_route_does_not_take_is_405_with_allow(api: Api):
+    # Found by the fuzzer (tests/console/test_openapi.py): the JSON 405 had lost aiohttp's Allow header.
+    for method, path in (("TRACE", "/healthz"), ("POST", "/api/calls"), ("DELETE", f"/api/calls/{CALL}")):
+        async with api.session.request(method, api.base + path) as resp:
+            assert resp.status == 405
+            assert set(resp.headers["Allow"].split(",")) == {"GET", "HEAD"}
+            assert resp.content_type == "application/json" and "error" in await resp.json()
 
 
 async def test_a_route_without_an_operation_stops_the_api_from_starting(tmp_path: Path) -> None:
