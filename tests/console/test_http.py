@@ -13,7 +13,7 @@ import schemathesis
 from aiohttp import web
 
 from appliance.config import RecordingFormat
-from appliance.console.http import Health, HttpApi
+from appliance.console.http import Health, HttpApi, RoleHealth
 from appliance.core.api import Operation
 from appliance.recording.formats import convert
 from appliance.rooms.tokens import TokenAuthority
@@ -23,8 +23,8 @@ from tests.support.ports import free_port_block
 
 KEY, SECRET = "APIconsole", "console-secret-console-secret-0123"
 CALL = "CA0123456789abcdef"
-HEALTH = Health(ok=True, workers_up=2, workers=2, personas_up=0, personas=0, rtc_up=0, rtc=0, calls_active=0,
-                draining=False)
+HEALTH = Health(ok=True, short=[], roles={"sip": RoleHealth(expected=2, up=2)}, edge_running=True, workers_up=2,
+                workers=2, personas_up=0, personas=0, rtc_up=0, rtc=0, calls_active=0, draining=False)
 OTHER = "CAfedcba9876543210"
 
 
