@@ -24,6 +24,7 @@ import tempfile
 import threading
 import time
 import wave
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -46,6 +47,7 @@ from bench.common import (
     box_ticks,
     code_version,
     first_line,
+    log_warnings,
     machine,
     missing_program,
     save_results,
@@ -225,6 +227,21 @@ def metrics_text(app: ApplianceProcess) -> str:
     return body.decode() if isinstance(body, bytes) else json.dumps(body)
 
 
+def tick_lag(metrics_before: str, metrics_after: str, seconds: float) -> dict[str, Any]:
+    """How late the hub's 20 ms tick ran between two /metrics texts `seconds` apart."""
+    lag = histogram_delta(histogram(metrics_before, "switchboard_hub_tick_lag_seconds"),
+                          histogram(metrics_after, "switchboard_hub_tick_lag_seconds"))
+    return {
+        "ticks": int(lag["count"]),
+        "expected_ticks": int(seconds / 0.02),
+        "mean_ms": _round(1000 * lag["sum"] / lag["count"] if lag["count"] else None),
+        "p50_ms": _round(_ms(histogram_quantile(lag, 0.50))),
+        "p95_ms": _round(_ms(histogram_quantile(lag, 0.95))),
+        "p99_ms": _round(_ms(histogram_quantile(lag, 0.99))),
+        "over_20ms": _round(share_above(lag, 0.02), 4),
+    }
+
+
 # --- recordings ----------------------------------------------------------------------------
 
 
@@ -382,17 +399,7 @@ def run_step(app: ApplianceProcess, n: int, args: argparse.Namespace, workdir: P
     step.rss_mb_total = round(steady_rss / 1024, 1)
     step.rss_mb_per_call = round((steady_rss - idle_rss_kb) / 1024 / n, 2)
 
-    lag = histogram_delta(histogram(metrics_before, "switchboard_hub_tick_lag_seconds"),
-                          histogram(metrics_after, "switchboard_hub_tick_lag_seconds"))
-    step.tick_lag = {
-        "ticks": int(lag["count"]),
-        "expected_ticks": int(steady / 0.02),
-        "mean_ms": _round(1000 * lag["sum"] / lag["count"] if lag["count"] else None),
-        "p50_ms": _round(_ms(histogram_quantile(lag, 0.50))),
-        "p95_ms": _round(_ms(histogram_quantile(lag, 0.95))),
-        "p99_ms": _round(_ms(histogram_quantile(lag, 0.99))),
-        "over_20ms": _round(share_above(lag, 0.02), 4),
-    }
+    step.tick_lag = tick_lag(metrics_before, metrics_after, steady)
     offers = histogram(metrics_after, "switchboard_call_offer_seconds")
     step.offer_s = {"p95_ms_cumulative": _round(_ms(histogram_quantile(offers, 0.95)))}
 
@@ -522,6 +529,36 @@ def wait_quiet(app: ApplianceProcess, limit_pct: float, max_wait_s: float,
     return round(readings[-1], 1)
 
 
+def ramp(app: ApplianceProcess, steps: list[int], args: argparse.Namespace, run_one: Callable[[int, int], Any],
+         line: Callable[[Any], str], name: str = "") -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Run `run_one(n, attempt)` for each step in turn until a step fails, after waiting for a quiet
+    box; a step that failed while other work used more than `args.quiet` is run again (up to
+    `args.attempts`). Steps are dataclasses with calls, passed, problems and other_load_pct.
+    Returns (the steps run, the attempts run again), as dicts."""
+    label = f"{name} step" if name else "step"
+    done: list[dict[str, Any]] = []
+    retried: list[dict[str, Any]] = []
+    for n in steps:
+        for attempt in range(1, args.attempts + 1):
+            quiet = wait_quiet(app, args.quiet, args.quiet_wait, args.load_pids)
+            say(f"{label} {n}: {n} calls of {args.duration:.0f} s at {args.rate:g} calls/s")
+            step = run_one(n, attempt)
+            say(line(step))
+            noisy = step.other_load_pct is not None and step.other_load_pct > args.quiet
+            if step.passed or not noisy or attempt == args.attempts:
+                break
+            # Failed while other work shared the box: that is not the appliance's number. Once more.
+            say(f"{label} {n} failed with other work at {step.other_load_pct}% of a core (before: {quiet}%); again")
+            retried.append(asdict(step))
+            time.sleep(args.settle)
+        done.append(asdict(step))
+        if not step.passed:
+            say(f"{label} {n} failed: {'; '.join(step.problems)}")
+            break
+        time.sleep(args.settle)
+    return done, retried
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
     started_at = dt.datetime.now().astimezone()
     workers = args.workers or math.ceil(max(args.steps) / CALLS_PER_WORKER) + 1
@@ -560,29 +597,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             args.load_pids = [load.start()]
             say(f"extra load: a process busy {100 * args.extra_load:.0f}% of every 20 ms (pid {args.load_pids[0]})")
         seen: set[str] = set()
-        report["retried"] = []
-        for n in args.steps:
-            for attempt in range(1, args.attempts + 1):
-                quiet = wait_quiet(app, args.quiet, args.quiet_wait, args.load_pids)
-                say(f"step {n}: {n} calls of {args.duration:.0f} s at {args.rate:g} calls/s")
-                step = run_step(app, n, args, root / f"step-{n}-{attempt}", idle["rss_kb"], seen)
-                say(_step_line(step))
-                noisy = step.other_load_pct is not None and step.other_load_pct > args.quiet
-                if step.passed or not noisy or attempt == args.attempts:
-                    break
-                # Failed while other work shared the box: that is not the appliance's number. Once more.
-                say(f"step {n} failed with other work at {step.other_load_pct}% of a core (before: {quiet}%); again")
-                report["retried"].append(asdict(step))
-                time.sleep(args.settle)
-            report["steps"].append(asdict(step))
-            if not step.passed:
-                say(f"step {n} failed: {'; '.join(step.problems)}")
-                break
-            time.sleep(args.settle)
+        report["steps"], report["retried"] = ramp(
+            app, args.steps, args,
+            lambda n, attempt: run_step(app, n, args, root / f"step-{n}-{attempt}", idle["rss_kb"], seen), step_line)
     finally:
         load.stop()
         # Read before stopping: shutdown logs its own warnings (workers disconnecting).
-        report["log_warnings"] = _log_summary(app.log_path)
+        report["log_warnings"] = log_warnings(app.log_path)
         stop_appliance(app, report, root, args.keep)
     if args.baseline and report["steps"]:
         report["baseline"] = run_baseline(args, workers, [s["calls"] for s in report["steps"]])
@@ -614,24 +635,7 @@ def run_baseline(args: argparse.Namespace, workers: int, steps: list[int]) -> li
     return results
 
 
-def _log_summary(path: Path) -> dict[str, int]:
-    counts: dict[str, int] = {}
-    try:
-        lines = path.read_text(errors="replace").splitlines()
-    except OSError:
-        return counts
-    for line in lines:
-        try:
-            entry = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(entry, dict) and str(entry.get("level", "")).upper() in ("WARNING", "ERROR", "CRITICAL"):
-            key = f"{entry.get('level')}: {entry.get('msg') or entry.get('message')}"
-            counts[key] = counts.get(key, 0) + 1
-    return counts
-
-
-def _step_line(s: Step) -> str:
+def step_line(s: Step) -> str:
     return (f"  N={s.calls} {'PASS' if s.passed else 'FAIL'} failed={s.sipp_failed} "
             f"invite→200 p50={s.invite_200_ms.get('p50')} p95={s.invite_200_ms.get('p95')} ms "
             f"cpu={s.cpu.get('appliance_total')}% ({s.cpu_pct_per_call}%/call; "
@@ -647,17 +651,20 @@ def _step_line(s: Step) -> str:
             f"{s.records.get('recording_short_of_call_s_max')} s")
 
 
-def parse_args(argv: list[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python bench/calls.py", description=__doc__,
+def ramp_parser(prog: str, description: str | None, full_steps: list[int]) -> argparse.ArgumentParser:
+    """The options of a capacity ramp: this benchmark's, and bench/media_streams.py's."""
+    parser = argparse.ArgumentParser(prog=prog, description=description,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=lambda s: [int(x) for x in s.split(",") if x.strip()],
-                        help=f"concurrency steps, comma-separated (default {','.join(map(str, FULL_STEPS))})")
+                        help=f"concurrency steps, comma-separated (default {','.join(map(str, full_steps))})")
     parser.add_argument("--duration", type=float, help="seconds each call lasts (default 30)")
     parser.add_argument("--rate", type=float, default=20, help="calls started per second in a step (default 20)")
     parser.add_argument("--workers", type=int, help="SIP workers (default ceil(max step / 4) + 1)")
     parser.add_argument("--idle", type=float, help="seconds of idle measurement before the ramp (default 20)")
     parser.add_argument("--settle", type=float, default=5, help="seconds between steps (default 5)")
-    parser.add_argument("--quick", action="store_true", help="steps 4,8 of 10 s calls, 5 s idle: checks the benchmark")
+    parser.add_argument("--quick", action="store_true",
+                        help=f"steps {','.join(map(str, QUICK_STEPS))} of 10 s calls, 5 s idle, no doc: "
+                             "checks the benchmark")
     parser.add_argument("--no-doc", action="store_true", help="do not write docs/BENCHMARKS.md (default in --quick)")
     parser.add_argument("--keep", action="store_true", help="keep the appliance's temp dir (logs, recordings)")
     parser.add_argument("--quiet", type=float, default=25,
@@ -666,6 +673,26 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--quiet-wait", type=float, default=300, help="longest wait for a quiet box, s (default 300)")
     parser.add_argument("--attempts", type=int, default=3,
                         help="runs of a step that keeps failing on a busy box (default 3)")
+    return parser
+
+
+def ramp_args(parser: argparse.ArgumentParser, argv: list[str], full_steps: list[int]) -> argparse.Namespace:
+    """`argv` parsed by a `ramp_parser`, with the defaults that depend on --quick."""
+    args = parser.parse_args(argv)
+    args.argv = argv
+    args.load_pids = []
+    args.steps = args.steps or (QUICK_STEPS if args.quick else full_steps)
+    args.duration = args.duration or (10.0 if args.quick else 30.0)
+    args.idle = args.idle if args.idle is not None else (5.0 if args.quick else 20.0)
+    if args.quick:
+        args.no_doc = True
+    if args.duration < 8:
+        parser.error("--duration must be at least 8 s: the steady state needs every call up at once")
+    return args
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    parser = ramp_parser("python bench/calls.py", __doc__, FULL_STEPS)
     parser.add_argument("--no-baseline", dest="baseline", action="store_false",
                         help="skip the baseline (pjsua2 recording by itself) after the ramp (skipped in --quick)")
     parser.add_argument("--extra-load", type=float, default=0.0,
@@ -674,17 +701,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--hub-nice", type=int,
                         help="experiment: renice the hub's event-loop thread (the main process's main thread) "
                              "to this value after start, e.g. -10")
-    args = parser.parse_args(argv)
-    args.argv = argv
-    args.load_pids = []
-    args.steps = args.steps or (QUICK_STEPS if args.quick else FULL_STEPS)
-    args.duration = args.duration or (10.0 if args.quick else 30.0)
-    args.idle = args.idle if args.idle is not None else (5.0 if args.quick else 20.0)
+    args = ramp_args(parser, argv, FULL_STEPS)
     if args.quick:
-        args.no_doc = True
         args.baseline = False
-    if args.duration < 8:
-        parser.error("--duration must be at least 8 s: the steady state needs every call up at once")
     return args
 
 

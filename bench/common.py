@@ -113,6 +113,24 @@ def write_doc_section(section: str, begin: str, end: str) -> None:
     DOC.write_text(text)
 
 
+def log_warnings(path: Path) -> dict[str, int]:
+    """How often each warning, error and critical message is in an appliance's JSON log."""
+    counts: dict[str, int] = {}
+    try:
+        lines = path.read_text(errors="replace").splitlines()
+    except OSError:
+        return counts
+    for line in lines:
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(entry, dict) and str(entry.get("level", "")).upper() in ("WARNING", "ERROR", "CRITICAL"):
+            key = f"{entry.get('level')}: {entry.get('msg') or entry.get('message')}"
+            counts[key] = counts.get(key, 0) + 1
+    return counts
+
+
 def process_rss_kb(pid: int) -> int:
     match = re.search(r"^VmRSS:\s*(\d+)", Path(f"/proc/{pid}/status").read_text(), re.MULTILINE)
     return int(match.group(1)) if match else 0
