@@ -139,7 +139,7 @@ def process_rss_kb(pid: int) -> int:
 @dataclass
 class Proc:
     pid: int
-    role: str  # main | worker | kamailio | sipp
+    role: str  # main | worker | kamailio | sipp | callers | load | other
     cpu_ticks: int
     rss_kb: int
 
@@ -151,6 +151,7 @@ def stat_ticks(path: Path) -> int:
 
 
 LOAD_MARK = "switchboard-bench-load"
+CALLERS_MODULE = "bench.media_streams_callers"  # the Media Streams benchmark's callers (role "callers")
 
 
 class BusyLoad:
@@ -190,6 +191,8 @@ def _process_role(pid: int, main_pid: int) -> str:
         return "kamailio"
     if cmdline and cmdline[0].endswith(b"sipp"):
         return "sipp"
+    if CALLERS_MODULE.encode() in cmdline:
+        return "callers"
     return "other"
 
 
@@ -248,8 +251,9 @@ def cpu_window(before: dict[int, Any], after: dict[int, Any], bench_s: float, se
 
 
 class SteadyWindow:
-    """CPU over one steady window: the appliance's by role (`cpu_window`), sipp's (`sipp` pids),
-    this process's (the benchmark's clients), the whole box's, and the other work on it."""
+    """CPU over one steady window: the appliance's by role (`cpu_window`), the load generators'
+    (`sipp`: sipp's or the Media Streams callers' pids), this process's (the benchmark's clients),
+    the whole box's, and the other work on it."""
 
     def __init__(self, app: ApplianceProcess, sipp: list[int]):
         self.app, self.sipp = app, sipp
@@ -262,7 +266,8 @@ class SteadyWindow:
         seconds = time.time() - self.started
         cpu = cpu_window(self.before, after, bench_after - self.bench_before, seconds)
         box = box_cpu(self.box_before, box_after, seconds)
-        other = box["busy"] - cpu["appliance"] - cpu.get("sipp", 0.0) - cpu["bench_clients"]
+        other = (box["busy"] - cpu["appliance"] - cpu.get("sipp", 0.0) - cpu.get("callers", 0.0)
+                 - cpu["bench_clients"])
         return {"seconds": round(seconds, 1), "cpu": cpu, "box_cpu": box, "other_load_pct": round(other, 1)}
 
 
