@@ -41,6 +41,7 @@ from bench.calls_report import analyse, table, write_doc
 from bench.common import (
     CLK_TCK,
     DOC,
+    RESULTS,
     BusyLoad,
     Proc,
     box_cpu,
@@ -61,7 +62,7 @@ from bench.sipp_load import bench_scenario, find_sipp, percentile, rtt_ms
 from tests.support.appliance import ApplianceProcess
 from tests.support.sipp.process import SippResult, run_sipp
 
-FULL_STEPS = [8, 16, 32, 48, 64, 80, 100, 120]
+FULL_STEPS = [8, 32, 64, 100, 120, 150, 160]
 QUICK_STEPS = [4, 8]
 CALLS_PER_WORKER = 4  # the pjsua2 wheel's compiled-in limit
 FRAME_SAMPLES = 320  # 20 ms at 16 kHz: the hub's frame
@@ -707,6 +708,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     return args
 
 
+def latest_extra_load() -> dict[str, Any] | None:
+    """The newest run under --extra-load in bench/results, shown beside the ramp."""
+    runs = sorted(RESULTS.glob("calls-*-extra-load*.json"), key=lambda path: path.stat().st_mtime)
+    return json.loads(runs[-1].read_text()) if runs else None
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     if missing_program("bench/calls.py"):
@@ -714,7 +721,8 @@ def main(argv: list[str] | None = None) -> int:
     # A crashing worker then leaves its Python stacks in the appliance log.
     os.environ.setdefault("PYTHONFAULTHANDLER", "1")
     report = run(args)
-    tag = ("-quick" if args.quick else "") + ("" if args.hub_nice is None else f"-hub-nice{args.hub_nice}")
+    tag = (("-quick" if args.quick else "") + ("" if args.hub_nice is None else f"-hub-nice{args.hub_nice}")
+           + (f"-extra-load{args.extra_load:g}" if args.extra_load else ""))
     report["analysis"] = analysis = analyse(report)
     path = save_results(report, "calls", tag)
     print()
@@ -722,8 +730,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\nlargest concurrency with 0 failed calls: {report['max_calls_0_failures']}")
     print(analysis)
     print(f"raw results: {path}")
-    if not args.no_doc and "idle" in report:
-        write_doc(report, analysis)
+    if args.extra_load:
+        print("with --extra-load the run goes beside the ramp in the doc: the next full run includes its latest")
+    elif not args.no_doc and "idle" in report:
+        write_doc(report, analysis, latest_extra_load())
         print(f"wrote {DOC.relative_to(ROOT)}")
     return 0 if report["steps"] and report["steps"][0]["passed"] else 1
 
