@@ -70,9 +70,9 @@ from bench.personas_report import (
     phase_table,
     write_doc,
 )
-from tests.calls.test_persona_call import OrdersApi
 from tests.support import baresip
 from tests.support.appliance import ApplianceProcess
+from tests.support.orders_api import OrdersApi
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
