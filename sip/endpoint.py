@@ -128,7 +128,12 @@ class PjThread(threading.Thread):
         self._running = True
         self._started = threading.Event()
         self._failed: BaseException | None = None
-        self._graveyard: list[Any] = []  # pjsua2 objects freed on the next turn, never in their own callback
+        # Every pjsua2 call object we made, until pjsua2 reports its call DISCONNECTED; it is let go
+        # in that very callback (WorkerCall.onCallState), as pjsua2 asks. pjsua2 gives a finished
+        # call's slot to the next call, and a Call object deleted after that hangs up whichever call
+        # holds its slot then (603) and cuts that call off from its callbacks: the soak saw a call
+        # arriving within milliseconds of another ending on its worker declined, its record open.
+        self._calls: set[WorkerCall] = set()
         # Media ports are reused, never destroyed while the endpoint runs: pjmedia 2.15's
         # asynchronous conference bridge may still touch a destroyed port on its next tick
         # (pjproject#3928), which crashed workers under load (docs/BENCHMARKS.md).
@@ -168,7 +173,6 @@ class PjThread(threading.Thread):
         try:
             while self._running:
                 self.ep.libHandleEvents(self.settings.poll_ms)
-                self._graveyard.clear()
                 while True:
                     try:
                         command = self._commands.get_nowait()
@@ -256,7 +260,7 @@ class PjThread(threading.Thread):
         self.legs.clear()
         # Let the bridge drop the hung-up calls, then the ports, before the library goes.
         self.ep.libHandleEvents(100)
-        self._graveyard.clear()
+        self._calls.clear()  # before libDestroy: a Call object deleted after it fails pjsua's asserts
         self._free_ports.clear()
         self._all_ports.clear()
         self.ep.libHandleEvents(200)
@@ -298,14 +302,13 @@ class PjThread(threading.Thread):
         leg_id = self._next_leg
         self._next_leg += 1
         call = WorkerCall(self, account, prm.callId, leg_id)
+        self._calls.add(call)
         message = prm.rdata.wholeMsg
         if not self.from_edge(prm.rdata.srcAddress) or not self.keyed_by_edge(message):
             log.warning("INVITE from outside the SIP edge refused", extra=log_extra(source=prm.rdata.srcAddress))
-            self._graveyard.append(call)
             self._reply(call, 403)
             return
         if not self.accepting or len(self.legs) >= self.settings.max_calls:
-            self._graveyard.append(call)
             self._reply(call, 503, retry_after=True)
             return
         leg = Leg(leg_id, call)
@@ -329,7 +332,7 @@ class PjThread(threading.Thread):
     def refuse(self, account: pj.Account, prm: pj.OnIncomingCallParam) -> None:
         """403 to an INVITE offered to an account that takes no calls (the dial account)."""
         call = WorkerCall(self, account, prm.callId, 0)
-        self._graveyard.append(call)
+        self._calls.add(call)
         log.warning("INVITE to the dial account refused", extra=log_extra(source=prm.rdata.srcAddress))
         self._reply(call, 403)
 
@@ -377,6 +380,7 @@ class PjThread(threading.Thread):
             self.emit(DialFailed(leg_id, 503, "worker full"))
             return
         call = WorkerCall(self, self._account_for(uri), pj.PJSUA_INVALID_ID, leg_id)
+        self._calls.add(call)
         leg = Leg(leg_id, call, outbound=True, info={"to": uri})
         self.legs[leg_id] = leg
         prm = pj.CallOpParam(True)
@@ -386,7 +390,7 @@ class PjThread(threading.Thread):
             call.makeCall(uri, prm)
         except pj.Error as exc:
             self.legs.pop(leg_id, None)
-            self._graveyard.append(call)
+            self._calls.discard(call)  # it never had a slot: nothing to hang up
             self.emit(DialFailed(leg_id, exc.status, exc.reason))
 
     def _account_for(self, uri: str) -> pj.Account:
@@ -422,11 +426,14 @@ class PjThread(threading.Thread):
         # Only the deques cross threads: the port itself must die on this thread.
         self.emit(LegAnswered(leg_id, codec, port.received, port.playout, leg.outbound))
 
+    def forget(self, call: WorkerCall) -> None:
+        """pjsua2 is done with `call` (DISCONNECTED): let the object go while its slot is still its own."""
+        self._calls.discard(call)
+
     def call_ended(self, leg_id: int, reason: str, code: int = 0, sip_reason: str = "") -> None:
         leg = self.legs.pop(leg_id, None)
         if leg is None:
             return
-        self._graveyard.append(leg.call)
         if leg.port is not None:
             # The call's media is gone from the bridge, so nothing transmits to or from the port.
             self._free_ports.append(leg.port)
