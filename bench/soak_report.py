@@ -50,7 +50,7 @@ def report_of(run: SoakRun) -> dict[str, Any]:
         "growth": {metric: [asdict(s) for s in slopes] for metric, slopes in growth.items()},
         "retained": run.retained(),
         "samples": [{"at": s.at, "calls_ended": s.calls_ended, "persona_ended": s.persona_ended, "rss_kb": s.rss_kb,
-                     "fds": s.fds} for s in run.samples],
+                     "private_kb": s.private_kb, "fds": s.fds} for s in run.samples],
         "passed": not run.failures(),
     }
 
@@ -69,26 +69,29 @@ def calls_table(report: dict[str, Any]) -> str:
     return "\n".join(rows)
 
 
-def _growth_rows(report: dict[str, Any]) -> list[tuple[str, dict[str, Any], dict[str, Any]]]:
-    """(process, RSS slope, fd slope): the main process, each role summed, and the SIP worker and
-    kamailio process that grew most."""
-    rss = {s["process"]: s for s in report["growth"]["rss_kb"]}
-    fds = {s["process"]: s for s in report["growth"]["fds"]}
+def _growth_rows(report: dict[str, Any]) -> list[tuple[str, dict[str, dict[str, Any]]]]:
+    """(process, {metric: slope}): the main process, each role summed, the WebRTC and persona
+    workers, and the SIP worker and kamailio process whose RSS grew most."""
+    by_metric = {metric: {s["process"]: s for s in slopes} for metric, slopes in report["growth"].items()}
+    rss = by_metric["rss_kb"]
     names = [n for n in rss if n == "main" or n.endswith("(all)") or n.startswith(("rtc:", "persona:"))]
     for role in ("sip:", "kamailio:"):
         own = [n for n in rss if n.startswith(role)]
         if own:
             names.append(max(own, key=lambda n: rss[n]["growth"]))
-    return [(n, rss[n], fds.get(n, {})) for n in sorted(set(names))]
+    return [(n, {metric: slopes.get(n, {}) for metric, slopes in by_metric.items()}) for n in sorted(set(names))]
 
 
 def growth_table(report: dict[str, Any]) -> str:
     kept = report["retained"]
-    rows = ["| process | RSS MB, warm-up → last call | RSS slope | RSS kept idle | open fds, warm-up → last call | "
-            "fd slope | fds kept idle |", "|---|--:|--:|--:|--:|--:|--:|"]
-    for name, rss, fds in _growth_rows(report):
-        per = "/ session" if rss["per"] == "session" else "/ 1,000 calls"
-        cells = [name, f"{rss['first'] / 1024:.1f} → {rss['last'] / 1024:.1f}", f"{rss['growth']:+,.0f} KB {per}",
+    rows = ["| process | RSS MB, warm-up → last call placed | RSS slope | private memory slope | RSS kept idle after "
+            "the run | open fds, warm-up → last call placed | fd slope | fds kept idle |",
+            "|---|--:|--:|--:|--:|--:|--:|--:|"]
+    for name, s in _growth_rows(report):
+        rss, private, fds = s["rss_kb"], s.get("private_kb", {}), s.get("fds", {})
+        per = "/ session" if rss.get("per") == "session" else "/ 1,000 calls"
+        cells = [name, f"{rss.get('first', 0) / 1024:.1f} → {rss.get('last', 0) / 1024:.1f}",
+                 f"{rss.get('growth', 0):+,.0f} KB {per}", f"{private.get('growth', 0):+,.0f} KB {per}",
                  f"{kept['rss_kb'].get(name, 0):+,.0f} KB {per}",
                  f"{fds.get('first', 0):.0f} → {fds.get('last', 0):.0f}", f"{fds.get('growth', 0):+.1f} {per}",
                  f"{kept['fds'].get(name, 0):+.1f} {per}"]
@@ -133,11 +136,16 @@ each call placed has exactly one record and no record belongs to no call; it is 
 its kind's end reason, answered or not as its kind must be, went through the steps and keys
 its caller chose; every answered call's recording is a WAV that plays to its end and lasts
 answered → ended within 0.5 s; every voicemail plays and fits in its call; no line of the
-appliance log is at level error. RSS (`/proc/PID/status`) and open file descriptors
-(`/proc/PID/fd`) of the main process, each SIP worker, the persona worker, the WebRTC gateway
-and each kamailio process are sampled every {st['sample_every_s']:g} s against the calls ended
-so far; growth is the least-squares slope after the first {st['warmup'] * 100:.0f} % of the calls,
-per 1,000 calls (persona workers: per persona session).
+appliance log is at level error. RSS (`/proc/PID/status`), private memory (USS, from
+`/proc/PID/smaps_rollup`) and open file descriptors (`/proc/PID/fd`) of the main process, each
+SIP worker, the persona worker, the WebRTC gateway and each kamailio process are sampled every
+{st['sample_every_s']:g} s against the calls ended so far. A slope is the least-squares fit from
+the first {st['warmup'] * 100:.0f} % of the calls to the last call placed (the calls still up at the
+end, and their draining, are not growth), per 1,000 calls (persona workers: per persona session);
+"kept idle" is what a process held once every call had closed beyond what it held before the
+first, per 1,000 calls: caches and pools filled on the way count in it, so it is an upper bound.
+Kamailio's processes share memory, which each one's RSS counts as it first touches it: their
+private memory is the figure for a leak.
 
 - Date: {report['date']}
 - Machine: {m['cpu']}, {m['cores']} cores, {m['ram_gib']} GiB RAM, Linux {m['kernel']}, Python {m['python']};

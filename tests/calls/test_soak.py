@@ -29,9 +29,10 @@ def test_every_call_of_the_mix_leaves_its_record_and_recording(tmp_path: Path,
 
     with capsys.disabled():
         growth = run.growth()
-        shown = [s for s in growth["rss_kb"] if s.process == "main" or s.process.endswith("(all)")]
-        print("\nsoak growth after warm-up (reported, not asserted): " + "; ".join(
-            f"{s.process} {s.growth:+,.0f} KB per {s.per}" for s in shown))
+        for metric in ("rss_kb", "private_kb", "fds"):
+            shown = [s for s in growth[metric] if s.process == "main" or s.process.endswith("(all)")]
+            print(f"\nsoak {metric} slope after warm-up (reported, not asserted): " + "; ".join(
+                f"{s.process} {s.growth:+,.0f} {s.unit} per {s.per}" for s in shown))
     assert not run.failures(), "\n".join(run.failures()[:40])
     # And it was the whole mix: every call placed went as its caller's scenario says.
     assert {kind: result.successful for kind, result in run.sipp.items()} == run.placed

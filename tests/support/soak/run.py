@@ -30,6 +30,7 @@ CALLS_PER_WORKER = 4  # the pjsua2 wheel's compiled-in limit
 PERSONA_SAYS = "I would like to check my order."
 PERSONA_SPEAKS_AT_S = 5.0  # after the persona's greeting (about 3.4 s)
 CLOSE_TIMEOUT_S = 60.0  # for the last calls to be closed once the callers are done
+METRICS = ("rss_kb", "private_kb", "fds")  # what the sampler reads of each process
 
 
 @dataclass
@@ -55,6 +56,12 @@ def workers_for(rate: float, kinds: tuple[Kind, ...] = KINDS) -> int:
     return math.ceil(1.5 * rate * legs_s / CALLS_PER_WORKER) + 1
 
 
+@dataclass(frozen=True)
+class PersonaCall:
+    established: bool
+    problem: str = ""  # what went wrong, when it was not
+
+
 @dataclass
 class SoakRun:
     plan: SoakPlan
@@ -62,11 +69,11 @@ class SoakRun:
     placed: dict[str, int]
     sipp: dict[str, SippResult] = field(default_factory=dict)
     sipp_errors: dict[str, str] = field(default_factory=dict)  # the start of each kind's sipp error file
-    persona: list[baresip.BaresipCall] = field(default_factory=list)
+    persona: list[PersonaCall] = field(default_factory=list)
     desk: SippResult | None = None
     samples: list[Sample] = field(default_factory=list)
     calls_s: float = 0.0  # from the first call to the last caller's end
-    callers_done_s: float | None = None  # when the last caller ended, on the sampler's clock
+    steady_until_s: float | None = None  # when the last call was placed, on the sampler's clock
     verdict: checks.Verdict | None = None
     errors: list[str] = field(default_factory=list)  # the log's error lines
     workdir: Path | None = None
@@ -80,8 +87,8 @@ class SoakRun:
         """Everything that makes the soak fail, one line each: empty when it passed."""
         lines = [f"sipp {kind}: {self.sipp[kind].failed} calls failed (exit {self.sipp[kind].returncode}): "
                  f"{_first_error(self.sipp_errors.get(kind) or self.sipp[kind].output)}" for kind in self.sipp_failed]
-        lines += [f"persona call {n + 1} was never established: {call.output[-300:]}"
-                  for n, call in enumerate(self.persona) if not call.established]
+        lines += [f"persona call {n + 1} failed: {call.problem}" for n, call in enumerate(self.persona)
+                  if not call.established]
         lines += self.verdict.problems if self.verdict else ["the calls were never checked"]
         lines += [f"error line: {line}" for line in self.errors]
         return lines
@@ -89,11 +96,11 @@ class SoakRun:
     def growth(self) -> dict[str, list[Slope]]:
         """RSS and open files per process over the steady run, as slopes (KB and fds per 1,000 calls)."""
         warmup = int(self.plan.calls * self.plan.warmup)
-        return {metric: slopes(self.samples, warmup, self.callers_done_s, metric) for metric in ("rss_kb", "fds")}
+        return {metric: slopes(self.samples, warmup, self.steady_until_s, metric) for metric in METRICS}
 
     def retained(self) -> dict[str, dict[str, float]]:
         """RSS (KB) and open files each process holds idle after the run beyond before it, per 1,000 calls."""
-        return {metric: retained(self.samples, metric) for metric in ("rss_kb", "fds")}
+        return {metric: retained(self.samples, metric) for metric in METRICS}
 
 
 def _first_error(output: str) -> str:
@@ -142,8 +149,9 @@ def run_soak(plan: SoakPlan, workdir: Path, say: Callable[[str], None] = print) 
             app.start(timeout=60 + 3 * run.workers)
             sampler.start()
             started = time.monotonic()
+            # After the last call is placed, calls only drain: not growth.
+            run.steady_until_s = sampler.elapsed() + plan.seconds
             _place_calls(app, plan, run, workdir, say)
-            run.callers_done_s = sampler.elapsed()
             run.calls_s = round(time.monotonic() - started, 1)
             say(f"callers done after {run.calls_s} s; waiting for the last calls to close")
             deadline = time.monotonic() + CLOSE_TIMEOUT_S
@@ -185,6 +193,20 @@ def _appliance(workdir: Path, workers: int, desk_uri: str, orders_url: str) -> A
     )
 
 
+def _persona_call(phone: baresip.Softphone, n: int, uri: str, mic: Path, stay_s: float) -> PersonaCall:
+    """The softphone's `n`-th call: the persona greets, the caller asks about an order, and hangs up."""
+    try:
+        phone.command("dial", uri)
+        phone.wait_event("CALL_ESTABLISHED", n, timeout=15)
+        phone.say(mic)  # silence, then the question, then silence
+        time.sleep(stay_s)
+        phone.hangup()
+        phone.wait_event("CALL_CLOSED", n, timeout=15)
+    except (TimeoutError, RuntimeError, OSError) as exc:
+        return PersonaCall(False, f"{exc}"[:300])
+    return PersonaCall(True)
+
+
 def _place_calls(app: ApplianceProcess, plan: SoakPlan, run: SoakRun, workdir: Path,
                  say: Callable[[str], None]) -> None:
     """Every kind's sipp and the persona caller at once; returns when all are done."""
@@ -203,15 +225,21 @@ def _place_calls(app: ApplianceProcess, plan: SoakPlan, run: SoakRun, workdir: P
         say(f"  {kind.name}: {result.successful} of {calls} calls passed, {result.failed} failed")
 
     def persona_caller() -> None:
+        # One softphone for every persona call: a baresip per call would take fresh ports each
+        # time, and after a few dozen blocks the test's port picker may hand out the appliance's
+        # RTP ports again (it remembers the last 32), which pjsua would then fail to bind.
         mic = baresip.speech_wav(workdir / "persona.wav", PERSONA_SAYS, plan.persona_stay_s + 15,
                                  lead_s=PERSONA_SPEAKS_AT_S)
         gap = plan.seconds / max(plan.persona_calls, 1)
-        for n in range(plan.persona_calls):
-            result = baresip.call(f"sip:{PERSONA['number']}@127.0.0.1:{app.sip_port}", mic.path,
-                                  workdir / "persona" / str(n), seconds=plan.persona_stay_s)
-            with lock:
-                run.persona.append(result)
-            time.sleep(max(0.0, gap - plan.persona_stay_s))
+        (workdir / "persona").mkdir(parents=True, exist_ok=True)
+        with baresip.Softphone(workdir / "persona", max_seconds=plan.seconds + 120) as phone:
+            for n in range(1, plan.persona_calls + 1):
+                began = time.monotonic()
+                call = _persona_call(phone, n, f"sip:{PERSONA['number']}@127.0.0.1:{app.sip_port}", mic.path,
+                                     plan.persona_stay_s)
+                with lock:
+                    run.persona.append(call)
+                time.sleep(max(0.0, gap - (time.monotonic() - began)))
         say(f"  persona: {sum(c.established for c in run.persona)} of {plan.persona_calls} calls established")
 
     threads = [threading.Thread(target=kind_caller, args=(k,), name=f"soak-{k.name}") for k in KINDS

@@ -55,12 +55,20 @@ def _rss_kb(pid: int) -> int:
     return int(match.group(1)) if match else 0
 
 
+def _private_kb(pid: int) -> int:
+    """Memory only this process maps (USS): RSS counts the shared memory kamailio's processes all
+    touch as each of them first reads it, which grows their RSS without any leak."""
+    text = Path(f"/proc/{pid}/smaps_rollup").read_text()
+    return sum(int(kb) for kb in re.findall(r"^Private_(?:Clean|Dirty):\s*(\d+)", text, re.MULTILINE))
+
+
 @dataclass
 class Sample:
     at: float  # seconds since the sampler started
     calls_ended: int
     persona_ended: int
     rss_kb: dict[str, int]  # by process (its role name)
+    private_kb: dict[str, int]
     fds: dict[str, int]
 
 
@@ -96,14 +104,14 @@ class Sampler:
 
     def sample(self) -> None:
         calls, persona = self.ended()
-        rss, fds = {}, {}
+        rss, private, fds = {}, {}, {}
         for pid, role in process_roles(self.app).items():
             try:
-                rss[role] = _rss_kb(pid)
+                rss[role], private[role] = _rss_kb(pid), _private_kb(pid)
                 fds[role] = len(os.listdir(f"/proc/{pid}/fd"))
             except OSError:
                 continue  # exited between listing and reading
-        self.samples.append(Sample(self.elapsed(), calls, persona, rss, fds))
+        self.samples.append(Sample(self.elapsed(), calls, persona, rss, private, fds))
 
 
 @dataclass
@@ -156,7 +164,7 @@ def slopes(samples: list[Sample], warmup_calls: int, until_s: float | None = Non
     calls had ended, and (`until_s`) while callers were still calling, so that the calls still up
     at the end, and their draining, do not count as growth."""
     kept = [s for s in samples if s.calls_ended >= warmup_calls and (until_s is None or s.at <= until_s)]
-    unit = "KB" if metric == "rss_kb" else "fds"
+    unit = "fds" if metric == "fds" else "KB"
     out = []
     for name, points in sorted(_series(kept, metric).items()):
         xs, ys = [p[0] for p in points], [p[1] for p in points]
