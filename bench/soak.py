@@ -39,7 +39,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--rate", type=float, help="calls started per second, all kinds together (default 15; "
                                                    "--quick 10)")
     parser.add_argument("--persona-calls", type=int,
-                        help="baresip calls to the persona, one at a time through the run (default one a minute)")
+                        help="baresip calls to the persona, one at a time through the run (default one every 30 s)")
     parser.add_argument("--workers", type=int, help="SIP workers (default: enough for the rate, see workers_for)")
     parser.add_argument("--sample-every", type=float, default=3.0, help="seconds between RSS/fd samples (default 3)")
     parser.add_argument("--warmup", type=float, default=0.2,
@@ -54,7 +54,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     if not 0 < args.rate <= 50:
         parser.error("--rate must be above 0 and at most 50 calls a second")
     if args.persona_calls is None:
-        args.persona_calls = max(2, round(args.calls / args.rate / 60))
+        args.persona_calls = max(2, round(args.calls / args.rate / 30))
     if args.quick:
         args.no_doc = True
     return args
@@ -82,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
         "date": started.isoformat(timespec="seconds"),
         "command": "bench/run soak.py " + " ".join(args.argv),
         "machine": machine({"sipp": first_line(["sipp", "-v"]), "kamailio": first_line(["kamailio", "-v"]),
-                            "baresip": first_line(["baresip", "-h"])}),
+                            "baresip": first_line(["baresip", "-h"]).split(" Copyright")[0]}),
         "code": code_version(("appliance", "sip")),
         "loadavg_before": loadavg_before,
         "loadavg_after": Path("/proc/loadavg").read_text().split()[:3],

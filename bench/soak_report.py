@@ -34,7 +34,7 @@ def report_of(run: SoakRun) -> dict[str, Any]:
         name = known_error(line)
         if name:
             known[name] = known.get(name, 0) + 1
-    growth = run.growth()
+    growth, late = run.growth(), run.growth(late=True)
     return {
         "settings": {"calls": run.plan.calls, "rate_cps": run.plan.rate, "persona_calls": run.plan.persona_calls,
                      "persona_stay_s": run.plan.persona_stay_s, "workers": run.workers,
@@ -48,6 +48,7 @@ def report_of(run: SoakRun) -> dict[str, Any]:
         "failures": run.failures(),
         "error_lines": {"count": len(run.errors), "known": known, "lines": run.errors[:ERROR_LINES_KEPT]},
         "growth": {metric: [asdict(s) for s in slopes] for metric, slopes in growth.items()},
+        "growth_late": {metric: [asdict(s) for s in slopes] for metric, slopes in late.items()},
         "retained": run.retained(),
         "samples": [{"at": s.at, "calls_ended": s.calls_ended, "persona_ended": s.persona_ended, "rss_kb": s.rss_kb,
                      "private_kb": s.private_kb, "fds": s.fds} for s in run.samples],
@@ -70,28 +71,30 @@ def calls_table(report: dict[str, Any]) -> str:
 
 
 def _growth_rows(report: dict[str, Any]) -> list[tuple[str, dict[str, dict[str, Any]]]]:
-    """(process, {metric: slope}): the main process, each role summed, the WebRTC and persona
-    workers, and the SIP worker and kamailio process whose RSS grew most."""
+    """(process, {metric: slope}): the main process, the WebRTC and persona workers, the SIP workers and
+    the kamailio processes summed, and of each of those two the one whose RSS grew most."""
     by_metric = {metric: {s["process"]: s for s in slopes} for metric, slopes in report["growth"].items()}
     rss = by_metric["rss_kb"]
-    names = [n for n in rss if n == "main" or n.endswith("(all)") or n.startswith(("rtc:", "persona:"))]
-    for role in ("sip:", "kamailio:"):
-        own = [n for n in rss if n.startswith(role)]
+    names = [n for n in rss if n == "main" or n.startswith(("rtc:", "persona:"))]
+    for role in ("sip", "kamailio"):
+        own = [n for n in rss if n.startswith(f"{role}:")]
         if own:
-            names.append(max(own, key=lambda n: rss[n]["growth"]))
-    return [(n, {metric: slopes.get(n, {}) for metric, slopes in by_metric.items()}) for n in sorted(set(names))]
+            names += [f"{role} (all)", max(own, key=lambda n: rss[n]["growth"])]
+    return [(n, {metric: slopes.get(n, {}) for metric, slopes in by_metric.items()}) for n in names if n in rss]
 
 
 def growth_table(report: dict[str, Any]) -> str:
     kept = report["retained"]
-    rows = ["| process | RSS MB, warm-up → last call placed | RSS slope | private memory slope | RSS kept idle after "
-            "the run | open fds, warm-up → last call placed | fd slope | fds kept idle |",
-            "|---|--:|--:|--:|--:|--:|--:|--:|"]
+    late = {s["process"]: s for s in report["growth_late"]["rss_kb"]}
+    rows = ["| process | RSS MB, warm-up → last call placed | RSS slope | its second half | private memory slope | "
+            "RSS kept idle after the run | open fds, warm-up → last call placed | fd slope | fds kept idle |",
+            "|---|--:|--:|--:|--:|--:|--:|--:|--:|"]
     for name, s in _growth_rows(report):
         rss, private, fds = s["rss_kb"], s.get("private_kb", {}), s.get("fds", {})
         per = "/ session" if rss.get("per") == "session" else "/ 1,000 calls"
         cells = [name, f"{rss.get('first', 0) / 1024:.1f} → {rss.get('last', 0) / 1024:.1f}",
-                 f"{rss.get('growth', 0):+,.0f} KB {per}", f"{private.get('growth', 0):+,.0f} KB {per}",
+                 f"{rss.get('growth', 0):+,.0f} KB {per}", f"{late.get(name, {}).get('growth', 0):+,.0f} KB {per}",
+                 f"{private.get('growth', 0):+,.0f} KB {per}",
                  f"{kept['rss_kb'].get(name, 0):+,.0f} KB {per}",
                  f"{fds.get('first', 0):.0f} → {fds.get('last', 0):.0f}", f"{fds.get('growth', 0):+.1f} {per}",
                  f"{kept['fds'].get(name, 0):+.1f} {per}"]
@@ -141,7 +144,8 @@ appliance log is at level error. RSS (`/proc/PID/status`), private memory (USS, 
 SIP worker, the persona worker, the WebRTC gateway and each kamailio process are sampled every
 {st['sample_every_s']:g} s against the calls ended so far. A slope is the least-squares fit from
 the first {st['warmup'] * 100:.0f} % of the calls to the last call placed (the calls still up at the
-end, and their draining, are not growth), per 1,000 calls (persona workers: per persona session);
+end, and their draining, are not growth), per 1,000 calls (persona workers: per persona session),
+and again over that window's second half, where a cache or an allocator that fills up has levelled off;
 "kept idle" is what a process held once every call had closed beyond what it held before the
 first, per 1,000 calls: caches and pools filled on the way count in it, so it is an upper bound.
 Kamailio's processes share memory, which each one's RSS counts as it first touches it: their

@@ -93,9 +93,11 @@ class SoakRun:
         lines += [f"error line: {line}" for line in self.errors]
         return lines
 
-    def growth(self) -> dict[str, list[Slope]]:
-        """RSS and open files per process over the steady run, as slopes (KB and fds per 1,000 calls)."""
-        warmup = int(self.plan.calls * self.plan.warmup)
+    def growth(self, late: bool = False) -> dict[str, list[Slope]]:
+        """RSS and open files per process over the steady run, as slopes (KB and fds per 1,000 calls);
+        `late`: over its second half only, where a cache or an allocator that fills up has levelled off."""
+        share = (1 + self.plan.warmup) / 2 if late else self.plan.warmup
+        warmup = int(self.plan.calls * share)
         return {metric: slopes(self.samples, warmup, self.steady_until_s, metric) for metric in METRICS}
 
     def retained(self) -> dict[str, dict[str, float]]:
