@@ -8,13 +8,14 @@ is matched to the very call that made it.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import shutil
+from dataclasses import dataclass
 from pathlib import Path
 from string import Template
 
 from tests.support.sipp.scenarios import SCENARIOS, caller_scenario, cued_hangup_scenario
 
-__all__ = ["KINDS", "PERSONA", "Kind", "flows", "scenario", "split_rate", "write_flows"]
+__all__ = ["KINDS", "PERSONA", "Kind", "call_id_pattern", "flows", "scenario", "split_calls", "write_flows"]
 
 # The soak's flows: short, so that at 15 calls a second the box holds about 50 calls at once.
 # Each ends in a reason of its own, so a record's reason says which way its flow went.
@@ -118,7 +119,6 @@ class Kind:
     voicemail: bool = False
     transferred: bool = False
     seconds: float = 0.0  # about how long the call lasts, for sizing the box
-    notes: dict[str, str] = field(default_factory=dict)
 
     @property
     def number(self) -> str:
@@ -146,8 +146,6 @@ def flows(desk_uri: str) -> dict[str, str]:
 
 def write_flows(directory: Path, desk_uri: str, persona_flows: Path | None = None) -> Path:
     """The flows directory: the soak's flows, beside the persona's (copied from `persona_flows`)."""
-    import shutil
-
     if persona_flows is not None:
         shutil.copytree(persona_flows, directory)
     directory.mkdir(parents=True, exist_ok=True)
@@ -191,7 +189,7 @@ def call_id_pattern(kind: Kind) -> str:
     return f"soak-{kind.name}-%u@%s"
 
 
-def split_rate(total_calls: int, kinds: tuple[Kind, ...] = KINDS) -> dict[str, int]:
+def split_calls(total_calls: int, kinds: tuple[Kind, ...] = KINDS) -> dict[str, int]:
     """Calls per kind: `total_calls` shared by weight, the remainder to the heaviest kinds."""
     weights = sum(k.weight for k in kinds)
     counts = {k.name: total_calls * k.weight // weights for k in kinds}

@@ -5,8 +5,10 @@ order desk persona now and then, and the sampler; then the checks on what it lef
 
 from __future__ import annotations
 
+import functools
 import math
 import re
+import sqlite3
 import subprocess
 import threading
 import time
@@ -21,7 +23,7 @@ from tests.support.appliance import ROOT, ApplianceProcess
 from tests.support.orders_api import OrdersApi
 from tests.support.sipp.process import Destination, SippResult, run_sipp
 from tests.support.soak import checks
-from tests.support.soak.mix import KINDS, PERSONA, Kind, call_id_pattern, scenario, split_rate, write_flows
+from tests.support.soak.mix import KINDS, PERSONA, Kind, call_id_pattern, scenario, split_calls, write_flows
 from tests.support.soak.sampler import Sample, Sampler, Slope, retained, slopes
 
 __all__ = ["CALLS_PER_WORKER", "SoakPlan", "SoakRun", "run_soak", "workers_for"]
@@ -76,6 +78,7 @@ class SoakRun:
     steady_until_s: float | None = None  # when the last call was placed, on the sampler's clock
     verdict: checks.Verdict | None = None
     errors: list[str] = field(default_factory=list)  # the log's error lines
+    crashed: list[str] = field(default_factory=list)  # a caller thread that died, and why
     workdir: Path | None = None
 
     @property
@@ -87,8 +90,12 @@ class SoakRun:
         """Everything that makes the soak fail, one line each: empty when it passed."""
         lines = [f"sipp {kind}: {self.sipp[kind].failed} calls failed (exit {self.sipp[kind].returncode}): "
                  f"{_first_error(self.sipp_errors.get(kind) or self.sipp[kind].output)}" for kind in self.sipp_failed]
+        lines += [f"sipp {kind} never finished" for kind in self.placed if kind not in self.sipp]
         lines += [f"persona call {n + 1} failed: {call.problem}" for n, call in enumerate(self.persona)
                   if not call.established]
+        if len(self.persona) != self.plan.persona_calls:
+            lines.append(f"persona: {len(self.persona)} of {self.plan.persona_calls} calls made")
+        lines += [f"caller crashed: {line}" for line in self.crashed]
         lines += self.verdict.problems if self.verdict else ["the calls were never checked"]
         lines += [f"error line: {line}" for line in self.errors]
         return lines
@@ -119,7 +126,7 @@ def _ended(db_path: Path) -> tuple[int, int]:
     try:
         total, persona = db.execute("SELECT count(*), coalesce(sum(flow = ?), 0) FROM calls WHERE ended_at IS NOT NULL",
                                     [PERSONA["flow"]]).fetchone()
-    except Exception:  # the appliance creates its tables at start; until then nothing has ended
+    except sqlite3.OperationalError:  # the appliance creates its tables at start; until then nothing has ended
         return 0, 0
     finally:
         db.close()
@@ -137,7 +144,7 @@ def _open_calls(db_path: Path) -> int:
 def run_soak(plan: SoakPlan, workdir: Path, say: Callable[[str], None] = print) -> SoakRun:
     """Run `plan` against a fresh appliance in `workdir` and check what it left (the appliance is
     stopped at the end; its log, database and recordings stay in `workdir`)."""
-    placed = split_rate(plan.calls)
+    placed = split_calls(plan.calls)
     run = SoakRun(plan, plan.workers or workers_for(plan.rate), placed, workdir=workdir)
     desk = Destination.answering(workdir / "desk", max(placed.get("bridge", 0), 1), timeout=plan.seconds + 300)
     # The persona looks orders up at the shop's system (whatever it thinks it heard): a real one.
@@ -244,9 +251,19 @@ def _place_calls(app: ApplianceProcess, plan: SoakPlan, run: SoakRun, workdir: P
                 time.sleep(max(0.0, gap - (time.monotonic() - began)))
         say(f"  persona: {sum(c.established for c in run.persona)} of {plan.persona_calls} calls established")
 
-    threads = [threading.Thread(target=kind_caller, args=(k,), name=f"soak-{k.name}") for k in KINDS
-               if run.placed.get(k.name)]
-    threads.append(threading.Thread(target=persona_caller, name="soak-persona"))
+    def guarded(name: str, caller: Callable[[], None]) -> Callable[[], None]:
+        def run_it() -> None:
+            try:
+                caller()
+            except Exception as exc:  # a caller that dies must fail the soak, not hang or vanish
+                with lock:
+                    run.crashed.append(f"{name}: {exc!r}")
+        return run_it
+
+    threads = [threading.Thread(target=guarded(k.name, functools.partial(kind_caller, k)), name=f"soak-{k.name}")
+               for k in KINDS if run.placed.get(k.name)]
+    if plan.persona_calls:
+        threads.append(threading.Thread(target=guarded("persona", persona_caller), name="soak-persona"))
     for thread in threads:
         thread.start()
     for thread in threads:

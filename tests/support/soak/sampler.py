@@ -1,9 +1,10 @@
 """Memory and open files of every appliance process over a soak, and how they grow per call.
 
-Every few seconds: RSS (/proc/PID/status) and open file descriptors (/proc/PID/fd) of the main
-process, each SIP worker, persona worker, WebRTC gateway and kamailio process, against the calls
-ended so far. A leak is a slope: least squares over the samples after the warm-up, in KB and
-fds per 1,000 calls (per persona session for persona workers, which only persona calls touch).
+Every few seconds: RSS (/proc/PID/status), private memory (/proc/PID/smaps_rollup) and open file
+descriptors (/proc/PID/fd) of the main process, each SIP worker, persona worker, WebRTC gateway
+and kamailio process, against the calls ended so far. A leak is a slope: least squares over the
+samples of the steady run, in KB and fds per 1,000 calls (per persona session for persona
+workers, which only persona calls touch).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from pathlib import Path
 
 from tests.support.appliance import ApplianceProcess
 
-__all__ = ["Sample", "Sampler", "Slope", "fit_slope", "process_roles", "slopes"]
+__all__ = ["Sample", "Sampler", "Slope", "fit_slope", "process_roles", "retained", "slopes"]
 
 # A process's role, from its command line: what the soak reports apart.
 _ROLES = ((b"sip.worker", "sip"), (b"appliance.personas.worker", "persona"), (b"appliance.console.rtc_worker", "rtc"),
