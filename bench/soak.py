@@ -10,7 +10,7 @@ baresip calls to the order desk persona. The checks (tests/support/soak/checks.p
 (tests/support/soak/run.py) are the ones tests/calls/test_soak.py runs with 300 calls. Writes
 bench/results/soak-*.json and the "Soak" section of docs/BENCHMARKS.md.
 
-    bench/run soak.py --calls 10000 --rate 15    # the soak (about 13 minutes of calls)
+    bench/run soak.py --calls 10000 --rate 15    # the soak: 11 minutes of calls, then the checks
     bench/run soak.py --quick                    # 200 calls at 10/s: checks the benchmark
 """
 
