@@ -1,0 +1,150 @@
+"""Callers reading numbers out in groups, as real audio: espeak-ng (the command, so a render
+never depends on what was said before) in several voices and rates, pauses between the
+groups, then through a phone codec (PCMU at 8 kHz or G.722 at 16 kHz) and back.
+
+Shared by tests/speech and bench/digits.py, so the test's handful and the benchmark's corpus
+are the same kind of audio.
+"""
+
+from __future__ import annotations
+
+import io
+import random
+import subprocess
+import wave
+from dataclasses import dataclass
+from functools import lru_cache
+
+import av
+import numpy as np
+
+from appliance.core import g711
+from appliance.core.audio import FRAME_BYTES, SAMPLE_RATE
+from appliance.flow.intents import DIGIT_WORDS
+from appliance.speech.resample import resample
+
+__all__ = ["CODECS", "RATES", "VOICES", "SpokenNumber", "corpus", "line_audio", "say_number"]
+
+# US, British, Caribbean and Scottish voices, two with female variants.
+VOICES = ("en-us", "en-gb", "en-us+f3", "en-gb-x-rp+f4", "en-029", "en-gb-scotland")
+RATES = (130, 160, 190)  # words a minute: slow, espeak-ng's usual, brisk
+CODECS = ("pcmu", "g722")
+LEAD_S = 0.5  # line silence before the caller starts
+TAIL_S = 4.0  # after the last group: long enough for any turn to end
+HISS_RMS = 30.0  # about -60 dBFS: a quiet line is never digital zero
+_NAMES = {digit: word for word, digit in DIGIT_WORDS.items() if word != "oh"}
+
+
+@dataclass(frozen=True)
+class SpokenNumber:
+    """One caller reading one number: its groups, and the pause after each group but the last."""
+
+    groups: tuple[str, ...]
+    pauses: tuple[float, ...]
+    voice: str
+    rate: int
+    oh: bool = False  # zero said as "oh"
+
+    @property
+    def digits(self) -> str:
+        return "".join(self.groups)
+
+    def words(self, group: str) -> str:
+        return " ".join("oh" if d == "0" and self.oh else _NAMES[d] for d in group)
+
+
+def corpus(count: int, seed: int = 15) -> list[SpokenNumber]:
+    """`count` numbers of 3–10 digits, each voice and rate in turn, grouped 2–4 digits at a
+    time (3-3-4 as a phone number is read) with 0.4–1.2 s between groups."""
+    rng = random.Random(seed)
+    numbers = []
+    for i in range(count):
+        length = 3 + i % 8
+        digits = "".join(rng.choice("0123456789") for _ in range(length))
+        groups = _grouped(digits, rng)
+        numbers.append(SpokenNumber(
+            groups=groups,
+            pauses=tuple(round(rng.uniform(0.4, 1.2), 2) for _ in groups[1:]),
+            voice=VOICES[i % len(VOICES)],
+            rate=RATES[(i // len(VOICES)) % len(RATES)],
+            oh="0" in digits and rng.random() < 0.3,
+        ))
+    return numbers
+
+
+def _grouped(digits: str, rng: random.Random) -> tuple[str, ...]:
+    if len(digits) <= 4 and rng.random() < 0.5:
+        return (digits,)
+    groups, rest = [], digits
+    while rest:
+        size = len(rest) if len(rest) <= 4 else rng.choice([n for n in (2, 3, 4) if len(rest) - n >= 2])
+        groups.append(rest[:size])
+        rest = rest[size:]
+    return tuple(groups)
+
+
+def say_number(number: SpokenNumber) -> np.ndarray:
+    """16 kHz int16: line silence, each group with its pause, then the tail; a faint hiss throughout."""
+    parts = [np.zeros(int(LEAD_S * SAMPLE_RATE), dtype=np.int16)]
+    for i, group in enumerate(number.groups):
+        parts.append(_trimmed(_espeak(number.words(group), number.voice, number.rate)))
+        pause = number.pauses[i] if i < len(number.pauses) else TAIL_S
+        parts.append(np.zeros(int(pause * SAMPLE_RATE), dtype=np.int16))
+    speech = np.concatenate(parts).astype(np.float64)
+    hiss = np.random.default_rng(len(speech)).normal(0.0, HISS_RMS, len(speech))
+    return np.clip(speech + hiss, -32768, 32767).astype(np.int16)
+
+
+def line_audio(number: SpokenNumber, codec: str) -> bytes:
+    """What the box hears of the caller: `say_number` through `codec` (pcmu | g722) and back,
+    16 kHz s16le, a whole number of 20 ms frames."""
+    pcm = say_number(number)
+    pcm = np.concatenate([pcm, np.zeros(-len(pcm) % (FRAME_BYTES // 2), dtype=np.int16)])
+    if codec == "pcmu":
+        return _pcmu(pcm)
+    if codec == "g722":
+        return _g722(pcm)
+    raise ValueError(f"unknown codec {codec!r}; known: {', '.join(CODECS)}")
+
+
+@lru_cache(maxsize=256)
+def _espeak(text: str, voice: str, rate: int) -> np.ndarray:
+    wav = subprocess.run(["espeak-ng", "-v", voice, "-s", str(rate), "--stdout", text],
+                         check=True, capture_output=True).stdout
+    with wave.open(io.BytesIO(wav)) as w:
+        native = np.frombuffer(w.readframes(w.getnframes()), dtype=np.int16)
+        return resample(native, w.getframerate(), SAMPLE_RATE)
+
+
+def _trimmed(samples: np.ndarray) -> np.ndarray:
+    # espeak-ng ends a phrase with its own digital silence, ~0.3 s: cut, so a pause is what the
+    # corpus says. Only exact zeros: cutting a word's quiet decay leaves a click, heard as a "t".
+    sound = np.flatnonzero(samples)
+    return samples[sound[0] : sound[-1] + 1] if len(sound) else samples[:0]
+
+
+def _pcmu(pcm: np.ndarray) -> bytes:
+    # The box's own μ-law path (Twilio Media Streams), 20 ms at a time as on the wire.
+    outbound, inbound = g711.Outbound(), g711.Inbound()
+    frames = []
+    data = pcm.tobytes()
+    for i in range(0, len(data), FRAME_BYTES):
+        frames += inbound.frames(outbound.encode(data[i : i + FRAME_BYTES]))
+    return b"".join(frames)
+
+
+def _g722(pcm: np.ndarray) -> bytes:
+    # ffmpeg's G.722 (as in PyAV), 20 ms packets, as a SIP phone's would be.
+    encoder = av.codec.CodecContext.create("g722", "w")
+    encoder.sample_rate, encoder.layout, encoder.format = SAMPLE_RATE, "mono", "s16"  # type: ignore[attr-defined]
+    decoder = av.codec.CodecContext.create("g722", "r")
+    decoder.sample_rate, decoder.layout = SAMPLE_RATE, "mono"  # type: ignore[attr-defined]
+    n = FRAME_BYTES // 2
+    out = []
+    for i in range(0, len(pcm), n):
+        frame = av.AudioFrame.from_ndarray(pcm[i : i + n].reshape(1, -1), format="s16", layout="mono")
+        frame.sample_rate = SAMPLE_RATE
+        for packet in encoder.encode(frame):  # type: ignore[attr-defined]
+            for decoded in decoder.decode(packet):
+                out.append(decoded.to_ndarray().reshape(-1).astype(np.int16))
+    return np.concatenate(out).tobytes()
