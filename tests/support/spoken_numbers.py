@@ -23,7 +23,7 @@ from appliance.core.audio import FRAME_BYTES, SAMPLE_RATE
 from appliance.flow.intents import DIGIT_WORDS
 from appliance.speech.resample import resample
 
-__all__ = ["CODECS", "RATES", "VOICES", "SpokenNumber", "corpus", "line_audio", "say_number"]
+__all__ = ["CODECS", "RATES", "VOICES", "SpokenNumber", "corpus", "line_audio", "line_speech", "say_number"]
 
 # US, British, Caribbean and Scottish voices, two with female variants.
 VOICES = ("en-us", "en-gb", "en-us+f3", "en-gb-x-rp+f4", "en-029", "en-gb-scotland")
@@ -85,10 +85,14 @@ def _grouped(digits: str, rng: random.Random) -> tuple[str, ...]:
 
 def say_number(number: SpokenNumber) -> np.ndarray:
     """16 kHz int16: line silence, each group with its pause, then the tail; a faint hiss throughout."""
+    return _said([number.words(group) for group in number.groups], number.pauses, number.voice, number.rate)
+
+
+def _said(phrases: list[str], pauses: tuple[float, ...], voice: str, rate: int) -> np.ndarray:
     parts = [np.zeros(int(LEAD_S * SAMPLE_RATE), dtype=np.int16)]
-    for i, group in enumerate(number.groups):
-        parts.append(_trimmed(_espeak(number.words(group), number.voice, number.rate)))
-        pause = number.pauses[i] if i < len(number.pauses) else TAIL_S
+    for i, phrase in enumerate(phrases):
+        parts.append(_trimmed(_espeak(phrase, voice, rate)))
+        pause = pauses[i] if i < len(pauses) else TAIL_S
         parts.append(np.zeros(int(pause * SAMPLE_RATE), dtype=np.int16))
     speech = np.concatenate(parts).astype(np.float64)
     hiss = np.random.default_rng(len(speech)).normal(0.0, HISS_RMS, len(speech))
@@ -98,7 +102,15 @@ def say_number(number: SpokenNumber) -> np.ndarray:
 def line_audio(number: SpokenNumber, codec: str) -> bytes:
     """What the box hears of the caller: `say_number` through `codec` (pcmu | g722) and back,
     16 kHz s16le, a whole number of 20 ms frames."""
-    pcm = say_number(number)
+    return _through(say_number(number), codec)
+
+
+def line_speech(text: str, codec: str, voice: str = "en-us", rate: int = 160) -> bytes:
+    """A caller saying `text` as `line_audio` has them say a number: the same line and codec."""
+    return _through(_said([text], (), voice, rate), codec)
+
+
+def _through(pcm: np.ndarray, codec: str) -> bytes:
     pcm = np.concatenate([pcm, np.zeros(-len(pcm) % (FRAME_BYTES // 2), dtype=np.int16)])
     if codec == "pcmu":
         return _pcmu(pcm)
