@@ -1,9 +1,10 @@
 """Callers reading numbers out in groups, as real audio: espeak-ng (the command, so a render
 never depends on what was said before) in several voices and rates, pauses between the
-groups, then through a phone codec (PCMU at 8 kHz or G.722 at 16 kHz) and back.
+groups, then through a phone codec (PCMU at 8 kHz or G.722 at 16 kHz) and back; and a flow's
+gather hearing them (the real recogniser and engine, on the audio's own time).
 
-Shared by tests/speech and bench/digits.py, so the test's handful and the benchmark's corpus
-are the same kind of audio.
+Shared by tests and bench/digits.py, so the tests' handful and the benchmark's corpus are the
+same kind of audio, heard the same way.
 """
 
 from __future__ import annotations
@@ -20,10 +21,14 @@ import numpy as np
 
 from appliance.core import g711
 from appliance.core.audio import FRAME_BYTES, SAMPLE_RATE
+from appliance.flow.engine import Action, FlowEngine, SetVariable, Speech, SpeechStarted, StartTimer, TimerFired
 from appliance.flow.intents import DIGIT_WORDS
+from appliance.flow.loader import parse
+from appliance.speech.recognizer import Recognizer
 from appliance.speech.resample import resample
 
-__all__ = ["CODECS", "RATES", "VOICES", "SpokenNumber", "corpus", "line_audio", "line_speech", "say_number"]
+__all__ = ["CODECS", "RATES", "VOICES", "Heard", "SpokenNumber", "corpus", "gather", "last_group_end", "line_audio",
+           "line_speech", "listen", "say_number"]
 
 # US, British, Caribbean and Scottish voices, two with female variants.
 VOICES = ("en-us", "en-gb", "en-us+f3", "en-gb-x-rp+f4", "en-029", "en-gb-scotland")
@@ -81,6 +86,12 @@ def _grouped(digits: str, rng: random.Random) -> tuple[str, ...]:
         groups.append(rest[:size])
         rest = rest[size:]
     return tuple(groups)
+
+
+def last_group_end(number: SpokenNumber) -> float:
+    """Seconds from the start of `say_number`'s audio to the end of the number's last group."""
+    spoken = sum(len(_trimmed(_espeak(number.words(g), number.voice, number.rate))) for g in number.groups)
+    return LEAD_S + spoken / SAMPLE_RATE + sum(number.pauses)
 
 
 def say_number(number: SpokenNumber) -> np.ndarray:
@@ -160,3 +171,74 @@ def _g722(pcm: np.ndarray) -> bytes:
             for decoded in decoder.decode(packet):
                 out.append(decoded.to_ndarray().reshape(-1).astype(np.int16))
     return np.concatenate(out).tobytes()
+
+
+# --- hearing it as a flow's gather does
+
+LISTEN_CHUNK_S = 0.1  # the flow's listener recognises 100 ms at a time (appliance.calls.listener)
+GATHER_FLOW = """
+name: spoken_numbers
+entry: ask
+steps:
+  ask:
+    gather: {into: number, dtmf: false, spoken_digits: true, min_digits: 1, max_digits: %d, digit_pause: %s,
+             timeout: 10}
+    next: done
+  done:
+    hangup: {}
+"""
+
+
+@dataclass(frozen=True)
+class Heard:
+    """What the listener reported at audio time `at`: an utterance started, or one ended with `text`."""
+
+    at: float
+    text: str | None  # None: an utterance started
+
+
+def listen(audio: bytes, grammar: str) -> list[Heard]:
+    """The flow's recogniser on `audio` (16 kHz s16le), fed as the listener feeds it."""
+    recognizer = Recognizer(grammar)
+    chunk = int(LISTEN_CHUNK_S * SAMPLE_RATE) * 2
+    heard = []
+    for i in range(0, len(audio), chunk):
+        was_speaking = recognizer.speaking
+        text = recognizer.feed(audio[i : i + chunk])
+        at = (i + chunk) / (2 * SAMPLE_RATE)
+        if recognizer.speaking and not was_speaking:
+            heard.append(Heard(at, None))
+        if text is not None:
+            heard.append(Heard(at, text))
+    return heard
+
+
+def gather(heard: list[Heard], seconds: float, digit_pause: float, max_digits: int = 32) -> tuple[str, float | None]:
+    """A gather step with spoken digits (appliance.flow's engine) driven by `heard` on audio
+    time: the number it took, and when (None: still waiting at `seconds`)."""
+    flow, problems = parse(GATHER_FLOW % (max_digits, digit_pause), "spoken_numbers.yaml")
+    assert flow is not None, problems
+    engine = FlowEngine(flow)
+    timers: dict[int, float] = {}
+    taken: list[tuple[str, float]] = []
+
+    def run(actions: list[Action], at: float) -> None:
+        for action in actions:
+            if isinstance(action, StartTimer):
+                timers[action.timer] = at + action.seconds
+            elif isinstance(action, SetVariable) and action.name == "number":
+                taken.append((str(action.value), at))
+
+    def fire_until(at: float) -> None:
+        while engine.awaited_timer in timers and timers[engine.awaited_timer] <= at and not taken:
+            timer = engine.awaited_timer
+            run(engine.handle(TimerFired(timer)), timers.pop(timer))
+
+    run(engine.start(), 0.0)
+    for event in heard:
+        fire_until(event.at)
+        if taken:
+            break
+        run(engine.handle(SpeechStarted() if event.text is None else Speech(event.text)), event.at)
+    fire_until(seconds)
+    return taken[0] if taken else ("", None)
