@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import importlib.metadata
+import re
 import sys
 import time
 from collections import defaultdict
@@ -136,7 +137,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "benchmark": "digits",
         "date": started_at.isoformat(timespec="seconds"),
         "command": " ".join(["python bench/digits.py", *args.argv]),
-        "machine": machine({"espeak-ng": first_line(["espeak-ng", "--version"]),
+        "machine": machine({"espeak-ng": _espeak_version(),
                             "pocketsphinx": _version("pocketsphinx"), "av": _version("av")}),
         "code": code_version(("appliance",)),
         "settings": {"count": args.count, "seed": args.seed, "codecs": list(CODECS), "digit_pause_s": DIGIT_PAUSE_S,
@@ -144,6 +145,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "summary": summarise(rows),
         "rows": rows,
     }
+
+
+def _espeak_version() -> str:
+    found = re.search(r"\d+\.\d+(\.\d+)?", first_line(["espeak-ng", "--version"]))
+    return found.group(0) if found else "unknown"
 
 
 def _version(package: str) -> str:
