@@ -91,9 +91,11 @@ phone insertion penalties and pronunciations without the first fricative ("ive" 
 not do better; decoding each group cut at its known start and end did not either.
 
 What limits it: pocketsphinx's only shipped acoustic model (16 kHz, trained on human speech)
-hears espeak-ng's formant voices poorly — "six", "seven", "nine" and "five" most (their
-fricatives and nasals), and through PCMU, which cuts everything above 3.4 kHz, "six" and
-"seven" lose the /s/ the model listens for; the corpus is synthetic (no human callers, accents,
+hears espeak-ng's formant voices poorly. Through G.722 most misses are "five" heard as "nine",
+"nine" as "one", "four" as "oh" and "seven" as "three one"; through PCMU, which cuts everything
+above 3.4 kHz, espeak-ng's /s/ (centred near 4.3 kHz) is gone and "six" and "seven" are almost
+never heard. Long numbers suffer most, one miss in ten digits spoils the number; a persona that
+reads numbers back (`numbers.read_back`) lets the caller catch it. The corpus is synthetic (no human callers, accents,
 background noise, packet loss or jitter); the persona's endpointing uses the same rule
 (`appliance/personas/turns.py`, livekit's max_delay) but its segmentation is silero's, which
 this benchmark does not run (tests/personas/test_session_numbers.py runs it on real audio).
