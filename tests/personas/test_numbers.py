@@ -21,9 +21,10 @@ SCRIPT = {
         "number": {"phrases": DIGITS, "tool": "lookup_order", "arguments": {"order": "{digits}"},
                    "after_tool": "Order {digits} is {status}."},
         "hours": {"phrases": ["opening hours"], "reply": "We are open nine to five."},
+        "human": {"phrases": ["talk to a person"], "tool": "escalate", "arguments": {"reason": "{text}"}},
     },
 }
-TOOLS = {"lookup_order"}
+TOOLS = {"lookup_order", "escalate"}
 
 
 def conversation(*turns: str) -> llm.ChatContext:
@@ -81,6 +82,12 @@ def test_a_long_number_is_read_back_and_its_tool_waits_for_yes():
     ctx.items.append(llm.FunctionCallOutput(call_id="c1", name="lookup_order", output='{"status": "shipped"}',
                                             is_error=False))
     assert model.respond(ctx, TOOLS).text == "Order 5551234 is shipped."
+
+
+def test_only_a_tool_that_takes_the_number_waits_for_the_read_back():
+    response = script(read_back=6).respond(conversation("talk to a person about order five five five one two three"),
+                                           TOOLS)
+    assert response.tool_call is not None and response.tool_call.name == "escalate"
 
 
 def test_no_to_the_read_back_asks_for_the_number_again():

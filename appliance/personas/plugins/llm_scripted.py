@@ -153,8 +153,10 @@ class ScriptedLLM(llm.LLM):
     def _act(self, choice: _Choice, tool_names: set[str], confirmed: bool = False) -> Response:
         intent, values = choice.intent, self._values(choice.words)
         if intent.tool is not None and intent.tool in tool_names:
-            number = values["digits"]
-            if not confirmed and self.numbers.read_back and len(number) >= self.numbers.read_back:
+            number = values["digits"] if "digits" in _argument_fields(intent) else ""
+            # A supervisor's typed number was not misheard: only the caller's is read back.
+            if (not confirmed and not choice.name.startswith("whisper:") and self.numbers.read_back
+                    and len(number) >= self.numbers.read_back):
                 return Response(text=render(self.numbers.read_back_prompt, {"number": " ".join(number)}),
                                 intent=f"read_back:{choice.name}", read_back=choice)
             arguments = {key: render(template, values) for key, template in intent.arguments.items()}
@@ -303,6 +305,10 @@ def said_digits(text: str) -> str:
     # Only homophones: digits if that is all that was said ("to for" from a digits grammar).
     said = intents.words(text)
     return intents.spoken_digits(text) if said and all(w in intents.HOMOPHONES for w in said) else ""
+
+
+def _argument_fields(intent: ScriptedIntent) -> set[str]:
+    return {name for template in intent.arguments.values() for name in _fields(template)}
 
 
 def _fields(template: str) -> list[str]:
