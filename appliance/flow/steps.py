@@ -152,7 +152,7 @@ def _speech_gather(engine: FlowEngine, step: GatherStep, text: str) -> None:
     if not text:
         # An utterance heard as nothing: the silence that counts starts again now.
         if engine._wait.timer is None and not engine._wait.playback:
-            engine._arm(gather.digit_pause if engine._digits else gather.timeout)
+            engine._arm(gather.digit_pause if gather.spoken_digits and engine._digits else gather.timeout)
         return
     engine._interrupt()
     intent = intents.match(text, gather.intents) if gather.intents else None
@@ -169,7 +169,7 @@ def _speech_gather(engine: FlowEngine, step: GatherStep, text: str) -> None:
             _gathered(engine, step, engine._digits)
         else:
             _retry_gather(engine, step, no_match=True)
-    elif engine._digits and len(engine._digits) >= gather.min_digits:
+    elif gather.spoken_digits and engine._digits and len(engine._digits) >= gather.min_digits:
         _gathered(engine, step, engine._digits)  # the number, then words ("that's it"): it is complete
     else:
         _retry_gather(engine, step, no_match=True)

@@ -108,3 +108,15 @@ def test_speaking_holds_the_no_input_timeout(engine: FlowEngine):
     engine.handle(SpeechStarted())
     assert engine.handle(TimerFired(1)) == []  # the caller is talking: not silent
     assert engine.handle(Speech("")) == [StartTimer(2, 5.0)]
+
+
+def test_keys_then_words_a_gather_without_spoken_digits_does_not_take_as_a_number():
+    flow, problems = parse(dedent(FLOW.replace("spoken_digits: true", 'intents: {"human": [operator]}')),
+                           "numbers.yaml")
+    assert problems == [] and flow is not None
+    engine = FlowEngine(flow)
+    engine.start()
+    engine.handle(PlaybackDone())
+    for key in "4421":
+        engine.handle(Digit(key))
+    assert engine.handle(Speech("bananas")) == [Say("Please say your account number.", interruptible=True)]
