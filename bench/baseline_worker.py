@@ -20,6 +20,7 @@ import pjsua2 as pj
 
 from appliance.core.audio import FRAME_MS, SAMPLE_RATE
 from sip.endpoint import CODEC_PRIORITIES, MEDIA_QUALITY
+from sip.rtp_ports import PortBlock
 
 MAX_CALLS = 4  # the wheel's compiled-in limit, as for the workers
 
@@ -100,8 +101,9 @@ class BaselineWorker:
             ep.codecSetPriority(codec, priority)
         account = pj.AccountConfig()
         account.idUri = f"sip:baseline@127.0.0.1:{args.sip_port}"
-        account.mediaConfig.transportConfig.port = args.rtp_port
-        account.mediaConfig.transportConfig.portRange = args.rtp_ports
+        block = PortBlock(args.rtp_port, args.rtp_ports)  # the workers' rule: no pair outside the block
+        account.mediaConfig.transportConfig.port = block.start
+        account.mediaConfig.transportConfig.portRange = block.port_range
         self.account = BaselineAccount(self)
         self.account.create(account)
 
