@@ -18,7 +18,6 @@ import math
 import os
 import re
 import statistics
-import struct
 import sys
 import tempfile
 import threading
@@ -26,7 +25,6 @@ import time
 import wave
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from string import Template
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -39,7 +37,6 @@ from bench.calls_report import analyse, table, write_doc
 from bench.common import (
     CLK_TCK,
     DOC,
-    SCENARIO,
     Proc,
     box_cpu,
     box_ticks,
@@ -56,9 +53,7 @@ from bench.common import (
 )
 from tests.support.appliance import ApplianceProcess
 from tests.support.sipp.process import SippResult, run_sipp
-from tests.support.sipp.scenarios import PCAPS
-
-PCAP = PCAPS / "g711a.pcap"
+from tests.support.sipp.scenarios import speaking_caller_scenario
 
 FULL_STEPS = [8, 16, 32, 48, 64, 80, 100, 120]
 QUICK_STEPS = [4, 8]
@@ -243,34 +238,9 @@ def metrics_text(app: ApplianceProcess) -> str:
 # --- sipp ----------------------------------------------------------------------------------
 
 
-def pcap_seconds(path: Path) -> float:
-    """Play time of a pcap: first to last packet plus one packet's ptime."""
-    data = path.read_bytes()
-    endian = "<" if data[:4] == b"\xd4\xc3\xb2\xa1" else ">"
-    stamps = []
-    offset = 24
-    while offset + 16 <= len(data):
-        seconds, micros, captured, _ = struct.unpack(endian + "IIII", data[offset : offset + 16])
-        stamps.append(seconds + micros / 1e6)
-        offset += 16 + captured
-    ptime = (stamps[-1] - stamps[0]) / (len(stamps) - 1)
-    return stamps[-1] - stamps[0] + ptime
-
-
 def bench_scenario(directory: Path, duration_s: float) -> Path:
-    """The hold scenario with play/pause pairs that fill `duration_s` with the caller speaking."""
-    play_ms = int(pcap_seconds(PCAP) * 1000)
-    left = int(duration_s * 1000)
-    media = []
-    while left > 0:
-        pause = min(play_ms, left)
-        media.append(f'  <nop><action><exec play_pcap_audio="{PCAP}"/></action></nop>\n'
-                     f'  <pause milliseconds="{pause}"/>')
-        left -= pause
-    text = Template(SCENARIO.read_text()).substitute(MEDIA="\n".join(media), BYE_TIMEOUT_MS=10000)
-    path = directory / "bench_hold.xml"
-    path.write_text(text)
-    return path
+    """The hold scenario with the caller speaking for all of `duration_s`."""
+    return speaking_caller_scenario(directory, duration_s, name="bench_hold.xml")
 
 
 def rtt_ms(workdir: Path) -> list[float]:

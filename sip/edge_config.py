@@ -307,10 +307,11 @@ def _template() -> str:
     return resources.files("sip").joinpath("kamailio.cfg.tmpl").read_text(encoding="ascii")
 
 
-def render_config(settings: EdgeSettings) -> str:
-    """The kamailio.cfg text for these settings."""
+def render_config(settings: EdgeSettings, draining: bool = False) -> str:
+    """The kamailio.cfg text for these settings; `draining`: new INVITEs get 503 from the start."""
     _check(settings)
     values = {
+        "DRAINING": "1" if draining else "0",
         "LISTEN": _listen_lines(settings),
         "CTL_SOCKET": str(settings.ctl_socket),
         "DISPATCHER_LIST": str(settings.dispatcher_path),

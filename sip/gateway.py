@@ -58,7 +58,8 @@ class Gateway:
                 advertise=sip.media_address,
                 # Bridge transfers dial only these: the carrier's termination host and SIP destinations.
                 outbound_hosts=outbound_hosts([config.transfers.outbound_proxy, *config.transfers.allowed]),
-            )
+            ),
+            on_restart=metrics.sip_edge_restarts.inc,
         )
 
     async def start(self) -> None:

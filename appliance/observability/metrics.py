@@ -21,6 +21,9 @@ workers_up = Gauge("switchboard_workers_up", "Worker processes connected to the 
 worker_restarts = Counter("switchboard_worker_restarts_total",
                           "Worker processes that exited while the appliance ran and were started again, by role",
                           ["role"], registry=REGISTRY)
+sip_edge_restarts = Counter("switchboard_sip_edge_restarts_total",
+                            "Times the SIP edge (Kamailio) exited while the appliance ran and was started again",
+                            registry=REGISTRY)
 for _role in WORKER_ROLES:  # every role on /metrics from the start, 0 until it has workers
     workers_up.labels(_role)
     worker_restarts.labels(_role)

@@ -1,7 +1,9 @@
-"""Bad input and faults on the call path: refused calls, malformed SIP, a broken flow, a lost worker."""
+"""Bad input and faults on the call path: refused calls, malformed SIP, a broken flow, a lost worker,
+a killed SIP edge."""
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import signal
 import socket
@@ -15,8 +17,9 @@ from pathlib import Path
 import pytest
 
 from tests.support.appliance import ROOT, ApplianceProcess
-from tests.support.sipp.process import run_sipp
-from tests.support.sipp.scenarios import caller_scenario, refused_scenario
+from tests.support.audio import caller_heard
+from tests.support.sipp.process import SippResult, options_status, run_sipp
+from tests.support.sipp.scenarios import caller_scenario, refused_scenario, speaking_caller_scenario
 from tests.support.wait import wait_until
 
 pytestmark = pytest.mark.sip
@@ -128,3 +131,50 @@ def test_killed_worker_is_restarted_and_its_calls_closed(appliance_factory, tmp_
     for call in app.wait_calls_closed(4, timeout=40):
         if call["worker"] == "w2":
             assert call["end_reason"] == "flow-hangup"
+
+
+def _edge_answers(app: ApplianceProcess) -> bool:
+    try:
+        return options_status(app.sip_port).startswith("SIP/2.0 200")
+    except OSError:  # no answer within the probe's timeout: down, or still starting
+        return False
+
+
+def test_killed_sip_edge_is_restarted_and_calls_keep_media_and_end_by_bye(appliance_factory, tmp_path: Path) -> None:
+    app = appliance_factory(workers=2)
+    talkers = tmp_path / "talkers"
+    talkers.mkdir()
+    result: dict[str, SippResult] = {}
+    # Four callers that speak for 12 s, then hang up with a BYE along the edge's Record-Route.
+    callers = threading.Thread(target=lambda: result.setdefault("sipp", run_sipp(
+        speaking_caller_scenario(talkers, 12), app.sip_port, talkers, calls=4, rate=10, timeout=60)))
+    callers.start()
+    try:
+        answered = wait_until(lambda: [c for c in app.calls() if c["answered_at"]] if len(
+            [c for c in app.calls() if c["answered_at"]]) == 4 else None, "four answered calls", 10, interval=0.2)
+        time.sleep(2)
+        pid_file = app.data_dir / "edge" / "kamailio.pid"
+        old_pid = int(pid_file.read_text())
+        killed_at = dt.datetime.now(dt.UTC)
+        os.kill(old_pid, signal.SIGKILL)
+
+        wait_until(lambda: pid_file.exists() and pid_file.read_text().strip() not in ("", str(old_pid))
+                   and _edge_answers(app), "the edge to answer again", 15, interval=0.2, detail=app.log_tail)
+        # A new call goes through the restarted edge to a worker and runs its flow.
+        newcomer = tmp_path / "newcomer"
+        newcomer.mkdir()
+        fresh = run_sipp(caller_scenario(newcomer, "2"), app.sip_port, newcomer)
+        assert fresh.successful == 1, fresh.output
+    finally:
+        callers.join(60)
+    # The old calls' BYEs passed the new edge (same route signature) and reached their workers.
+    assert result["sipp"].successful == 4, result["sipp"].output
+    calls = {c["id"]: c for c in app.wait_calls_closed(5)}
+    for call in answered:
+        record = calls[call["id"]]
+        assert record["end_reason"] == "caller-hangup"
+        # The caller's RTP went on arriving at the worker while the edge was down and after.
+        offset = (killed_at - dt.datetime.fromisoformat(record["answered_at"])).total_seconds()
+        assert caller_heard(Path(record["recording_path"]), offset, offset + 4) > 0.9
+    assert app.metric("switchboard_sip_edge_restarts_total") == 1
+

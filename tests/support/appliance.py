@@ -133,6 +133,11 @@ class ApplianceProcess:
             body = response.read()
             return json.loads(body) if response.headers.get_content_type() == "application/json" else body
 
+    def metric(self, name: str) -> float:
+        """One sample on /metrics: `switchboard_draining`, or with labels `switchboard_calls_total{outcome="x"}`."""
+        text = self.get("/metrics").decode()
+        return float(next(line.split()[-1] for line in text.splitlines() if line.startswith(name + " ")))
+
     def child_pids(self) -> list[int]:
         """Processes this appliance started (workers, kamailio), found by their config paths."""
         marks = (str(self.data_dir), str(self.config_path))
