@@ -30,6 +30,10 @@ for _role in WORKER_ROLES:  # every role on /metrics from the start, 0 until it 
 recordings_bytes = Counter(
     "switchboard_recordings_bytes_total", "Bytes written to call recordings", registry=REGISTRY
 )
+recording_errors = Counter(
+    "switchboard_recording_errors_total",
+    "Writes to call recordings the disk refused (full, over quota, I/O error); the recording is silent there",
+    registry=REGISTRY)
 recordings_converted = Counter(
     "switchboard_recordings_converted_total",
     "Finished recordings converted from WAV to the configured format, by format", ["format"], registry=REGISTRY)

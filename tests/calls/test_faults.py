@@ -1,5 +1,5 @@
 """Bad input and faults on the call path: refused calls, malformed SIP, a broken flow, a lost worker,
-a killed SIP edge."""
+a killed SIP edge, a full recordings disk."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ import pytest
 
 from tests.support.appliance import ROOT, ApplianceProcess
 from tests.support.audio import caller_heard
+from tests.support.disk import fill, small_filesystem
 from tests.support.sipp.process import SippResult, options_status, run_sipp
 from tests.support.sipp.scenarios import caller_scenario, refused_scenario, speaking_caller_scenario
 from tests.support.wait import wait_until
@@ -178,3 +179,40 @@ def test_killed_sip_edge_is_restarted_and_calls_keep_media_and_end_by_bye(applia
         assert caller_heard(Path(record["recording_path"]), offset, offset + 4) > 0.9
     assert app.metric("switchboard_sip_edge_restarts_total") == 1
 
+
+def test_full_recordings_disk_costs_recordings_silence_not_calls(appliance_factory, tmp_path: Path) -> None:
+    with small_filesystem(tmp_path / "small-disk", "2m") as disk:
+        app = appliance_factory(extra={"recordings_dir": str(disk)})
+        filler = disk / "filler"
+        fill(filler)
+        result: dict[str, SippResult] = {}
+        callers = threading.Thread(target=lambda: result.setdefault("sipp", run_sipp(
+            speaking_caller_scenario(tmp_path, 9), app.sip_port, tmp_path, calls=2, rate=10, timeout=60)))
+        callers.start()
+        try:
+            wait_until(lambda: len([c for c in app.calls() if c["answered_at"]]) == 2, "two answered calls", 10,
+                       interval=0.2)
+            time.sleep(3)
+            assert app.metric("switchboard_recording_errors_total") > 0
+            filler.unlink()  # space again
+            freed_at = dt.datetime.now(dt.UTC)
+        finally:
+            callers.join(60)
+        assert result["sipp"].successful == 2, result["sipp"].output  # the calls went on to the callers' BYEs
+        assert app.process.poll() is None
+        calls = app.wait_calls_closed(2)
+        for call in calls:
+            assert call["end_reason"] == "caller-hangup"
+            path = Path(call["recording_path"])
+            with wave.open(str(path)) as w:  # playable, as long as the call
+                length = w.getnframes() / w.getframerate()
+            answered = dt.datetime.fromisoformat(call["answered_at"])
+            assert abs(length - (dt.datetime.fromisoformat(call["ended_at"]) - answered).total_seconds()) < 0.5
+            freed = (freed_at - answered).total_seconds()
+            assert caller_heard(path, 0, freed - 0.5) == 0.0  # the disk was full: silence
+            assert caller_heard(path, freed + 1, length - 0.5) > 0.9  # the recording resumed
+        log = app.log_path.read_text()
+        # Once per call when writing failed, once when it worked again: not every half second.
+        assert log.count("recording write failed") == 2 and log.count("recording writes again") == 2
+        assert "Traceback" not in log
+        app.stop()
