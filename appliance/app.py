@@ -30,6 +30,7 @@ from appliance.console.wallboard import WallboardSource
 from appliance.core.reasons import EndReason
 from appliance.flow.library import FlowLibrary
 from appliance.integrations.webhooks import EventWebhooks
+from appliance.observability import metrics
 from appliance.observability.logging import log_extra
 from appliance.operators.accounts import Accounts
 from appliance.operators.acd import ACD, QueueSettings
@@ -85,7 +86,9 @@ class Appliance:
         _private_dirs(config)
         # Raises FlowError on any broken flow: the appliance never runs half-configured.
         self.flows = FlowLibrary(config.flows_dir, config.webhooks.allowed, config.transfers.allowed)
-        self.storage = Storage(config.database)
+        # Another process holding the database's write lock must not stall the media clock.
+        self.storage = Storage(config.database, defer_when_locked=True, on_deferred=metrics.db_writes_deferred.inc)
+        metrics.db_writes_pending.set_function(lambda: self.storage.pending_writes)
         self.tokens = TokenAuthority(config.auth.api_key, config.api_secret())
         api_url = config.events.public_api_url or f"http://{config.http.host}:{config.http.port}"
         self.webhooks = EventWebhooks(self.storage, config.events, config.webhooks.allowed, self.tokens.api_key,

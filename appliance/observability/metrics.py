@@ -45,6 +45,13 @@ recording_conversion_cpu = Counter(
     "switchboard_recording_conversion_cpu_seconds_total",
     "CPU time the converter processes spent encoding and verifying recordings, by format", ["format"],
     registry=REGISTRY)
+db_writes_deferred = Counter(
+    "switchboard_db_writes_deferred_total",
+    "Database writes that found another process holding SQLite's write lock and waited, in order, to be retried",
+    registry=REGISTRY)
+db_writes_pending = Gauge("switchboard_db_writes_pending",
+                          "Database writes waiting for another process to release SQLite's write lock",
+                          registry=REGISTRY)
 flow_steps = Counter("switchboard_flow_steps_total", "Flow steps entered", ["flow"], registry=REGISTRY)
 flow_reload_errors = Counter(
     "switchboard_flow_reload_errors_total", "Flow edits rejected by the checker", registry=REGISTRY

@@ -1,5 +1,5 @@
 """Bad input and faults on the call path: refused calls, malformed SIP, a broken flow, a lost worker,
-a killed SIP edge, a full recordings disk."""
+a killed SIP edge, a full recordings disk, a database another process keeps locked."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import datetime as dt
 import os
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -216,3 +217,41 @@ def test_full_recordings_disk_costs_recordings_silence_not_calls(appliance_facto
         assert log.count("recording write failed") == 2 and log.count("recording writes again") == 2
         assert "Traceback" not in log
         app.stop()
+
+
+@pytest.mark.parametrize("lock", ["BEGIN IMMEDIATE", "BEGIN"], ids=["writer", "reader"])
+def test_calls_during_a_long_database_lock_keep_their_audio_and_every_record(appliance_factory, tmp_path: Path,
+                                                                              lock: str) -> None:
+    app = appliance_factory(workers=2)
+    holder = sqlite3.connect(app.data_dir / "switchboard.db", isolation_level=None)
+    holder.execute(lock)
+    holder.execute("SELECT count(*) FROM calls").fetchall()  # a reader's snapshot, or a writer's lock
+    locked_at = dt.datetime.now(dt.UTC)
+    result: dict[str, SippResult] = {}
+    callers = threading.Thread(target=lambda: result.setdefault("sipp", run_sipp(
+        speaking_caller_scenario(tmp_path, 6), app.sip_port, tmp_path, calls=4, rate=4, timeout=60)))
+    callers.start()
+    try:
+        time.sleep(8)  # the calls come, speak and hang up while the lock is held
+    finally:
+        holder.execute("COMMIT")
+        holder.close()
+        callers.join(60)
+    assert result["sipp"].successful == 4, result["sipp"].output
+    assert app.process.poll() is None
+    calls = app.wait_calls_closed(4)
+    assert len(calls) == 4
+    for call in calls:
+        assert call["end_reason"] == "caller-hangup"
+        kinds = [e["kind"] for e in app.call(call["id"])["events"]]
+        assert kinds[:2] == ["offered", "answered"] and kinds[-1] == "ended" and "say" in kinds
+        # The caller was heard all along: no write held the hub's media clock.
+        answered = dt.datetime.fromisoformat(call["answered_at"])
+        assert answered > locked_at
+        assert caller_heard(Path(call["recording_path"]), 0.5, 5.5) > 0.9
+    log = app.log_path.read_text()
+    assert "Traceback" not in log and "hub clock stalled" not in log
+    if lock == "BEGIN IMMEDIATE":
+        assert app.metric("switchboard_db_writes_deferred_total") > 0
+        assert "database writes caught up" in log
+    assert app.metric("switchboard_db_writes_pending") == 0
