@@ -128,6 +128,7 @@ class Appliance:
         self.http = HttpApi(self.storage, self.tokens, config.recordings_dir, self.health, routes=routes)
         self.rtc_pool = RtcPool(config, lambda name: self.tokens.mint(worker_identity("rtc", name), "rtc"))
         self.gateway = Gateway(config, lambda name: self.tokens.mint(worker_identity("sip", name), "sip"))
+        self.workers.on_change.append(self.gateway.worker_changed)
         self.persona_pool = PersonaPool(config, lambda name: self.tokens.mint(worker_identity("agent", name), "agent"))
         # TURN credentials go to browsers (and the WebRTC workers, in each offer), not through the environment.
         self._ice_credentials = {s.credential_env: os.environ.get(s.credential_env, "")

@@ -24,7 +24,7 @@ from typing import Any
 
 from appliance.core.processes import RESTART_BACKOFF_S, die_with_parent
 from appliance.observability.logging import log_extra
-from sip.edge_config import EdgeSettings, render_config, render_dispatcher, uri_host
+from sip.edge_config import DISPATCHER_SET, EdgeSettings, render_config, render_dispatcher, uri_host, worker_uri
 
 __all__ = ["EdgeStartError", "EdgeControlError", "Edge"]
 
@@ -48,11 +48,13 @@ class Edge:
     """The running Kamailio process, started again whenever it exits. One `start()` per `stop()`."""
 
     def __init__(self, settings: EdgeSettings, kamailio: str = "kamailio", kamcmd: str = "kamcmd",
-                 on_restart: Callable[[], None] | None = None):
+                 on_restart: Callable[[], None] | None = None, announced_workers: bool = False):
+        """`announced_workers`: a worker takes calls only once `worker_ready` says so (else all from the start)."""
         self.settings = settings
         self.kamailio = kamailio
         self.kamcmd = kamcmd
         self.on_restart = on_restart  # e.g. a metric's inc: this module knows no metrics
+        self._ready: set[int] | None = set() if announced_workers else None
         self._process: asyncio.subprocess.Process | None = None
         self._keeper: asyncio.Task[None] | None = None
         self._draining = False  # a restarted Kamailio starts with the flag as it was
@@ -75,7 +77,8 @@ class Edge:
     async def _launch(self, fresh_log: bool = False) -> None:
         """One Kamailio process, answering. A restart appends to the log: why the last one died is there."""
         settings = self.settings
-        config, dispatcher = render_config(settings, self._draining), render_dispatcher(settings)
+        ready = None if self._ready is None else set(self._ready)
+        config, dispatcher = render_config(settings, self._draining), render_dispatcher(settings, ready)
         run_dir = Path(settings.run_dir)
         run_dir.mkdir(parents=True, exist_ok=True)
         settings.dispatcher_path.write_text(dispatcher)
@@ -95,8 +98,15 @@ class Edge:
                 stdin=asyncio.subprocess.DEVNULL, stdout=output, stderr=output,
                 start_new_session=True, preexec_fn=die_with_parent,
             )
+        started = asyncio.get_running_loop().time()
         try:
             await self._wait_until_answering()
+            log.info("SIP edge answering", extra=log_extra(
+                pid=self._process.pid, seconds=round(asyncio.get_running_loop().time() - started, 3)))
+            if ready is not None and self._ready is not None:
+                # Workers that came or went while Kamailio started, after its list was written.
+                changed = ready ^ self._ready
+                await asyncio.gather(*(self._set_state(port, port in self._ready) for port in changed))
         except BaseException as error:
             reason = str(error) or type(error).__name__
             await self._end_process()
@@ -134,22 +144,24 @@ class Edge:
         secret: calls in progress keep their media (it never passed through the edge), and their
         in-dialog requests (a BYE) still carry a signature the new process accepts."""
         loop = asyncio.get_running_loop()
-        failures = 0
+        failures = 0  # starts in a row that did not last: the box takes no calls meanwhile, so the first is at once
         while True:
             process = self._process
             if process is not None:
                 up_since = loop.time()
                 code = await process.wait()
                 await self._end_process()
-                failures = 0 if loop.time() - up_since > STABLE_S else failures + 1
+                if loop.time() - up_since > STABLE_S:
+                    failures = 0
                 if self.on_restart is not None:
                     self.on_restart()
-                log.error("SIP edge exited; restarting", extra=log_extra(code=code, pid=process.pid))
-            await asyncio.sleep(RESTART_BACKOFF_S[min(failures, len(RESTART_BACKOFF_S) - 1)])
+                log.error("SIP edge exited; restarting",
+                          extra=log_extra(code=code, pid=process.pid, delay_s=_backoff(failures)))
+            await asyncio.sleep(_backoff(failures))
+            failures += 1
             try:
                 await self._launch()
             except EdgeStartError as error:
-                failures += 1
                 log.error("SIP edge did not start again", extra=log_extra(error=str(error)[:2000]))
                 continue
             log.warning("SIP edge restarted", extra=log_extra(pid=self.pid, draining=self._draining))
@@ -164,6 +176,29 @@ class Edge:
             raise EdgeControlError("the SIP edge is not running")
         await self._rpc("pv.shvSet", "draining", "int", "1" if draining else "0")
         self._draining = draining
+
+    async def worker_ready(self, port: int, ready: bool) -> None:
+        """Route new calls to the worker on `port` (its socket is open and the hub has it), or stop.
+
+        A worker not yet started would take its share of INVITEs and leave each to time out (2 s)
+        before the next worker is tried; one that left the hub would answer them 503.
+        """
+        if self._ready is None:
+            return
+        if ready:
+            self._ready.add(port)
+        else:
+            self._ready.discard(port)
+        if self.running:
+            await self._set_state(port, ready)
+
+    async def _set_state(self, port: int, ready: bool) -> None:
+        # a: active; ip: inactive, and probed (OPTIONS) so that a worker nobody announces still comes back.
+        try:
+            await self._rpc("dispatcher.set_state", "a" if ready else "ip", str(DISPATCHER_SET), worker_uri(port))
+        except EdgeControlError as error:
+            # Down or restarting: the list written at its next start says it.
+            log.warning("SIP edge not told of a worker", extra=log_extra(port=port, ready=ready, error=str(error)))
 
     async def _rpc(self, *command: str) -> str:
         try:
@@ -241,6 +276,10 @@ class Edge:
             [f"the SIP edge did not start: {reason}", f"--- tail of {settings.log_path}", *tail,
              f"--- {self.kamailio} -c -f {settings.config_path}", *checked]
         )
+
+
+def _backoff(failures: int) -> float:
+    return RESTART_BACKOFF_S[min(failures, len(RESTART_BACKOFF_S) - 1)]
 
 
 def _write_private(path: Path, text: str) -> None:

@@ -60,12 +60,24 @@ class Gateway:
                 outbound_hosts=outbound_hosts([config.transfers.outbound_proxy, *config.transfers.allowed]),
             ),
             on_restart=metrics.sip_edge_restarts.inc,
+            announced_workers=True,
         )
+        self._ports = {spec.name: spec.sip_port for spec in self.specs}
+        self._telling: set[asyncio.Task[None]] = set()
 
     async def start(self) -> None:
         for spec in self.specs:
             self.pool.start(spec.name, functools.partial(self._spawn, spec))
         await self.edge.start()
+
+    def worker_changed(self, role: str, name: str, connected: bool) -> None:
+        """A worker joined or left the hub: the edge routes new calls to the SIP workers the hub has."""
+        port = self._ports.get(name)
+        if role != "sip" or port is None:
+            return
+        task = asyncio.get_running_loop().create_task(self.edge.worker_ready(port, connected))
+        self._telling.add(task)
+        task.add_done_callback(self._telling.discard)
 
     async def set_draining(self, draining: bool) -> None:
         """New calls refused at the edge (503, Retry-After) or taken again; calls in progress go on."""

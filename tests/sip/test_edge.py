@@ -90,6 +90,40 @@ async def test_a_killed_worker_is_marked_down_and_calls_go_to_the_others(stack: 
     assert gateway.invites() == [2, 4, 4]
 
 
+def _answers(port: int) -> bool:
+    try:
+        return options_status(port, timeout=0.2).endswith("200 OK")
+    except OSError:  # no answer yet
+        return False
+
+
+async def test_announced_workers_take_calls_only_once_the_appliance_says_so(stack: StackFactory) -> None:
+    # The spare port stands for a worker not started yet: nothing answers there, not even pings.
+    gateway = await stack(workers=1, spare=1, calls_per_worker=2, announced=True)
+    worker = gateway.port(gateway.workers[0])
+    (unborn,) = gateway.spare
+    assert gateway.dispatcher()[unborn][0] == "IP"  # inactive from the start, and probed
+
+    await gateway.edge.worker_ready(worker, True)
+    assert gateway.dispatcher()[worker][0].startswith("A")
+    await gateway.call("announced", uac_call(hold_ms=500), calls=2, rate=50)
+    assert gateway.invites() == [2]
+    assert gateway.dispatcher()[unborn][0] == "IP"
+
+    await gateway.edge.worker_ready(worker, False)
+    assert gateway.dispatcher()[worker][0].startswith("I")
+    await gateway.edge.worker_ready(worker, True)
+    # A restarted edge starts from what it was told: the worker active, the other not.
+    killed = gateway.edge.pid
+    assert killed is not None
+    os.kill(killed, signal.SIGKILL)
+    await gateway.wait_for("a new edge process answering", lambda: gateway.edge.running
+                           and gateway.edge.pid != killed and _answers(gateway.edge.settings.port), timeout=10)
+    assert gateway.dispatcher()[worker][0].startswith("A") and gateway.dispatcher()[unborn][0] == "IP"
+    await gateway.call("after", uac_call(hold_ms=500))
+    assert gateway.invites() == [3]
+
+
 async def test_malformed_datagrams_do_not_kill_the_edge(stack: StackFactory) -> None:
     gateway = await stack(workers=1)
     port = gateway.edge.settings.port
