@@ -198,7 +198,8 @@ class Appliance:
                 log.warning("recording repaired after a crash", extra=log_extra(call_id=call.id))
 
     async def start(self) -> None:
-        self.webhooks.start()  # first: the calls a crash left open end with their events
+        await self.gateway.warm_up()  # the SIP workers' code loads meanwhile: callers wait on them after a restart
+        self.webhooks.start()  # the calls a crash left open end with their events
         self._recover()
         self.converter.start()  # after the repair: converts what a crash (or a failure) left as WAV
         self.tts.synthesize("Welcome.")  # load espeak-ng's voice before the first caller waits on it

@@ -121,7 +121,7 @@ def process_rss_kb(pid: int) -> int:
 @dataclass
 class Proc:
     pid: int
-    role: str  # main | worker | kamailio | sipp
+    role: str  # main | worker | forkserver | kamailio | sipp
     cpu_ticks: int
     rss_kb: int
 
@@ -137,7 +137,8 @@ def _process_role(pid: int, main_pid: int) -> str:
         return "main"
     cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
     if b"sip.worker" in cmdline:
-        return "worker"
+        # SIP workers are forked by a fork server and named sip-<name>; the server keeps its own name.
+        return "worker" if Path(f"/proc/{pid}/comm").read_text().startswith("sip-") else "forkserver"
     if cmdline and cmdline[0].endswith(b"kamailio"):
         return "kamailio"
     if cmdline and cmdline[0].endswith(b"sipp"):
@@ -192,7 +193,7 @@ def cpu_window(before: dict[int, Any], after: dict[int, Any], bench_s: float, se
             role = _rtc_role(pid) or proc.role
             roles[role] = roles.get(role, 0.0) + 100 * (proc.cpu_ticks - before[pid].cpu_ticks) / CLK_TCK / seconds
     out: dict[str, Any] = {k: round(v, 1) for k, v in roles.items()}
-    total = sum(roles.get(r, 0.0) for r in ("main", "worker", "rtc", "kamailio"))
+    total = sum(roles.get(r, 0.0) for r in ("main", "worker", "forkserver", "rtc", "kamailio"))
     out["appliance"] = round(total, 1)
     out["appliance_pct_of_box"] = round(total / (os.cpu_count() or 1), 1)
     out["bench_clients"] = round(100 * bench_s / seconds, 1)

@@ -154,10 +154,13 @@ class ApplianceProcess:
         return pids
 
     def worker_pid(self, name: str) -> int:
+        """A SIP worker's pid: forked by the gateway's fork server, it is named sip-<name> (`ps -e`)."""
         for pid in self.child_pids():
-            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-            if b"sip.worker" in cmdline and name.encode() in cmdline:
-                return pid
+            try:
+                if Path(f"/proc/{pid}/comm").read_text().strip() == f"sip-{name}":
+                    return pid
+            except OSError:
+                continue
         raise LookupError(f"no worker {name}")
 
     def calls(self) -> list[dict[str, Any]]:
