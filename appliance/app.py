@@ -1,8 +1,8 @@
 """The composition root: builds every service from Config and owns start-up and shutdown order.
 
 Start-up: close calls a crash left open, repair their recordings and queue their conversion, load flows (refuse
-to start on a broken one), then hub → participant server → HTTP → SIP gateway. Shutdown
-runs the other way, hanging up calls first so every record is closed.
+to start on a broken one), then hub → participant server → HTTP → SIP gateway → the other worker pools.
+Shutdown runs the other way, hanging up calls first so every record is closed.
 """
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -193,9 +194,14 @@ class Appliance:
         await self.gateway.set_draining(draining)
 
     def _recover(self) -> None:
-        for call in self.storage.close_orphans(EndReason.APPLIANCE_RESTART, converting=self.converter.converting):
+        started = time.monotonic()
+        orphans = self.storage.close_orphans(EndReason.APPLIANCE_RESTART, converting=self.converter.converting)
+        for call in orphans:
             if call.recording_path and repair(Path(call.recording_path)):
                 log.warning("recording repaired after a crash", extra=log_extra(call_id=call.id))
+        if orphans:
+            log.warning("calls a crash left open closed",
+                        extra=log_extra(calls=len(orphans), seconds=round(time.monotonic() - started, 3)))
 
     async def start(self) -> None:
         await self.gateway.warm_up()  # the SIP workers' code loads meanwhile: callers wait on them after a restart
@@ -211,11 +217,13 @@ class Appliance:
                               tls=(console.host, console.port, server_context(cert, key)))
         self.desk.start()
         self._queues_changed()  # desk phones are members from the start
+        # SIP first: callers get through as soon as a SIP worker is up; the other pools' start-up
+        # (a persona worker's is 1.5 s of CPU) would compete with them for the cores.
+        await self.gateway.start()
         if self.twilio is not None:
             await self.twilio.start()
         await self.rtc_pool.start()
         await self.persona_pool.start()
-        await self.gateway.start()
         self.flows.start_watching(self.config.flows_reload_s)
         log.info(
             "appliance started",
