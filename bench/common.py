@@ -72,6 +72,18 @@ def code_version(paths: tuple[str, ...]) -> str:
     return f"{head or 'unknown'}{' + uncommitted changes in ' + where if dirty else ''}"
 
 
+def report_head(name: str, argv: list[str], started_at: dt.datetime) -> dict[str, Any]:
+    """What every benchmark's report opens with: which, when, the command, the box, the code, the load."""
+    return {
+        "benchmark": name,
+        "date": started_at.isoformat(timespec="seconds"),
+        "command": f"python bench/{name}.py " + " ".join(argv),
+        "machine": machine({"sipp": first_line(["sipp", "-v"]), "kamailio": first_line(["kamailio", "-v"])}),
+        "code": code_version(("appliance", "sip")),
+        "loadavg_before": Path("/proc/loadavg").read_text().split()[:3],
+    }
+
+
 def save_results(report: dict[str, Any], name: str, tag: str) -> Path:
     """Write the report as bench/results/<name>-<date><tag>.json; its path goes in the report."""
     RESULTS.mkdir(parents=True, exist_ok=True)

@@ -152,8 +152,7 @@ def test_killed_sip_edge_is_restarted_and_calls_keep_media_and_end_by_bye(applia
         speaking_caller_scenario(talkers, 12), app.sip_port, talkers, calls=4, rate=10, timeout=60)))
     callers.start()
     try:
-        answered = wait_until(lambda: [c for c in app.calls() if c["answered_at"]] if len(
-            [c for c in app.calls() if c["answered_at"]]) == 4 else None, "four answered calls", 10, interval=0.2)
+        answered = app.wait_answered(4)
         time.sleep(2)
         pid_file = app.data_dir / "edge" / "kamailio.pid"
         old_pid = int(pid_file.read_text())
@@ -191,8 +190,7 @@ def test_full_recordings_disk_costs_recordings_silence_not_calls(appliance_facto
             speaking_caller_scenario(tmp_path, 9), app.sip_port, tmp_path, calls=2, rate=10, timeout=60)))
         callers.start()
         try:
-            wait_until(lambda: len([c for c in app.calls() if c["answered_at"]]) == 2, "two answered calls", 10,
-                       interval=0.2)
+            app.wait_answered(2)
             time.sleep(3)
             assert app.metric("switchboard_recording_errors_total") > 0
             filler.unlink()  # space again

@@ -76,12 +76,16 @@ class ApplianceProcess:
         return dict(os.environ, SWITCHBOARD_API_SECRET=self.secret, PYTHONPATH=str(ROOT)) | self.environment
 
     def start(self, timeout: float = 30) -> None:
+        self.launch()
+        self.wait_ready(timeout)
+
+    def launch(self) -> None:
+        """`appliance run`, without waiting for it to be ready."""
         self._log = open(self.log_path, "ab")
         self.process = subprocess.Popen(
             [sys.executable, "-m", "appliance.cli", "--config", str(self.config_path), "run"],
             cwd=ROOT, env=self.env, stdout=self._log, stderr=subprocess.STDOUT, umask=self.umask,
         )
-        self.wait_ready(timeout)
 
     def wait_ready(self, timeout: float = 30) -> None:
         def ready() -> bool:
@@ -168,6 +172,14 @@ class ApplianceProcess:
 
     def call(self, call_id: str) -> dict[str, Any]:
         return self.get(f"/api/calls/{call_id}")
+
+    def wait_answered(self, count: int, timeout: float = 15) -> list[dict[str, Any]]:
+        """The calls answered so far, once there are `count` of them."""
+        def answered() -> list[dict[str, Any]]:
+            calls = [c for c in self.calls() if c["answered_at"]]
+            return calls if len(calls) >= count else []
+
+        return wait_until(answered, f"{count} answered calls", timeout, interval=0.2, detail=self.log_tail)
 
     def wait_calls_closed(self, count: int, timeout: float = 30) -> list[dict[str, Any]]:
         def closed() -> list[dict[str, Any]]:
