@@ -1,8 +1,9 @@
 """The composition root: builds every service from Config and owns start-up and shutdown order.
 
-Start-up: close calls a crash left open, repair their recordings and queue their conversion, load flows (refuse
-to start on a broken one), then hub → participant server → HTTP → SIP gateway → the other worker pools.
-Shutdown runs the other way, hanging up calls first so every record is closed.
+Start-up: take the data directory's lock (a second instance refuses before touching anything),
+close calls a crash left open, repair their recordings and queue their conversion, load flows
+(refuse to start on a broken one), then hub → participant server → HTTP → SIP gateway → the other
+worker pools. Shutdown runs the other way, hanging up calls first so every record is closed.
 """
 
 from __future__ import annotations
@@ -11,23 +12,21 @@ import asyncio
 import logging
 import os
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
-
-from aiohttp import web
 
 from appliance.calls.manager import CallManager
 from appliance.config import Config
 from appliance.console.drain import DrainRoutes, DrainStatus
 from appliance.console.egress import EgressRoutes
-from appliance.console.http import HttpApi
+from appliance.console.http import Health, HttpApi, RoleHealth, Routes
 from appliance.console.login import LoginGuard
 from appliance.console.operator_api import OperatorRoutes
 from appliance.console.recording_api import RecordingRoutes
 from appliance.console.rtc_pool import RtcPool
 from appliance.console.tls import ensure_certificate, server_context
 from appliance.console.wallboard import WallboardSource
+from appliance.core.lock import DataDirLock
 from appliance.core.reasons import EndReason
 from appliance.flow.library import FlowLibrary
 from appliance.integrations.webhooks import EventWebhooks
@@ -39,7 +38,7 @@ from appliance.operators.desk import Desk
 from appliance.personas.dispatcher import PersonaDispatcher
 from appliance.personas.pool import PersonaPool
 from appliance.recording.converter import RecordingConverter
-from appliance.recording.tap import TapSource
+from appliance.recording.timeline import CallAudio
 from appliance.recording.wavfile import repair
 from appliance.rooms.hub import Hub
 from appliance.rooms.server import ParticipantServer, WorkerRegistry
@@ -84,6 +83,8 @@ def _tighten(path: Path, mode: int) -> None:
 class Appliance:
     def __init__(self, config: Config):
         self.config = config
+        # First of all: everything below reads or changes what a running instance on this data dir owns.
+        self.lock = DataDirLock.acquire(config.data_dir, DATA_DIR_MODE)
         _private_dirs(config)
         # Raises FlowError on any broken flow: the appliance never runs half-configured.
         self.flows = FlowLibrary(config.flows_dir, config.webhooks.allowed, config.transfers.allowed)
@@ -123,8 +124,7 @@ class Appliance:
             self.twilio = TwilioGateway(config.twilio, config.twilio.auth_token(), str(config.hub_socket),
                                         lambda: self.tokens.mint(worker_identity("twilio", TWILIO_WORKER), "twilio"),
                                         on_status=self.storage.add_event)
-        routes: tuple[Callable[[web.Application], None], ...] = (
-            console.register, drain.register, recording.register, egress.register)
+        routes: tuple[Routes, ...] = (console.register, drain.register, recording.register, egress.register)
         routes += (self.twilio.register,) if self.twilio else ()
         self.http = HttpApi(self.storage, self.tokens, config.recordings_dir, self.health, routes=routes)
         self.rtc_pool = RtcPool(config, lambda name: self.tokens.mint(worker_identity("rtc", name), "rtc"))
@@ -168,19 +168,30 @@ class Appliance:
             servers.append(entry)
         return servers
 
-    def health(self) -> dict[str, Any]:
-        up = len(self.workers.sip)
-        return {"ok": up > 0, "workers_up": up, "workers": len(self.gateway.specs),
-                "personas_up": len(self.workers.agents), "personas": len(self.persona_pool.names),
-                "rtc_up": len(self.workers.rtc), "rtc": self.config.console.rtc_workers,
-                "calls_active": len(self.calls.calls), "draining": self.gateway.draining}
+    def health(self) -> Health:
+        """/healthz: ok only while every worker the appliance started is connected and the SIP edge runs.
 
-    def _egress_source(self, call_id: str) -> TapSource | None:
+        Load balancers and the deploy role's check read it: a box short of a SIP worker takes fewer
+        calls than its peers think, one without its persona or WebRTC workers fails the calls that need
+        them. Start-up is honestly not ok until the last worker has joined; a drain is still ok.
+        """
+        expected = {"sip": len(self.gateway.specs), "agent": len(self.persona_pool.names),
+                    "rtc": len(self.rtc_pool.names), "twilio": int(self.twilio is not None)}
+        roles = {role: RoleHealth(expected=count, up=len(self.workers.of(role)))
+                 for role, count in expected.items() if count}
+        short = [role for role, workers in roles.items() if workers.up < workers.expected]
+        edge = self.gateway.edge.running
+        return Health(ok=not short and edge, short=short, roles=roles, edge_running=edge,
+                      workers_up=len(self.workers.sip), workers=expected["sip"],
+                      personas_up=len(self.workers.agents), personas=expected["agent"],
+                      rtc_up=len(self.workers.rtc), rtc=expected["rtc"],
+                      calls_active=len(self.calls.calls), draining=self.gateway.draining)
+
+    def _egress_source(self, call_id: str) -> CallAudio | None:
         call = self.calls.calls.get(call_id)
-        recorder = call.recorder if call is not None else None
-        if call is None or recorder is None:
+        if call is None or call.recorder is None:
             return None  # not live, or not answered yet: nothing to hear
-        return TapSource(call.room, call.leg.identity, lambda: recorder.paused)
+        return call.recorder.audio
 
     def _operator_on(self, call_id: str, identity: str) -> bool:
         """Whether `identity` is the operator (or the supervisor who took it over) on the call now."""

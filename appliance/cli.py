@@ -12,7 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from appliance.config import Config
-from appliance.core.errors import AccountError, ConfigError, FlowError, MaintenanceError
+from appliance.core.errors import AccountError, AlreadyRunningError, ConfigError, FlowError, MaintenanceError
 from appliance.observability.logging import setup
 
 DEFAULT_CONFIGS = (Path("appliance.yaml"), Path("/etc/switchboard/appliance.yaml"))
@@ -446,7 +446,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return args.func(args)
-    except (AccountError, MaintenanceError) as exc:
+    except (AccountError, AlreadyRunningError, MaintenanceError) as exc:
         print(f"appliance: {exc}", file=sys.stderr)
         return 1
     except (ConfigError, FlowError) as exc:

@@ -130,9 +130,12 @@ class SipConfig(_Model):
     workers: int = Field(2, ge=1, le=64, description="pjsua2 worker processes behind the edge")
     calls_per_worker: int = Field(4, ge=1, le=4, description="the pjsua2 wheel's compiled-in limit is 4")
     worker_base_port: int = Field(5100, description="loopback SIP port of worker 1; worker N uses base + N - 1")
-    rtp_port_start: int = Field(20000,
+    rtp_port_start: int = Field(20000, ge=1,
                                 description="first RTP port; each worker takes rtp_ports_per_worker from here on")
-    rtp_ports_per_worker: int = 100
+    rtp_ports_per_worker: int = Field(100, description="UDP ports of each worker's block: RTP and RTCP of a call "
+                                      "take two; at least 2 × calls_per_worker and 4 (twice that "
+                                      "with transfers.username), and more keeps a long call's ports clear of pjsua's "
+                                      "round-robin reuse")
     poll_ms: int = Field(100, ge=1, le=1000, description="longest a worker's SIP thread sleeps between events")
     flood_requests: int = Field(32, description="INVITEs per source per 2 s before pike drops")
     retry_after_s: int = Field(5, description="Retry-After of the 503 sent when every worker is full")
@@ -351,9 +354,27 @@ class Config(_Model):
     recording: RecordingConfig = Field(default_factory=RecordingConfig)
     twilio: TwilioConfig = Field(default_factory=TwilioConfig)
     flows_reload_s: float = Field(1.0, ge=0, description="how often flows/ is checked for edits; 0 = never")
-    data_dir: Path = Field(Path("data"), description="SQLite database, hub socket, edge config, generated secret")
+    data_dir: Path = Field(Path("data"), description="SQLite database, hub socket, edge config, generated secret, "
+                                                       "the running appliance's lock")
     recordings_dir: Path = Field(Path("recordings"), description="call recordings and voicemail")
     flows_dir: Path = Field(Path("flows"), description="flows, queues.yaml, personas/ and tests/")
+
+    @model_validator(mode="after")
+    def _rtp_blocks_fit(self) -> Config:
+        sip = self.sip
+        # A dial account (transfers.username) takes half of each worker's block for the calls it places.
+        accounts = 2 if self.transfers.username else 1
+        # Two ports per call slot, and never fewer than two pairs: pjsua reads a range of 0 as none.
+        need = accounts * max(4, 2 * sip.calls_per_worker)
+        if sip.rtp_ports_per_worker < need:
+            each = " on each of 2 accounts" if accounts > 1 else ""
+            raise ValueError(f"sip.rtp_ports_per_worker must be at least {need} (RTP and RTCP for "
+                             f"{sip.calls_per_worker} calls per worker{each}), not {sip.rtp_ports_per_worker}")
+        end = sip.rtp_port_start + sip.workers * sip.rtp_ports_per_worker - 1
+        if end > 65535:
+            raise ValueError(f"the RTP ports of {sip.workers} workers end at {end}, beyond 65535: lower "
+                             "sip.rtp_port_start or sip.rtp_ports_per_worker")
+        return self
 
     @property
     def hub_socket(self) -> Path:
@@ -404,7 +425,7 @@ class Config(_Model):
         try:
             config = cls.model_validate(raw)
         except ValidationError as exc:
-            lines = [f"{path}: {'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()]
+            lines = [f"{path}: {_key(e['loc'])}{e['msg']}" for e in exc.errors()]
             raise ConfigError("\n".join(lines)) from exc
         if path is not None:
             base = path.parent
@@ -413,6 +434,11 @@ class Config(_Model):
                 if not value.is_absolute():
                     setattr(config, key, (base / value).resolve())
         return config
+
+
+def _key(loc: tuple[int | str, ...]) -> str:
+    """"sip.workers: " before a key's error; nothing before a check across sections, whose message names its keys."""
+    return ".".join(str(part) for part in loc) + ": " if loc else ""
 
 
 def reference() -> str:

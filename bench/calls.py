@@ -17,12 +17,14 @@ import json
 import math
 import os
 import re
+import shutil
 import statistics
 import sys
 import tempfile
 import threading
 import time
 import wave
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,15 +35,20 @@ if str(ROOT) not in sys.path:
 
 import numpy as np
 
+from bench.baseline import BaselineBox
+from bench.baseline import run_step as run_baseline_step
 from bench.calls_report import analyse, table, write_doc
 from bench.common import (
     CLK_TCK,
     DOC,
+    RESULTS,
+    BusyLoad,
     Proc,
     box_cpu,
     box_ticks,
     code_version,
     first_line,
+    log_warnings,
     machine,
     missing_program,
     save_results,
@@ -51,11 +58,11 @@ from bench.common import (
     stop_appliance,
     wait_closed,
 )
+from bench.sipp_load import bench_scenario, find_sipp, percentile, rtt_ms
 from tests.support.appliance import ApplianceProcess
 from tests.support.sipp.process import SippResult, run_sipp
-from tests.support.sipp.scenarios import speaking_caller_scenario
 
-FULL_STEPS = [8, 16, 32, 48, 64, 80, 100, 120]
+FULL_STEPS = [8, 32, 64, 100, 120, 150, 160]
 QUICK_STEPS = [4, 8]
 CALLS_PER_WORKER = 4  # the pjsua2 wheel's compiled-in limit
 APPLIANCE_ROLES = ("main", "worker", "forkserver", "kamailio")  # the processes counted as the appliance
@@ -169,20 +176,6 @@ def rss_kb(procs: dict[int, Proc], roles: tuple[str, ...] = APPLIANCE_ROLES) -> 
     return sum(p.rss_kb for p in procs.values() if p.role in roles)
 
 
-def find_sipp(workdir: Path) -> list[int]:
-    mark = str(workdir).encode()
-    pids = []
-    for proc in Path("/proc").iterdir():
-        if proc.name.isdigit():
-            try:
-                cmdline = (proc / "cmdline").read_bytes()
-            except OSError:
-                continue
-            if cmdline.startswith(b"sipp\0") and mark in cmdline:
-                pids.append(int(proc.name))
-    return pids
-
-
 # --- /metrics ------------------------------------------------------------------------------
 
 
@@ -239,36 +232,19 @@ def metrics_text(app: ApplianceProcess) -> str:
     return body.decode() if isinstance(body, bytes) else json.dumps(body)
 
 
-# --- sipp ----------------------------------------------------------------------------------
-
-
-def bench_scenario(directory: Path, duration_s: float) -> Path:
-    """The hold scenario with the caller speaking for all of `duration_s`."""
-    return speaking_caller_scenario(directory, duration_s, name="bench_hold.xml")
-
-
-def rtt_ms(workdir: Path) -> list[float]:
-    """Per-call INVITE → 200 OK times from sipp's -trace_rtt file."""
-    values = []
-    for path in workdir.glob("*_rtt.csv"):
-        rows = path.read_text().splitlines()
-        if not rows:
-            continue
-        header = rows[0].split(";")
-        column = header.index("response_time_ms") if "response_time_ms" in header else 1
-        for row in rows[1:]:
-            cells = row.split(";")
-            try:
-                values.append(float(cells[column]))
-            except (IndexError, ValueError):
-                continue
-    return values
-
-
-def percentile(values: list[float], q: float) -> float | None:
-    if not values:
-        return None
-    return float(np.percentile(np.array(values), q * 100))
+def tick_lag(metrics_before: str, metrics_after: str, seconds: float) -> dict[str, Any]:
+    """How late the hub's 20 ms tick ran between two /metrics texts `seconds` apart."""
+    lag = histogram_delta(histogram(metrics_before, "switchboard_hub_tick_lag_seconds"),
+                          histogram(metrics_after, "switchboard_hub_tick_lag_seconds"))
+    return {
+        "ticks": int(lag["count"]),
+        "expected_ticks": int(seconds / 0.02),
+        "mean_ms": _round(1000 * lag["sum"] / lag["count"] if lag["count"] else None),
+        "p50_ms": _round(_ms(histogram_quantile(lag, 0.50))),
+        "p95_ms": _round(_ms(histogram_quantile(lag, 0.95))),
+        "p99_ms": _round(_ms(histogram_quantile(lag, 0.99))),
+        "over_20ms": _round(share_above(lag, 0.02), 4),
+    }
 
 
 # --- recordings ----------------------------------------------------------------------------
@@ -315,6 +291,7 @@ class Step:
     worker_threads: dict[str, Any] = field(default_factory=dict)
     box_cpu: dict[str, float] = field(default_factory=dict)
     other_load_pct: float | None = None
+    extra_load_pct: float | None = None  # the --extra-load process's own CPU, % of a core
     rss_mb_total: float = 0.0
     rss_mb_per_call: float | None = None
     tick_lag: dict[str, Any] = field(default_factory=dict)
@@ -327,7 +304,7 @@ class Step:
 def wait_active(app: ApplianceProcess, count: int, deadline: float) -> bool:
     while time.monotonic() < deadline:
         try:
-            if app.get("/healthz", auth=False)["calls_active"] >= count:
+            if app.health()["calls_active"] >= count:
                 return True
         except (OSError, ValueError):
             pass
@@ -367,12 +344,12 @@ def run_step(app: ApplianceProcess, n: int, args: argparse.Namespace, workdir: P
     window_end = launched + args.duration - 0.5
     all_in = wait_active(app, n, min(window_end - 2, launched + ramp_s + 15))
     if not all_in:
-        step.problems.append(f"only {app.get('/healthz', auth=False)['calls_active']} of {n} calls were up at once")
+        step.problems.append(f"only {app.health()['calls_active']} of {n} calls were up at once")
     time.sleep(1.0)
     sipp_pids = find_sipp(workdir)
     start = time.monotonic()
     main_pid = app.process.pid  # type: ignore[union-attr]
-    before = snapshot(app, sipp_pids)
+    before = snapshot(app, sipp_pids + args.load_pids)
     threads_before = main_threads(main_pid)
     delay_before = run_delay_ns(main_pid)
     workers_before = worker_threads(app)
@@ -383,7 +360,7 @@ def run_step(app: ApplianceProcess, n: int, args: argparse.Namespace, workdir: P
     while time.monotonic() < window_end - 1.0:
         time.sleep(1.0)
         rss_samples.append(rss_kb(snapshot(app)))
-    after = snapshot(app, sipp_pids)
+    after = snapshot(app, sipp_pids + args.load_pids)
     threads_after = main_threads(main_pid)
     delay_after = run_delay_ns(main_pid)
     workers_after = worker_threads(app)
@@ -419,23 +396,15 @@ def run_step(app: ApplianceProcess, n: int, args: argparse.Namespace, workdir: P
     step.worker_threads = threads_by_kind(workers_before, workers_after, steady)
     step.box_cpu = box_cpu(box_before, box_after, steady)
     bench_self = 100 * (self_after - self_before) / CLK_TCK / steady
+    step.extra_load_pct = step.cpu.get("load", {}).get("total")
     step.other_load_pct = round(step.box_cpu["busy"] - step.cpu["appliance_total"]
-                                - step.cpu.get("sipp", {}).get("total", 0.0) - bench_self, 1)
+                                - step.cpu.get("sipp", {}).get("total", 0.0) - (step.extra_load_pct or 0.0)
+                                - bench_self, 1)
     steady_rss = statistics.median(rss_samples) if rss_samples else rss_kb(after)
     step.rss_mb_total = round(steady_rss / 1024, 1)
     step.rss_mb_per_call = round((steady_rss - idle_rss_kb) / 1024 / n, 2)
 
-    lag = histogram_delta(histogram(metrics_before, "switchboard_hub_tick_lag_seconds"),
-                          histogram(metrics_after, "switchboard_hub_tick_lag_seconds"))
-    step.tick_lag = {
-        "ticks": int(lag["count"]),
-        "expected_ticks": int(steady / 0.02),
-        "mean_ms": _round(1000 * lag["sum"] / lag["count"] if lag["count"] else None),
-        "p50_ms": _round(_ms(histogram_quantile(lag, 0.50))),
-        "p95_ms": _round(_ms(histogram_quantile(lag, 0.95))),
-        "p99_ms": _round(_ms(histogram_quantile(lag, 0.99))),
-        "over_20ms": _round(share_above(lag, 0.02), 4),
-    }
+    step.tick_lag = tick_lag(metrics_before, metrics_after, steady)
     offers = histogram(metrics_after, "switchboard_call_offer_seconds")
     step.offer_s = {"p95_ms_cumulative": _round(_ms(histogram_quantile(offers, 0.95)))}
 
@@ -540,26 +509,59 @@ def measure_idle(app: ApplianceProcess, seconds: float) -> dict[str, Any]:
     }
 
 
-def other_load(app: ApplianceProcess, seconds: float = 2.0) -> float:
-    """% of a core the box spends on anything but this appliance and this benchmark."""
-    before, box_before, self_before = snapshot(app), box_ticks(), _self_ticks()
+def other_load(app: ApplianceProcess, seconds: float = 2.0, load_pids: list[int] = ()) -> float:  # type: ignore[assignment]
+    """% of a core the box spends on anything but this appliance, this benchmark and its extra load."""
+    before, box_before, self_before = snapshot(app, load_pids), box_ticks(), _self_ticks()
     time.sleep(seconds)
-    after, box_after, self_after = snapshot(app), box_ticks(), _self_ticks()
-    ours = cpu_by_role(before, after, seconds)["appliance_total"] + 100 * (self_after - self_before) / CLK_TCK / seconds
+    after, box_after, self_after = snapshot(app, load_pids), box_ticks(), _self_ticks()
+    cpu = cpu_by_role(before, after, seconds)
+    ours = (cpu["appliance_total"] + cpu.get("load", {}).get("total", 0.0)
+            + 100 * (self_after - self_before) / CLK_TCK / seconds)
     return box_cpu(box_before, box_after, seconds)["busy"] - ours
 
 
-def wait_quiet(app: ApplianceProcess, limit_pct: float, max_wait_s: float) -> float:
+def wait_quiet(app: ApplianceProcess, limit_pct: float, max_wait_s: float,
+               load_pids: list[int] = ()) -> float:  # type: ignore[assignment]
     """Wait (bounded) until other work on the box is below `limit_pct` of a core; returns the last reading.
 
     Other people's test runs on a shared box would otherwise be counted against the appliance.
     """
     deadline = time.monotonic() + max_wait_s
-    readings = [other_load(app, 3.0), other_load(app, 3.0)]
+    readings = [other_load(app, 3.0, load_pids), other_load(app, 3.0, load_pids)]
     while max(readings[-2:]) > limit_pct and time.monotonic() < deadline:
         say(f"  waiting for a quiet box: other work is using {readings[-1]:.0f}% of a core")
-        readings.append(other_load(app, 3.0))
+        readings.append(other_load(app, 3.0, load_pids))
     return round(readings[-1], 1)
+
+
+def ramp(app: ApplianceProcess, steps: list[int], args: argparse.Namespace, run_one: Callable[[int, int], Any],
+         line: Callable[[Any], str], name: str = "") -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Run `run_one(n, attempt)` for each step in turn until a step fails, after waiting for a quiet
+    box; a step that failed while other work used more than `args.quiet` is run again (up to
+    `args.attempts`). Steps are dataclasses with calls, passed, problems and other_load_pct.
+    Returns (the steps run, the attempts run again), as dicts."""
+    label = f"{name} step" if name else "step"
+    done: list[dict[str, Any]] = []
+    retried: list[dict[str, Any]] = []
+    for n in steps:
+        for attempt in range(1, args.attempts + 1):
+            quiet = wait_quiet(app, args.quiet, args.quiet_wait, args.load_pids)
+            say(f"{label} {n}: {n} calls of {args.duration:.0f} s at {args.rate:g} calls/s")
+            step = run_one(n, attempt)
+            say(line(step))
+            noisy = step.other_load_pct is not None and step.other_load_pct > args.quiet
+            if step.passed or not noisy or attempt == args.attempts:
+                break
+            # Failed while other work shared the box: that is not the appliance's number. Once more.
+            say(f"{label} {n} failed with other work at {step.other_load_pct}% of a core (before: {quiet}%); again")
+            retried.append(asdict(step))
+            time.sleep(args.settle)
+        done.append(asdict(step))
+        if not step.passed:
+            say(f"{label} {n} failed: {'; '.join(step.problems)}")
+            break
+        time.sleep(args.settle)
+    return done, retried
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -580,10 +582,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "loadavg_before": Path("/proc/loadavg").read_text().split()[:3],
         "settings": {"steps": args.steps, "duration_s": args.duration, "rate_cps": args.rate,
                      "workers": workers, "calls_per_worker": CALLS_PER_WORKER, "idle_s": args.idle,
-                     "hub_nice": args.hub_nice, "quiet_pct": args.quiet},
+                     "hub_nice": args.hub_nice, "quiet_pct": args.quiet, "extra_load": args.extra_load},
         "steps": [],
     }
     say(f"appliance: {workers} workers in {root}")
+    load = BusyLoad(args.extra_load)
     try:
         app.start(timeout=60 + 3 * workers)
         if args.hub_nice is not None:
@@ -595,54 +598,49 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         report["idle"] = idle
         say(f"idle: {idle['cpu']['appliance_total']}% of a core for {workers} workers "
              f"({idle['cpu_pct_per_worker']}% per worker), RSS {idle['rss_kb'] / 1024:.0f} MB")
+        if args.extra_load:
+            args.load_pids = [load.start()]
+            say(f"extra load: a process busy {100 * args.extra_load:.0f}% of every 20 ms (pid {args.load_pids[0]})")
         seen: set[str] = set()
-        report["retried"] = []
-        for n in args.steps:
-            for attempt in range(1, args.attempts + 1):
-                quiet = wait_quiet(app, args.quiet, args.quiet_wait)
-                say(f"step {n}: {n} calls of {args.duration:.0f} s at {args.rate:g} calls/s")
-                step = run_step(app, n, args, root / f"step-{n}-{attempt}", idle["rss_kb"], seen)
-                say(_step_line(step))
-                noisy = step.other_load_pct is not None and step.other_load_pct > args.quiet
-                if step.passed or not noisy or attempt == args.attempts:
-                    break
-                # Failed while other work shared the box: that is not the appliance's number. Once more.
-                say(f"step {n} failed with other work at {step.other_load_pct}% of a core (before: {quiet}%); again")
-                report["retried"].append(asdict(step))
-                time.sleep(args.settle)
-            report["steps"].append(asdict(step))
-            if not step.passed:
-                say(f"step {n} failed: {'; '.join(step.problems)}")
-                break
-            time.sleep(args.settle)
+        report["steps"], report["retried"] = ramp(
+            app, args.steps, args,
+            lambda n, attempt: run_step(app, n, args, root / f"step-{n}-{attempt}", idle["rss_kb"], seen), step_line)
     finally:
+        load.stop()
         # Read before stopping: shutdown logs its own warnings (workers disconnecting).
-        report["log_warnings"] = _log_summary(app.log_path)
+        report["log_warnings"] = log_warnings(app.log_path)
         stop_appliance(app, report, root, args.keep)
+    if args.baseline and report["steps"]:
+        report["baseline"] = run_baseline(args, workers, [s["calls"] for s in report["steps"]])
     passed = [s["calls"] for s in report["steps"] if s["passed"]]
     report["max_calls_0_failures"] = max(passed, default=0)
     report["first_failure"] = next((s["calls"] for s in report["steps"] if not s["passed"]), None)
     return report
 
 
-def _log_summary(path: Path) -> dict[str, int]:
-    counts: dict[str, int] = {}
+def run_baseline(args: argparse.Namespace, workers: int, steps: list[int]) -> list[dict[str, Any]]:
+    """The same steps against pjsua2 processes that record by themselves (bench/baseline.py)."""
+    root = Path(tempfile.mkdtemp(prefix="sb-bench-baseline-"))
+    box = BaselineBox(root, workers, CALLS_PER_WORKER)
+    results = []
+    say(f"baseline: {workers} pjsua2 processes recording with pjsua2's own recorder, behind the same edge")
     try:
-        lines = path.read_text(errors="replace").splitlines()
-    except OSError:
-        return counts
-    for line in lines:
-        try:
-            entry = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(entry, dict) and str(entry.get("level", "")).upper() in ("WARNING", "ERROR", "CRITICAL"):
-            key = f"{entry.get('level')}: {entry.get('msg') or entry.get('message')}"
-            counts[key] = counts.get(key, 0) + 1
-    return counts
+        box.start()
+        for n in steps:
+            time.sleep(args.settle)
+            step = run_baseline_step(box, n, args.duration, args.rate, root / f"baseline-{n}")
+            say(f"  baseline N={n} failed={step['sipp_failed']} invite→200 p50={step['invite_200_ms']['p50']} "
+                f"p95={step['invite_200_ms']['p95']} ms cpu={step['cpu']['total']}% "
+                f"({step['cpu_pct_per_call']}%/call) recordings={step['recordings']}")
+            results.append(step)
+    finally:
+        box.stop()
+        if not args.keep:
+            shutil.rmtree(root, ignore_errors=True)
+    return results
 
 
-def _step_line(s: Step) -> str:
+def step_line(s: Step) -> str:
     return (f"  N={s.calls} {'PASS' if s.passed else 'FAIL'} failed={s.sipp_failed} "
             f"invite→200 p50={s.invite_200_ms.get('p50')} p95={s.invite_200_ms.get('p95')} ms "
             f"cpu={s.cpu.get('appliance_total')}% ({s.cpu_pct_per_call}%/call; "
@@ -652,20 +650,26 @@ def _step_line(s: Step) -> str:
             f"tick lag p95={s.tick_lag.get('p95_ms')} ms, >20ms {s.tick_lag.get('over_20ms')}, stalls {s.hub_stalls}; "
             f"hub thread cpu {s.hub_thread.get('cpu_pct')}% runq-wait {s.hub_thread.get('runq_wait_pct')}%; "
             f"box busy {s.box_cpu.get('busy')}% (other load {s.other_load_pct}%); "
-            f"caller audio missing {s.records.get('caller_missing_pct', {}).get('mean')}%")
+            f"extra load {s.extra_load_pct}%; "
+            f"caller audio missing {s.records.get('caller_missing_pct', {}).get('mean')}% "
+            f"(max {s.records.get('caller_missing_pct', {}).get('max')}%), recording vs call max "
+            f"{s.records.get('recording_short_of_call_s_max')} s")
 
 
-def parse_args(argv: list[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python bench/calls.py", description=__doc__,
+def ramp_parser(prog: str, description: str | None, full_steps: list[int]) -> argparse.ArgumentParser:
+    """The options of a capacity ramp: this benchmark's, and bench/media_streams.py's."""
+    parser = argparse.ArgumentParser(prog=prog, description=description,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=lambda s: [int(x) for x in s.split(",") if x.strip()],
-                        help=f"concurrency steps, comma-separated (default {','.join(map(str, FULL_STEPS))})")
+                        help=f"concurrency steps, comma-separated (default {','.join(map(str, full_steps))})")
     parser.add_argument("--duration", type=float, help="seconds each call lasts (default 30)")
     parser.add_argument("--rate", type=float, default=20, help="calls started per second in a step (default 20)")
     parser.add_argument("--workers", type=int, help="SIP workers (default ceil(max step / 4) + 1)")
     parser.add_argument("--idle", type=float, help="seconds of idle measurement before the ramp (default 20)")
     parser.add_argument("--settle", type=float, default=5, help="seconds between steps (default 5)")
-    parser.add_argument("--quick", action="store_true", help="steps 4,8 of 10 s calls, 5 s idle: checks the benchmark")
+    parser.add_argument("--quick", action="store_true",
+                        help=f"steps {','.join(map(str, QUICK_STEPS))} of 10 s calls, 5 s idle, no doc: "
+                             "checks the benchmark")
     parser.add_argument("--no-doc", action="store_true", help="do not write docs/BENCHMARKS.md (default in --quick)")
     parser.add_argument("--keep", action="store_true", help="keep the appliance's temp dir (logs, recordings)")
     parser.add_argument("--quiet", type=float, default=25,
@@ -674,12 +678,15 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--quiet-wait", type=float, default=300, help="longest wait for a quiet box, s (default 300)")
     parser.add_argument("--attempts", type=int, default=3,
                         help="runs of a step that keeps failing on a busy box (default 3)")
-    parser.add_argument("--hub-nice", type=int,
-                        help="experiment: renice the hub's event-loop thread (the main process's main thread) "
-                             "to this value after start, e.g. -10")
+    return parser
+
+
+def ramp_args(parser: argparse.ArgumentParser, argv: list[str], full_steps: list[int]) -> argparse.Namespace:
+    """`argv` parsed by a `ramp_parser`, with the defaults that depend on --quick."""
     args = parser.parse_args(argv)
     args.argv = argv
-    args.steps = args.steps or (QUICK_STEPS if args.quick else FULL_STEPS)
+    args.load_pids = []
+    args.steps = args.steps or (QUICK_STEPS if args.quick else full_steps)
     args.duration = args.duration or (10.0 if args.quick else 30.0)
     args.idle = args.idle if args.idle is not None else (5.0 if args.quick else 20.0)
     if args.quick:
@@ -689,6 +696,28 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     return args
 
 
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    parser = ramp_parser("python bench/calls.py", __doc__, FULL_STEPS)
+    parser.add_argument("--no-baseline", dest="baseline", action="store_false",
+                        help="skip the baseline (pjsua2 recording by itself) after the ramp (skipped in --quick)")
+    parser.add_argument("--extra-load", type=float, default=0.0,
+                        help="a fixed extra load during the steps: a process busy this fraction of a core "
+                             "(e.g. 0.5), measured apart from the appliance")
+    parser.add_argument("--hub-nice", type=int,
+                        help="experiment: renice the hub's event-loop thread (the main process's main thread) "
+                             "to this value after start, e.g. -10")
+    args = ramp_args(parser, argv, FULL_STEPS)
+    if args.quick:
+        args.baseline = False
+    return args
+
+
+def latest_extra_load() -> dict[str, Any] | None:
+    """The newest run under --extra-load in bench/results, shown beside the ramp."""
+    runs = sorted(RESULTS.glob("calls-*-extra-load*.json"), key=lambda path: path.stat().st_mtime)
+    return json.loads(runs[-1].read_text()) if runs else None
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     if missing_program("bench/calls.py"):
@@ -696,7 +725,8 @@ def main(argv: list[str] | None = None) -> int:
     # A crashing worker then leaves its Python stacks in the appliance log.
     os.environ.setdefault("PYTHONFAULTHANDLER", "1")
     report = run(args)
-    tag = ("-quick" if args.quick else "") + ("" if args.hub_nice is None else f"-hub-nice{args.hub_nice}")
+    tag = (("-quick" if args.quick else "") + ("" if args.hub_nice is None else f"-hub-nice{args.hub_nice}")
+           + (f"-extra-load{args.extra_load:g}" if args.extra_load else ""))
     report["analysis"] = analysis = analyse(report)
     path = save_results(report, "calls", tag)
     print()
@@ -704,8 +734,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\nlargest concurrency with 0 failed calls: {report['max_calls_0_failures']}")
     print(analysis)
     print(f"raw results: {path}")
-    if not args.no_doc and "idle" in report:
-        write_doc(report, analysis)
+    if args.extra_load:
+        print("with --extra-load the run goes beside the ramp in the doc: the next full run includes its latest")
+    elif not args.no_doc and "idle" in report:
+        write_doc(report, analysis, latest_extra_load())
         print(f"wrote {DOC.relative_to(ROOT)}")
     return 0 if report["steps"] and report["steps"][0]["passed"] else 1
 

@@ -61,7 +61,54 @@ def detail_table(report: dict[str, Any]) -> str:
     return "\n".join(rows)
 
 
-def markdown(report: dict[str, Any], analysis: str) -> str:
+def baseline_table(report: dict[str, Any]) -> str:
+    """Our CPU per call beside the baseline's (pjsua2 recording by itself), step by step."""
+    ours = {s["calls"]: s for s in report["steps"]}
+    head = ("| N | baseline failed | baseline INVITE→200 p50 / p95 ms | baseline CPU % (workers / kamailio) | "
+            "baseline CPU % per call | Switchboard CPU % per call | ratio |")
+    rows = [head, "|" + "---|" * (head.count("|") - 1)]
+    for b in report.get("baseline") or []:
+        s = ours.get(b["calls"])
+        mine = s["cpu_pct_per_call"] if s else None
+        ratio = round(mine / b["cpu_pct_per_call"], 2) if mine and b["cpu_pct_per_call"] else None
+        rows.append(
+            f"| {b['calls']} | {b['sipp_failed']} | {_fmt(b['invite_200_ms'].get('p50'))} / "
+            f"{_fmt(b['invite_200_ms'].get('p95'))} | {_fmt(b['cpu'].get('total'))} "
+            f"({_fmt(b['cpu'].get('worker'))} / {_fmt(b['cpu'].get('kamailio'))}) | {_fmt(b['cpu_pct_per_call'])} | "
+            f"{_fmt(mine)} | {_fmt(ratio, '×')} |")
+    return "\n".join(rows)
+
+
+def loaded_section(loaded: dict[str, Any] | None) -> str:
+    """The run under a fixed extra load (--extra-load): does a busy box cost the recordings?"""
+    if not loaded or not loaded.get("steps"):
+        return ""
+    st = loaded["settings"]
+    rows = ["| N | failed | extra load, % of a core | other work % | hub stalls | ticks lost | "
+            "caller audio missing %, mean / max | recording vs call, max s | INVITE→200 p50 / p95 ms |",
+            "|---|---|---|---|---|---|---|---|---|"]
+    for s in loaded["steps"]:
+        lag = s["tick_lag"]
+        missing = s["records"].get("caller_missing_pct", {})
+        lost = lag["expected_ticks"] - lag["ticks"] if lag else None
+        rows.append(f"| {s['calls']} | {s['sipp_failed']} | {_fmt(s.get('extra_load_pct'))} | "
+                    f"{_fmt(s['other_load_pct'])} | {s['hub_stalls']} | {_fmt(lost)} | "
+                    f"{_fmt(missing.get('mean'))} / {_fmt(missing.get('max'))} | "
+                    f"{_fmt(s['records'].get('recording_short_of_call_s_max'))} | "
+                    f"{_fmt(s['invite_200_ms'].get('p50'))} / {_fmt(s['invite_200_ms'].get('p95'))} |")
+    return f"""
+### Under a fixed extra load: do late ticks cost the recordings?
+
+The same steps with a process beside the appliance busy-looping {100 * st['extra_load']:.0f}% of every
+20 ms (`--extra-load {st['extra_load']:g}`), {loaded['date']}, code {loaded.get('code')}, command
+`{loaded['command']}`, raw results `{loaded.get('json_path', '')}`. The goal: caller audio missing
+≤ 0.1 % and every recording within 0.1 s of its call.
+
+{chr(10).join(rows)}
+"""
+
+
+def markdown(report: dict[str, Any], analysis: str, loaded: dict[str, Any] | None = None) -> str:
     m = report["machine"]
     idle = report["idle"]
     st = report["settings"]
@@ -77,6 +124,19 @@ def markdown(report: dict[str, Any], analysis: str) -> str:
         retry_note = (f"\nAttempts that failed while other work used more than {st.get('quiet_pct', 25):g}% of a core "
                       f"were run again (up to 3 times per step); the table shows the last attempt. Failed attempts: "
                       f"{attempts}.\n")
+    baseline = ""
+    if report.get("baseline"):
+        baseline = f"""
+**Baseline, same run:** the same steps against the same Kamailio edge in front of {st['workers']} pjsua2
+processes (`bench/baseline_worker.py`) that answer, play a greeting with pjsua2's WAV player and record
+with pjsua2's own WAV recorder: no hub, no flow, no Python on the audio path. The ratio is
+Switchboard's CPU per call over the baseline's: what the design costs.
+
+{baseline_table(report)}
+"""
+    extra = "" if not st.get("extra_load") else (
+        f"; **extra load: a process busy {100 * st['extra_load']:.0f}% of every 20 ms** beside the appliance "
+        f"(its CPU is counted apart)")
     return f"""{DOC_BEGIN}
 ## Call capacity (`bench/calls.py`)
 
@@ -94,13 +154,13 @@ checks). The ramp stops at the first failing step.
 - Code: {report.get('code', 'unknown')}
 - Command: `{report['command']}`
 - Settings: {st['workers']} SIP workers × {st['calls_per_worker']} calls (ceil(max step / 4) + 1), calls started at
-  {st['rate_cps']:g} calls/s; sipp runs on the same box and its CPU is counted apart{experiment}
+  {st['rate_cps']:g} calls/s; sipp runs on the same box and its CPU is counted apart{experiment}{extra}
 - Raw results: `{report.get('json_path', '')}`
 
 **Largest concurrency with 0 failed calls: {report['max_calls_0_failures']}**{first}
 
 {table(report)}
-{retry_note}
+{retry_note}{baseline}{loaded_section(loaded)}
 Where the time goes, per step:
 
 {detail_table(report)}
@@ -113,13 +173,15 @@ main process, its SIP workers and Kamailio's processes, in % of one core: the bo
 RSS per call is the tree's RSS in the steady state minus its idle RSS, divided by N. Tick lag
 is how late the hub's 20 ms media tick ran (`switchboard_hub_tick_lag_seconds`, p95
 interpolated in its buckets); a hub stall is the hub falling more than 200 ms behind, after
-which it skips the missed ticks ("ticks lost"), so those ticks are neither played nor
-recorded. "Waiting %" is the time a thread was runnable but had no CPU
+which it skips the missed ticks ("ticks lost"): nothing is played then, and the recordings
+keep those ticks as silence on the heard side, while the caller's side is written from the
+frames as they arrived (`appliance/recording/timeline.py`). "Waiting %" is the time a thread was runnable but had no CPU
 (`/proc/.../schedstat`), summed over the threads of that kind. The worker threads are
 pjmedia's `clock` (conference bridge, codec, resampling and our media port callbacks), the
 worker's `asyncio` loop (audio batches to and from the hub) and pjmedia's `media` (RTP).
 Caller audio missing is the share of 20 ms frames in which the recording's caller channel is
-empty (the hub had no caller frame for that tick).
+empty (no caller frame reached the hub for it); "recording short of call" is the largest
+difference between a recording's length and its call's (answer to hang-up in the database).
 
 Idle ({idle['seconds']:g} s, no calls, {st['workers']} workers): {idle['cpu']['appliance_total']}% of a core for the
 tree, **{idle['cpu_pct_per_worker']}% per worker** (main {idle['cpu'].get('main', {}).get('total')}%,
@@ -186,11 +248,11 @@ def analyse(report: dict[str, Any]) -> str:
         parts.append(
             f"So the limit is CPU for the whole box, spent mostly in the pjsua2 workers, and the first thing to "
             f"break is the hub's media clock: it is starved of CPU by the workers before the box is at 100%, and "
-            f"every stall drops audio and shortens the recording. {last_ok['calls']} calls is the last step where "
+            f"a stall drops what the caller would have heard then. {last_ok['calls']} calls is the last step where "
             f"that did not happen."
         )
     return " ".join(parts)
 
 
-def write_doc(report: dict[str, Any], analysis: str) -> None:
-    write_doc_section(markdown(report, analysis), DOC_BEGIN, DOC_END)
+def write_doc(report: dict[str, Any], analysis: str, loaded: dict[str, Any] | None = None) -> None:
+    write_doc_section(markdown(report, analysis, loaded), DOC_BEGIN, DOC_END)

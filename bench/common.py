@@ -125,6 +125,24 @@ def write_doc_section(section: str, begin: str, end: str) -> None:
     DOC.write_text(text)
 
 
+def log_warnings(path: Path) -> dict[str, int]:
+    """How often each warning, error and critical message is in an appliance's JSON log."""
+    counts: dict[str, int] = {}
+    try:
+        lines = path.read_text(errors="replace").splitlines()
+    except OSError:
+        return counts
+    for line in lines:
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(entry, dict) and str(entry.get("level", "")).upper() in ("WARNING", "ERROR", "CRITICAL"):
+            key = f"{entry.get('level')}: {entry.get('msg') or entry.get('message')}"
+            counts[key] = counts.get(key, 0) + 1
+    return counts
+
+
 def process_rss_kb(pid: int) -> int:
     match = re.search(r"^VmRSS:\s*(\d+)", Path(f"/proc/{pid}/status").read_text(), re.MULTILINE)
     return int(match.group(1)) if match else 0
@@ -133,7 +151,7 @@ def process_rss_kb(pid: int) -> int:
 @dataclass
 class Proc:
     pid: int
-    role: str  # main | worker | forkserver | kamailio | sipp
+    role: str  # main | worker | forkserver | kamailio | sipp | callers | load | other
     cpu_ticks: int
     rss_kb: int
 
@@ -144,10 +162,41 @@ def stat_ticks(path: Path) -> int:
     return int(fields[11]) + int(fields[12])  # utime + stime
 
 
+LOAD_MARK = "switchboard-bench-load"
+CALLERS_MODULE = "bench.media_streams_callers"  # the Media Streams benchmark's callers (role "callers")
+
+
+class BusyLoad:
+    """A fixed extra load beside the appliance: one process busy-looping `fraction` of every 20 ms.
+
+    It stands for the other work a real box does (backups, log shipping, a converter); its own
+    CPU is measured (role "load") so that it is not counted against the appliance.
+    """
+
+    def __init__(self, fraction: float):
+        self.fraction = fraction
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> int:
+        busy_s = 0.02 * self.fraction
+        code = (f"# {LOAD_MARK}\nimport time\nwhile True:\n    t = time.perf_counter()\n"
+                f"    while time.perf_counter() - t < {busy_s}: pass\n    time.sleep({0.02 - busy_s})\n")
+        self.process = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.DEVNULL)
+        return self.process.pid
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.kill()
+            self.process.wait()
+            self.process = None
+
+
 def _process_role(pid: int, main_pid: int) -> str:
     if pid == main_pid:
         return "main"
     cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    if len(cmdline) > 2 and LOAD_MARK.encode() in cmdline[2]:
+        return "load"
     if b"sip.worker" in cmdline:
         # SIP workers are forked by a fork server and named sip-<name>; the server keeps its own name.
         return "worker" if Path(f"/proc/{pid}/comm").read_text().startswith("sip-") else "forkserver"
@@ -155,6 +204,8 @@ def _process_role(pid: int, main_pid: int) -> str:
         return "kamailio"
     if cmdline and cmdline[0].endswith(b"sipp"):
         return "sipp"
+    if CALLERS_MODULE.encode() in cmdline:
+        return "callers"
     return "other"
 
 
@@ -213,8 +264,9 @@ def cpu_window(before: dict[int, Any], after: dict[int, Any], bench_s: float, se
 
 
 class SteadyWindow:
-    """CPU over one steady window: the appliance's by role (`cpu_window`), sipp's (`sipp` pids),
-    this process's (the benchmark's clients), the whole box's, and the other work on it."""
+    """CPU over one steady window: the appliance's by role (`cpu_window`), the load generators'
+    (`sipp`: sipp's or the Media Streams callers' pids), this process's (the benchmark's clients),
+    the whole box's, and the other work on it."""
 
     def __init__(self, app: ApplianceProcess, sipp: list[int]):
         self.app, self.sipp = app, sipp
@@ -227,7 +279,8 @@ class SteadyWindow:
         seconds = time.time() - self.started
         cpu = cpu_window(self.before, after, bench_after - self.bench_before, seconds)
         box = box_cpu(self.box_before, box_after, seconds)
-        other = box["busy"] - cpu["appliance"] - cpu.get("sipp", 0.0) - cpu["bench_clients"]
+        other = (box["busy"] - cpu["appliance"] - cpu.get("sipp", 0.0) - cpu.get("callers", 0.0)
+                 - cpu["bench_clients"])
         return {"seconds": round(seconds, 1), "cpu": cpu, "box_cpu": box, "other_load_pct": round(other, 1)}
 
 

@@ -43,6 +43,7 @@ from bench.common import (
     DOC,
     code_version,
     command_output,
+    log_warnings,
     machine,
     process_rss_kb,
     save_results,
@@ -69,9 +70,9 @@ from bench.personas_report import (
     phase_table,
     write_doc,
 )
-from tests.calls.test_persona_call import OrdersApi
 from tests.support import baresip
 from tests.support.appliance import ApplianceProcess
+from tests.support.orders_api import OrdersApi
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
@@ -815,7 +816,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 if msg == "persona state" and state == "speaking")
         finally:
             app.stop()
-            report["log_warnings"] = log_warnings(app)
+            report["log_warnings"] = log_warnings(app.log_path)
             if args.keep:
                 report["workdir"] = str(root)
             else:
@@ -835,23 +836,6 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         capacity = step["concurrent"]
     report["capacity_without_neighbour_sessions"] = capacity
     return report
-
-
-def log_warnings(app: ApplianceProcess) -> dict[str, int]:
-    counts: dict[str, int] = {}
-    try:
-        lines = app.log_path.read_text(errors="replace").splitlines()
-    except OSError:
-        return counts
-    for line in lines:
-        try:
-            entry = json.loads(line)
-        except ValueError:
-            continue
-        if entry.get("level") in ("warning", "error", "critical"):
-            key = f"{entry.get('logger')}: {entry.get('msg')}"
-            counts[key] = counts.get(key, 0) + 1
-    return counts
 
 
 def step_line(s: Step) -> str:

@@ -145,7 +145,9 @@ for _ in $(seq 1 30); do
   sleep 1
 done
 if [ $healthy = no ]; then
-  echo "install.sh: the appliance did not answer $health in 30 s" >&2
+  echo "install.sh: the appliance did not answer $health with 200 in 30 s" >&2
+  curl -sS "$health" >&2 || true  # a 503 says which workers are missing, or that the edge is down
+  echo >&2
   if [ -f $pidfile ]; then tail -n 30 $var/appliance.log >&2; else journalctl -u switchboard.service -n 30 --no-pager >&2; fi
   exit 1
 fi

@@ -50,6 +50,7 @@ class WorkerCall(pj.Call):
             code, sip_reason = self.refused_redirect or (info.lastStatusCode, info.lastReason)
             reason = self.local_hangup or (EndReason.CALLER_HANGUP if code in (200, 487) else sip_failure(code))
             self.thread.call_ended(self.leg_id, reason, code, sip_reason)
+            self.thread.forget(self)  # the last reference: this object goes as the callback returns
 
     def onCallTransferRequest(self, prm: pj.OnCallTransferRequestParam) -> None:
         # Transfers are the hub's to order (a flow's transfer step, checked against

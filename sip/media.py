@@ -50,7 +50,8 @@ class CallMediaPort(pj.AudioMediaPort):
 
     def __init__(self) -> None:
         super().__init__()
-        self.received: deque[bytes] = deque(maxlen=50)
+        # Sent at the hub's next tick; a hub stalled for seconds still gets (and records) them.
+        self.received: deque[bytes] = deque(maxlen=250)
         self.playout: deque[bytes] = deque(maxlen=PLAYOUT_MAX_FRAMES)
 
     def onFrameReceived(self, frame: pj.MediaFrame) -> None:

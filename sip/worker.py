@@ -1,8 +1,10 @@
 """A SIP worker process: one pjsua2 endpoint (≤ 4 calls with the PyPI wheel), joined to the hub.
 
 asyncio runs on the main thread and speaks the participant protocol to the hub; the
-pjsua2 endpoint runs on its own thread (sip.endpoint). Every 20 ms the caller audio of
-all calls goes to the hub in one batch; the hub's batches are queued for playout.
+pjsua2 endpoint runs on its own thread (sip.endpoint). The hub's clock paces the audio: its
+batch for this worker comes every 20 ms tick while the worker has calls (empty when nobody
+speaks to them), is queued for playout, and is answered at once with the caller audio of all
+calls in one batch. A timer of the worker's own would wake its loop a second time per tick.
 """
 
 from __future__ import annotations
@@ -19,7 +21,6 @@ from typing import Any
 from pydantic import BaseModel
 
 import appliance.rooms.protocol as p
-from appliance.core.audio import FRAME_MS
 from appliance.core.reasons import EndReason
 from appliance.observability.logging import log_extra, setup
 from appliance.rooms.client import EXIT_REFUSED, HubClient, dispatch, run_worker
@@ -53,7 +54,6 @@ class Worker:
         self.stopping = asyncio.Event()
         self.hub = HubClient(hub_socket, p.Hello(token=token, worker=settings.name, capacity=settings.max_calls),
                              self.stopping)
-        self._calls_up = asyncio.Event()
 
     # --- the pjsua2 thread's events
     def _from_pj(self, event: PjEvent) -> None:
@@ -71,7 +71,6 @@ class Worker:
     def _answered(self, event: LegAnswered) -> None:
         leg = event.leg
         self.media[leg] = LegAudio(event.received, event.playout)
-        self._calls_up.set()
         log.info("call leg answered", extra=log_extra(call_id=self.call_ids.get(leg), leg=leg, codec=event.codec,
                                                       outbound=event.outbound))
         if event.outbound:
@@ -108,13 +107,11 @@ class Worker:
         self.pj.start()
         await self.loop.run_in_executor(None, self.pj.wait_started)
         log.info("sip worker started", extra=log_extra(worker=self.settings.name, port=self.settings.sip_port))
-        pump = self.loop.create_task(self._pump_audio())
         try:
             await self.hub.run(self)
         finally:
             # Refused or stopping: the edge's next INVITEs get 503 (another worker) while we go.
             self._set_accepting(False)
-            pump.cancel()
             self.pj.stop()
             await self.loop.run_in_executor(None, self.pj.join, 10)
 
@@ -123,10 +120,16 @@ class Worker:
         self._set_accepting(True)
 
     def audio(self, frames: list[tuple[int, bytes]]) -> None:
+        """The hub's tick: play what it sent, answer with what the callers said since the last one."""
         for leg, pcm in frames:
             audio = self.media.get(leg)
             if audio is not None:
                 audio.playout.append(pcm)
+        batch = []
+        for leg, audio in list(self.media.items()):
+            while audio.received:
+                batch.append((leg, audio.received.popleft()))
+        self.hub.send_audio(batch)
 
     async def lost(self) -> None:
         # Without the hub nobody hears the callers or decides for them: their calls are over.
@@ -172,24 +175,6 @@ class Worker:
                 self.pj.hangup(leg, reason)
 
         self.pj.submit(hang_all)
-
-    async def _pump_audio(self) -> None:
-        """Every 20 ms, all calls' caller audio to the hub in one write."""
-        next_at = self.loop.time()
-        while True:
-            next_at += FRAME_MS / 1000
-            await asyncio.sleep(max(0.0, next_at - self.loop.time()))
-            if not self.hub.connected or not self.media:
-                # No call: sleep until one is answered instead of waking 50 times a second.
-                self._calls_up.clear()
-                await self._calls_up.wait()
-                next_at = self.loop.time()
-                continue
-            batch = []
-            for leg, audio in list(self.media.items()):
-                while audio.received:
-                    batch.append((leg, audio.received.popleft()))
-            self.hub.send_audio(batch)
 
 
 _PJ_EVENTS: dict[type, Callable[[Worker, Any], None]] = {

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from aiohttp import web
@@ -20,6 +20,7 @@ from pydantic import BaseModel
 
 import appliance.rooms.protocol as p
 from appliance.config import TwilioConfig
+from appliance.core.api import Operation
 from appliance.core.audio import FRAME_MS
 from appliance.core.reasons import EndReason
 from appliance.observability.logging import log_extra
@@ -64,8 +65,8 @@ class TwilioGateway:
     def _hello(self) -> p.Hello:
         return p.Hello(token=self.token(), worker=WORKER_NAME, capacity=self.config.max_streams)
 
-    def register(self, app: web.Application) -> None:
-        self.webhooks.register(app, self.media)
+    def register(self, app: web.Application) -> Sequence[Operation]:
+        return self.webhooks.register(app, self.media)
 
     async def start(self) -> None:
         assert self.config.account_sid is not None

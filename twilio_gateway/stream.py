@@ -49,8 +49,10 @@ log = logging.getLogger(__name__)
 # offer as it does a SIP worker's.
 TIMEOUTS_S = {Phase.STARTING: 10.0, Phase.OFFERED: 5.0}
 CLOSE_TIMEOUT_S = 2.0  # for the client's answer to our close
-# The caller's audio waiting for the gateway's next batch to the hub: as the hub's own jitter bound.
-RECEIVED_FRAMES = 10
+# The caller's audio waiting for the gateway's next batch to the hub. Generous (5 s, as a SIP
+# worker's): the hub records every caller frame it gets and bounds the live queue itself, so a
+# frame dropped here after the event loop stalled would be lost from the recording too.
+RECEIVED_FRAMES = 250
 # Messages waiting to be written to the socket: a second of media. A client this far behind has
 # stopped reading; holding more would only grow the box for a call nobody hears.
 OUTGOING_MESSAGES = 60

@@ -19,7 +19,8 @@ from yarl import URL
 from appliance.flow.policy import normalise_url
 from appliance.flow.webhook import WebhookError, pinned_connector
 from appliance.observability.logging import log_extra
-from appliance.recording.tap import AudioTap, Format, TapSource, Track, header
+from appliance.recording.tap import AudioTap, Format, Track, header
+from appliance.recording.timeline import CallAudio
 from appliance.storage import Storage
 
 log = logging.getLogger(__name__)
@@ -27,7 +28,7 @@ log = logging.getLogger(__name__)
 CONNECT_TIMEOUT_S = 5.0
 
 
-async def stream_to(url: str, call_id: str, source: TapSource, track: Track, fmt: Format, storage: Storage) -> None:
+async def stream_to(url: str, call_id: str, source: CallAudio, track: Track, fmt: Format, storage: Storage) -> None:
     """Until the call ends (or the server goes): the call's audio to the WebSocket at `url`."""
     tap = AudioTap(source, track, fmt)
     started = False

@@ -33,7 +33,6 @@ from appliance.operators.desk import Desk
 from appliance.personas.dispatcher import PersonaDispatcher
 from appliance.recording.converter import RecordingConverter
 from appliance.recording.recorder import Recorder, recording_path
-from appliance.recording.tap import TapSource
 from appliance.rooms import protocol as p
 from appliance.rooms.hub import Hub
 from appliance.rooms.room import Room
@@ -181,9 +180,8 @@ class CallManager:
         recorder = call.recorder
         if recorder is None:
             return  # flows run once the call is answered, when the recorder exists
-        source = TapSource(call.room, call.leg.identity, lambda: recorder.paused)
         task = asyncio.get_running_loop().create_task(
-            stream_to(action.url, call.id, source, action.track, action.format, self.storage),  # type: ignore[arg-type]
+            stream_to(action.url, call.id, recorder.audio, action.track, action.format, self.storage),  # type: ignore[arg-type]
             name=f"egress-{call.id}")
         self._egress.add(task)
         task.add_done_callback(self._egress.discard)

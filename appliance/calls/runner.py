@@ -239,10 +239,12 @@ class FlowRunner:
 
     def _listen(self, action: fe.Listen) -> None:
         self._stop_listening()
-        self._listener = Listener(intents.grammar(action.intents, digits=action.digits), self._heard)
+        self._listener = Listener(intents.grammar(action.intents, digits=action.digits), self._heard,
+                                  lambda: self._events.put_nowait(fe.SpeechStarted()))
 
     def _heard(self, text: str) -> None:
-        self.storage.add_event(self.call_id, "speech", {"text": text})
+        if text:
+            self.storage.add_event(self.call_id, "speech", {"text": text})
         self._events.put_nowait(fe.Speech(text))
 
     def _stop_listening(self) -> None:

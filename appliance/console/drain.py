@@ -11,13 +11,14 @@ from __future__ import annotations
 import asyncio
 import enum
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 
 import aiohttp
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from appliance.console.http import GRANT, error, needs
+from appliance.console.http import GRANT, error, invalid, serve
+from appliance.core.api import Answer, Operation
 from appliance.observability.logging import log_extra
 
 __all__ = ["DrainRequest", "DrainStatus", "DrainRoutes", "Outcome", "drain", "undrain"]
@@ -42,6 +43,14 @@ class DrainStatus(BaseModel):
     calls_active: int
 
 
+STATUS = Answer("whether the appliance is draining, and the calls still live", DrainStatus)
+GET = Operation("GET", PATH, "Whether new calls are refused, and how many are live", "operations", roles=("admin",),
+                answers={200: STATUS})
+POST = Operation("POST", PATH, "Start draining (new INVITEs get 503 with Retry-After) or take calls again",
+                 "operations", roles=("admin",), body=DrainRequest, answers={200: STATUS},
+                 errors={400: "the body is not {\"draining\": true|false}", 413: "the body is over 1 KiB"})
+
+
 class DrainRoutes:
     """GET and POST /api/drain, for admins only."""
 
@@ -49,9 +58,8 @@ class DrainRoutes:
         self.set_draining = set_draining
         self.status = status
 
-    def register(self, app: web.Application) -> None:
-        app.router.add_get(PATH, needs("admin")(self.get))
-        app.router.add_post(PATH, needs("admin")(self.post))
+    def register(self, app: web.Application) -> Sequence[Operation]:
+        return serve(app, (GET, self.get), (POST, self.post))
 
     async def get(self, request: web.Request) -> web.Response:
         return web.json_response(self.status().model_dump())
@@ -63,8 +71,7 @@ class DrainRoutes:
         try:
             wanted = DrainRequest.model_validate_json(raw)
         except ValidationError as exc:
-            first = exc.errors()[0]
-            return error(400, f"{'.'.join(str(p) for p in first['loc']) or 'body'}: {first['msg']}")
+            return invalid(exc)
         await self.set_draining(wanted.draining)
         status = self.status()
         log.warning("draining: new calls refused" if wanted.draining else "drain cancelled: taking new calls",

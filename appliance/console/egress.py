@@ -17,13 +17,17 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from aiohttp import WSMsgType, web
+from pydantic import BaseModel, Field
 
-from appliance.console.http import CALL_ID, GRANT, error, needs
+from appliance.console.http import CALL_ID, GRANT, CallPath, error, query, serve
+from appliance.core.api import Operation
 from appliance.observability.logging import log_extra
-from appliance.recording.tap import AudioTap, TapSource, header
+from appliance.recording.tap import AudioTap, Format, Track, header
+from appliance.recording.timeline import CallAudio
+from appliance.rooms.tokens import PERSON_ROLES
 
 __all__ = ["EgressRoutes"]
 
@@ -32,12 +36,26 @@ log = logging.getLogger(__name__)
 PATH = "/api/calls/{call_id}/audio"
 
 
+class AudioQuery(BaseModel):
+    track: Track = Field("both", description="the caller, what they heard, or both as stereo")
+    format: Format = Field("pcm16", description="16 kHz s16le, or μ-law at 8 kHz")
+
+
+AUDIO = Operation(
+    "GET", PATH, "A live call's audio as it happens, over a WebSocket: a JSON header (text), then a binary "
+    "message per 20 ms of audio, then a JSON message saying why it ended", "calls", roles=PERSON_ROLES,
+    path_params=CallPath, query=AudioQuery, websocket=True,
+    errors={400: "not a call id, a bad track or format, or not a WebSocket upgrade",
+            403: "an operator's token without a grant for this call (appliance token --room CALL_ID)",
+            404: "no such live call"})
+
+
 class EgressRoutes:
-    def __init__(self, source: Callable[[str], TapSource | None]):
+    def __init__(self, source: Callable[[str], CallAudio | None]):
         self.source = source  # a live call's room and caller, None when no such call is live
 
-    def register(self, app: web.Application) -> None:
-        app.router.add_get(PATH, needs("operator", "supervisor", "admin")(self.stream))
+    def register(self, app: web.Application) -> Sequence[Operation]:
+        return serve(app, (AUDIO, self.stream))
 
     async def stream(self, request: web.Request) -> web.StreamResponse:
         call_id = request.match_info["call_id"]
@@ -46,18 +64,17 @@ class EgressRoutes:
         grant = request[GRANT]
         if not grant.allows("supervisor", "admin") and grant.room != call_id:
             return error(403, "this token's grant is for another call; mint one with --room for this call")
-        track, fmt = request.query.get("track", "both"), request.query.get("format", "pcm16")
-        if track not in ("caller", "heard", "both"):
-            return error(400, "track must be caller, heard or both")
-        if fmt not in ("pcm16", "mulaw"):
-            return error(400, "format must be pcm16 or mulaw")
+        asked = query(request, AudioQuery)
+        if isinstance(asked, web.Response):
+            return asked
+        track, fmt = asked.track, asked.format
         source = self.source(call_id)
         if source is None or source.room.closed:
             return error(404, "no such live call")
         socket = web.WebSocketResponse(heartbeat=20, max_msg_size=4096)
         await socket.prepare(request)
-        tap = AudioTap(source, track, fmt)  # type: ignore[arg-type]  # both checked above
-        await socket.send_str(json.dumps(header(call_id, track, fmt)))  # type: ignore[arg-type]  # checked
+        tap = AudioTap(source, track, fmt)
+        await socket.send_str(json.dumps(header(call_id, track, fmt)))
         tap.attach()
         log.info("audio egress started", extra=log_extra(call_id=call_id, identity=grant.identity, track=track,
                                                          format=fmt))

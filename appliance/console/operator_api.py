@@ -9,20 +9,21 @@ aiortc gathers every candidate before answering, so there is nothing to trickle.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from importlib import resources
-from typing import Any
+from typing import Any, Literal
 
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from appliance.console.http import GRANT, error, needs
+from appliance.console.http import GRANT, error, invalid, serve
 from appliance.console.login import LoginGuard
+from appliance.core.api import Answer, Operation
 from appliance.observability.logging import log_extra
 from appliance.operators.accounts import Accounts
 from appliance.operators.desk import Desk, DeskError
 from appliance.rooms.protocol import MAX_SDP
-from appliance.rooms.tokens import PERSON_TTL, TokenAuthority
+from appliance.rooms.tokens import PERSON_ROLES, PERSON_TTL, TokenAuthority
 
 log = logging.getLogger(__name__)
 
@@ -46,8 +47,54 @@ class LoginRequest(_Body):
 
 
 class OfferRequest(_Body):
-    sdp: str = Field(min_length=1, max_length=MAX_SDP)
-    type: str = "offer"
+    sdp: str = Field(min_length=1, max_length=MAX_SDP, description="the browser's SDP offer, with an audio section")
+    type: str = Field("offer", description="offer (anything else is refused)")
+
+
+class IceServer(BaseModel):
+    """Where the browser gathers candidates: console.ice_servers, with the TURN credential."""
+
+    urls: list[str]
+    username: str | None = None
+    credential: str | None = None
+
+
+class Me(BaseModel):
+    identity: str
+    role: str
+    queues: list[str] = Field(description="the queues this person serves")
+    all_queues: list[str]
+    ice_servers: list[IceServer]
+
+
+class LoggedIn(Me):
+    token: str = Field(description="the console bearer token for every other route")
+    expires_in: int = Field(description="seconds the token is good for")
+
+
+class RtcAnswer(BaseModel):
+    type: Literal["answer"] = "answer"
+    sdp: str
+
+
+DISABLED = "the account behind the token is disabled or gone"
+BODY = "the body is not valid JSON of this schema"
+TOO_LARGE = "the body is over 128 KiB"
+PAGES_OPERATIONS = {path: Operation("GET", path, f"The console's {name}", "console",
+                                    answers={200: Answer(name, media=(media,))})
+                    for path, (name, media) in PAGES.items()}
+LOGIN = Operation("POST", "/api/login", "Trade a console account's username and password for a token", "console",
+                  body=LoginRequest, answers={200: Answer("logged in", LoggedIn)},
+                  errors={400: BODY, 401: "wrong username or password (or no such user)", 413: TOO_LARGE,
+                          429: "too many failed logins for this user or from this address (Retry-After: seconds)"})
+ME = Operation("GET", "/api/me", "Who the token belongs to, their queues and ICE servers", "console",
+               roles=PERSON_ROLES, answers={200: Answer("the token's person", Me)}, errors={403: DISABLED})
+OFFER = Operation("POST", "/api/rtc/offer", "A browser's WebRTC offer for its audio and control channel; the "
+                  "answer holds every candidate (nothing to trickle)", "console", roles=PERSON_ROLES,
+                  body=OfferRequest, answers={200: Answer("the WebRTC gateway's answer", RtcAnswer)},
+                  errors={400: f"{BODY}, no audio section, or the gateway refused the offer", 403: DISABLED,
+                          413: TOO_LARGE, 503: "no WebRTC gateway can take a session now",
+                          504: "the WebRTC gateway did not answer"})
 
 
 class OperatorRoutes:
@@ -62,12 +109,9 @@ class OperatorRoutes:
         self.queues_of = queues_of  # an operator's queues: their account's plus queues.yaml's
         self.ice_servers = ice_servers
 
-    def register(self, app: web.Application) -> None:
-        for path in PAGES:
-            app.router.add_get(path, self.page)
-        app.router.add_post("/api/login", self.login)
-        app.router.add_get("/api/me", needs("operator", "supervisor", "admin")(self.me))
-        app.router.add_post("/api/rtc/offer", needs("operator", "supervisor", "admin")(self.offer))
+    def register(self, app: web.Application) -> Sequence[Operation]:
+        return serve(app, *((operation, self.page) for operation in PAGES_OPERATIONS.values()), (LOGIN, self.login),
+                     (ME, self.me), (OFFER, self.offer))
 
     async def page(self, request: web.Request) -> web.Response:
         name, content_type = PAGES[request.path]
@@ -94,19 +138,19 @@ class OperatorRoutes:
         self.guard.succeeded(body.username, source)
         token = self.tokens.mint(account.username, account.role)
         log.info("login", extra=log_extra(operator=account.username, role=account.role, source=source))
-        return web.json_response({"token": token, "identity": account.username, "role": account.role,
-                                  "queues": self.queues_of(account.username, account.queues),
-                                  "expires_in": int(PERSON_TTL.total_seconds()),
-                                  "all_queues": sorted(self.desk.acd.queues), "ice_servers": self.ice_servers()})
+        return _json(LoggedIn(token=token, identity=account.username, role=account.role,
+                              queues=self.queues_of(account.username, account.queues),
+                              expires_in=int(PERSON_TTL.total_seconds()), all_queues=sorted(self.desk.acd.queues),
+                              ice_servers=self.ice_servers()))
 
     async def me(self, request: web.Request) -> web.Response:
         grant = request[GRANT]
         account = self.accounts.get(grant.identity)
         if account is None or account.disabled:
             return error(403, "this account is disabled or gone")
-        return web.json_response({"identity": account.username, "role": account.role,
-                                  "queues": self.queues_of(account.username, account.queues),
-                                  "all_queues": sorted(self.desk.acd.queues), "ice_servers": self.ice_servers()})
+        return _json(Me(identity=account.username, role=account.role,
+                        queues=self.queues_of(account.username, account.queues),
+                        all_queues=sorted(self.desk.acd.queues), ice_servers=self.ice_servers()))
 
     async def offer(self, request: web.Request) -> web.Response:
         grant = request[GRANT]
@@ -124,7 +168,12 @@ class OperatorRoutes:
                                              self.queues_of(account.username, account.queues), body.sdp)
         except DeskError as exc:
             return error(exc.status, str(exc))
-        return web.json_response({"type": "answer", "sdp": answer})
+        return _json(RtcAnswer(sdp=answer))
+
+
+def _json(answer: BaseModel) -> web.Response:
+    # Without the unset optional fields: an ICE server without a username has none, not a null one.
+    return web.json_response(answer.model_dump(mode="json", exclude_none=True))
 
 
 async def _parse(request: web.Request, model: type[_Body]) -> Any:
@@ -136,6 +185,4 @@ async def _parse(request: web.Request, model: type[_Body]) -> Any:
             return error(413, "request body too large")
         return model.model_validate_json(raw)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(part) for part in first["loc"]) or "body"
-        return error(400, f"{where}: {first['msg']}")
+        return invalid(exc)

@@ -7,6 +7,7 @@ SwitchboardError
 ├── AccountError         an operator account is unknown, taken, or given a bad name, role or password
 ├── ProtocolError        a participant sent a message that breaks the participant protocol
 ├── MaintenanceError     a maintenance command (backup, recordings prune) cannot do what was asked
+├── AlreadyRunningError  another `appliance run` holds the data directory
 └── RecordingError       a finished recording cannot be converted to the configured format (disk full, bad file)
 """
 
@@ -58,6 +59,10 @@ class ProtocolError(SwitchboardError):
 
 
 class MaintenanceError(SwitchboardError):
+    pass
+
+
+class AlreadyRunningError(SwitchboardError):
     pass
 
 

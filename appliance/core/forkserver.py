@@ -29,7 +29,7 @@ import sys
 import traceback
 from typing import Any
 
-from appliance.core.processes import die_with_parent, module_command, set_process_name
+from appliance.core.processes import WORKER_NICE, child_setup, die_with_parent, module_command, set_process_name
 
 __all__ = ["ForkServer", "ForkedProcess"]
 
@@ -144,7 +144,7 @@ class ForkServer:
                 argv, environment = module_command("appliance.core.forkserver", [self.module, *self.args], {})
                 process = await asyncio.create_subprocess_exec(
                     *argv, env=environment, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
-                    preexec_fn=die_with_parent)
+                    preexec_fn=lambda: child_setup(WORKER_NICE))  # the workers it forks inherit it
                 self._server = _Server(process)
             return self._server
 

@@ -20,6 +20,12 @@ from typing import Protocol
 log = logging.getLogger(__name__)
 
 RESTART_BACKOFF_S = (0.2, 1.0, 5.0)
+# Niceness of children, relative to the appliance. The hub's 20 ms clock serves every call on the
+# box and a worker serves four, so when CPU runs short the workers wait, not the hub (at 120 calls
+# the hub's thread waited for a CPU 48 % of the time among ~130 worker threads, and its late ticks
+# cost audio: docs/BENCHMARKS.md). Recording conversion is batch work and yields to everything.
+WORKER_NICE = 5
+BACKGROUND_NICE = 15
 _PR_SET_PDEATHSIG = 1
 _PR_SET_NAME = 15
 ROOT = Path(__file__).resolve().parents[2]  # the checkout (or site-packages) our workers import from
@@ -61,14 +67,20 @@ def module_command(module: str, args: list[str], env: dict[str, str]) -> tuple[l
     return [sys.executable, "-m", module, *args], environment
 
 
-async def spawn_module(module: str, args: list[str], env: dict[str, str],
-                       capture: bool = False) -> asyncio.subprocess.Process:
-    """`python -m module *args` (`module_command`), dying with the appliance.
+async def spawn_module(module: str, args: list[str], env: dict[str, str], capture: bool = False,
+                       nice: int = WORKER_NICE) -> asyncio.subprocess.Process:
+    """`python -m module *args` (`module_command`), dying with the appliance, `nice` steps below it.
     With `capture`, its stdout and stderr are pipes for `communicate()`."""
     argv, environment = module_command(module, args, env)
     pipe = asyncio.subprocess.PIPE if capture else None
-    return await asyncio.create_subprocess_exec(*argv, env=environment,
-                                                preexec_fn=die_with_parent, stdout=pipe, stderr=pipe)
+    return await asyncio.create_subprocess_exec(*argv, env=environment, preexec_fn=lambda: child_setup(nice),
+                                                stdout=pipe, stderr=pipe)
+
+
+def child_setup(nice: int) -> None:
+    """In a child before exec: die with the appliance, `nice` steps below it."""
+    die_with_parent()
+    os.nice(nice)
 
 
 class ProcessPool:

@@ -35,6 +35,7 @@ from appliance.flow.messages import (
     Say,
     SetVariable,
     Speech,
+    SpeechStarted,
     StartEgress,
     StartPersona,
     StartRecording,
@@ -53,9 +54,9 @@ from appliance.flow.steps import STEP_HANDLERS, hold_in_queue, overflow
 __all__ = [
     "MAX_STEPS_PER_EVENT", "Action", "CallWebhook", "Digit", "EnterStep", "Escalated", "Event", "FlowEngine",
     "Hangup", "Listen", "OperatorConnected", "OperatorReturned", "PauseRecording", "PersonaDone", "QueueOverflow",
-    "PlayFile", "PlayHold", "PlaybackDone", "RecordingDone", "Say", "SetVariable", "Speech", "StartEgress",
-    "StartPersona", "StartRecording", "StartTimer", "StopListening", "StopRecording", "StopSpeaking", "TimerFired",
-    "Transfer", "TransferDone", "WebhookDone",
+    "PlayFile", "PlayHold", "PlaybackDone", "RecordingDone", "Say", "SetVariable", "Speech", "SpeechStarted",
+    "StartEgress", "StartPersona", "StartRecording", "StartTimer", "StopListening", "StopRecording", "StopSpeaking",
+    "TimerFired", "Transfer", "TransferDone", "WebhookDone",
 ]
 
 MAX_STEPS_PER_EVENT = 100  # a goto loop with no waiting step must not hang the call
@@ -169,6 +170,14 @@ class FlowEngine:
         speech = STEP_HANDLERS[type(step)].speech
         if speech is not None:
             speech(self, step, event.text)
+
+    def _on_speech_started(self, _: SpeechStarted) -> None:
+        if not self._wait.input:
+            return
+        step = self.step
+        started = STEP_HANDLERS[type(step)].speech_started
+        if started is not None:
+            started(self, step)
 
     def _on_webhook(self, event: WebhookDone) -> None:
         if self._wait.webhook is None:
@@ -301,6 +310,7 @@ _HANDLERS: dict[type, Callable[[FlowEngine, Any], None]] = {
     TimerFired: FlowEngine._on_timer,
     Digit: FlowEngine._on_digit,
     Speech: FlowEngine._on_speech,
+    SpeechStarted: FlowEngine._on_speech_started,
     WebhookDone: FlowEngine._on_webhook,
     RecordingDone: FlowEngine._on_recording,
     TransferDone: FlowEngine._on_transfer,

@@ -57,6 +57,14 @@ def _sounds(tokens: list[str]) -> list[str]:
     return [_SAME_SOUND.get(t, t) for t in tokens]
 
 
+def ends_in_digit(text: str) -> bool:
+    """Whether the caller's words end in a digit ("my account is five five five"): a number
+    being read out in groups may go on after a pause. Homophones ("to", "for") do not count:
+    "I want to talk to" is not a number."""
+    said = words(text)
+    return bool(said) and (said[-1] in DIGIT_WORDS or said[-1].isdigit())
+
+
 def spoken_digits(text: str) -> str:
     """'one two three' or '1 2 3' → '123'; other words are ignored."""
     table = DIGIT_WORDS | HOMOPHONES
@@ -68,15 +76,22 @@ def spoken_digits(text: str) -> str:
 FILLERS = ("i", "want", "would", "like", "to", "talk", "speak", "with", "please",
            "my", "me", "about", "is", "it", "yes", "no", "hello", "and", "for", "in", "of")
 # (Hesitations like "uh" are the recogniser's own filler model, not words of the grammar.)
+# Fillers a digit is heard as ("one" came out as "want"): left out where digits are heard.
+DIGIT_LIKE_FILLERS = ("want", "to", "for")
 
 
 def grammar(intents: dict[str, list[str]], digits: bool = False) -> str:
-    """JSGF accepting any run of the choices' words (plus common fillers, and digits)."""
-    vocabulary = {w for phrases in intents.values() for p in phrases for w in words(p) if not w.isdigit()}
-    if vocabulary:
-        vocabulary |= set(FILLERS)  # a digits-only gather hears digits only: "to" would steal "two"
+    """JSGF accepting any run of the choices' words (plus common fillers, and digits); digits
+    alone are the grammar named `digits`, which the decoder gives settings of its own
+    (`appliance.speech.stt.SEARCH_SETTINGS`)."""
+    phrase_words = {w for phrases in intents.values() for p in phrases for w in words(p) if not w.isdigit()}
+    if digits and not phrase_words:
+        # A digits-only gather hears digits only: "to" would steal "two".
+        return "#JSGF V1.0;\ngrammar digits;\npublic <digits> = ( " + " | ".join(sorted(DIGIT_WORDS)) + " )+ ;\n"
+    vocabulary = phrase_words | set(FILLERS)
     if digits:
-        vocabulary |= set(DIGIT_WORDS)
+        # A digit must never lose to a filler; a phrase's own words stay (the admin wrote them).
+        vocabulary = (vocabulary - set(DIGIT_LIKE_FILLERS)) | phrase_words | set(DIGIT_WORDS)
     # A word the dictionary lacks would make pocketsphinx refuse the whole grammar mid-call;
     # `flows check` reports such words, and here they are left out rather than fail.
     vocabulary &= known_words()

@@ -21,7 +21,14 @@ class Digit:
 
 @dataclass(frozen=True)
 class Speech:
+    """An utterance has ended; `text` is what was heard in it ("" when nothing was)."""
+
     text: str
+
+
+@dataclass(frozen=True)
+class SpeechStarted:
+    """The caller has started an utterance (its `Speech` follows when it ends)."""
 
 
 @dataclass(frozen=True)
@@ -76,8 +83,8 @@ class QueueOverflow:
     reason: str
 
 
-Event = (PlaybackDone | Digit | Speech | TimerFired | WebhookDone | RecordingDone | TransferDone | PersonaDone
-         | OperatorConnected | OperatorReturned | QueueOverflow)
+Event = (PlaybackDone | Digit | Speech | SpeechStarted | TimerFired | WebhookDone | RecordingDone | TransferDone
+         | PersonaDone | OperatorConnected | OperatorReturned | QueueOverflow)
 
 
 # actions (engine → runner)

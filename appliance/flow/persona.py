@@ -6,7 +6,7 @@ turns one into a livekit-agents Agent lives in appliance/personas/.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -39,13 +39,15 @@ class Providers(_Model):
 class ScriptedIntent(_Model):
     """When the caller says one of `phrases`: call `tool` with `arguments` if the agent offers
     it, then say `after_tool` (or `reply`) filled with the result's fields; else say `reply`.
-    Templates use {text}, {digits}, the persona's variables and, after a tool, its fields."""
+    Templates use {text}, {digits}, the persona's variables and, after a tool, its fields.
+    `expects: number` when the reply asks for one: the caller's answer is heard as digits only."""
 
     phrases: list[str] = Field(min_length=1)
     reply: str | None = None
     tool: str | None = Field(None, pattern=TOOL_NAME)
     arguments: dict[str, str] = Field(default_factory=dict)
     after_tool: str | None = None
+    expects: Literal["number"] | None = None
 
     @model_validator(mode="after")
     def _does_something(self) -> ScriptedIntent:
@@ -85,6 +87,23 @@ class Limits(_Model):
     max_silence: float = Field(20.0, gt=1, le=600, description="seconds of caller silence before the persona gives up")
 
 
+class Numbers(_Model):
+    """Numbers callers read out (account, order, prescription numbers), in groups with pauses."""
+
+    pause: float = Field(2.0, gt=0, le=10, description="seconds of silence after the caller's words end in a "
+                         "digit before their turn ends: the next group of the number may follow")
+    read_back: int = Field(0, ge=0, le=32, description="read back a number of this many digits or more and wait "
+                           "for a yes before a tool gets it (0: never)")
+    read_back_prompt: str = "I heard {number}. Is that right?"
+    again_prompt: str = "Sorry. Please say the number again."
+
+    @model_validator(mode="after")
+    def _reads_the_number_back(self) -> Numbers:
+        if "{number}" not in self.read_back_prompt:
+            raise ValueError("read_back_prompt must say the number back: put {number} in it")
+        return self
+
+
 class Interruption(_Model):
     # Telephone noise and "uh-huh" must not cut the persona off.
     min_duration: float = Field(0.5, ge=0, le=5)
@@ -104,6 +123,7 @@ class Persona(_Model):
     handoffs: list[str] = Field(default_factory=list, description="personas this one may hand the caller to")
     limits: Limits = Field(default_factory=Limits)
     interruption: Interruption = Field(default_factory=Interruption)
+    numbers: Numbers = Field(default_factory=Numbers)
     fallback_prompt: str = "Sorry, I am having trouble. Let me get you some help."
 
     @model_validator(mode="after")

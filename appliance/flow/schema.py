@@ -81,6 +81,10 @@ class Gather(_Model):
     terminator: str | None = "#"
     intents: dict[str, Phrases] = Field(default_factory=dict, description="intent name → example phrases")
     spoken_digits: bool = Field(False, description="also accept digits spoken one by one")
+    digit_pause: float = Field(
+        2.0, gt=0, le=10,
+        description="seconds of silence after speech that ends in a digit before the number is taken as "
+                    "complete: callers read long numbers in groups, pausing between them")
     timeout: float = Field(5.0, gt=0, le=60)
     retries: int = Field(0, ge=0, le=10)
     no_input: str | None = None

@@ -86,7 +86,7 @@ def _digit_menu(engine: FlowEngine, step: MenuStep, digit: str) -> None:
 
 
 def _speech_menu(engine: FlowEngine, step: MenuStep, text: str) -> None:
-    if step.menu.speech:
+    if step.menu.speech and text:
         engine._interrupt()
         _chosen(engine, step, intents.match(text, step.menu.speech))
 
@@ -149,15 +149,37 @@ def _speech_gather(engine: FlowEngine, step: GatherStep, text: str) -> None:
     gather = step.gather
     if not (gather.intents or gather.spoken_digits):
         return
+    if not text:
+        # An utterance heard as nothing: the silence that counts starts again now.
+        if engine._wait.timer is None and not engine._wait.playback:
+            engine._arm(gather.digit_pause if gather.spoken_digits and engine._digits else gather.timeout)
+        return
     engine._interrupt()
     intent = intents.match(text, gather.intents) if gather.intents else None
     digits = intents.spoken_digits(text) if gather.spoken_digits else ""
     if intent is not None:
         _gathered(engine, step, intent)
-    elif len(digits) >= gather.min_digits:
-        _gathered(engine, step, digits[: gather.max_digits])
+    elif digits:
+        engine._digits += digits
+        if len(engine._digits) >= gather.max_digits:
+            _gathered(engine, step, engine._digits[: gather.max_digits])
+        elif intents.ends_in_digit(text):
+            engine._arm(gather.digit_pause)  # a number read in groups: the next group may follow
+        elif len(engine._digits) >= gather.min_digits:
+            _gathered(engine, step, engine._digits)
+        else:
+            _retry_gather(engine, step, no_match=True)
+    elif gather.spoken_digits and engine._digits and len(engine._digits) >= gather.min_digits:
+        _gathered(engine, step, engine._digits)  # the number, then words ("that's it"): it is complete
     else:
         _retry_gather(engine, step, no_match=True)
+
+
+def _speech_started_gather(engine: FlowEngine, step: GatherStep) -> None:
+    # A caller speaking is not silent: neither the no-input wait nor the pause after a group
+    # runs out while they talk. The utterance's end (`_speech_gather`) arms it again.
+    if step.gather.intents or step.gather.spoken_digits:
+        engine._wait.timer = None
 
 
 def _gathered(engine: FlowEngine, step: GatherStep, value: str) -> None:
@@ -319,13 +341,15 @@ S = TypeVar("S", bound=Step)
 @dataclass(frozen=True)
 class StepHandlers(Generic[S]):
     """What the engine does with one kind of step, given that step: on entering it, when its
-    prompt has played, when its timer fires, on a key and on speech (None: never for this kind)."""
+    prompt has played, when its timer fires, on a key, on speech and when the caller starts
+    speaking (None: never for this kind)."""
 
     enter: Callable[[FlowEngine, S], str | None]
     played: Callable[[FlowEngine, S], None] | None = None
     timeout: Callable[[FlowEngine, S], None] | None = None
     digit: Callable[[FlowEngine, S, str], None] | None = None
     speech: Callable[[FlowEngine, S, str], None] | None = None
+    speech_started: Callable[[FlowEngine, S], None] | None = None
 
 
 # Keyed by the step's model (schema.STEP_KINDS); a kind missing here fails the import below.
@@ -334,7 +358,7 @@ STEP_HANDLERS: dict[type[Step], StepHandlers[Any]] = {
     MenuStep: StepHandlers(_enter_menu, played=_played_menu, timeout=_timeout_menu, digit=_digit_menu,
                            speech=_speech_menu),
     GatherStep: StepHandlers(_enter_gather, played=_played_gather, timeout=_timeout_gather, digit=_digit_gather,
-                             speech=_speech_gather),
+                             speech=_speech_gather, speech_started=_speech_started_gather),
     BranchStep: StepHandlers(_enter_branch),
     SetStep: StepHandlers(_enter_set),
     WebhookStep: StepHandlers(_enter_webhook),

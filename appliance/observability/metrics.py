@@ -74,6 +74,11 @@ hub_tick_lag = Histogram(
     buckets=(0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1),
     registry=REGISTRY,
 )
+hub_ticks_skipped = Counter(
+    "switchboard_hub_ticks_skipped_total",
+    "Media ticks the room hub skipped after falling over 200 ms behind (recordings keep them as silence)",
+    registry=REGISTRY,
+)
 
 # --- queues and operators (appliance.operators.desk)
 queue_waiting = Gauge("switchboard_queue_callers_waiting", "Callers waiting in a queue", ["queue"], registry=REGISTRY)

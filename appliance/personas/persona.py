@@ -13,11 +13,14 @@ from typing import Any, Protocol
 
 from livekit import rtc
 from livekit.agents import Agent, ModelSettings, RunContext, function_tool, llm, stt
+from livekit.agents.llm.tool_context import get_fnc_tool_names
 
 from appliance.flow.persona import Persona, WebhookTool
 from appliance.flow.webhook import WebhookError, post_json
 from appliance.personas.plugins import build_llm, build_stt, build_tts
-from appliance.personas.plugins.stt_pocketsphinx import grammar_for
+from appliance.personas.plugins.llm_scripted import CONFIRM, ScriptedLLM
+from appliance.personas.plugins.stt_pocketsphinx import PocketsphinxSTT, grammar_for
+from appliance.personas.turns import NumberTurnDetector
 
 
 class PersonaCall(Protocol):
@@ -36,7 +39,8 @@ def build_agent(persona: Persona, call: PersonaCall, chat_ctx: llm.ChatContext |
     scripted = persona.scripted.model_dump() if persona.scripted else None
     llm_spec = persona.providers.llm.model_dump()
     if llm_spec["name"] == "scripted":
-        llm_spec["options"] = {**(scripted or {}), "variables": _scalar(call.variables), **llm_spec["options"]}
+        llm_spec["options"] = {**(scripted or {}), "variables": _scalar(call.variables),
+                               "numbers": persona.numbers.model_dump(), **llm_spec["options"]}
     stt_spec = persona.providers.stt.model_dump()
     if stt_spec["name"] == "pocketsphinx" and "grammar" not in stt_spec["options"]:
         stt_spec["options"] = {**stt_spec["options"], "grammar": grammar_for_persona(persona)}
@@ -44,15 +48,36 @@ def build_agent(persona: Persona, call: PersonaCall, chat_ctx: llm.ChatContext |
     if tts_spec["name"] == "espeak":
         tts_spec["options"] = {"voice": persona.voice, **tts_spec["options"]}
     tools = _builtin_tools(persona, call) + [_webhook_tool(t, call) for t in persona.tools]
-    return PersonaAgent(
+    agent = PersonaAgent(
         call,
-        instructions=persona.instructions,
+        instructions=persona.instructions + _read_back_instructions(persona),
         tools=tools,
         stt=build_stt(stt_spec),
         llm=build_llm(llm_spec),
         tts=build_tts(tts_spec),
         chat_ctx=chat_ctx,
+        # The pause inside a number read in groups must not end the caller's turn.
+        turn_handling={"turn_detection": NumberTurnDetector(), "endpointing": {"max_delay": persona.numbers.pause}},
     )
+    _listen_for_numbers(persona, agent)
+    return agent
+
+
+def _read_back_instructions(persona: Persona) -> str:
+    if not persona.numbers.read_back or persona.providers.llm.name == "scripted":
+        return ""  # the script reads numbers back itself (ScriptedLLM)
+    return (f"\n\nBefore you call a tool with a number of {persona.numbers.read_back} digits or more that the "
+            "caller said, read the number back to them digit by digit and call the tool only once they "
+            "confirm it is right; if it is wrong, ask them to say it again.")
+
+
+def _listen_for_numbers(persona: Persona, agent: Agent) -> None:
+    """When the script asks for a number, its STT hears digits alone (a filler cannot take a
+    digit's place): the persona's `expects: number` intents."""
+    asks = persona.scripted is not None and any(i.expects for i in persona.scripted.intents.values())
+    if asks and isinstance(agent.stt, PocketsphinxSTT) and isinstance(agent.llm, ScriptedLLM):
+        script, names = agent.llm, set(get_fnc_tool_names(agent.tools))
+        agent.stt.listen_for_numbers(lambda: script.expects_number(agent.chat_ctx, names))
 
 
 class PersonaAgent(Agent):
@@ -86,6 +111,8 @@ def grammar_for_persona(persona: Persona) -> str | None:
     if persona.scripted is None:
         return None
     phrases = [phrase for intent in persona.scripted.intents.values() for phrase in intent.phrases]
+    if persona.numbers.read_back:
+        phrases += [phrase for answer in CONFIRM.values() for phrase in answer]
     return grammar_for(phrases, digits=True)
 
 

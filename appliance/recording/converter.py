@@ -14,7 +14,7 @@ import logging
 from pathlib import Path
 
 from appliance.config import RecordingConfig, RecordingFormat
-from appliance.core.processes import spawn_module
+from appliance.core.processes import BACKGROUND_NICE, spawn_module
 from appliance.observability import metrics
 from appliance.observability.logging import log_extra
 from appliance.recording.formats import FORMATS, converted_path, format_of
@@ -87,7 +87,8 @@ class RecordingConverter:
         wav = Path(audio.path)
         label = self.format.value
         self._process = await spawn_module("appliance.recording.formats",
-                                           [str(wav), label, str(self.opus_bitrate)], env={}, capture=True)
+                                           [str(wav), label, str(self.opus_bitrate)], env={}, capture=True,
+                                           nice=BACKGROUND_NICE)
         out, err = await self._process.communicate()
         code, self._process = self._process.returncode, None
         if code != 0:

@@ -1,10 +1,11 @@
 """The recorder: a hidden room participant that writes a call to a stereo WAV.
 
-Left is the caller, right is everything the caller hears, taken on the same hub tick, so
-the two channels stay aligned without timestamps. Paused (a card number is being read, PCI
-DSS), both channels are written as silence: the file keeps the call's timing, and holds
-nothing of what was said or keyed meanwhile. A disk that refuses writes (full) costs the
-recording that stretch, as silence, and is said once in the log until writing works again.
+Left is the caller, right is everything the caller hears, paired frame by frame by the call's
+`CallAudio`, so the file lasts as long as the call even when the hub's clock is late. Paused
+(a card number is being read, PCI DSS), both channels are written as silence: the file keeps
+the call's timing, and holds nothing of what was said or keyed meanwhile. A disk that refuses
+writes (full) costs the recording that stretch, as silence, and is said once in the log until
+writing works again.
 """
 
 from __future__ import annotations
@@ -15,11 +16,12 @@ from pathlib import Path
 
 import numpy as np
 
-from appliance.core.audio import FRAME_BYTES, SAMPLE_RATE, SILENCE, interleave
+from appliance.core.audio import SAMPLE_RATE, interleave
 from appliance.observability import metrics
 from appliance.observability.logging import log_extra
+from appliance.recording.timeline import CallAudio
 from appliance.recording.wavfile import WavWriter
-from appliance.rooms.room import Participant, Room, TickView
+from appliance.rooms.room import Participant, Room
 
 log = logging.getLogger(__name__)
 
@@ -41,19 +43,20 @@ class Recorder(Participant):
         self._pending: list[np.ndarray] = []
         self._room = room
         self._failing = False  # a run of refused writes is logged once, at its first
-        self.paused = False
         room.join(self)
-        room.observers.append(self)
+        self.audio = CallAudio(room, caller)
+        self.audio.consumers.append(self._write)
         self._check_writes()
 
-    def on_tick(self, view: TickView) -> None:
-        if self.paused:
-            left = right = SILENCE
-        else:
-            left = view.published.get(self.caller) or SILENCE
-            right = view.heard.get(self.caller) or SILENCE
-        if len(left) != FRAME_BYTES:
-            left = (left + SILENCE)[:FRAME_BYTES]
+    @property
+    def paused(self) -> bool:
+        return self.audio.paused
+
+    @paused.setter
+    def paused(self, paused: bool) -> None:
+        self.audio.paused = paused
+
+    def _write(self, left: bytes, right: bytes) -> None:
         self._pending.append(interleave(left, right))
         if len(self._pending) >= FLUSH_TICKS:
             self._flush()
@@ -81,8 +84,7 @@ class Recorder(Participant):
 
     def stop(self) -> float:
         """Finish the file; returns its duration in seconds."""
-        if self in self._room.observers:
-            self._room.observers.remove(self)
+        self.audio.close()
         self._flush()
         self._wav.close()
         if self._wav.error is not None:

@@ -51,22 +51,27 @@ class Hub:
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
         next_at = loop.time()
+        skipped = 0
         while True:
             next_at += TICK_S
-            self.tick()
+            self.tick(skipped)
+            skipped = 0
             delay = next_at - loop.time()
             if delay < -0.2:
-                # We fell far behind (a stall): skip ahead rather than burst-play to catch up.
-                log.warning("hub clock stalled", extra={"fields": {"behind_s": round(-delay, 3)}})
+                # We fell far behind (a stall): skip ahead rather than burst-play to catch up. The
+                # recordings count the skipped ticks, so they keep the call's length.
+                skipped = round(-delay / TICK_S)
+                log.warning("hub clock stalled", extra={"fields": {"behind_s": round(-delay, 3), "skipped": skipped}})
+                metrics.hub_ticks_skipped.inc(skipped)
                 next_at = loop.time()
                 delay = 0
             await asyncio.sleep(max(0.0, delay))
             metrics.hub_tick_lag.observe(max(0.0, loop.time() - next_at))
 
-    def tick(self) -> None:
+    def tick(self, skipped: int = 0) -> None:
         for room in list(self.rooms.values()):
             try:
-                room.tick()
+                room.tick(skipped)
             except Exception:
                 log.exception("room tick failed", extra={"call_id": room.name})
         for flush in self.after_tick:

@@ -52,15 +52,18 @@ class AudioTrack:
         self._pulled = 0
         self._queued = 0
         self.on_cut: Callable[[], None] | None = None  # set by the publisher: `clear` dropped audio
+        # Told of every frame as it is written, before the queue may drop it: the call's recording.
+        self.arrivals: list[Callable[[bytes], None]] = []
 
     def write(self, pcm: bytes) -> None:
         for frame in frames_of(pcm):
-            self._frames.append(frame)
-            self._queued += 1
+            self.write_frame(frame)
 
     def write_frame(self, frame: bytes) -> None:
         self._frames.append(frame)
         self._queued += 1
+        for arrived in self.arrivals:
+            arrived(frame)
 
     def mark(self, callback: Callable[[], None]) -> None:
         """Call `callback` once every frame written so far has been played out."""
@@ -149,10 +152,12 @@ class Participant:
 
 @dataclass
 class TickView:
-    """What happened on one tick: each publisher's frame and what each subscriber heard."""
+    """What happened on one tick: each publisher's frame and what each subscriber heard, and
+    how many ticks the hub skipped just before this one (it fell far behind; nothing was played)."""
 
     published: dict[str, bytes]
     heard: dict[str, bytes | None]
+    skipped: int = 0
 
 
 class TickObserver(Protocol):
@@ -205,7 +210,7 @@ class Room:
             if identity != speaker and participant.subscribe:
                 participant.audio_cut(speaker)
 
-    def tick(self) -> None:
+    def tick(self, skipped: int = 0) -> None:
         published: dict[str, bytes] = {}
         for identity, participant in self.participants.items():
             if participant.track is not None:
@@ -230,7 +235,7 @@ class Room:
             if frame is not None and participant.sink is not None:
                 participant.sink.push(frame)
         if self.observers:
-            view = TickView(published=published, heard=heard)
+            view = TickView(published=published, heard=heard, skipped=skipped)
             for observer in self.observers:
                 observer.on_tick(view)
 

@@ -83,14 +83,17 @@ class WorkerConnection:
             self.writer.write(p.encode_control(message))
 
     def flush(self) -> None:
-        """Write the tick's audio in one batch, unless the worker has stopped reading what we write."""
+        """Write the tick's audio in one batch, unless the worker has stopped reading what we write.
+
+        A SIP worker with calls gets a batch every tick, empty when nobody speaks to its callers:
+        it is the worker's clock, answered with its callers' audio (sip/worker.py)."""
         outgoing, self.outgoing = self.outgoing, []
         if self.writer.is_closing():
             return
         backlog = self.writer.transport.get_write_buffer_size()
         if backlog > p.MAX_BACKLOG:
             self.cut_off(f"not reading: {backlog} bytes unsent")
-        elif outgoing:
+        elif outgoing or (self.legs and self.role == "sip"):
             self.writer.write(p.encode_audio(outgoing))
 
     def cut_off(self, reason: str) -> None:

@@ -4,6 +4,7 @@ a killed SIP edge, a full recordings disk, a database another process keeps lock
 from __future__ import annotations
 
 import datetime as dt
+import json
 import os
 import signal
 import socket
@@ -12,6 +13,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.error
 import wave
 from pathlib import Path
 
@@ -20,6 +22,7 @@ import pytest
 from tests.support.appliance import ROOT, ApplianceProcess
 from tests.support.audio import caller_heard
 from tests.support.disk import fill, small_filesystem
+from tests.support.held_call import WAIT_S, hold_flows, live_call
 from tests.support.sipp.process import SippResult, options_status, run_sipp
 from tests.support.sipp.scenarios import caller_scenario, refused_scenario, speaking_caller_scenario
 from tests.support.wait import wait_until
@@ -75,7 +78,7 @@ def test_malformed_sip_does_not_stop_the_next_call(appliance, tmp_path: Path) ->
                 s.sendto(payload, ("127.0.0.1", port))
     time.sleep(0.5)
     assert appliance.process.poll() is None
-    assert appliance.get("/healthz", auth=False)["workers_up"] == 2
+    assert appliance.health()["workers_up"] == 2
     result = run_sipp(caller_scenario(tmp_path, "2"), appliance.sip_port, tmp_path)
     assert result.successful == 1, result.output
     (call,) = appliance.wait_calls_closed(1)
@@ -121,7 +124,7 @@ def test_killed_worker_is_restarted_and_its_calls_closed(appliance_factory, tmp_
             with wave.open(call["recording_path"]) as w:
                 assert w.getnchannels() == 2 and w.getnframes() / w.getframerate() > 2.5
 
-        wait_until(lambda: app.get("/healthz", auth=False)["workers_up"] >= 2, "both workers up", 15, interval=0.2)
+        wait_until(lambda: app.health()["workers_up"] >= 2, "both workers up", 15, interval=0.2)
         assert app.worker_pid("w1") != old_pid
         assert app.get("/healthz", auth=False)["workers_up"] == 2
         text = app.get("/metrics").decode()
@@ -253,3 +256,101 @@ def test_calls_during_a_long_database_lock_keep_their_audio_and_every_record(app
         assert app.metric("switchboard_db_writes_deferred_total") > 0
         assert "database writes caught up" in log
     assert app.metric("switchboard_db_writes_pending") == 0
+
+
+def test_a_second_run_on_the_same_data_dir_refuses_and_the_first_goes_on(appliance_factory, tmp_path: Path) -> None:
+    app = appliance_factory(workers=2, flows_dir=hold_flows(tmp_path / "flows"), numbers={"100": "hold"})
+    hub_socket = app.data_dir / "hub.sock"
+    with live_call(app, tmp_path / "live") as live:
+        socket_before = os.stat(hub_socket)
+        # As an admin starting one by hand while systemd runs the box: same config, same data dir.
+        second = subprocess.run([sys.executable, "-m", "appliance.cli", "--config", str(app.config_path), "run"],
+                                cwd=ROOT, env=app.env, capture_output=True, text=True, timeout=WAIT_S)
+        assert second.returncode == 1
+        assert second.stderr == (f"appliance: another appliance (pid {app.process.pid}) is running on data_dir "
+                                 f"{app.data_dir}; not starting a second one\n")
+
+        # It touched nothing of the first's: the call is live, the hub listens on the same socket.
+        assert app.call(live.id)["ended_at"] is None
+        assert os.stat(hub_socket).st_ino == socket_before.st_ino
+        # So a worker the first restarts finds its hub again (the other worker, not the call's).
+        idle = "w2" if live.record["worker"] == "w1" else "w1"
+        old_pid = app.worker_pid(idle)
+        os.kill(old_pid, signal.SIGKILL)
+
+        def rejoined() -> bool:
+            try:
+                restarted = app.worker_pid(idle) != old_pid
+            except LookupError:
+                return False  # between the kill and the restart
+            return restarted and app.health()["ok"]
+
+        wait_until(rejoined, "the worker to rejoin", WAIT_S, interval=0.2, detail=app.log_tail)
+        text = app.get("/metrics").decode()
+        assert 'switchboard_worker_restarts_total{role="sip"} 1.0' in text
+        assert 'switchboard_workers_up{role="sip"} 2.0' in text
+        assert app.call(live.id)["ended_at"] is None
+    (result,) = live.results
+    assert result.successful == 1, result.output
+    assert app.call(live.id)["end_reason"] == "caller-hangup"
+
+
+def _healthz_503(app: ApplianceProcess) -> dict:
+    """/healthz's body, having checked that it answered 503."""
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        app.get("/healthz", auth=False)
+    assert refused.value.code == 503
+    return json.loads(refused.value.read())
+
+
+def _bind(sock: socket.socket, port: int) -> bool:
+    try:
+        sock.bind(("127.0.0.1", port))
+    except OSError:
+        return False  # the killed worker's socket is not closed yet
+    return True
+
+
+def test_healthz_is_503_naming_the_role_while_a_worker_is_missing(appliance_factory) -> None:
+    app = appliance_factory(workers=2)
+    health = app.get("/healthz", auth=False)  # 200
+    assert health["ok"] and health["short"] == [] and health["edge_running"]
+    assert health["roles"] == {"sip": {"expected": 2, "up": 2}, "agent": {"expected": 1, "up": 1}}
+
+    old_pid = app.worker_pid("w1")
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as squatter:
+        os.kill(old_pid, signal.SIGKILL)
+        # Another process takes w1's SIP port, so w1 cannot start again until the block ends.
+        wait_until(lambda: _bind(squatter, app.worker_base), "w1's SIP port to be free", WAIT_S, interval=0.01)
+        wait_until(lambda: app.health()["short"], "the hub to see w1 gone", WAIT_S, interval=0.1)
+        health = _healthz_503(app)
+        assert health["ok"] is False and health["short"] == ["sip"]
+        assert health["roles"]["sip"] == {"expected": 2, "up": 1}
+        # The supervisor keeps trying: w1 is missing, not given up on.
+        wait_until(lambda: "process exited; restarting" in app.log_path.read_text(), "a failed restart", WAIT_S)
+        assert _healthz_503(app)["short"] == ["sip"]
+
+    wait_until(lambda: app.health()["ok"], "w1 back", WAIT_S, interval=0.2, detail=app.log_tail)
+    health = app.get("/healthz", auth=False)  # 200 again
+    assert health["short"] == [] and health["roles"]["sip"] == {"expected": 2, "up": 2}
+
+    # The SIP edge is the appliance's too: without it no call comes in, whatever the workers. The
+    # appliance starts it again at once, so a squatter on its port keeps the new one from starting.
+    (edge,) = [pid for pid in app.child_pids() if _parent(pid) == app.process.pid and b"kamailio" in _cmdline(pid)]
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as squatter:
+        os.kill(edge, signal.SIGKILL)
+        wait_until(lambda: _bind(squatter, app.sip_port), "the edge's port to be free", WAIT_S, interval=0.001)
+        wait_until(lambda: not app.health()["edge_running"], "the appliance to see its edge gone", WAIT_S)
+        health = _healthz_503(app)
+        assert health["ok"] is False and health["short"] == [] and health["edge_running"] is False
+    # Its next start, after the back-off of a start that failed, finds the port free.
+    wait_until(lambda: app.health()["ok"], "the edge back", 15, interval=0.2, detail=app.log_tail)
+    assert app.metric("switchboard_sip_edge_restarts_total") == 1
+
+
+def _cmdline(pid: int) -> bytes:
+    return Path(f"/proc/{pid}/cmdline").read_bytes()
+
+
+def _parent(pid: int) -> int:
+    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])

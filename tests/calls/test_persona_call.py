@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import shutil
 import wave
 from collections.abc import Callable, Iterator
@@ -12,37 +11,16 @@ from typing import Any
 
 import numpy as np
 import pytest
-from aiohttp import web
 
 from appliance.speech.stt import phrases_grammar, transcribe
 from appliance.speech.tts import EspeakTTS
 from tests.support import baresip, console
 from tests.support.appliance import ROOT
 from tests.support.audio import utterances
-from tests.support.http_server import LoopbackServer
+from tests.support.orders_api import OrdersApi
 from tests.support.ports import free_port_block
 
 pytestmark = pytest.mark.sip
-
-
-class OrdersApi:
-    """The shop's order system on loopback: answers lookups, remembers what it was asked."""
-
-    def __init__(self) -> None:
-        self.requests: list[dict[str, Any]] = []
-        self.http = LoopbackServer(default=self._answer)  # any path, as the shop has no others
-
-    @property
-    def port(self) -> int:
-        return self.http.port
-
-    async def _answer(self, request: web.Request) -> web.Response:
-        if request.method != "POST":
-            raise web.HTTPNotImplemented()
-        body = json.loads(await request.read() or b"{}")
-        self.requests.append({"path": request.raw_path, "body": body})
-        reply = json.dumps({"order": body.get("order"), "status": "shipped"}).encode()
-        return web.Response(body=reply, content_type="application/json")
 
 
 @pytest.fixture

@@ -9,9 +9,12 @@ from pathlib import Path
 
 import aiohttp
 import pytest
+import schemathesis
+from aiohttp import web
 
 from appliance.config import RecordingFormat
-from appliance.console.http import HttpApi
+from appliance.console.http import Health, HttpApi, RoleHealth
+from appliance.core.api import Operation
 from appliance.recording.formats import convert
 from appliance.rooms.tokens import TokenAuthority
 from appliance.storage import Storage
@@ -20,12 +23,14 @@ from tests.support.ports import free_port_block
 
 KEY, SECRET = "APIconsole", "console-secret-console-secret-0123"
 CALL = "CA0123456789abcdef"
+HEALTH = Health(ok=True, short=[], roles={"sip": RoleHealth(expected=2, up=2)}, edge_running=True, workers_up=2,
+                workers=2, personas_up=0, personas=0, rtc_up=0, rtc=0, calls_active=0, draining=False)
 OTHER = "CAfedcba9876543210"
 
 
 class Api:
     def __init__(self, base: str, session: aiohttp.ClientSession, storage: Storage, tokens: TokenAuthority,
-                 recordings: Path, health: dict):
+                 recordings: Path, health: Health):
         self.base = base
         self.health = health
         self.session = session
@@ -56,7 +61,7 @@ async def api(tmp_path: Path) -> AsyncIterator[Api]:
     tokens = TokenAuthority(KEY, SECRET)
     recordings = tmp_path / "recordings"
     recordings.mkdir()
-    health = {"ok": True, "workers": 2}
+    health = HEALTH.model_copy()
     http = HttpApi(storage, tokens, recordings, health=lambda: health)
     for attempt in range(5):
         port = free_port_block(1)
@@ -89,8 +94,8 @@ def _wav(path: Path, frames: int = 1600) -> bytes:
 
 async def test_healthz_is_open(api: Api):
     status, body, _ = await api.get("/healthz")
-    assert (status, body) == (200, {"ok": True, "workers": 2})
-    api.health["ok"] = False
+    assert (status, body) == (200, api.health.model_dump())
+    api.health.ok = False
     status, body, _ = await api.get("/healthz")
     assert status == 503 and body["ok"] is False
 
@@ -290,9 +295,30 @@ async def test_each_format_answers_range_requests(api: Api, stored, suffix: str,
         assert resp.headers["Content-Type"] == content_type
         assert body == content[start:end + 1]
     for beyond in (f"bytes={size}-", f"bytes={size + 100}-{size + 200}"):
-        status, _, resp = await api.get(f"/api/calls/{CALL}/recording", role="admin", headers={"Range": beyond})
+        status, body, resp = await api.get(f"/api/calls/{CALL}/recording", role="admin", headers={"Range": beyond})
         assert status == 416, beyond
         assert resp.headers["Content-Range"] == f"bytes */{size}"
+        assert "beyond" in body["error"]  # type: ignore[index]
+
+
+@pytest.mark.parametrize("asked", ["{}", "bytes=9-7", "bytes=0-1,5-9", "items=0-9", "bytes=-", "bytes=x-"])
+async def test_a_malformed_range_is_416_with_a_json_body(api: Api, stored, asked: str):
+    # Found by the fuzzer (tests/console/test_openapi.py): FileResponse answered these 416 with
+    # no body at all, under the recording's Content-Type.
+    content = _stored_call(api, stored, ".wav")
+    status, body, resp = await api.get(f"/api/calls/{CALL}/recording", role="admin", headers={"Range": asked})
+    assert status == 416 and resp.content_type == "application/json"
+    assert "one range" in body["error"]  # type: ignore[index]
+    assert resp.headers["Content-Range"] == f"bytes */{len(content)}"
+
+
+async def test_a_range_on_a_recording_changed_since_if_range_is_ignored(api: Api, stored):
+    content = _stored_call(api, stored, ".wav")
+    old = "Mon, 01 Jan 2001 00:00:00 GMT"
+    for asked in ("bytes=0-9", "{}"):
+        status, body, _ = await api.get(f"/api/calls/{CALL}/recording", role="admin",
+                                        headers={"Range": asked, "If-Range": old})
+        assert (status, body) == (200, content), asked
 
 
 async def test_range_requests_are_authorised_as_whole_downloads(api: Api, stored):
@@ -419,3 +445,40 @@ async def test_a_pruned_recording_is_410_saying_why(api: Api):
     assert body["error"].startswith("this call's recording was deleted by retention (appliance recordings prune)")
     status, detail, _ = await api.get(f"/api/calls/{CALL}", role="admin")
     assert status == 200 and detail["recording_pruned_at"] and detail["end_reason"] == "caller-hangup"
+
+
+async def test_a_method_a_route_does_not_take_is_405_with_allow(api: Api):
+    # Found by the fuzzer (tests/console/test_openapi.py): the JSON 405 had lost aiohttp's Allow header.
+    for method, path in (("TRACE", "/healthz"), ("POST", "/api/calls"), ("DELETE", f"/api/calls/{CALL}")):
+        async with api.session.request(method, api.base + path) as resp:
+            assert resp.status == 405
+            assert set(resp.headers["Allow"].split(",")) == {"GET", "HEAD"}
+            assert resp.content_type == "application/json" and "error" in await resp.json()
+
+
+async def test_a_route_without_an_operation_stops_the_api_from_starting(tmp_path: Path) -> None:
+    async def secret(request: web.Request) -> web.Response:
+        return web.Response(text="not in the document")
+
+    def register(app: web.Application) -> list[Operation]:
+        app.router.add_get("/api/secret", secret)
+        return []
+
+    storage = Storage(tmp_path / "other.db")
+    try:
+        # So a route cannot be left out of /api/openapi.json: the appliance would not start.
+        with pytest.raises(RuntimeError, match="HEAD /api/secret, GET /api/secret"):
+            HttpApi(storage, TokenAuthority(KEY, SECRET), tmp_path, lambda: HEALTH, routes=(register,))
+    finally:
+        storage.close()
+
+
+async def test_the_openapi_document_is_for_people_with_a_token_and_is_valid(api: Api):
+    status, body, _ = await api.get("/api/openapi.json")
+    assert (status, body) == (401, {"error": "missing or invalid bearer token"})
+    for role in ("operator", "supervisor", "admin"):
+        status, document, _ = await api.get("/api/openapi.json", role=role)
+        assert status == 200
+    schemathesis.openapi.from_dict(document).validate()  # against the OpenAPI 3.1 meta-schema
+    assert set(document["paths"]) == {"/healthz", "/metrics", "/api/calls", "/api/calls/{call_id}",  # type: ignore[index]
+                                      "/api/calls/{call_id}/recording", "/api/openapi.json"}

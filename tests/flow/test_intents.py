@@ -108,6 +108,35 @@ def test_grammar_holds_the_choices_words_fillers_and_optionally_digits():
     assert " to " not in digits_only and " two " in digits_only
 
 
+def test_where_digits_are_heard_no_filler_that_sounds_like_one_competes_with_them():
+    # "one" came out as the filler "want" (W AH N / W AA N T); "to" and "for" are "two", "four"
+    assert all(w in intents.grammar(MENU) for w in (" want ", " to ", " for "))
+    with_digits = intents.grammar(MENU, digits=True)
+    assert not [w for w in (" want ", " to ", " for ") if w in with_digits]
+    # a phrase's own words stay: the admin wrote them
+    assert " to " in intents.grammar({"human": ["talk to someone"]}, digits=True)
+
+
+def test_digits_alone_are_the_grammar_the_decoder_tunes_for_numbers():
+    assert "\ngrammar digits;\n" in intents.grammar({}, digits=True)
+    assert "\ngrammar digits;\n" not in intents.grammar(MENU, digits=True)
+
+
+@pytest.mark.parametrize(
+    "said, unfinished",
+    [
+        ("five five five", True),
+        ("my account number is five five five", True),
+        ("5 5 5", True),
+        ("five five five that is it", False),
+        ("I want to talk to", False),  # homophones of two are not a number
+        ("", False),
+    ],
+)
+def test_a_number_may_go_on_while_the_words_end_in_a_digit(said: str, unfinished: bool):
+    assert intents.ends_in_digit(said) is unfinished
+
+
 def test_every_grammar_the_shipped_flows_listen_with_is_accepted_by_pocketsphinx():
     grammars = {intents.grammar(MENU), intents.grammar(MENU, digits=True), intents.grammar({}, digits=True)}
     for loaded in load_dir(FLOWS, Config().webhooks.allowed).values():

@@ -14,6 +14,7 @@ from appliance.flow import intents
 from appliance.speech import stt
 from appliance.speech.recognizer import Recognizer
 from appliance.speech.resample import resample
+from tests.support.spoken_numbers import SpokenNumber, line_audio
 
 MENU = {
     "ask_account": ["billing", "pay my bill", "invoice"],
@@ -105,3 +106,15 @@ def test_transcribe_starts_from_the_models_mean_whatever_was_transcribed_before(
 
     assert stt.transcribe(utterance, grammar) == first == "where is my order"
     assert stt.transcribe(b"", grammar) == ""
+
+
+def test_a_flow_listener_leaves_the_pooled_decoder_hearing_as_before() -> None:
+    # Fed in pieces, a pooled decoder's feature state stayed changed for every later utterance:
+    # this number, right before a listener's turn, came out "three one eight seven eight four oh".
+    number = line_audio(SpokenNumber(("3174",), (), "en-us", 160), "g722")
+    grammar = intents.grammar({}, digits=True)
+    before, _ = stt.decode(number, grammar)
+    _heard(Recognizer(grammar), number)
+    after, _ = stt.decode(number, grammar)
+
+    assert before == after == "three one seven four"

@@ -55,11 +55,11 @@ ACCOUNTS = "<sip:caller@127.0.0.1>;regint=0\n"
 @dataclass
 class Microphone:
     path: Path
-    speech_s: float  # the speech at the start; silence fills the rest
+    speech_s: float  # the speech's length; silence before it (`lead_s`) and after it fills the rest
 
 
-def speech_wav(path: Path, text: str, seconds: float) -> Microphone:
-    """espeak-ng speaking `text`, then silence up to `seconds`, as 16 kHz mono.
+def speech_wav(path: Path, text: str, seconds: float, lead_s: float = 0.0) -> Microphone:
+    """espeak-ng speaking `text` after `lead_s` of silence, then silence up to `seconds`, as 16 kHz mono.
 
     baresip 1.0.0 hangs up when its aufile source reaches the end of the file, so the
     silence must outlast the call.
@@ -67,10 +67,11 @@ def speech_wav(path: Path, text: str, seconds: float) -> Microphone:
     raw = path.with_suffix(".espeak.wav")
     subprocess.run(["espeak-ng", "-w", str(raw), text], check=True)
     speech_s = float(subprocess.run(["soxi", "-D", str(raw)], check=True, capture_output=True, text=True).stdout)
-    if speech_s >= seconds:
-        raise ValueError(f"{text!r} lasts {speech_s:.1f}s, longer than {seconds}s")
+    if lead_s + speech_s >= seconds:
+        raise ValueError(f"{text!r} lasts {speech_s:.1f}s, too long to start at {lead_s}s within {seconds}s")
     subprocess.run(
-        ["sox", str(raw), "-r", "16000", "-c", "1", "-b", "16", str(path), "pad", "0", f"{seconds - speech_s:.3f}"],
+        ["sox", str(raw), "-r", "16000", "-c", "1", "-b", "16", str(path),
+         "pad", f"{lead_s:.3f}", f"{seconds - lead_s - speech_s:.3f}"],
         check=True,
     )
     return Microphone(path, speech_s)

@@ -109,6 +109,7 @@ class MediaStreamCall:
         self.account_sid = account_sid
         self.stream_sid = new_sid("MZ")
         self.heard = bytearray()  # μ-law the box sent
+        self.heard_at: list[float] = []  # the loop's time as each media message came (gaps, for bench/)
         self.clears: list[int] = []  # len(heard) at each clear
         self.marks: list[str] = []
         self.closed = asyncio.get_running_loop().create_future()  # the close code
@@ -147,6 +148,11 @@ class MediaStreamCall:
     def speaking(self) -> bool:
         """Speech queued by `say` is still being sent."""
         return not self._to_send.empty()
+
+    @property
+    def queued_s(self) -> float:
+        """Seconds of speech queued by `say` and not yet sent."""
+        return self._to_send.qsize() * 0.02
 
     async def dtmf(self, digit: str) -> None:
         await self.send("dtmf", {"dtmf": {"track": "inbound_track", "digit": digit}})
@@ -199,6 +205,7 @@ class MediaStreamCall:
             assert message["streamSid"] == self.stream_sid, message
             if message["event"] == "media":
                 self.heard += base64.b64decode(message["media"]["payload"])
+                self.heard_at.append(asyncio.get_running_loop().time())
             elif message["event"] == "clear":
                 self.clears.append(len(self.heard))
                 for name in list(self._marks_due):

@@ -4,8 +4,15 @@ from __future__ import annotations
 
 import secrets
 import socket
+from collections import deque
 
 __all__ = ["free_port_block"]
+
+# The blocks handed out last. A block is free when checked but bound only later, some of it not
+# while a test runs (a worker's RTP ports wait for calls), so sipp's media ports could land in the
+# appliance's RTP block and pjsua then log a bind error. Only the last few: a test's processes stop
+# with it, and a session that remembered every block would run out of ports.
+_handed_out: deque[tuple[int, int]] = deque(maxlen=32)
 
 
 def free_port_block(count: int) -> int:
@@ -18,6 +25,8 @@ def free_port_block(count: int) -> int:
     low, high = 10000, _ephemeral_start() - count
     for _ in range(200):
         base = secrets.randbelow(high - low) + low
+        if any(base < end and start < base + count for start, end in _handed_out):
+            continue
         sockets = []
         try:
             for port in range(base, base + count):
@@ -25,6 +34,7 @@ def free_port_block(count: int) -> int:
                     s = socket.socket(socket.AF_INET, kind)
                     sockets.append(s)
                     s.bind(("127.0.0.1", port))
+            _handed_out.append((base, base + count))
             return base
         except OSError:
             continue

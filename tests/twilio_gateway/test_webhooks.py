@@ -6,6 +6,7 @@ sees http://127.0.0.1:PORT, so a signature is good only for the configured publi
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -72,13 +73,13 @@ async def test_a_signed_voice_webhook_gets_a_stream_with_a_ticket_for_its_call(b
 
 
 @pytest.mark.parametrize("signature", ["", "forged"])
-async def test_a_missing_or_forged_signature_gets_an_empty_403_and_a_log_line(
+async def test_a_missing_or_forged_signature_gets_a_403_saying_only_that_and_a_log_line(
         box: Box, signature: str, caplog: pytest.LogCaptureFixture) -> None:
     forged = signed_post_headers("another-accounts-token", box.twilio.public_url + "/twilio/voice", _form())
     with caplog.at_level(logging.WARNING):
         status, body = await box.twilio.post(box.session, "/twilio/voice", _form(),
                                              signature=forged["X-Twilio-Signature"] if signature else "")
-    assert (status, body) == (403, "")
+    assert (status, json.loads(body)) == (403, {"error": "signature missing or wrong"})
     assert [r.getMessage() for r in caplog.records] == ["Twilio webhook refused: signature missing or wrong"]
 
 
@@ -134,3 +135,19 @@ async def test_status_callbacks_are_signed_too(box: Box) -> None:
     assert box.statuses == []
     assert (await box.twilio.post(box.session, "/twilio/status", form))[0] == 204
     assert box.statuses == [(call_sid, {"CallStatus": "completed", "CallDuration": "31"})]
+
+
+@pytest.mark.parametrize("path", ["/twilio/voice", "/twilio/status"])
+async def test_a_body_that_is_no_readable_form_gets_a_json_4xx_not_a_5xx(box: Box, path: str) -> None:
+    # Found by the fuzzer (tests/console/test_openapi.py): aiohttp's form parser raised on a
+    # multipart type without a boundary, and the webhook answered 503.
+    signed = signed_post_headers(TOKEN, box.twilio.public_url + path, _form())
+    url = box.twilio.box_url + path
+    for content_type, body, status in [("multipart/form-data", b"CallSid=CA1", 415),
+                                       ("application/json", b'{"CallSid": "CA1"}', 415),
+                                       ("application/x-www-form-urlencoded", b"CallSid=\xff\xfe", 400),
+                                       ("application/x-www-form-urlencoded; charset=no-such", b"CallSid=CA1", 400)]:
+        async with box.session.post(url, data=body, headers=signed | {"Content-Type": content_type}) as response:
+            assert response.status == status, content_type
+            assert "error" in await response.json(), content_type
+    assert box.statuses == []

@@ -63,7 +63,8 @@ def _scripted(options: dict[str, Any]) -> llm.LLM:
 
     options = dict(options)
     variables = options.pop("variables", None)
-    return ScriptedLLM(options, variables=variables)
+    numbers = options.pop("numbers", None)
+    return ScriptedLLM(options, variables=variables, numbers=numbers)
 
 
 def _openai(options: dict[str, Any]) -> llm.LLM:

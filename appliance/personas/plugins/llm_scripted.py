@@ -6,6 +6,12 @@ result; otherwise it matches the caller's last words to an intent (the flow engi
 A supervisor's whisper since the persona last spoke, when it matches one of the script's
 `whispers`, takes the caller's intent's place for that one turn; one that matches none is
 left to the caller's words (a script acts only on what it was written for).
+
+Numbers: an intent with `expects: number` asks for one, and while its reply is the last thing
+said the STT hears digits only (`expects_number`); with `numbers.read_back`, a number that long
+is read back and its tool waits for the caller's yes. Both are read from the conversation, as
+the rest is: what the script answered before is what it answers to the conversation up to then,
+so a preemptive generation livekit throws away changes nothing.
 """
 
 from __future__ import annotations
@@ -25,11 +31,11 @@ from livekit.agents.types import DEFAULT_API_CONNECT_OPTIONS, NOT_GIVEN, APIConn
 from livekit.agents.utils import shortuuid
 
 from appliance.flow import intents
-from appliance.flow.persona import Scripted, ScriptedIntent
+from appliance.flow.persona import Numbers, Scripted, ScriptedIntent
 from appliance.observability.logging import log_extra
 from appliance.personas.whisper import pending_whispers
 
-__all__ = ["ScriptedConfig", "ScriptedIntent", "ScriptedLLM", "Response", "render", "said_digits"]
+__all__ = ["CONFIRM", "ScriptedConfig", "ScriptedIntent", "ScriptedLLM", "Response", "render", "said_digits"]
 
 logger = logging.getLogger(__name__)
 
@@ -39,6 +45,9 @@ TURN_FIELDS = ("text", "digits")
 
 # The persona file's models are the scripted LLM's configuration: one definition of each.
 ScriptedConfig = Scripted
+# The caller's answer to a number read back to them.
+CONFIRM = {"yes": ["yes", "yes it is", "correct", "that is right", "right"],
+           "no": ["no", "wrong", "that is wrong", "it is not"]}
 
 
 @dataclass
@@ -48,6 +57,8 @@ class Response:
     text: str = ""
     tool_call: llm.FunctionToolCall | None = None
     intent: str | None = None  # None when the fallback answered
+    expects_number: bool = False  # the reply asks the caller for a number
+    read_back: _Choice | None = None  # the reply reads this request's number back: is it right?
 
 
 @dataclass
@@ -68,9 +79,11 @@ class _Choice:
 
 
 class ScriptedLLM(llm.LLM):
-    def __init__(self, config: ScriptedConfig | dict[str, Any], *, variables: dict[str, Any] | None = None) -> None:
+    def __init__(self, config: ScriptedConfig | dict[str, Any], *, variables: dict[str, Any] | None = None,
+                 numbers: Numbers | dict[str, Any] | None = None) -> None:
         super().__init__()
         self.config = ScriptedConfig.model_validate(config)
+        self.numbers = Numbers.model_validate(numbers or {})
         self.variables = dict(variables or {})
         if clash := set(self.variables) & set(TURN_FIELDS):
             raise ValueError(f"variables {sorted(clash)} are reserved: templates get them from the caller's words")
@@ -105,19 +118,55 @@ class ScriptedLLM(llm.LLM):
         """The script's answer to the conversation so far, given the tools it may call."""
         turn = _read_turn(chat_ctx)
         choice = self._choose(turn)
+        before = self._last_reply(chat_ctx, tool_names)
+        if before.read_back is not None and turn.user_text:
+            answer = intents.match(turn.user_text, CONFIRM)
+            if answer == "yes":
+                choice = before.read_back
+                if turn.output is None:
+                    return self._act(choice, tool_names, confirmed=True)
+            elif answer == "no" and turn.output is None:
+                return Response(text=self.numbers.again_prompt, intent="read_back:no", expects_number=True)
+            # Neither: a new request, answered as any other.
         if turn.output is not None and turn.call is not None:
             return self._after_tool(turn, choice)
         if choice is None:
-            return Response(text=self.config.fallback)
+            # Asked again, still expecting what the last reply asked for.
+            return Response(text=self.config.fallback, expects_number=before.expects_number)
+        return self._act(choice, tool_names)
+
+    def expects_number(self, chat_ctx: llm.ChatContext, tool_names: set[str]) -> bool:
+        """Whether the last thing the persona said asked the caller for a number."""
+        return self._last_reply(chat_ctx, tool_names).expects_number
+
+    def _last_reply(self, chat_ctx: llm.ChatContext, tool_names: set[str]) -> Response:
+        """What the script answered with the persona's last reply: its answer to the
+        conversation up to that reply (deterministic, so the same answer as then)."""
+        items = list(chat_ctx.items)
+        spoken = [i for i, item in enumerate(items)
+                  if isinstance(item, llm.ChatMessage) and item.role == "assistant" and item.text_content]
+        if not spoken or not any(isinstance(item, llm.ChatMessage) and item.role == "user"
+                                 for item in items[: spoken[-1]]):
+            return Response()  # nothing said yet, or only the greeting
+        return self.respond(llm.ChatContext(items[: spoken[-1]]), tool_names)
+
+    def _act(self, choice: _Choice, tool_names: set[str], confirmed: bool = False) -> Response:
         intent, values = choice.intent, self._values(choice.words)
         if intent.tool is not None and intent.tool in tool_names:
+            number = values["digits"] if "digits" in _argument_fields(intent) else ""
+            # A supervisor's typed number was not misheard: only the caller's is read back.
+            if (not confirmed and not choice.name.startswith("whisper:") and self.numbers.read_back
+                    and len(number) >= self.numbers.read_back):
+                return Response(text=render(self.numbers.read_back_prompt, {"number": " ".join(number)}),
+                                intent=f"read_back:{choice.name}", read_back=choice)
             arguments = {key: render(template, values) for key, template in intent.arguments.items()}
             call = llm.FunctionToolCall(name=intent.tool, arguments=json.dumps(arguments), call_id=shortuuid("call_"))
             return Response(tool_call=call, intent=choice.name)
         if intent.reply is None:
             # The tool this intent exists for is not offered to this agent.
             return Response(text=self.config.fallback)
-        return Response(text=render(intent.reply, values), intent=choice.name)
+        return Response(text=render(intent.reply, values), intent=choice.name,
+                        expects_number=intent.expects == "number")
 
     def _choose(self, turn: _Turn) -> _Choice | None:
         for typed in turn.whispers:
@@ -148,7 +197,8 @@ class ScriptedLLM(llm.LLM):
             return Response(intent=choice.name)  # a tool that acts (hang up, transfer) and says nothing
         values = self._values(choice.words) | _result_fields(turn.output.output)
         try:
-            return Response(text=render(template, values), intent=choice.name)
+            return Response(text=render(template, values), intent=choice.name,
+                            expects_number=intent.expects == "number")
         except KeyError as missing:
             # A tool error, or a result without the field the script expects.
             logger.warning("tool result lacks a field the reply uses", extra=log_extra(
@@ -255,6 +305,10 @@ def said_digits(text: str) -> str:
     # Only homophones: digits if that is all that was said ("to for" from a digits grammar).
     said = intents.words(text)
     return intents.spoken_digits(text) if said and all(w in intents.HOMOPHONES for w in said) else ""
+
+
+def _argument_fields(intent: ScriptedIntent) -> set[str]:
+    return {name for template in intent.arguments.values() for name in _fields(template)}
 
 
 def _fields(template: str) -> list[str]:

@@ -128,20 +128,28 @@ class Destination:
 
     `busy`: rings, then 486. `no_answer`: rings until the box CANCELs. `wait()` returns the
     run's result; sipp counts the call successful only if the scenario went as written.
+    `answering`: takes `calls` calls one after another or at once, as a busy desk does.
     """
 
-    def __init__(self, workdir: Path, scenario: Path, timeout: float = 60):
+    def __init__(self, workdir: Path, scenario: Path, timeout: float = 60, calls: int = 1):
         self.workdir = workdir
         self.port = free_port_block(1)
         self.trace = workdir / "messages.log"
         workdir.mkdir(parents=True, exist_ok=True)
         self.process = subprocess.Popen(
-            ["sipp", "-sf", str(scenario), "-i", "127.0.0.1", "-p", str(self.port), "-m", "1",
+            ["sipp", "-sf", str(scenario), "-i", "127.0.0.1", "-p", str(self.port), "-m", str(calls),
              "-nostdin", "-trace_stat", "-stf", str(workdir / "stats.csv"), "-trace_err",
              "-error_file", str(workdir / "sipp_errors.log"), "-timeout", f"{int(timeout)}s",
              "-trace_msg", "-message_file", str(self.trace)],
             cwd=workdir, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         )
+
+    @staticmethod
+    def answering(workdir: Path, calls: int, timeout: float) -> Destination:
+        """A desk that is always free: answers `calls` calls, each until the caller's BYE."""
+        workdir.mkdir(parents=True, exist_ok=True)
+        path = write_scenario(workdir, "destination_answer", UAS_ANSWER)
+        return Destination(workdir / "answer", path, timeout=timeout, calls=calls)
 
     @staticmethod
     def busy(workdir: Path, ruri_regexp: str) -> Destination:
