@@ -2,8 +2,8 @@
 
 Start-up: take the data directory's lock (a second instance refuses before touching anything),
 close calls a crash left open, repair their recordings and queue their conversion, load flows
-(refuse to start on a broken one), then hub → participant server → HTTP → SIP gateway. Shutdown
-runs the other way, hanging up calls first so every record is closed.
+(refuse to start on a broken one), then hub → participant server → HTTP → SIP gateway → the other
+worker pools. Shutdown runs the other way, hanging up calls first so every record is closed.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,7 @@ from appliance.core.lock import DataDirLock
 from appliance.core.reasons import EndReason
 from appliance.flow.library import FlowLibrary
 from appliance.integrations.webhooks import EventWebhooks
+from appliance.observability import metrics
 from appliance.observability.logging import log_extra
 from appliance.operators.accounts import Accounts
 from appliance.operators.acd import ACD, QueueSettings
@@ -86,7 +88,9 @@ class Appliance:
         _private_dirs(config)
         # Raises FlowError on any broken flow: the appliance never runs half-configured.
         self.flows = FlowLibrary(config.flows_dir, config.webhooks.allowed, config.transfers.allowed)
-        self.storage = Storage(config.database)
+        # Another process holding the database's write lock must not stall the media clock.
+        self.storage = Storage(config.database, defer_when_locked=True, on_deferred=metrics.db_writes_deferred.inc)
+        metrics.db_writes_pending.set_function(lambda: self.storage.pending_writes)
         self.tokens = TokenAuthority(config.auth.api_key, config.api_secret())
         api_url = config.events.public_api_url or f"http://{config.http.host}:{config.http.port}"
         self.webhooks = EventWebhooks(self.storage, config.events, config.webhooks.allowed, self.tokens.api_key,
@@ -125,6 +129,7 @@ class Appliance:
         self.http = HttpApi(self.storage, self.tokens, config.recordings_dir, self.health, routes=routes)
         self.rtc_pool = RtcPool(config, lambda name: self.tokens.mint(worker_identity("rtc", name), "rtc"))
         self.gateway = Gateway(config, lambda name: self.tokens.mint(worker_identity("sip", name), "sip"))
+        self.workers.on_change.append(self.gateway.worker_changed)
         self.persona_pool = PersonaPool(config, lambda name: self.tokens.mint(worker_identity("agent", name), "agent"))
         # TURN credentials go to browsers (and the WebRTC workers, in each offer), not through the environment.
         self._ice_credentials = {s.credential_env: os.environ.get(s.credential_env, "")
@@ -200,12 +205,18 @@ class Appliance:
         await self.gateway.set_draining(draining)
 
     def _recover(self) -> None:
-        for call in self.storage.close_orphans(EndReason.APPLIANCE_RESTART, converting=self.converter.converting):
+        started = time.monotonic()
+        orphans = self.storage.close_orphans(EndReason.APPLIANCE_RESTART, converting=self.converter.converting)
+        for call in orphans:
             if call.recording_path and repair(Path(call.recording_path)):
                 log.warning("recording repaired after a crash", extra=log_extra(call_id=call.id))
+        if orphans:
+            log.warning("calls a crash left open closed",
+                        extra=log_extra(calls=len(orphans), seconds=round(time.monotonic() - started, 3)))
 
     async def start(self) -> None:
-        self.webhooks.start()  # first: the calls a crash left open end with their events
+        await self.gateway.warm_up()  # the SIP workers' code loads meanwhile: callers wait on them after a restart
+        self.webhooks.start()  # the calls a crash left open end with their events
         self._recover()
         self.converter.start()  # after the repair: converts what a crash (or a failure) left as WAV
         self.tts.synthesize("Welcome.")  # load espeak-ng's voice before the first caller waits on it
@@ -217,11 +228,13 @@ class Appliance:
                               tls=(console.host, console.port, server_context(cert, key)))
         self.desk.start()
         self._queues_changed()  # desk phones are members from the start
+        # SIP first: callers get through as soon as a SIP worker is up; the other pools' start-up
+        # (a persona worker's is 1.5 s of CPU) would compete with them for the cores.
+        await self.gateway.start()
         if self.twilio is not None:
             await self.twilio.start()
         await self.rtc_pool.start()
         await self.persona_pool.start()
-        await self.gateway.start()
         self.flows.start_watching(self.config.flows_reload_s)
         log.info(
             "appliance started",

@@ -72,6 +72,18 @@ def code_version(paths: tuple[str, ...]) -> str:
     return f"{head or 'unknown'}{' + uncommitted changes in ' + where if dirty else ''}"
 
 
+def report_head(name: str, argv: list[str], started_at: dt.datetime) -> dict[str, Any]:
+    """What every benchmark's report opens with: which, when, the command, the box, the code, the load."""
+    return {
+        "benchmark": name,
+        "date": started_at.isoformat(timespec="seconds"),
+        "command": f"python bench/{name}.py " + " ".join(argv),
+        "machine": machine({"sipp": first_line(["sipp", "-v"]), "kamailio": first_line(["kamailio", "-v"])}),
+        "code": code_version(("appliance", "sip")),
+        "loadavg_before": Path("/proc/loadavg").read_text().split()[:3],
+    }
+
+
 def save_results(report: dict[str, Any], name: str, tag: str) -> Path:
     """Write the report as bench/results/<name>-<date><tag>.json; its path goes in the report."""
     RESULTS.mkdir(parents=True, exist_ok=True)
@@ -139,7 +151,7 @@ def process_rss_kb(pid: int) -> int:
 @dataclass
 class Proc:
     pid: int
-    role: str  # main | worker | kamailio | sipp | callers | load | other
+    role: str  # main | worker | forkserver | kamailio | sipp | callers | load | other
     cpu_ticks: int
     rss_kb: int
 
@@ -186,7 +198,8 @@ def _process_role(pid: int, main_pid: int) -> str:
     if len(cmdline) > 2 and LOAD_MARK.encode() in cmdline[2]:
         return "load"
     if b"sip.worker" in cmdline:
-        return "worker"
+        # SIP workers are forked by a fork server and named sip-<name>; the server keeps its own name.
+        return "worker" if Path(f"/proc/{pid}/comm").read_text().startswith("sip-") else "forkserver"
     if cmdline and cmdline[0].endswith(b"kamailio"):
         return "kamailio"
     if cmdline and cmdline[0].endswith(b"sipp"):
@@ -243,7 +256,7 @@ def cpu_window(before: dict[int, Any], after: dict[int, Any], bench_s: float, se
             role = _rtc_role(pid) or proc.role
             roles[role] = roles.get(role, 0.0) + 100 * (proc.cpu_ticks - before[pid].cpu_ticks) / CLK_TCK / seconds
     out: dict[str, Any] = {k: round(v, 1) for k, v in roles.items()}
-    total = sum(roles.get(r, 0.0) for r in ("main", "worker", "rtc", "kamailio"))
+    total = sum(roles.get(r, 0.0) for r in ("main", "worker", "forkserver", "rtc", "kamailio"))
     out["appliance"] = round(total, 1)
     out["appliance_pct_of_box"] = round(total / (os.cpu_count() or 1), 1)
     out["bench_clients"] = round(100 * bench_s / seconds, 1)

@@ -43,7 +43,7 @@ if __package__ in (None, ""):
 import aiohttp
 from aiohttp import web
 
-from bench.calls import BENCH_FLOW, CALLS_PER_WORKER
+from bench.calls import CALLS_PER_WORKER, HELD_FLOW
 from bench.common import (
     ROOT,
     SteadyWindow,
@@ -63,9 +63,6 @@ from tests.support.http_server import LoopbackServer
 from tests.support.sipp.process import run_sipp
 
 BEGIN, END = "<!-- integrations:begin -->", "<!-- integrations:end -->"
-# The capacity benchmark's flow, holding the caller for up to ten minutes rather than one: the
-# callers here stay through four CPU windows and must be the ones who hang up.
-HELD_FLOW = BENCH_FLOW.replace("      retries: 0\n", "      retries: 9\n")
 
 
 class Receiver:

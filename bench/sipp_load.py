@@ -3,16 +3,11 @@ with the caller speaking for its whole length, sipp's processes, and INVITE → 
 
 from __future__ import annotations
 
-import struct
 from pathlib import Path
-from string import Template
 
 import numpy as np
 
-from bench.common import SCENARIO
-from tests.support.sipp.scenarios import PCAPS
-
-PCAP = PCAPS / "g711a.pcap"
+from tests.support.sipp.scenarios import speaking_caller_scenario
 
 
 def find_sipp(workdir: Path) -> list[int]:
@@ -29,34 +24,9 @@ def find_sipp(workdir: Path) -> list[int]:
     return pids
 
 
-def pcap_seconds(path: Path) -> float:
-    """Play time of a pcap: first to last packet plus one packet's ptime."""
-    data = path.read_bytes()
-    endian = "<" if data[:4] == b"\xd4\xc3\xb2\xa1" else ">"
-    stamps = []
-    offset = 24
-    while offset + 16 <= len(data):
-        seconds, micros, captured, _ = struct.unpack(endian + "IIII", data[offset : offset + 16])
-        stamps.append(seconds + micros / 1e6)
-        offset += 16 + captured
-    ptime = (stamps[-1] - stamps[0]) / (len(stamps) - 1)
-    return stamps[-1] - stamps[0] + ptime
-
-
 def bench_scenario(directory: Path, duration_s: float) -> Path:
-    """The hold scenario with play/pause pairs that fill `duration_s` with the caller speaking."""
-    play_ms = int(pcap_seconds(PCAP) * 1000)
-    left = int(duration_s * 1000)
-    media = []
-    while left > 0:
-        pause = min(play_ms, left)
-        media.append(f'  <nop><action><exec play_pcap_audio="{PCAP}"/></action></nop>\n'
-                     f'  <pause milliseconds="{pause}"/>')
-        left -= pause
-    text = Template(SCENARIO.read_text()).substitute(MEDIA="\n".join(media), BYE_TIMEOUT_MS=10000)
-    path = directory / "bench_hold.xml"
-    path.write_text(text)
-    return path
+    """The hold scenario with the caller speaking for all of `duration_s`."""
+    return speaking_caller_scenario(directory, duration_s, name="bench_hold.xml")
 
 
 def rtt_ms(workdir: Path) -> list[float]:

@@ -5,30 +5,36 @@ trunk for the worker in a header, and spreads calls over the pjsua2 worker pool 
 load; RTP never passes through it. It relays nothing else: in-dialog requests only along a
 route it record-routed and signed, and workers' calls only to hosts the admin configured.
 This module starts the process with the config sip/edge_config.py renders, probes it until
-it answers, explains why when it does not, tells it to drain (over its ctl socket), and stops it.
+it answers, explains why when it does not, starts it again when it dies, tells it to drain
+(over its ctl socket), and stops it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import signal
 import socket
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from appliance.core.processes import die_with_parent
-from sip.edge_config import EdgeSettings, render_config, render_dispatcher, uri_host
+from appliance.core.processes import RESTART_BACKOFF_S, die_with_parent
+from appliance.observability.logging import log_extra
+from sip.edge_config import DISPATCHER_SET, EdgeSettings, render_config, render_dispatcher, uri_host, worker_uri
 
 __all__ = ["EdgeStartError", "EdgeControlError", "Edge"]
 
+log = logging.getLogger(__name__)
 
 STOP_GRACE_S = 5.0
 START_TIMEOUT_S = 10.0
-PROBE_INTERVAL_S = 0.2
+PROBE_INTERVAL_S = 0.05  # how soon a (re)started Kamailio is known to answer
 RPC_TIMEOUT_S = 5.0
+STABLE_S = 30.0  # up this long, an exit starts the back-off from its shortest delay again
 
 
 class EdgeStartError(RuntimeError):
@@ -39,13 +45,19 @@ class EdgeControlError(RuntimeError):
 
 
 class Edge:
-    """The running Kamailio process. One `start()` per `stop()`."""
+    """The running Kamailio process, started again whenever it exits. One `start()` per `stop()`."""
 
-    def __init__(self, settings: EdgeSettings, kamailio: str = "kamailio", kamcmd: str = "kamcmd"):
+    def __init__(self, settings: EdgeSettings, kamailio: str = "kamailio", kamcmd: str = "kamcmd",
+                 on_restart: Callable[[], None] | None = None, announced_workers: bool = False):
+        """`announced_workers`: a worker takes calls only once `worker_ready` says so (else all from the start)."""
         self.settings = settings
         self.kamailio = kamailio
         self.kamcmd = kamcmd
+        self.on_restart = on_restart  # e.g. a metric's inc: this module knows no metrics
+        self._ready: set[int] | None = set() if announced_workers else None
         self._process: asyncio.subprocess.Process | None = None
+        self._keeper: asyncio.Task[None] | None = None
+        self._draining = False  # a restarted Kamailio starts with the flag as it was
 
     @property
     def pid(self) -> int | None:
@@ -56,17 +68,24 @@ class Edge:
         return self._process is not None and self._process.returncode is None
 
     async def start(self) -> None:
-        if self.running:
+        """Start Kamailio and keep it running; EdgeStartError if it does not answer the first time."""
+        if self.running or self._keeper is not None:
             raise RuntimeError(f"the SIP edge is already running (pid {self.pid})")
+        await self._launch(fresh_log=True)
+        self._keeper = asyncio.get_running_loop().create_task(self._keep_up(), name="sip-edge-keeper")
+
+    async def _launch(self, fresh_log: bool = False) -> None:
+        """One Kamailio process, answering. A restart appends to the log: why the last one died is there."""
         settings = self.settings
-        config, dispatcher = render_config(settings), render_dispatcher(settings)
+        ready = None if self._ready is None else set(self._ready)
+        config, dispatcher = render_config(settings, self._draining), render_dispatcher(settings, ready)
         run_dir = Path(settings.run_dir)
         run_dir.mkdir(parents=True, exist_ok=True)
         settings.dispatcher_path.write_text(dispatcher)
         _write_private(settings.config_path, config)
         # A socket left by a killed Kamailio would make ctl fail to bind.
         settings.ctl_socket.unlink(missing_ok=True)
-        with open(settings.log_path, "wb") as log:
+        with open(settings.log_path, "wb" if fresh_log else "ab") as output:
             # Its own session: Kamailio signals its process group on shutdown, and a
             # SIGKILL fallback must reach the children it forked.
             self._process = await asyncio.create_subprocess_exec(
@@ -76,19 +95,34 @@ class Edge:
                 "-P", str(settings.pid_path),
                 "-m", str(settings.memory_mb),
                 "-M", "8",
-                stdin=asyncio.subprocess.DEVNULL, stdout=log, stderr=log,
+                stdin=asyncio.subprocess.DEVNULL, stdout=output, stderr=output,
                 start_new_session=True, preexec_fn=die_with_parent,
             )
+        started = asyncio.get_running_loop().time()
         try:
             await self._wait_until_answering()
+            log.info("SIP edge answering", extra=log_extra(
+                pid=self._process.pid, seconds=round(asyncio.get_running_loop().time() - started, 3)))
+            if ready is not None and self._ready is not None:
+                # Workers that came or went while Kamailio started, after its list was written.
+                changed = ready ^ self._ready
+                await asyncio.gather(*(self._set_state(port, port in self._ready) for port in changed))
         except BaseException as error:
             reason = str(error) or type(error).__name__
-            await self.stop()
+            await self._end_process()
             if isinstance(error, (asyncio.CancelledError, KeyboardInterrupt)):
                 raise
             raise EdgeStartError(await self._diagnosis(reason)) from None
 
     async def stop(self) -> None:
+        keeper, self._keeper = self._keeper, None
+        if keeper is not None:
+            keeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await keeper
+        await self._end_process()
+
+    async def _end_process(self) -> None:
         process, self._process = self._process, None
         if process is None:
             return
@@ -98,11 +132,39 @@ class Edge:
                 await asyncio.wait_for(process.wait(), STOP_GRACE_S)
             except TimeoutError:
                 pass
-        # The group is the one start() created (its id is the pid we started). Anything
-        # still in it is a stuck or orphaned child that would keep the SIP port bound.
+        # The group is the one _launch() created (its id is the pid we started). Anything
+        # still in it is a stuck or orphaned child that would keep the SIP port bound: after
+        # a `kill -9` of the main process, its children go on receiving on the port.
         with contextlib.suppress(ProcessLookupError):
             os.killpg(process.pid, signal.SIGKILL)
         await process.wait()
+
+    async def _keep_up(self) -> None:
+        """Start Kamailio again whenever it exits, with the same settings and so the same route
+        secret: calls in progress keep their media (it never passed through the edge), and their
+        in-dialog requests (a BYE) still carry a signature the new process accepts."""
+        loop = asyncio.get_running_loop()
+        failures = 0  # starts in a row that did not last: the box takes no calls meanwhile, so the first is at once
+        while True:
+            process = self._process
+            if process is not None:
+                up_since = loop.time()
+                code = await process.wait()
+                await self._end_process()
+                if loop.time() - up_since > STABLE_S:
+                    failures = 0
+                if self.on_restart is not None:
+                    self.on_restart()
+                log.error("SIP edge exited; restarting",
+                          extra=log_extra(code=code, pid=process.pid, delay_s=_backoff(failures)))
+            await asyncio.sleep(_backoff(failures))
+            failures += 1
+            try:
+                await self._launch()
+            except EdgeStartError as error:
+                log.error("SIP edge did not start again", extra=log_extra(error=str(error)[:2000]))
+                continue
+            log.warning("SIP edge restarted", extra=log_extra(pid=self.pid, draining=self._draining))
 
     async def set_draining(self, draining: bool) -> None:
         """Answer new INVITEs 503 (with Retry-After) or take them again; dialogs in progress go on.
@@ -113,6 +175,30 @@ class Edge:
         if not self.running:
             raise EdgeControlError("the SIP edge is not running")
         await self._rpc("pv.shvSet", "draining", "int", "1" if draining else "0")
+        self._draining = draining
+
+    async def worker_ready(self, port: int, ready: bool) -> None:
+        """Route new calls to the worker on `port` (its socket is open and the hub has it), or stop.
+
+        A worker not yet started would take its share of INVITEs and leave each to time out (2 s)
+        before the next worker is tried; one that left the hub would answer them 503.
+        """
+        if self._ready is None:
+            return
+        if ready:
+            self._ready.add(port)
+        else:
+            self._ready.discard(port)
+        if self.running:
+            await self._set_state(port, ready)
+
+    async def _set_state(self, port: int, ready: bool) -> None:
+        # a: active; ip: inactive, and probed (OPTIONS) so that a worker nobody announces still comes back.
+        try:
+            await self._rpc("dispatcher.set_state", "a" if ready else "ip", str(DISPATCHER_SET), worker_uri(port))
+        except EdgeControlError as error:
+            # Down or restarting: the list written at its next start says it.
+            log.warning("SIP edge not told of a worker", extra=log_extra(port=port, ready=ready, error=str(error)))
 
     async def _rpc(self, *command: str) -> str:
         try:
@@ -190,6 +276,10 @@ class Edge:
             [f"the SIP edge did not start: {reason}", f"--- tail of {settings.log_path}", *tail,
              f"--- {self.kamailio} -c -f {settings.config_path}", *checked]
         )
+
+
+def _backoff(failures: int) -> float:
+    return RESTART_BACKOFF_S[min(failures, len(RESTART_BACKOFF_S) - 1)]
 
 
 def _write_private(path: Path, text: str) -> None:

@@ -10,6 +10,7 @@ in sip/calls.py.
 
 from __future__ import annotations
 
+import errno
 import hmac
 import ipaddress
 import logging
@@ -17,6 +18,7 @@ import queue
 import re
 import socket
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -64,6 +66,37 @@ def _address(text: str) -> tuple[ipaddress.IPv4Address | ipaddress.IPv6Address, 
     """("host:port" or "[v6]:port") → (address, port); a bad one raises ValueError."""
     host, _, port = text.rpartition(":")
     return ipaddress.ip_address(host.strip("[]")), int(port)
+
+
+PORT_WAIT_S = 10.0
+
+
+def _wait_for_port(port: int, worker: str) -> None:
+    """Wait (up to PORT_WAIT_S) until nothing holds our SIP port on 127.0.0.1.
+
+    After a `kill -9` of the appliance, its workers get SIGTERM and take a second or two to hang up
+    their calls; an appliance started at once forks its workers sooner than that, and a pjsua2
+    transport that cannot bind leaves the worker without a SIP port. A timeout leaves the bind
+    to fail, loudly, in transportCreate.
+    """
+    deadline = time.monotonic() + PORT_WAIT_S
+    waited = False
+    while True:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError as error:
+                if error.errno != errno.EADDRINUSE or time.monotonic() > deadline:
+                    return
+            else:
+                if waited:
+                    log.info("SIP port free again", extra=log_extra(worker=worker, port=port))
+                return
+        if not waited:
+            log.warning("SIP port still held (a worker before this one?); waiting", extra=log_extra(
+                worker=worker, port=port, wait_s=PORT_WAIT_S))
+            waited = True
+        time.sleep(0.05)
 
 
 _PJ_LEVELS = {0: logging.CRITICAL, 1: logging.ERROR, 2: logging.WARNING, 3: logging.INFO}
@@ -126,7 +159,8 @@ class PjThread(threading.Thread):
         self._commands: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
         self._next_leg = 1
         self._running = True
-        self._started = threading.Event()
+        # Not `_started`: threading.Thread has its own, set as the thread begins, before the endpoint exists.
+        self._created = threading.Event()
         self._failed: BaseException | None = None
         # Every pjsua2 call object we made, until pjsua2 reports its call DISCONNECTED; it is let go
         # in that very callback (WorkerCall.onCallState), as pjsua2 asks. pjsua2 gives a finished
@@ -152,10 +186,11 @@ class PjThread(threading.Thread):
             pass
 
     def wait_started(self, timeout: float = 15) -> None:
-        if not self._started.wait(timeout):
+        if not self._created.wait(timeout):
             raise RuntimeError("pjsua2 endpoint did not start")
         if self._failed:
-            raise RuntimeError(f"pjsua2 endpoint failed: {self._failed}")
+            reason = self._failed.info() if isinstance(self._failed, pj.Error) else self._failed
+            raise RuntimeError(f"pjsua2 endpoint failed: {reason}")
 
     def stop(self) -> None:
         self._running = False
@@ -167,9 +202,9 @@ class PjThread(threading.Thread):
             self._create()
         except BaseException as exc:
             self._failed = exc
-            self._started.set()
+            self._created.set()
             return
-        self._started.set()
+        self._created.set()
         try:
             while self._running:
                 self.ep.libHandleEvents(self.settings.poll_ms)
@@ -212,6 +247,7 @@ class PjThread(threading.Thread):
         tcfg = pj.TransportConfig()
         tcfg.port = s.sip_port
         tcfg.boundAddress = "127.0.0.1"
+        _wait_for_port(s.sip_port, s.name)
         self.ep.transportCreate(pj.PJSIP_TRANSPORT_UDP, tcfg)
         self.ep.libStart()
         self.ep.audDevManager().setNullDev()

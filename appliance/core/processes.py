@@ -1,7 +1,8 @@
 """Child processes the appliance owns: started, restarted when they die, stopped by PID.
 
 Children get SIGTERM from the kernel when the appliance dies, even by SIGKILL, so a
-restarted appliance finds their ports free.
+restarted appliance finds their ports free. A pool's processes are started fresh
+(`spawn_module`) or forked by a fork server (appliance/core/forkserver.py).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import signal
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Protocol
 
 log = logging.getLogger(__name__)
 
@@ -25,6 +27,7 @@ RESTART_BACKOFF_S = (0.2, 1.0, 5.0)
 WORKER_NICE = 5
 BACKGROUND_NICE = 15
 _PR_SET_PDEATHSIG = 1
+_PR_SET_NAME = 15
 ROOT = Path(__file__).resolve().parents[2]  # the checkout (or site-packages) our workers import from
 
 
@@ -33,21 +36,49 @@ def die_with_parent() -> None:
     ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
-Spawn = Callable[[], Awaitable[asyncio.subprocess.Process]]
+def set_process_name(name: str) -> None:
+    """The name `ps -e`, `top` and /proc/PID/comm show (15 bytes at most)."""
+    ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_NAME, name.encode()[:15], 0, 0, 0)
+
+
+class Child(Protocol):
+    """What a pool needs of a process: asyncio's, or one a fork server forked."""
+
+    @property
+    def pid(self) -> int: ...
+
+    @property
+    def returncode(self) -> int | None: ...
+
+    async def wait(self) -> int: ...
+
+    def send_signal(self, sig: int) -> None: ...
+
+    def kill(self) -> None: ...
+
+
+Spawn = Callable[[], Awaitable[Child]]
+
+
+def module_command(module: str, args: list[str], env: dict[str, str]) -> tuple[list[str], dict[str, str]]:
+    """argv and environment of `python -m module *args`: ours plus `env`, importing this code."""
+    environment = dict(os.environ, **env)
+    environment["PYTHONPATH"] = str(ROOT) + os.pathsep + environment.get("PYTHONPATH", "")
+    return [sys.executable, "-m", module, *args], environment
 
 
 async def spawn_module(module: str, args: list[str], env: dict[str, str], capture: bool = False,
                        nice: int = WORKER_NICE) -> asyncio.subprocess.Process:
-    """`python -m module *args`: our environment plus `env`, importing this code, dying with the appliance,
-    `nice` steps below it. With `capture`, its stdout and stderr are pipes for `communicate()`."""
-    environment = dict(os.environ, **env)
-    environment["PYTHONPATH"] = str(ROOT) + os.pathsep + environment.get("PYTHONPATH", "")
+    """`python -m module *args` (`module_command`), dying with the appliance, `nice` steps below it.
+    With `capture`, its stdout and stderr are pipes for `communicate()`."""
+    argv, environment = module_command(module, args, env)
     pipe = asyncio.subprocess.PIPE if capture else None
-    return await asyncio.create_subprocess_exec(sys.executable, "-m", module, *args, env=environment,
-                                                preexec_fn=lambda: _child(nice), stdout=pipe, stderr=pipe)
+    return await asyncio.create_subprocess_exec(*argv, env=environment, preexec_fn=lambda: child_setup(nice),
+                                                stdout=pipe, stderr=pipe)
 
 
-def _child(nice: int) -> None:
+def child_setup(nice: int) -> None:
+    """In a child before exec: die with the appliance, `nice` steps below it."""
     die_with_parent()
     os.nice(nice)
 
@@ -58,7 +89,7 @@ class ProcessPool:
     def __init__(self, kind: str, on_restart: Callable[[], None] | None = None):
         self.kind = kind
         self.on_restart = on_restart  # e.g. a metric's inc: core/ knows no metrics
-        self.processes: dict[str, asyncio.subprocess.Process] = {}
+        self.processes: dict[str, Child] = {}
         self.restarts: dict[str, int] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self._stopping = False
@@ -89,7 +120,15 @@ class ProcessPool:
         loop = asyncio.get_running_loop()
         failures = 0
         while not self._stopping:
-            process = await spawn()
+            try:
+                process = await spawn()
+            except (OSError, RuntimeError) as error:
+                failures += 1
+                delay = RESTART_BACKOFF_S[min(failures, len(RESTART_BACKOFF_S) - 1)]
+                log.error("process not started; trying again",
+                          extra={"fields": {"kind": self.kind, "name": name, "error": str(error), "delay_s": delay}})
+                await asyncio.sleep(delay)
+                continue
             self.processes[name] = process
             log.info("process spawned", extra={"fields": {"kind": self.kind, "name": name, "pid": process.pid}})
             started = loop.time()

@@ -35,6 +35,7 @@ from appliance.storage import Storage
 log = logging.getLogger(__name__)
 
 FIRST_RETRY_S = 1.0
+BACKLOG_POLL_S = 0.2
 
 
 class EventWebhooks:
@@ -87,6 +88,11 @@ class EventWebhooks:
     async def _deliver(self, url: str) -> None:
         wake = self._wake[url]
         while True:
+            if self.storage.pending_writes:
+                # The database is locked by another process: the outbox as read now lacks events still
+                # waiting to be written, and still shows pending what was delivered meanwhile.
+                await asyncio.sleep(BACKLOG_POLL_S)
+                continue
             row = self.storage.next_webhook(url)
             if row is None:
                 await wake.wait()

@@ -21,12 +21,19 @@ workers_up = Gauge("switchboard_workers_up", "Worker processes connected to the 
 worker_restarts = Counter("switchboard_worker_restarts_total",
                           "Worker processes that exited while the appliance ran and were started again, by role",
                           ["role"], registry=REGISTRY)
+sip_edge_restarts = Counter("switchboard_sip_edge_restarts_total",
+                            "Times the SIP edge (Kamailio) exited while the appliance ran and was started again",
+                            registry=REGISTRY)
 for _role in WORKER_ROLES:  # every role on /metrics from the start, 0 until it has workers
     workers_up.labels(_role)
     worker_restarts.labels(_role)
 recordings_bytes = Counter(
     "switchboard_recordings_bytes_total", "Bytes written to call recordings", registry=REGISTRY
 )
+recording_errors = Counter(
+    "switchboard_recording_errors_total",
+    "Writes to call recordings the disk refused (full, over quota, I/O error); the recording is silent there",
+    registry=REGISTRY)
 recordings_converted = Counter(
     "switchboard_recordings_converted_total",
     "Finished recordings converted from WAV to the configured format, by format", ["format"], registry=REGISTRY)
@@ -38,6 +45,13 @@ recording_conversion_cpu = Counter(
     "switchboard_recording_conversion_cpu_seconds_total",
     "CPU time the converter processes spent encoding and verifying recordings, by format", ["format"],
     registry=REGISTRY)
+db_writes_deferred = Counter(
+    "switchboard_db_writes_deferred_total",
+    "Database writes that found another process holding SQLite's write lock and waited, in order, to be retried",
+    registry=REGISTRY)
+db_writes_pending = Gauge("switchboard_db_writes_pending",
+                          "Database writes waiting for another process to release SQLite's write lock",
+                          registry=REGISTRY)
 flow_steps = Counter("switchboard_flow_steps_total", "Flow steps entered", ["flow"], registry=REGISTRY)
 flow_reload_errors = Counter(
     "switchboard_flow_reload_errors_total", "Flow edits rejected by the checker", registry=REGISTRY

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -117,9 +118,16 @@ class WorkerRegistry:
         # The Twilio Media Streams gateway: its calls are callers' legs, as a SIP worker's are, but it
         # dials nobody, so bridge transfers pick from `sip` alone.
         self.twilio: dict[str, WorkerConnection] = {}
+        # Told (role, name, connected) as workers join and leave: the SIP edge routes calls only to
+        # the SIP workers the hub has (sip/gateway.py).
+        self.on_change: list[Callable[[str, str, bool], None]] = []
 
     def of(self, role: str) -> dict[str, WorkerConnection]:
         return {"sip": self.sip, "agent": self.agents, "rtc": self.rtc, "twilio": self.twilio}[role]
+
+    def changed(self, role: str, name: str, connected: bool) -> None:
+        for listener in self.on_change:
+            listener(role, name, connected)
 
 
 class RemoteParticipant(Participant):
@@ -371,6 +379,7 @@ class ParticipantServer:
                 if current:
                     del registry[worker.name]
                     metrics.workers_up.labels(worker.role).set(len(registry))
+                    self.registry.changed(worker.role, worker.name, False)
                     log.warning("worker disconnected", extra=log_extra(worker=worker.name, role=worker.role,
                                                                      legs=len(worker.legs)))
                 if worker.role in CALLER_ROLES and (current or worker.legs):
@@ -413,6 +422,7 @@ class ParticipantServer:
         worker = WorkerConnection(hello.worker, grant.role, hello.capacity, writer)
         registry[worker.name] = worker
         metrics.workers_up.labels(grant.role).set(len(registry))
+        self.registry.changed(grant.role, worker.name, True)
         worker.send(p.Welcome())
         log.info("worker connected", extra=log_extra(worker=worker.name, role=grant.role, capacity=hello.capacity))
         return worker

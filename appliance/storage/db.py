@@ -2,7 +2,10 @@
 through sqlite-utils.
 
 Writes are small and synchronous on purpose: a record must be on disk before the call
-goes on, so a crash never loses that the call happened.
+goes on, so a crash never loses that the call happened. In the running appliance
+(`defer_when_locked`), a write another process's lock holds back waits in order in a backlog
+(appliance/storage/backlog.py) rather than stalling the event loop; tools on the command line
+wait for the lock as SQLite does (5 s).
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import sqlite_utils
 from appliance.core.clock import iso_now
 from appliance.core.errors import AccountError
 from appliance.core.masking import mask_all_digits
+from appliance.storage.backlog import WriteBacklog
 
 # The event that makes a call an operator's own ({"identity": ...}); the operator console writes it.
 OPERATOR_JOINED = "operator_joined"
@@ -125,7 +129,9 @@ class AgentEvent:
 
 
 class Storage:
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, defer_when_locked: bool = False, on_deferred: Callable[[], None] | None = None):
+        """`defer_when_locked`: writes another process's lock holds back wait in a backlog (the
+        running appliance, whose event loop must not stall); `on_deferred` is told of each."""
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
         self.db = sqlite_utils.Database(path)
@@ -138,6 +144,25 @@ class Storage:
         # transcripts is masked before it is stored (and before observers see it).
         self._masked: set[str] = set()
         self._migrate()
+        # Ids the code hands out before the row may be written (the backlog): their tables' last, counted on.
+        self._last_id = {table: self.db.execute(f"SELECT coalesce(max(id), 0) FROM {table}").fetchone()[0]
+                         for table in ("recordings", "agent_events")}
+        self._backlog = WriteBacklog(self.db.conn, on_deferred) if defer_when_locked else None
+
+    @property
+    def pending_writes(self) -> int:
+        """Writes waiting for another process to release the database (their changes not yet readable)."""
+        return len(self._backlog) if self._backlog is not None else 0
+
+    def _write(self, statement: Callable[[], object]) -> None:
+        if self._backlog is None:
+            statement()
+        else:
+            self._backlog.write(statement)
+
+    def _next_id(self, table: str) -> int:
+        self._last_id[table] += 1
+        return self._last_id[table]
 
     def _notify(self, call_id: str, what: str, data: dict[str, Any]) -> None:
         for observer in self.observers:
@@ -185,24 +210,28 @@ class Storage:
             self.db.table("webhook_outbox").create_index(["url", "state", "id"])
 
     def close(self) -> None:
+        if self._backlog is not None:
+            self._backlog.close()
         self.db.close()
 
     # calls
     def open_call(self, call_id: str, **fields: Any) -> None:
         row = {c: None for c in CALL_COLUMNS} | {"id": call_id, "started_at": iso_now()} | fields
-        self.db.table("calls").insert(row)
+        self._write(lambda: self.db.table("calls").insert(row))
         self._notify(call_id, "opened", row)
 
     def update_call(self, call_id: str, **fields: Any) -> None:
-        self.db.table("calls").update(call_id, fields)
+        self._write(lambda: self.db.table("calls").update(call_id, fields))
 
     def close_call(self, call_id: str, end_reason: str) -> None:
         # Only the first close counts: a hang-up racing a worker loss keeps the first reason.
-        self.db.execute(
-            "UPDATE calls SET ended_at = ?, end_reason = ? WHERE id = ? AND ended_at IS NULL",
-            [iso_now(), end_reason, call_id],
-        )
-        self.db.conn.commit()
+        args = [iso_now(), end_reason, call_id]
+
+        def close() -> None:
+            with self.db.conn:
+                self.db.execute("UPDATE calls SET ended_at = ?, end_reason = ? WHERE id = ? AND ended_at IS NULL", args)
+
+        self._write(close)
 
     def get_call(self, call_id: str) -> CallRecord | None:
         rows = list(self.db.table("calls").rows_where("id = ?", [call_id]))
@@ -247,7 +276,7 @@ class Storage:
             text = mask_all_digits(text)
         row = {"call_id": call_id, "at": iso_now(), "role": role, "speaker": speaker, "text": text,
                "interrupted": int(interrupted)}
-        self.db.table("transcripts").insert(row)
+        self._write(lambda: self.db.table("transcripts").insert(row))
         return row
 
     def transcripts(self, call_id: str) -> list[dict[str, Any]]:
@@ -256,9 +285,10 @@ class Storage:
     # recordings besides the call's own (voicemail messages)
     def add_recording(self, call_id: str, kind: str, path: str, duration_s: float, converting: bool = False) -> int:
         """Record a message; `converting`: its file is the WAV a converter is about to replace."""
-        row = {"call_id": call_id, "kind": kind, "path": path, "created_at": iso_now(), "duration_s": duration_s}
-        recording_id = self.db.table("recordings").insert(row).last_pk
-        assert isinstance(recording_id, int)
+        recording_id = self._next_id("recordings")
+        row = {"id": recording_id, "call_id": call_id, "kind": kind, "path": path, "created_at": iso_now(),
+               "duration_s": duration_s}
+        self._write(lambda: self.db.table("recordings").insert(row))
         self._notify(call_id, f"recording:{kind}", row | {"id": recording_id, "converting": converting})
         return recording_id
 
@@ -297,19 +327,28 @@ class Storage:
 
     def audio_moved(self, audio: StoredAudio, path: str, seconds: float, audio_format: str) -> None:
         """The audio now lives at `path`, converted to `audio_format`; tells observers `converted:<kind>`."""
+        key: str | int
         if audio.recording_id is None:
-            self.db.table("calls").update(audio.call_id, {"recording_path": path})
+            table, key, change = "calls", audio.call_id, {"recording_path": path}
         else:
-            self.db.table("recordings").update(audio.recording_id, {"path": path})
+            table, key, change = "recordings", audio.recording_id, {"path": path}
+        self._write(lambda: self.db.table(table).update(key, change))
         self._notify(audio.call_id, f"converted:{audio.kind}", {"path": path, "duration_s": round(seconds, 2),
                                                                   "format": audio_format})
 
     def mark_pruned(self, audio: StoredAudio) -> None:
-        with self.db.conn:
-            if audio.recording_id is None:
-                self.db.execute("UPDATE calls SET recording_pruned_at = ? WHERE id = ?", [iso_now(), audio.call_id])
-            else:
-                self.db.execute("UPDATE recordings SET pruned_at = ? WHERE id = ?", [iso_now(), audio.recording_id])
+        key: str | int
+        if audio.recording_id is None:
+            sql, key = "UPDATE calls SET recording_pruned_at = ? WHERE id = ?", audio.call_id
+        else:
+            sql, key = "UPDATE recordings SET pruned_at = ? WHERE id = ?", audio.recording_id
+        args = [iso_now(), key]
+
+        def mark() -> None:
+            with self.db.conn:
+                self.db.execute(sql, args)
+
+        self._write(mark)
 
     # events
     def mask(self, call_id: str, on: bool) -> None:
@@ -322,16 +361,15 @@ class Storage:
     def add_event(self, call_id: str, kind: str, data: dict[str, Any] | None = None) -> None:
         if call_id in self._masked:
             data = mask_all_digits(data or {})
-        self.db.table("call_events").insert(
-            {"call_id": call_id, "at": iso_now(), "kind": kind, "data": json.dumps(data or {})}
-        )
+        row = {"call_id": call_id, "at": iso_now(), "kind": kind, "data": json.dumps(data or {})}
+        self._write(lambda: self.db.table("call_events").insert(row))
         self._notify(call_id, kind, data or {})
 
     # event webhooks' outbox: appliance.integrations.webhooks decides; this only stores
     def enqueue_webhook(self, url: str, call_id: str, event: str, body: str, now: float) -> None:
-        self.db.table("webhook_outbox").insert(
-            {"url": url, "call_id": call_id, "event": event, "body": body, "created_at": now, "attempts": 0,
-             "next_at": now, "last_error": None, "done_at": None, "state": "pending"})
+        row = {"url": url, "call_id": call_id, "event": event, "body": body, "created_at": now, "attempts": 0,
+               "next_at": now, "last_error": None, "done_at": None, "state": "pending"}
+        self._write(lambda: self.db.table("webhook_outbox").insert(row))
 
     def next_webhook(self, url: str) -> dict[str, Any] | None:
         """The oldest event not yet delivered to `url` (events go out in the order they happened)."""
@@ -343,8 +381,8 @@ class Storage:
 
     def webhook_attempted(self, outbox_id: int, state: str, attempts: int, next_at: float, error: str | None,
                           done_at: float | None) -> None:
-        self.db.table("webhook_outbox").update(outbox_id, {"state": state, "attempts": attempts, "next_at": next_at,
-                                                           "last_error": error, "done_at": done_at})
+        fields = {"state": state, "attempts": attempts, "next_at": next_at, "last_error": error, "done_at": done_at}
+        self._write(lambda: self.db.table("webhook_outbox").update(outbox_id, fields))
 
     def events(self, call_id: str) -> Iterator[dict[str, Any]]:
         for row in self.db.table("call_events").rows_where("call_id = ?", [call_id], order_by="id"):
@@ -399,14 +437,16 @@ class Storage:
     # agent events: every operator state change, in order
     def add_agent_event(self, operator: str, state: str, reason: str = "", call_id: str | None = None,
                         queue: str | None = None) -> AgentEvent:
-        at = iso_now()
-        with self.db.conn:
-            cursor = self.db.execute(
-                "INSERT INTO agent_events (at, operator, state, reason, call_id, queue) VALUES (?, ?, ?, ?, ?, ?)",
-                [at, operator, state, reason, call_id, queue],
-            )
-        assert cursor.lastrowid is not None
-        return AgentEvent(cursor.lastrowid, at, operator, state, reason, call_id, queue)
+        event = AgentEvent(self._next_id("agent_events"), iso_now(), operator, state, reason, call_id, queue)
+
+        def insert() -> None:
+            with self.db.conn:
+                self.db.execute("INSERT INTO agent_events (id, at, operator, state, reason, call_id, queue) "
+                                "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                                [event.id, event.at, operator, state, reason, call_id, queue])
+
+        self._write(insert)
+        return event
 
     def agent_events(self, operator: str | None = None, since: str | dt.datetime | None = None) -> list[AgentEvent]:
         """Oldest first; `since` (inclusive) is an ISO time as `at` holds it, or an aware datetime."""

@@ -36,11 +36,6 @@ def finish(process: subprocess.Popen[str]) -> tuple[int, str, str]:
     return process.returncode, out, err
 
 
-def metric(app: ApplianceProcess, name: str) -> str:
-    text = app.get("/metrics").decode()
-    return next(line.split()[1] for line in text.splitlines() if line.startswith(name + " "))
-
-
 def test_drain_refuses_new_calls_503_while_the_live_call_finishes(app: ApplianceProcess, tmp_path: Path) -> None:
     assert app.get("/healthz", auth=False)["draining"] is False
     with live_call(app, tmp_path / "live") as live:
@@ -48,7 +43,7 @@ def test_drain_refuses_new_calls_503_while_the_live_call_finishes(app: Appliance
         wait_until(lambda: app.get("/healthz", auth=False)["draining"], "draining", WAIT_S, interval=0.2)
         health = app.get("/healthz", auth=False)
         assert health["calls_active"] == 1 and health["ok"]
-        assert metric(app, "switchboard_draining") == "1.0"
+        assert app.metric("switchboard_draining") == 1.0
 
         refused = run_sipp(refused_scenario(tmp_path, 503, "Retry-After: *5"), app.sip_port, tmp_path)
         assert refused.successful == 1, refused.output
@@ -70,7 +65,7 @@ def test_drain_refuses_new_calls_503_while_the_live_call_finishes(app: Appliance
     code, out, err = finish(cli(app, "drain", "--cancel"))
     assert code == 0 and "taking new calls again" in out, (out, err)
     assert app.get("/healthz", auth=False)["draining"] is False
-    assert metric(app, "switchboard_draining") == "0.0"
+    assert app.metric("switchboard_draining") == 0.0
     with live_call(app, tmp_path / "after") as after:
         pass
     assert after.results[0].successful == 1, after.results[0].output

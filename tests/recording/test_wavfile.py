@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 import signal
@@ -15,6 +16,7 @@ import numpy as np
 import pytest
 
 from appliance.recording.wavfile import HEADER_BYTES, WavWriter, repair
+from tests.support.disk import fill, small_filesystem
 
 ROOT = Path(__file__).resolve().parents[2]
 RATE = 16_000
@@ -191,3 +193,46 @@ def test_repair_leaves_a_header_with_zero_channels_alone(tmp_path: Path):
     path.write_bytes(content)
     assert repair(path) is False
     assert path.read_bytes() == content
+
+
+def test_a_full_disk_costs_the_recording_silence_and_writing_resumes(tmp_path: Path):
+    with small_filesystem(tmp_path / "disk", "64k") as disk:
+        filler = disk / "filler"
+        fill(filler)
+        path = disk / "day" / "call.wav"
+        writer = WavWriter(path, channels=2, rate=RATE, header_every_bytes=3200)
+        assert writer.error is not None and writer.error.errno == errno.ENOSPC  # not even the header fitted
+        lost = _samples(1600)
+        assert writer.write(lost) is False
+        assert writer.error.errno == errno.ENOSPC
+
+        filler.unlink()
+        kept = _samples(1600, 1600)
+        assert writer.write(kept) is True and writer.error is None
+        fill(filler)
+        tail = _samples(1600, 3200)
+        assert writer.write(tail) is False  # what fitted in the file's last block is kept, the rest lost
+        writer.close()
+
+        params, frames = _read(path)
+        # The call's whole length, with silence where the disk was full.
+        assert (params.nchannels, params.nframes) == (2, 3 * 800)
+        assert frames[:6400] == bytes(len(lost)) + kept
+        kept_of_tail = len(frames[6400:].rstrip(b"\0"))
+        assert kept_of_tail < len(tail) and frames[6400:] == tail[:kept_of_tail] + bytes(len(tail) - kept_of_tail)
+        assert writer.duration_s == 3 * 800 / RATE
+        assert repair(path) is False
+
+
+def test_a_recording_whose_file_never_fitted_is_finished_as_silence(tmp_path: Path):
+    with small_filesystem(tmp_path / "disk", "64k") as disk:
+        filler = disk / "filler"
+        fill(filler)
+        path = disk / "call.wav"
+        writer = WavWriter(path, channels=1, rate=RATE, header_every_bytes=3200)
+        assert writer.write(_samples(8000)) is False
+        filler.unlink()
+        writer.close()
+        assert writer.error is None
+        params, frames = _read(path)
+        assert params.nframes == 8000 and frames == bytes(16000)

@@ -35,6 +35,7 @@ async def stack(tmp_path: Path) -> AsyncIterator[StackFactory]:
         trunks: list[EdgeTrunk] | None = None,
         scenarios: list[str | None] | None = None,
         spare: int = 0,
+        announced: bool = False,
         **settings: object,
     ) -> Stack:
         first = free_port_block(workers + spare + 1)
@@ -45,7 +46,7 @@ async def stack(tmp_path: Path) -> AsyncIterator[StackFactory]:
             listen_host=HOST, port=edge_port, workers=ports, calls_per_worker=calls_per_worker,
             trunks=[LOCAL_TRUNK] if trunks is None else trunks, run_dir=tmp_path / "edge",
         )
-        edge = Edge(EdgeSettings(**{**fields, **settings}))  # type: ignore[arg-type]
+        edge = Edge(EdgeSettings(**{**fields, **settings}), announced_workers=announced)  # type: ignore[arg-type]
         built.append(Stack(tmp_path, edge, list(uas), spare=ports[workers:]))
         await edge.start()
         return built[-1]

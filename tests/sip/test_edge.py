@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import os
 import re
+import signal
 import socket
 import subprocess
 from pathlib import Path
@@ -87,6 +88,40 @@ async def test_a_killed_worker_is_marked_down_and_calls_go_to_the_others(stack: 
     )
     await gateway.call("all-three", uac_call(hold_ms=1000), calls=6, rate=50)
     assert gateway.invites() == [2, 4, 4]
+
+
+def _answers(port: int) -> bool:
+    try:
+        return options_status(port, timeout=0.2).endswith("200 OK")
+    except OSError:  # no answer yet
+        return False
+
+
+async def test_announced_workers_take_calls_only_once_the_appliance_says_so(stack: StackFactory) -> None:
+    # The spare port stands for a worker not started yet: nothing answers there, not even pings.
+    gateway = await stack(workers=1, spare=1, calls_per_worker=2, announced=True)
+    worker = gateway.port(gateway.workers[0])
+    (unborn,) = gateway.spare
+    assert gateway.dispatcher()[unborn][0] == "IP"  # inactive from the start, and probed
+
+    await gateway.edge.worker_ready(worker, True)
+    assert gateway.dispatcher()[worker][0].startswith("A")
+    await gateway.call("announced", uac_call(hold_ms=500), calls=2, rate=50)
+    assert gateway.invites() == [2]
+    assert gateway.dispatcher()[unborn][0] == "IP"
+
+    await gateway.edge.worker_ready(worker, False)
+    assert gateway.dispatcher()[worker][0].startswith("I")
+    await gateway.edge.worker_ready(worker, True)
+    # A restarted edge starts from what it was told: the worker active, the other not.
+    killed = gateway.edge.pid
+    assert killed is not None
+    os.kill(killed, signal.SIGKILL)
+    await gateway.wait_for("a new edge process answering", lambda: gateway.edge.running
+                           and gateway.edge.pid != killed and _answers(gateway.edge.settings.port), timeout=10)
+    assert gateway.dispatcher()[worker][0].startswith("A") and gateway.dispatcher()[unborn][0] == "IP"
+    await gateway.call("after", uac_call(hold_ms=500))
+    assert gateway.invites() == [3]
 
 
 async def test_malformed_datagrams_do_not_kill_the_edge(stack: StackFactory) -> None:
@@ -314,6 +349,28 @@ async def test_a_draining_edge_refuses_new_calls_503_while_a_live_call_ends_norm
     await gateway.edge.set_draining(False)
     await gateway.call("after", uac_call())
     assert gateway.invites() == [2]
+
+
+async def test_a_killed_edge_starts_again_still_draining_and_passes_live_calls_bye(stack: StackFactory) -> None:
+    gateway = await stack(workers=1, calls_per_worker=2, retry_after_s=9)
+    restarts: list[int] = []
+    gateway.edge.on_restart = lambda: restarts.append(1)
+    held = await gateway.caller("held", uac_call(hold_ms=6000))
+    await gateway.wait_for("the call up", lambda: len(gateway.workers[0].requests("ACK")) == 1, timeout=5)
+    await gateway.edge.set_draining(True)
+
+    killed = gateway.edge.pid
+    assert killed is not None
+    os.kill(killed, signal.SIGKILL)
+    await gateway.wait_for("a new edge process", lambda: gateway.edge.running and gateway.edge.pid != killed,
+                           timeout=10)
+    assert restarts == [1]
+    await gateway.call("new", uac_rejected(503, "Retry-After", "^ *9$"))
+    assert gateway.invites() == [1]
+    # Dialogs live in the endpoints, not the edge: the held call's BYE carries a route the new
+    # process (same secret) accepts, and reaches the worker.
+    assert await held.wait(20) == 0, held.report()
+    assert len(gateway.workers[0].requests("BYE")) == 1
 
 
 async def test_draining_a_stopped_edge_says_so(tmp_path: Path) -> None:

@@ -78,12 +78,16 @@ class ApplianceProcess:
         return dict(os.environ, SWITCHBOARD_API_SECRET=self.secret, PYTHONPATH=str(ROOT)) | self.environment
 
     def start(self, timeout: float = 30) -> None:
+        self.launch()
+        self.wait_ready(timeout)
+
+    def launch(self) -> None:
+        """`appliance run`, without waiting for it to be ready."""
         self._log = open(self.log_path, "ab")
         self.process = subprocess.Popen(
             [sys.executable, "-m", "appliance.cli", "--config", str(self.config_path), "run"],
             cwd=ROOT, env=self.env, stdout=self._log, stderr=subprocess.STDOUT, umask=self.umask,
         )
-        self.wait_ready(timeout)
 
     def wait_ready(self, timeout: float = 30) -> None:
         def ready() -> bool:
@@ -134,6 +138,11 @@ class ApplianceProcess:
             body = response.read()
             return json.loads(body) if response.headers.get_content_type() == "application/json" else body
 
+    def metric(self, name: str) -> float:
+        """One sample on /metrics: `switchboard_draining`, or with labels `switchboard_calls_total{outcome="x"}`."""
+        text = self.get("/metrics").decode()
+        return float(next(line.split()[-1] for line in text.splitlines() if line.startswith(name + " ")))
+
     def health(self) -> dict[str, Any]:
         """/healthz's body, whether it answers 200 (ok) or 503 (a worker or the edge missing)."""
         try:
@@ -159,10 +168,13 @@ class ApplianceProcess:
         return pids
 
     def worker_pid(self, name: str) -> int:
+        """A SIP worker's pid: forked by the gateway's fork server, it is named sip-<name> (`ps -e`)."""
         for pid in self.child_pids():
-            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-            if b"sip.worker" in cmdline and name.encode() in cmdline:
-                return pid
+            try:
+                if Path(f"/proc/{pid}/comm").read_text().strip() == f"sip-{name}":
+                    return pid
+            except OSError:
+                continue
         raise LookupError(f"no worker {name}")
 
     def calls(self) -> list[dict[str, Any]]:
@@ -170,6 +182,14 @@ class ApplianceProcess:
 
     def call(self, call_id: str) -> dict[str, Any]:
         return self.get(f"/api/calls/{call_id}")
+
+    def wait_answered(self, count: int, timeout: float = 15) -> list[dict[str, Any]]:
+        """The calls answered so far, once there are `count` of them."""
+        def answered() -> list[dict[str, Any]]:
+            calls = [c for c in self.calls() if c["answered_at"]]
+            return calls if len(calls) >= count else []
+
+        return wait_until(answered, f"{count} answered calls", timeout, interval=0.2, detail=self.log_tail)
 
     def wait_calls_closed(self, count: int, timeout: float = 30) -> list[dict[str, Any]]:
         def closed() -> list[dict[str, Any]]:

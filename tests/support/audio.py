@@ -114,3 +114,18 @@ def counting_speech(path: Path, seconds: float) -> Path:
     subprocess.run(["sox", str(raw), "-r", "16000", "-c", "1", "-b", "16", str(path), "repeat", "8",
                     "trim", "0", str(seconds)], check=True)
     return path
+
+
+def caller_heard(path: Path, start_s: float, end_s: float) -> float:
+    """The share of 20 ms frames from `start_s` to `end_s` of a call recording in which the caller's
+    channel (left) has sound: the recorder writes exact zeros for a tick with no caller frame, and
+    G.711 never decodes to an all-zero frame, so a silent frame is RTP that did not arrive."""
+    with wave.open(str(path)) as w:
+        first, last = int(start_s * w.getframerate()), int(end_s * w.getframerate())
+        w.setpos(min(first, w.getnframes()))
+        data = np.frombuffer(w.readframes(max(0, last - first)), dtype=np.int16).reshape(-1, w.getnchannels())
+    frames = len(data) // FRAME
+    if frames == 0:
+        return 0.0
+    left = data[: frames * FRAME, 0].reshape(frames, FRAME)
+    return float(np.mean(left.any(axis=1)))

@@ -89,11 +89,11 @@ def received_messages(trace: str) -> list[str]:
     ]
 
 
-def options_status(port: int, host: str = HOST) -> str:
+def options_status(port: int, host: str = HOST, timeout: float = 3) -> str:
     """The status line an out-of-dialog OPTIONS to `host:port` (a carrier's health check) gets."""
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
         sock.bind((host, 0))
-        sock.settimeout(3)
+        sock.settimeout(timeout)
         local = sock.getsockname()[1]
         sock.sendto((
             f"OPTIONS sip:{host}:{port} SIP/2.0\r\n"

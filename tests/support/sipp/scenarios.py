@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import struct
 from pathlib import Path
 from string import Template
 from xml.sax.saxutils import escape
 
 SCENARIOS = Path(__file__).resolve().parents[2] / "calls" / "scenarios"
 PCAPS = Path("/usr/share/sip-tester")
+# The capacity benchmark's caller: calls, $MEDIA, then hangs up with a BYE along the route set.
+HOLD = Path(__file__).resolve().parents[3] / "bench" / "scenarios" / "hold.xml"
 
 
 def dtmf_action(digit: str | None) -> str:
@@ -45,6 +48,37 @@ def caller_scenario(directory: Path, digit: str | None = "1", wait_ms: int = 400
         WAIT_MS=wait_ms, DTMF=dtmf, BYE_TIMEOUT_MS=bye_timeout_ms
     )
     path = directory / f"caller_{digit or 'none'}_{method}.xml"
+    path.write_text(text)
+    return path
+
+
+def pcap_seconds(path: Path) -> float:
+    """Play time of a pcap: first to last packet plus one packet's ptime."""
+    data = path.read_bytes()
+    endian = "<" if data[:4] == b"\xd4\xc3\xb2\xa1" else ">"
+    stamps = []
+    offset = 24
+    while offset + 16 <= len(data):
+        seconds, micros, captured, _ = struct.unpack(endian + "IIII", data[offset : offset + 16])
+        stamps.append(seconds + micros / 1e6)
+        offset += 16 + captured
+    ptime = (stamps[-1] - stamps[0]) / (len(stamps) - 1)
+    return stamps[-1] - stamps[0] + ptime
+
+
+def speaking_caller_scenario(directory: Path, seconds: float, name: str = "speaking_caller.xml") -> Path:
+    """A caller that speaks for `seconds` (the speech pcap replayed back to back), then hangs up
+    itself with a BYE along the route set and passes only if that is answered 200."""
+    play_ms = int(pcap_seconds(G711A_SPEECH) * 1000)
+    left = int(seconds * 1000)
+    media = []
+    while left > 0:
+        pause = min(play_ms, left)
+        media.append(f'  <nop><action><exec play_pcap_audio="{G711A_SPEECH}"/></action></nop>\n'
+                     f'  <pause milliseconds="{pause}"/>')
+        left -= pause
+    text = Template(HOLD.read_text()).substitute(MEDIA="\n".join(media), BYE_TIMEOUT_MS=10000)
+    path = directory / name
     path.write_text(text)
     return path
 

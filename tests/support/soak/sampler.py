@@ -38,17 +38,21 @@ def process_roles(app: ApplianceProcess) -> dict[int, str]:
             continue
         for mark, role in _ROLES:
             if any(mark in arg for arg in argv):
-                roles[pid] = f"{role}:{_name(argv) or pid}"
+                roles[pid] = f"{role}:{_name(pid, argv) or pid}"
                 break
     return roles
 
 
-def _name(argv: list[bytes]) -> str | None:
-    """The worker's --name, if it has one."""
+def _name(pid: int, argv: list[bytes]) -> str | None:
+    """The worker's --name, or the name a forked SIP worker has in `ps` (sip-w1: w1; its fork server has none)."""
     for flag, value in zip(argv, argv[1:], strict=False):
         if flag == b"--name":
             return value.decode(errors="replace")
-    return None
+    try:
+        comm = Path(f"/proc/{pid}/comm").read_text().strip()
+    except OSError:
+        return None
+    return comm.removeprefix("sip-") if comm.startswith("sip-") else None
 
 
 def _rss_kb(pid: int) -> int:
