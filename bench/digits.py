@@ -9,9 +9,12 @@ grammar, 100 ms at a time) and the real flow engine, timers run on the audio's o
 endpointing decision is the product's. Reported: numbers taken exactly right, overall and by
 codec, voice, rate and length; numbers taken before their last group ended (premature end of
 turn) and the wait after the last group, for several digit pauses (the recognition is the same
-for each, the engine is replayed); and, for comparison, the same audio heard against a
+for each, the engine is replayed); for comparison, the same audio heard against a
 persona's grammar (its phrases, fillers and digits) as the order desk heard it before its
-`expects: number`.
+`expects: number`; and the recogniser's ceiling: every digit word said alone (each voice, rate
+and codec), heard against the digits grammar and against a grammar of exactly one digit, and
+the share of the corpus's numbers that would be exactly right if each of their digits were
+heard as well as it is alone.
 
 Writes raw results to bench/results/ and its section of docs/BENCHMARKS.md.
 
@@ -32,6 +35,8 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))  # `python bench/digits.py` puts bench/ first, not the repo
@@ -45,11 +50,14 @@ from bench.digits_report import table, write_doc
 from tests.support.spoken_numbers import (
     CODECS,
     LISTEN_CHUNK_S,
+    RATES,
+    VOICES,
     SpokenNumber,
     corpus,
     gather,
     last_group_end,
     line_audio,
+    line_speech,
     listen,
 )
 
@@ -81,6 +89,49 @@ def hear(number: SpokenNumber, codec: str, digits: str, persona: str) -> dict[st
         "gather": taken, "persona_grammar": {"heard": persona_words,
                                              "exact": said_digits(persona_words) == number.digits},
     }
+
+
+# One digit and nothing else: no digit can be inserted or dropped, only mistaken for another, so
+# what it gets wrong is the acoustic model's alone. Named `digits` for the same decoder settings.
+ONE_DIGIT = ("#JSGF V1.0;\ngrammar digits;\npublic <digit> = ( "
+             + " | ".join(sorted(intents.DIGIT_WORDS)) + " ) ;\n")
+DIGIT_NAMES = {digit: word for word, digit in intents.DIGIT_WORDS.items() if word != "oh"}
+
+
+def hear_alone(digits: str) -> list[dict[str, Any]]:
+    """Every digit word said alone, in every voice, rate and codec, heard against the digits
+    grammar (as a gather hears it) and against exactly one digit."""
+    rows = []
+    for codec in CODECS:
+        for voice in VOICES:
+            for rate in RATES:
+                for digit, word in sorted(DIGIT_NAMES.items()):
+                    audio = line_speech(word, codec, voice, rate)
+                    row: dict[str, Any] = {"digit": digit, "codec": codec, "voice": voice, "rate": rate}
+                    for name, grammar in (("digits", digits), ("one_digit", ONE_DIGIT)):
+                        heard = " ".join(h.text for h in listen(audio, grammar) if h.text)
+                        row[name] = {"heard": heard, "right": intents.spoken_digits(heard) == digit}
+                    rows.append(row)
+    return rows
+
+
+def ceiling(alone: list[dict[str, Any]], rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Per grammar and codec: the share of digits heard right alone, and the share of the
+    corpus's numbers that would be exactly right if each of their digits were heard right as
+    often as that digit is alone through that codec (over all voices and rates), independently."""
+    out: dict[str, Any] = {}
+    for grammar in ("digits", "one_digit"):
+        by_codec = {}
+        for codec in CODECS:
+            said = [a for a in alone if a["codec"] == codec]
+            right = {d: sum(a[grammar]["right"] for a in said if a["digit"] == d) / sum(a["digit"] == d for a in said)
+                     for d in DIGIT_NAMES}
+            expected = [float(np.prod([right[d] for d in r["digits"]])) for r in rows if r["codec"] == codec]
+            by_codec[codec] = {"digits_right": _share(said, lambda a, g=grammar: a[g]["right"]),
+                               "by_digit_pct": {d: round(100 * p, 1) for d, p in sorted(right.items())},
+                               "numbers_expected_pct": round(100 * sum(expected) / len(expected), 1)}
+        out[grammar] = by_codec
+    return out
 
 
 def _share(rows: list[dict[str, Any]], ok: Any) -> dict[str, Any]:
@@ -133,6 +184,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         if (i + 1) % 12 == 0 or i + 1 == len(numbers):
             done = [r for r in rows if r["gather"][str(DIGIT_PAUSE_S)]["exact"]]
             say(f"{i + 1}/{len(numbers)} numbers, {len(done)}/{len(rows)} exactly right so far")
+    say("each digit alone, every voice, rate and codec")
+    alone = hear_alone(digits)
     return {
         "benchmark": "digits",
         "date": started_at.isoformat(timespec="seconds"),
@@ -143,7 +196,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "settings": {"count": args.count, "seed": args.seed, "codecs": list(CODECS), "digit_pause_s": DIGIT_PAUSE_S,
                      "pauses_s": list(PAUSES_S), "listen_chunk_s": LISTEN_CHUNK_S, "goal_exact_pct": GOAL_EXACT_PCT},
         "summary": summarise(rows),
+        "ceiling": ceiling(alone, rows),
         "rows": rows,
+        "alone": alone,
     }
 
 
