@@ -30,11 +30,12 @@ RTP_PORTS = 100
 
 
 class BaselineBox:
-    def __init__(self, root: Path, workers: int, calls_per_worker: int, rtp_start: int = 26000):
+    def __init__(self, root: Path, workers: int, calls_per_worker: int):
         self.root = root
         self.workers = workers
         self.calls_per_worker = calls_per_worker
-        self.rtp_start = rtp_start
+        # Held for the run: the workers bind these ports only during calls (tests/support/ports.py).
+        self.rtp_start = free_port_block(workers * RTP_PORTS, hold=True)
         self.sip_port = free_port_block(1)
         first = free_port_block(workers)
         self.worker_ports = list(range(first, first + workers))
