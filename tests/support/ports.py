@@ -5,7 +5,8 @@ SIP worker binds its RTP ports only during calls. So every block handed out is w
 one registry that every test process on the box reads and writes under a lock, and no process
 hands out a block that overlaps one written there: the 10,000-call soak's appliance logged pjsua
 `RTP socket bind() ... Address already in use` at ports of its block while other sessions' tests
-ran, whose pickers could not see its idle ports (docs/BENCHMARKS.md, "What the soak found").
+ran, whose pickers could not see its idle ports (docs/BENCHMARKS.md, "The RTP bind lines of the
+10,000-call run").
 """
 
 from __future__ import annotations
