@@ -13,7 +13,7 @@ import pytest
 from appliance.config import Config
 from appliance.core.errors import ConfigError
 from sip.gateway import Gateway
-from sip.rtp_ports import PortBlock
+from sip.rtp_ports import PortBlock, exposed_to_ephemeral
 from tests.support.sipp.process import run_sipp
 from tests.support.sipp.scenarios import caller_scenario
 
@@ -115,6 +115,18 @@ def test_a_pair_held_by_another_process_is_skipped_with_a_warning(appliance_fact
     assert busy and {line["address"] for line in busy} == {f"0.0.0.0:{held}"}, busy
     assert {line["level"] for line in busy} == {"warning"}
     assert [line for line in lines if line["level"] in ("error", "critical")] == []
+
+
+@pytest.mark.parametrize(("first", "last", "port_range", "reserved", "exposed"), [
+    (20000, 20199, "32768\t60999\n", "\n", 0),  # the default block on Debian's range
+    (20000, 20199, "1024\t65535\n", "\n", 200),  # a widened range takes it all
+    (20000, 20199, "1024\t65535\n", "20000-20199\n", 0),  # unless the role reserved it
+    (20000, 20199, "1024\t65535\n", "8080,20000-20099,20150\n", 99),
+    (32700, 32799, "32768\t60999\n", "\n", 32),  # across the range's first port
+])
+def test_rtp_ports_the_kernel_may_give_to_outgoing_sockets(first: int, last: int, port_range: str, reserved: str,
+                                                           exposed: int) -> None:
+    assert exposed_to_ephemeral(first, last, port_range, reserved) == exposed
 
 
 @pytest.mark.parametrize(("sip", "transfers", "message"), [
