@@ -3,26 +3,36 @@ pjsua2 processes (bench/baseline_worker.py) answering the same sipp calls and re
 pjsua2's own recorder: no hub, no flow, no Python on the audio path.
 
 bench/calls.py runs each of its steps against this box too, in the same run, and reports the
-appliance's CPU per call as a ratio to the baseline's: what Switchboard's design costs.
+appliance's CPU per call as a ratio to the baseline's: what Switchboard's design costs. Alone, it
+places rounds of calls at once and says how many each round kept:
+
+    bench/run baseline.py --workers 2 --calls 8 --seconds 10 --rounds 3
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
+import shutil
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import wave
 from pathlib import Path
 from typing import Any
 
-from bench.common import CLK_TCK, Proc, box_cpu, box_ticks, process_rss_kb, stat_ticks
+if str(Path(__file__).resolve().parents[1]) not in sys.path:
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `python bench/baseline.py` puts bench/ first
+
+from bench.common import CLK_TCK, Proc, box_cpu, box_ticks, process_rss_kb, say, stat_ticks
 from bench.sipp_load import bench_scenario, find_sipp, percentile, rtt_ms
 from sip.edge import Edge
 from sip.edge_config import EdgeSettings, EdgeTrunk
 from tests.support.ports import free_port_block
 from tests.support.sipp.process import SippResult, run_sipp
+from tests.support.soak.run import CALLS_PER_WORKER
 
 ROOT = Path(__file__).resolve().parents[1]
 GREETING = "Welcome to the Switchboard benchmark. Press 1 to leave."
@@ -30,11 +40,12 @@ RTP_PORTS = 100
 
 
 class BaselineBox:
-    def __init__(self, root: Path, workers: int, calls_per_worker: int, rtp_start: int = 26000):
+    def __init__(self, root: Path, workers: int, calls_per_worker: int):
         self.root = root
         self.workers = workers
         self.calls_per_worker = calls_per_worker
-        self.rtp_start = rtp_start
+        # Held for the run: the workers bind these ports only during calls (tests/support/ports.py).
+        self.rtp_start = free_port_block(workers * RTP_PORTS, hold=True)
         self.sip_port = free_port_block(1)
         first = free_port_block(workers)
         self.worker_ports = list(range(first, first + workers))
@@ -172,3 +183,33 @@ def _wav_seconds(path: Path) -> float:
 
 def _round(value: float | None) -> float | None:
     return None if value is None else round(value, 1)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Rounds of calls at once against the baseline box alone; fails when a round lost a call."""
+    parser = argparse.ArgumentParser(description="The pjsua2-only baseline box alone: rounds of calls at once.")
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--calls", type=int, default=8,
+                        help="calls at once in each round (default 8: every slot of 2 workers)")
+    parser.add_argument("--seconds", type=float, default=10, help="how long each call lasts (default 10)")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds, one after the other (default 3)")
+    parser.add_argument("--rate", type=float, default=20, help="calls started per second (default 20)")
+    args = parser.parse_args(argv)
+    root = Path(tempfile.mkdtemp(prefix="sb-bench-baseline-"))
+    box = BaselineBox(root, args.workers, CALLS_PER_WORKER)
+    lost = 0
+    try:
+        box.start()
+        for n in range(1, args.rounds + 1):
+            step = run_step(box, args.calls, args.seconds, args.rate, root / f"round{n}")
+            lost += step["sipp_failed"]
+            say(f"round {n}: {step['sipp_successful']} of {args.calls} calls kept, {step['sipp_failed']} failed; "
+                f"{step['recordings']} recordings of {step['recording_s']['min']}-{step['recording_s']['max']} s")
+    finally:
+        box.stop()
+        shutil.rmtree(root, ignore_errors=True)
+    return 1 if lost else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

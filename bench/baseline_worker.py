@@ -48,7 +48,10 @@ class BaselineCall(pj.Call):
 
     def onCallState(self, prm: pj.OnCallStateParam) -> None:
         if self.getInfo().state == pj.PJSIP_INV_STATE_DISCONNECTED:
-            self.worker.ended(self)
+            # Let go here, in its own DISCONNECTED callback, as pjsua2 asks: a pj.Call deleted later,
+            # once pjsua has given its slot to the next call, hangs that call up (sip/endpoint.py).
+            self.media.clear()
+            self.worker.calls.discard(self)  # the last reference: this object goes as the callback returns
 
 
 class BaselineAccount(pj.Account):
@@ -69,7 +72,6 @@ class BaselineWorker:
         self.recordings = Path(args.recordings)
         self.greeting = Path(args.greeting)
         self.calls: set[BaselineCall] = set()
-        self.graveyard: list[BaselineCall] = []
         self.running = True
         ep = self.ep = pj.Endpoint()
         ep.libCreate()
@@ -107,17 +109,9 @@ class BaselineWorker:
         self.account = BaselineAccount(self)
         self.account.create(account)
 
-    def ended(self, call: BaselineCall) -> None:
-        # Freed on the next turn of the loop, never inside its own callback.
-        self.calls.discard(call)
-        self.graveyard.append(call)
-
     def run(self) -> None:
         while self.running:
             self.ep.libHandleEvents(20)
-            for call in self.graveyard:
-                call.media.clear()
-            self.graveyard.clear()
         self.ep.hangupAllCalls()
         self.ep.libHandleEvents(200)
         self.ep.libDestroy()

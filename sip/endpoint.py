@@ -100,6 +100,12 @@ def _wait_for_port(port: int, worker: str) -> None:
 
 
 _PJ_LEVELS = {0: logging.CRITICAL, 1: logging.ERROR, 2: logging.WARNING, 3: logging.INFO}
+# pjsua logs a media port it cannot bind at level 1 and then simply tries the block's next pair
+# (pjsua_media.c, create_rtp_rtcp_sock: up to 100 pairs); only "Unable to find appropriate RTP/RTCP
+# ports combination" after that means the call has no media. A busy pair is a socket of another
+# process in our block, or one of this worker's own long calls that the round-robin cursor came
+# back to: worth a warning (a deployment should reserve the block), never an error line.
+_PAIR_BUSY = re.compile(r"^(?P<socket>RTC?P) socket bind\(\) at (?P<address>\S+) error: (?P<error>.*)$")
 
 
 class PjLogWriter(pj.LogWriter):
@@ -112,9 +118,15 @@ class PjLogWriter(pj.LogWriter):
 
     def write(self, entry: pj.LogEntry) -> None:
         message = entry.msg.strip()
-        if message:
-            level = _PJ_LEVELS.get(entry.level, logging.DEBUG)
-            self.log.log(level, message, extra={"fields": {"worker": self.worker}})
+        if not message:
+            return
+        busy = _PAIR_BUSY.match(message)
+        if busy:
+            self.log.warning("media port busy; pjsua tries the next pair of the block", extra=log_extra(
+                worker=self.worker, socket=busy["socket"], address=busy["address"], error=busy["error"]))
+            return
+        level = _PJ_LEVELS.get(entry.level, logging.DEBUG)
+        self.log.log(level, message, extra={"fields": {"worker": self.worker}})
 
 
 @dataclass

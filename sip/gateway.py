@@ -19,9 +19,11 @@ from appliance.core.errors import ConfigError
 from appliance.core.forkserver import ForkedProcess, ForkServer
 from appliance.core.processes import ProcessPool
 from appliance.observability import metrics
+from appliance.observability.logging import log_extra
 from sip.credentials import DialAuth
 from sip.edge import Edge
 from sip.edge_config import EdgeSettings, EdgeTrunk, outbound_hosts
+from sip.rtp_ports import kernel_exposed
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +75,12 @@ class Gateway:
         await self.forks.start()
 
     async def start(self) -> None:
+        sip = self.config.sip
+        last = sip.rtp_port_start + sip.workers * sip.rtp_ports_per_worker - 1
+        if exposed := kernel_exposed(sip.rtp_port_start, last):
+            log.warning("RTP ports inside the kernel's ephemeral range: an outgoing socket may take one "
+                        "before a call needs it; reserve them (net.ipv4.ip_local_reserved_ports)",
+                        extra=log_extra(first=sip.rtp_port_start, last=last, exposed=exposed))
         for spec in self.specs:
             self.pool.start(spec.name, functools.partial(self._spawn, spec))
         await self.edge.start()

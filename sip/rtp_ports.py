@@ -14,8 +14,9 @@ port, and 150 calls over 3 workers with 16 ports each logged 10, all there.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
-__all__ = ["MIN_BLOCK", "PortBlock"]
+__all__ = ["MIN_BLOCK", "PortBlock", "exposed_to_ephemeral", "kernel_exposed"]
 
 # pjsua reads portRange 0 as "no range" and then walks up without end: a block needs two pairs.
 MIN_BLOCK = 4
@@ -48,3 +49,26 @@ class PortBlock:
         block bind each other's ports first."""
         half = self.size // 2
         return PortBlock(self.start, half), PortBlock(self.start + half, self.size - half)
+
+
+def exposed_to_ephemeral(first: int, last: int, port_range: str, reserved: str) -> int:
+    """How many of the ports `first`..`last` the kernel may give to any process's outgoing socket:
+    those inside `port_range` (net.ipv4.ip_local_port_range, "32768\t60999") and not in `reserved`
+    (net.ipv4.ip_local_reserved_ports, "20000-20199,20300"). pjsua binds a pair only when a call
+    starts, and skips one taken meanwhile (docs/BENCHMARKS.md, the soak's RTP bind lines)."""
+    low, high = (int(port) for port in port_range.split())
+    kept: set[int] = set()
+    for part in filter(None, reserved.strip().split(",")):
+        start, _, end = part.partition("-")
+        kept.update(range(int(start), int(end or start) + 1))
+    return sum(1 for port in range(max(first, low), min(last, high) + 1) if port not in kept)
+
+
+def kernel_exposed(first: int, last: int) -> int | None:
+    """`exposed_to_ephemeral` for this box's kernel; None where its settings cannot be read."""
+    try:
+        port_range = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text()
+        reserved = Path("/proc/sys/net/ipv4/ip_local_reserved_ports").read_text()
+    except OSError:
+        return None
+    return exposed_to_ephemeral(first, last, port_range, reserved)

@@ -56,7 +56,7 @@ class Deployment:
     def __post_init__(self) -> None:
         self.sip_port = free_port_block(1)
         self.worker_base = free_port_block(2)
-        self.rtp_base = free_port_block(80)
+        self.rtp_base = free_port_block(80, hold=True)  # bound only during calls: kept from other pickers
         self.http_port = free_port_block(1)
         self.console_port = free_port_block(1)
         self.flows = self.repo / "flows"

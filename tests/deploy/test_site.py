@@ -363,3 +363,14 @@ def test_the_optional_firewall_rule_set_loads(deployment: Deployment, box: Box) 
     lan = re.search(r"ip saddr 192\.168\.7\.0/24 tcp dport \{ (\d+), (\d+) \} accept", listing)
     assert lan and {int(p) for p in lan.groups()} == {deployment.http_port, deployment.console_port}, listing
     assert listing.count("chain input") == 1
+
+
+def test_the_rtp_ports_are_kept_from_the_kernels_ephemeral_ports(deployment: Deployment, box: Box) -> None:
+    """No outgoing socket on the host may take a SIP worker's RTP port before pjsua binds it.
+
+    Written only: the box shares this machine's network, whose settings are read-only inside it
+    (the role applies the file where it may; systemd-sysctl at every boot).
+    """
+    rtp_end = deployment.rtp_base + 2 * 40 - 1
+    conf = box.run("cat", "/etc/sysctl.d/60-switchboard.conf").stdout
+    assert f"\nnet.ipv4.ip_local_reserved_ports = {deployment.rtp_base}-{rtp_end}\n" in conf, conf

@@ -14,13 +14,14 @@ import sys
 import time
 import urllib.error
 import urllib.request
+import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from tests.support.ports import free_port_block
+from tests.support.ports import free_port_block, release_port_block
 from tests.support.wait import wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -45,7 +46,10 @@ class ApplianceProcess:
         self.secret = secrets.token_urlsafe(32)
         self.sip_port = free_port_block(1)
         self.worker_base = free_port_block(self.workers)
-        self.rtp_base = free_port_block(self.workers * self.rtp_ports_per_worker)
+        # Held while this object lives: pjsua binds the block's ports only during calls, so without
+        # the registry's hold another test's picker would take them while they wait.
+        self.rtp_base = free_port_block(self.workers * self.rtp_ports_per_worker, hold=True)
+        weakref.finalize(self, release_port_block, self.rtp_base)
         self.http_port = free_port_block(1)
         self.https_port = free_port_block(1)
         self.data_dir = self.root / "data"
