@@ -7,6 +7,7 @@ whatever the `twilio` client asks with a call resource, and keeps each request f
 from __future__ import annotations
 
 import json
+import re
 import secrets
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -89,3 +90,11 @@ async def closed(line: TwilioLine, call_id: str) -> dict[str, Any]:
     """The call's record once it is closed."""
     return await wait_until_async(lambda: (c := line.box.call(call_id))["ended_at"] and c,
                                   "the call record to close", 60, detail=line.box.log_tail)
+
+
+def only_in(text: str, *others: str) -> set[str]:
+    """Words of `text` no other sentence has: hearing them means hearing `text`."""
+    def words(t: str) -> set[str]:
+        return set(re.findall(r"[a-z']+", t.lower()))
+
+    return words(text) - set().union(*map(words, others))

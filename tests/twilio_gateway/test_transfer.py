@@ -9,7 +9,6 @@ worker (a real baresip picking up) and the caller on the stream talks to it thro
 from __future__ import annotations
 
 import asyncio
-import re
 from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import parse_qs
@@ -21,7 +20,7 @@ from appliance.speech.stt import phrases_grammar, transcribe
 from tests.support import baresip
 from tests.support.media_streams import MediaStreamCall, speech
 from tests.support.wait import wait_until_async
-from tests.twilio_gateway.conftest import ACCOUNT_SID, TwilioLine, closed, events, the_call
+from tests.twilio_gateway.conftest import ACCOUNT_SID, TwilioLine, closed, events, only_in, the_call
 
 CALLER = "+15557654321"
 LINE = "+15550400"  # the Twilio number of the line with the transfer step
@@ -136,14 +135,6 @@ def _words(pcm: bytes) -> set[str]:
     return set(transcribe(pcm, phrases_grammar([ANNOUNCEMENT, UNAVAILABLE, DESK_SAYS, CALLER_SAYS])).split())
 
 
-def _only(text: str, *others: str) -> set[str]:
-    """Words of `text` no other sentence has: hearing them means hearing `text`."""
-    def words(t: str) -> set[str]:
-        return set(re.findall(r"[a-z']+", t.lower()))
-
-    return words(text) - set().union(*map(words, others))
-
-
 @pytest.mark.parametrize("who_hangs_up", ["desk", "caller"])
 async def test_a_bridge_transfer_joins_the_twilio_caller_and_a_sip_destination(
         twilio_lines: Callable[..., TwilioLine], tmp_path: Path, who_hangs_up: str) -> None:
@@ -189,8 +180,8 @@ async def test_a_bridge_transfer_joins_the_twilio_caller_and_a_sip_destination(
     # Recognised in windows around each sentence: offline decoding takes twice the audio's length.
     desk_window = (heard_before + round((desk_speech.speech_s + 1) * 8000)) * 4  # μ-law byte → 4 bytes at 16 kHz
     caller_heard = _words(stream.heard_pcm16k()[heard_before * 4:desk_window])
-    assert len(caller_heard & _only(DESK_SAYS, ANNOUNCEMENT, UNAVAILABLE, CALLER_SAYS)) >= 2, caller_heard
+    assert len(caller_heard & only_in(DESK_SAYS, ANNOUNCEMENT, UNAVAILABLE, CALLER_SAYS)) >= 2, caller_heard
     assert desk_heard is not None
     # The call ended within 3 s of the caller's last word: the end of what the desk heard holds it.
     heard_by_desk = _words(baresip.pcm16k(desk_heard)[-round((len(caller_speech) / 8000 + 3) * 32000):])
-    assert len(heard_by_desk & _only(CALLER_SAYS, ANNOUNCEMENT, UNAVAILABLE, DESK_SAYS)) >= 2, heard_by_desk
+    assert len(heard_by_desk & only_in(CALLER_SAYS, ANNOUNCEMENT, UNAVAILABLE, DESK_SAYS)) >= 2, heard_by_desk
