@@ -27,7 +27,8 @@ NUMBER = "+15550100"  # the number bought on Twilio, routed to the default flow
 PUBLIC_URL = "https://switchboard.example.com"  # Twilio calls this; a TLS proxy forwards to the box
 
 
-async def _call_resource(request: web.Request) -> web.Response:
+async def call_resource(request: web.Request) -> web.Response:
+    """Twilio's answer to a call's update: the call resource."""
     sid = request.path.rsplit("/", 1)[-1].removesuffix(".json")
     return web.Response(text=json.dumps({"sid": sid, "account_sid": ACCOUNT_SID, "status": "completed"}),
                         content_type="application/json")
@@ -45,7 +46,7 @@ class TwilioLine:
 async def twilio_lines(appliance_factory: Callable[..., ApplianceProcess]) -> AsyncIterator[Callable[..., TwilioLine]]:
     """Makes a TwilioLine: an appliance with `numbers` over Twilio (and `extra` settings; WebRTC
     workers for operators' consoles)."""
-    rest = await LoopbackServer(default=_call_resource).start()
+    rest = await LoopbackServer(default=call_resource).start()
     session = aiohttp.ClientSession()
 
     def make(numbers: dict[str, str], personas: int = 0, rtc_workers: int = 0, **extra: Any) -> TwilioLine:

@@ -20,7 +20,15 @@ from appliance.speech.stt import phrases_grammar, transcribe
 from tests.support import baresip
 from tests.support.media_streams import MediaStreamCall, speech
 from tests.support.wait import wait_until_async
-from tests.twilio_gateway.conftest import ACCOUNT_SID, TwilioLine, closed, events, only_in, the_call
+from tests.twilio_gateway.conftest import (
+    ACCOUNT_SID,
+    TwilioLine,
+    call_resource,
+    closed,
+    events,
+    only_in,
+    the_call,
+)
 
 CALLER = "+15557654321"
 LINE = "+15550400"  # the Twilio number of the line with the transfer step
@@ -73,20 +81,36 @@ async def _transferred_call(line: TwilioLine, call_sid: str) -> tuple[MediaStrea
     return stream, (await the_call(line, call_sid))["id"]
 
 
-@pytest.mark.parametrize(("to", "dial"), [
-    (DESTINATION, f'<Dial callerId="{LINE}"><Number>{DESTINATION}</Number></Dial>'),
-    ("sip:desk@pbx.example.com", f'<Dial callerId="{LINE}"><Sip>sip:desk@pbx.example.com</Sip></Dial>'),
+@pytest.mark.parametrize(("to", "dial", "stop"), [
+    (DESTINATION, f'<Dial callerId="{LINE}"><Number>{DESTINATION}</Number></Dial>', "after its API answered"),
+    ("sip:desk@pbx.example.com", f'<Dial callerId="{LINE}"><Sip>sip:desk@pbx.example.com</Sip></Dial>',
+     "after its API answered"),
+    (DESTINATION, f'<Dial callerId="{LINE}"><Number>{DESTINATION}</Number></Dial>', "before its API answered"),
 ])
 async def test_a_blind_transfer_redirects_the_twilio_call_to_dial_the_destination(
-        twilio_lines: Callable[..., TwilioLine], tmp_path: Path, to: str, dial: str) -> None:
+        twilio_lines: Callable[..., TwilioLine], tmp_path: Path, to: str, dial: str, stop: str) -> None:
     # outbound_proxy is the SIP workers' carrier: a Twilio caller's number is dialled by Twilio.
     line = _line(twilio_lines, tmp_path, to, "refer", outbound_proxy="sip:carrier.example.com")
     call_sid = "CA" + "7" * 32
+    answer = asyncio.Event()
+
+    async def redirect(request: web.Request) -> web.Response:
+        await answer.wait()
+        return await call_resource(request)
+
+    line.rest.answers[_calls_path(call_sid)] = redirect
     stream, call_id = await _transferred_call(line, call_sid)
     await wait_until_async(lambda: line.rest.requests, "the redirect at Twilio's API", 30, detail=line.box.log_tail)
-    # As Twilio does once the call has new TwiML: the <Connect><Stream> is over.
+    # Twilio stops the stream of a call it has given new TwiML, maybe before its API answers.
+    if stop == "after its API answered":
+        answer.set()
+        await wait_until_async(lambda: events(line, call_id, "transfer_result"), "the transfer's result", 10)
     await stream.stop()
+    await wait_until_async(lambda: stream.closed.done(), "the box to close the stream", 10)
     await stream.close()
+    if stop == "before its API answered":
+        assert not line.box.call(call_id)["ended_at"], "the call ended before its transfer's outcome was known"
+        answer.set()
     record = await closed(line, call_id)
 
     # One request: the redirect. No hang-up after it, which would cut the transferred call.
