@@ -4,7 +4,8 @@ It runs in the appliance's process, because the WebSockets arrive at the applian
 (handing each socket to another process would need descriptor passing or a second listener behind
 the proxy), and joins the hub over its unix socket as a SIP worker does: an Offer per stream, the
 OfferReply, Answered, 20 ms frames both ways in one batch per tick, Dtmf, Ended; the hub's Hangup
-ends the call at Twilio through its REST API. Nothing here limits calls per process as pjsua2 does.
+ends the call at Twilio through its REST API, and its Transfer redirects the call there to <Dial> the
+destination. Nothing here limits calls per process as pjsua2 does.
 """
 
 from __future__ import annotations
@@ -111,7 +112,7 @@ class TwilioGateway:
         self._next_leg += 1
         leg = self._next_leg
         assert self.calls is not None
-        stream = MediaStream(leg, request, ws, self.tickets, self.hub.send, self.calls.complete)
+        stream = MediaStream(leg, request, ws, self.tickets, self.hub.send, self.calls.complete, self.calls.redirect)
         self.streams[leg] = stream
         self._streams_up.set()
         try:
@@ -172,9 +173,12 @@ class TwilioGateway:
             stream.clear()
 
     def _transfer(self, message: p.Transfer) -> None:
-        # A blind transfer is a SIP REFER; Twilio would need new TwiML (not done yet).
-        self.hub.send(p.TransferResult(leg=message.leg, ok=False, code=501,
-                                       reason="a Media Streams call cannot be transferred by REFER"))
+        # Not a REFER: Twilio is given new TwiML that dials the destination (transfer.py).
+        stream = self.streams.get(message.leg)
+        if stream is None:
+            self.hub.send(p.TransferResult(leg=message.leg, ok=False, code=481, reason="the stream has ended"))
+            return
+        stream.transfer(message.to, message.caller_id)
 
     def _dial(self, message: p.Dial) -> None:
         # The hub dials bridge transfers from SIP workers only (calls.bridge.pick_worker).

@@ -2,11 +2,18 @@
 
 Events are what Twilio sends (`Received`, or a frame that is not the protocol: `Broken`), the
 socket going (`Gone`), the hub's answer and orders, and the timeouts the I/O side arms for the
-phase it is told; actions are messages to the hub and to Twilio, a close, the REST hang-up.
-Nothing here does I/O or reads a clock, so tests assert exact action lists (stream.py does the I/O).
+phase it is told; actions are messages to the hub and to Twilio, a close, the REST hang-up or
+redirect. Nothing here does I/O or reads a clock, so tests assert exact action lists (stream.py
+does the I/O).
 
   STARTING --start with a good ticket--> OFFERED --hub 200--> ANSWERED --stop/hang-up/break--> ENDED
   (anything else along the way ends it; the hub hears `Ended` exactly once for a call it opened)
+
+A blind transfer runs beside the phases: the hub's Transfer becomes a REST redirect to <Dial>
+(PENDING), Twilio's answer the hub's TransferResult (DONE, or back to NONE). Twilio stops the
+stream of a call it redirects, perhaps before its API has answered, so an end while PENDING is
+told to the hub only with the outcome; once DONE the call has left the box: it ends as
+transferred, and a hang-up from the hub must not end it at Twilio.
 """
 
 from __future__ import annotations
@@ -24,8 +31,9 @@ from appliance.core.g711 import WIRE_RATE, Inbound, Outbound
 from appliance.core.reasons import EndReason
 from twilio_gateway import messages as m
 from twilio_gateway.tickets import StreamTickets, Ticket, TicketRefused
+from twilio_gateway.transfer import NotDialable, dial_twiml
 
-__all__ = ["Action", "Event", "Phase", "StreamSession"]
+__all__ = ["Action", "Event", "Phase", "StreamSession", "Transferring"]
 
 MARK_EVERY = 10  # a mark every 200 ms of what the caller hears: Twilio says back how far it has played
 # Audio sent that Twilio has not said (by its marks) it played. The hub sends at real time, so a
@@ -39,6 +47,12 @@ class Phase(Enum):
     OFFERED = "offered"  # start accepted, the call offered to the hub
     ANSWERED = "answered"  # a call in the hub
     ENDED = "ended"
+
+
+class Transferring(Enum):
+    NONE = "none"
+    PENDING = "pending"  # Twilio's API asked to redirect the call
+    DONE = "done"  # Twilio took the new TwiML: the caller has left the box
 
 
 # --- events in
@@ -87,7 +101,24 @@ class HubClear:
     """The hub dropped queued audio the caller was hearing (barge-in)."""
 
 
-Event = Received | Broken | Gone | TimedOut | HubReply | HubHangup | HubFrame | HubClear
+@dataclass(frozen=True)
+class HubTransfer:
+    """The hub's blind transfer (`to` as the hub writes it: tel:+E164 or a sip: URI)."""
+
+    to: str
+    caller_id: str | None
+
+
+@dataclass(frozen=True)
+class Redirected:
+    """What Twilio's API answered to the redirect: `code` its HTTP status (503 if it never answered)."""
+
+    ok: bool
+    code: int
+    reason: str
+
+
+Event = Received | Broken | Gone | TimedOut | HubReply | HubHangup | HubFrame | HubClear | HubTransfer | Redirected
 
 
 # --- actions out
@@ -124,7 +155,15 @@ class EndAtTwilio:
     call_sid: str
 
 
-Action = ToHub | ToTwilio | DropUnsent | CallerAudio | Close | EndAtTwilio
+@dataclass(frozen=True)
+class RedirectAtTwilio:
+    """Give the live call new TwiML (the REST API); its answer comes back as `Redirected`."""
+
+    call_sid: str
+    twiml: str
+
+
+Action = ToHub | ToTwilio | DropUnsent | CallerAudio | Close | EndAtTwilio | RedirectAtTwilio
 
 
 @dataclass(frozen=True)
@@ -142,6 +181,8 @@ class StreamSession:
         self.call_id: str | None = None
         self.reason: str = EndReason.STREAM_LOST  # the call's end reason, once ENDED
         self._abandoned = False  # ended while the hub was deciding: a late yes must be undone
+        self.transferring = Transferring.NONE
+        self._held_end: str | None = None  # the stream's end while a redirect was pending: told with its outcome
         self._inbound = Inbound()
         self._outbound = Outbound()
         self._sent_frames = 0
@@ -251,8 +292,9 @@ class StreamSession:
             return []
         self.phase = Phase.ENDED
         self.reason = event.reason
-        actions: list[Action] = [EndAtTwilio(self.call.ticket.call_sid)] if self.call is not None else []
-        return actions + [Close(WSCloseCode.OK)]
+        if self.call is None or self.transferring is Transferring.DONE:
+            return [Close(WSCloseCode.OK)]  # the phone call is Twilio's now, dialling the destination
+        return [EndAtTwilio(self.call.ticket.call_sid), Close(WSCloseCode.OK)]
 
     def _hub_frame(self, event: HubFrame) -> list[Action]:
         if self.phase is not Phase.ANSWERED or self.call is None:
@@ -272,12 +314,40 @@ class StreamSession:
             return []
         return [DropUnsent(), ToTwilio(m.Clear(stream_sid=self.call.stream_sid).frame())]
 
+    def _hub_transfer(self, event: HubTransfer) -> list[Action]:
+        if self.phase is not Phase.ANSWERED or self.call is None or self.transferring is not Transferring.NONE:
+            return [ToHub(p.TransferResult(leg=self.leg, ok=False, code=491,
+                                           reason="no answered call, or a transfer already under way"))]
+        try:
+            twiml = dial_twiml(event.to, event.caller_id)
+        except NotDialable as exc:
+            return [ToHub(p.TransferResult(leg=self.leg, ok=False, code=416, reason=str(exc)))]
+        self.transferring = Transferring.PENDING
+        return [RedirectAtTwilio(self.call.ticket.call_sid, twiml)]
+
+    def _redirected(self, event: Redirected) -> list[Action]:
+        if self.transferring is not Transferring.PENDING:
+            return []
+        self.transferring = Transferring.DONE if event.ok else Transferring.NONE
+        actions: list[Action] = [ToHub(p.TransferResult(leg=self.leg, ok=event.ok, code=event.code,
+                                                        reason=event.reason))]
+        if self._held_end is not None:
+            # Twilio stopped the stream while its API was deciding: redirected, or the caller hung up.
+            self.reason = EndReason.TRANSFERRED if event.ok else self._held_end
+            self._held_end = None
+            actions.append(ToHub(p.Ended(leg=self.leg, reason=self.reason)))
+        return actions
+
     def _end(self, reason: str, code: int, why: str) -> list[Action]:
         """The stream ends from our side or Twilio's: the hub hears of a call it has (or may yet open)."""
         was, self.phase = self.phase, Phase.ENDED
+        if self.transferring is Transferring.DONE:
+            reason = EndReason.TRANSFERRED  # Twilio ends the stream of the call it has sent on
         self.reason = reason
         actions: list[Action] = []
-        if was is Phase.ANSWERED:
+        if was is Phase.ANSWERED and self.transferring is Transferring.PENDING:
+            self._held_end = reason
+        elif was is Phase.ANSWERED:
             actions.append(ToHub(p.Ended(leg=self.leg, reason=reason)))
         elif was is Phase.OFFERED:
             self._abandoned = True
@@ -293,6 +363,8 @@ _EVENTS: dict[type, Callable[[StreamSession, Any], list[Action]]] = {
     HubHangup: StreamSession._hub_hangup,
     HubFrame: StreamSession._hub_frame,
     HubClear: StreamSession._hub_clear,
+    HubTransfer: StreamSession._hub_transfer,
+    Redirected: StreamSession._redirected,
 }
 _MESSAGES: dict[type, Callable[[StreamSession, Any], list[Action]]] = {
     m.Connected: StreamSession._connected,

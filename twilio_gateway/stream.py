@@ -32,8 +32,11 @@ from twilio_gateway.session import (
     HubFrame,
     HubHangup,
     HubReply,
+    HubTransfer,
     Phase,
     Received,
+    RedirectAtTwilio,
+    Redirected,
     StreamSession,
     TimedOut,
     ToHub,
@@ -60,13 +63,15 @@ OUTGOING_MESSAGES = 60
 
 class MediaStream:
     def __init__(self, leg: int, request: web.Request, ws: web.WebSocketResponse, tickets: StreamTickets,
-                 send_hub: Callable[[BaseModel], None], end_at_twilio: Callable[[str], None]):
+                 send_hub: Callable[[BaseModel], None], end_at_twilio: Callable[[str], None],
+                 redirect_at_twilio: Callable[[str, str, Callable[[Redirected], None]], None]):
         self.request = request
         self.ws = ws
         self.session = StreamSession(leg, tickets)
         self.received: deque[bytes] = deque(maxlen=RECEIVED_FRAMES)
         self._send_hub = send_hub
         self._end_at_twilio = end_at_twilio
+        self._redirect_at_twilio = redirect_at_twilio
         loop = asyncio.get_running_loop()
         self._outgoing: asyncio.Queue[str] = asyncio.Queue(maxsize=OUTGOING_MESSAGES)
         self._closing: asyncio.Future[Close] = loop.create_future()
@@ -90,6 +95,9 @@ class MediaStream:
 
     def hangup(self, reason: str) -> None:
         self.feed(HubHangup(reason))
+
+    def transfer(self, to: str, caller_id: str | None) -> None:
+        self.feed(HubTransfer(to, caller_id))
 
     # --- the state machine's side
     def feed(self, event: Event) -> None:
@@ -140,6 +148,13 @@ class MediaStream:
 
     def _end_call_at_twilio(self, action: EndAtTwilio) -> None:
         self._end_at_twilio(action.call_sid)
+
+    def _redirect_call_at_twilio(self, action: RedirectAtTwilio) -> None:
+        log.info("media stream call redirected to dial its transfer", extra=log_extra(
+            call_id=self.session.call_id, leg=self.leg, pii={"twiml": action.twiml}))
+        # The stream may be over by the answer (Twilio stops it as it redirects): the session
+        # still tells the hub.
+        self._redirect_at_twilio(action.call_sid, action.twiml, self.feed)
 
     # --- the socket
     async def run(self) -> None:
@@ -215,4 +230,5 @@ _ACTIONS: dict[type, Callable[[MediaStream, Any], None]] = {
     CallerAudio: MediaStream._caller_audio,
     Close: MediaStream._close,
     EndAtTwilio: MediaStream._end_call_at_twilio,
+    RedirectAtTwilio: MediaStream._redirect_call_at_twilio,
 }

@@ -59,7 +59,8 @@ REFUSED = {400: "the form is not text in its charset", 403: FORGED, 415: f"the b
 OPERATIONS = (
     Operation("POST", VOICE, "Twilio's voice webhook: TwiML that streams the call (or dials the box's SIP)",
               "twilio", form=VoiceForm, signature_header=SIGNATURE,
-              answers={200: Answer("TwiML: <Connect><Stream>, <Dial><Sip> or <Reject>", media=("application/xml",))},
+              answers={200: Answer("TwiML: <Connect><Stream>, <Dial><Sip>, <Reject>, or <Hangup> for a call that "
+                                   "had its stream (a replay)", media=("application/xml",))},
               errors=REFUSED),
     Operation("POST", STATUS, "Twilio's status callback: the call's progress becomes its events", "twilio",
               form=StatusForm, signature_header=SIGNATURE, answers={204: Answer("noted")}, errors=REFUSED),
@@ -116,7 +117,8 @@ class Webhooks:
         if isinstance(form, web.Response):
             return form
         asked = VoiceForm.model_validate(dict(form))
-        call_sid, caller, called = asked.call_sid, asked.caller, asked.called
+        call_sid, called = asked.call_sid, asked.called
+        caller = asked.caller if NUMBER.fullmatch(asked.caller) else "anonymous"
         response = VoiceResponse()
         if not CALL_SID.fullmatch(call_sid) or not NUMBER.fullmatch(called):
             log.warning("Twilio voice webhook without a call we can take",
@@ -128,9 +130,13 @@ class Webhooks:
             log.warning("Twilio call rejected: the gateway is not joined to the hub or is full",
                         extra=log_extra(call_sid=call_sid))
             response.reject(reason="busy")
+        elif (token := self.tickets.issue(call_sid, caller, called)) is None:
+            # A replay of a signed webhook (or Twilio asking again after the stream): <Hangup/>, not
+            # a 4xx, which would make Twilio fetch the number's fallback URL and go on elsewhere.
+            log.warning("Twilio voice webhook for a call that had its stream: hung up",
+                        extra=log_extra(call_sid=call_sid, source=request.remote))
+            response.hangup()
         else:
-            caller = caller if NUMBER.fullmatch(caller) else "anonymous"
-            token = self.tickets.issue(call_sid, caller, called)
             connect = Connect()
             stream = connect.stream(url=self._media_url())
             for name, value in (("caller", caller), ("called", called), ("call_sid", call_sid), ("token", token)):

@@ -274,7 +274,10 @@ class CallManager:
             call.bridge = call.member_answered = None
 
     def _transfer(self, call: Call, to: str) -> None:
-        call.leg.transfer(_refer_target(to, self.config.transfers.outbound_proxy))
+        # Twilio places the call a Media Streams caller is sent to: a number goes to it as a number
+        # (tel:), never to transfers.outbound_proxy, which is the SIP workers' carrier.
+        proxy = None if call.leg.worker.role == "twilio" else self.config.transfers.outbound_proxy
+        call.leg.transfer(_refer_target(to, proxy), _caller_id(self.config.transfers.caller_id, call.variables))
 
     def _bridge(self, call: Call, to: str, timeout: float) -> None:
         """A bridge transfer: dial `to` (allowed: the runner checked) from a SIP worker.

@@ -147,12 +147,18 @@ class Playout(BaseModel):
     behind_ms: int = Field(ge=0, le=60_000)
 
 
+# A SIP URI's user part we put in a From header: nothing that could add a header or a host.
+SIP_USER = r"[A-Za-z0-9+._~-]{1,64}"
+
+
 class Transfer(BaseModel):
-    """Blind transfer: the worker sends the caller a REFER to `to`."""
+    """Blind transfer: a SIP worker sends the caller a REFER to `to`; the Twilio gateway has Twilio
+    dial `to` instead (new TwiML for the live call), showing `caller_id` as a bridge's Dial does."""
 
     type: Literal["transfer"] = "transfer"
     leg: int
     to: str
+    caller_id: str | None = Field(None, pattern=f"^{SIP_USER}$")  # None: the carrier's default
 
 
 class TransferResult(BaseModel):
@@ -161,10 +167,6 @@ class TransferResult(BaseModel):
     ok: bool
     code: int = 0
     reason: Reason = ""
-
-
-# A SIP URI's user part we put in a From header: nothing that could add a header or a host.
-SIP_USER = r"[A-Za-z0-9+._~-]{1,64}"
 
 
 class Dial(BaseModel):

@@ -166,8 +166,8 @@ class SipParticipant(RemoteParticipant):
     def audio_cut(self, speaker: str) -> None:
         self.connection.send(p.ClearPlayback(leg=self.leg))
 
-    def transfer(self, to: str) -> None:
-        self.connection.send(p.Transfer(leg=self.leg, to=to))
+    def transfer(self, to: str, caller_id: str | None = None) -> None:
+        self.connection.send(p.Transfer(leg=self.leg, to=to, caller_id=caller_id))
 
     def dial(self, uri: str, caller_id: str | None = None) -> None:
         self.connection.send(p.Dial(leg=self.leg, call_id=self.call_id, to=uri, caller_id=caller_id))

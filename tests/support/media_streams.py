@@ -57,6 +57,7 @@ class TwiML:
     parameters: dict[str, str] = field(default_factory=dict)
     dial_sip: str | None = None
     rejected: bool = False
+    hung_up: bool = False
 
     @classmethod
     def parse(cls, text: str) -> TwiML:
@@ -69,6 +70,7 @@ class TwiML:
         sip = root.find("./Dial/Sip")
         twiml.dial_sip = sip.text if sip is not None else None
         twiml.rejected = root.find("./Reject") is not None
+        twiml.hung_up = root.find("./Hangup") is not None
         return twiml
 
 

@@ -10,36 +10,16 @@ from __future__ import annotations
 import base64
 import wave
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from appliance.speech.stt import phrases_grammar, transcribe
 from tests.support.media_streams import MediaStreamCall, speech
 from tests.support.wait import wait_until_async
-from tests.twilio_gateway.conftest import ACCOUNT_SID, NUMBER, TwilioLine
+from tests.twilio_gateway.conftest import ACCOUNT_SID, NUMBER, TwilioLine, closed, events, the_call
 
 CALLER = "+15557654321"
 MENU = "For sales, press 1. For support, press 2."
-
-
-def _events(line: TwilioLine, call_id: str, kind: str) -> list[dict[str, Any]]:
-    return [e["data"] for e in line.box.call(call_id)["events"] if e["kind"] == kind]
-
-
-async def _the_call(line: TwilioLine, call_sid: str) -> dict[str, Any]:
-    def offered() -> dict[str, Any] | None:
-        for call in line.box.calls():
-            if any(e["sip_call_id"] == call_sid for e in _events(line, call["id"], "offered")):
-                return call
-        return None
-
-    return await wait_until_async(offered, "the stream's call record", 20, detail=line.box.log_tail)
-
-
-async def _closed(line: TwilioLine, call_id: str) -> dict[str, Any]:
-    return await wait_until_async(lambda: (c := line.box.call(call_id))["ended_at"] and c,
-                                  "the call record to close", 60, detail=line.box.log_tail)
 
 
 def _rms(x: np.ndarray) -> float:
@@ -57,19 +37,19 @@ async def test_the_default_flow_walked_by_keys_hangs_up_through_twilios_api(twil
     stream = await MediaStreamCall.open(line.session, line.twilio.box_url, call_sid, ACCOUNT_SID)
     await stream.start(twiml.parameters)
     stream.say(speech("hello I would like to buy something"))
-    call = await _the_call(line, call_sid)
+    call = await the_call(line, call_sid)
     # On cue: the menu prompt has begun to play; a key then cuts it (the caller gets a clear).
-    await wait_until_async(lambda: {"text": MENU} in _events(line, call["id"], "say") and len(stream.heard) > 8000,
+    await wait_until_async(lambda: {"text": MENU} in events(line, call["id"], "say") and len(stream.heard) > 8000,
                            "the menu prompt", 30, detail=line.box.log_tail)
     await stream.dtmf("1")
     await wait_until_async(lambda: stream.closed.done(), "the box to close the stream", 30,
                            detail=line.box.log_tail)
     await stream.close()
 
-    record = await _closed(line, call["id"])
+    record = await closed(line, call["id"])
     assert record["end_reason"] == "flow-hangup", record
-    assert _events(line, call["id"], "dtmf") == [{"digit": "1", "method": "twilio"}]
-    steps = [e["step"] for e in _events(line, call["id"], "step")]
+    assert events(line, call["id"], "dtmf") == [{"digit": "1", "method": "twilio"}]
+    steps = [e["step"] for e in events(line, call["id"], "step")]
     assert steps[:3] == ["welcome", "main_menu", "sales"], steps
     assert stream.clears, "the key cut the menu prompt: Twilio must drop what it buffered"
     assert stream.marks, "marks tell the box how far the caller has heard"
@@ -98,7 +78,7 @@ async def test_the_default_flow_walked_by_keys_hangs_up_through_twilios_api(twil
     status, _ = await line.twilio.post(line.session, "/twilio/status",
                                        {"CallSid": call_sid, "CallStatus": "completed", "CallDuration": "9"})
     assert status == 204
-    assert _events(line, call["id"], "twilio_status") == [
+    assert events(line, call["id"], "twilio_status") == [
         {"call_sid": call_sid, "CallStatus": "completed", "CallDuration": "9"}]
 
 
@@ -107,14 +87,24 @@ async def test_the_callers_stop_ends_the_record_as_caller_hangup(twilio_line: Tw
     call_sid, twiml = await line.twilio.voice(line.session, CALLER, NUMBER)
     stream = await MediaStreamCall.open(line.session, line.twilio.box_url, call_sid, ACCOUNT_SID)
     await stream.start(twiml.parameters)
-    call = await _the_call(line, call_sid)
-    await wait_until_async(lambda: _events(line, call["id"], "answered"), "the call to be answered", 20)
+    call = await the_call(line, call_sid)
+    await wait_until_async(lambda: events(line, call["id"], "answered"), "the call to be answered", 20)
     await stream.stop()
     # Media after stop: the box has closed the stream; what still arrives changes nothing.
     await stream.send("media", {"media": {"track": "inbound", "payload": base64.b64encode(b"\xff" * 160).decode()}})
     await wait_until_async(lambda: stream.closed.done(), "the box to close the stream", 20)
     await stream.close()
-    record = await _closed(line, call["id"])
+    record = await closed(line, call["id"])
     assert record["end_reason"] == "caller-hangup", record
     assert line.rest.requests == []  # the caller hung up: nothing to end at Twilio
     assert Path(record["recording_path"]).is_file()
+
+    # The signed voice webhook replayed: the call had its stream, so it gets <Hangup/>, and its
+    # old token opens nothing.
+    _, replayed = await line.twilio.voice(line.session, CALLER, NUMBER, call_sid=call_sid)
+    assert replayed.hung_up and replayed.stream_url is None, replayed.text
+    again = await MediaStreamCall.open(line.session, line.twilio.box_url, call_sid, ACCOUNT_SID)
+    await again.start(twiml.parameters)
+    assert await again.close_code() == 1008
+    await again.close()
+    assert [c["id"] for c in line.box.calls()] == [call["id"]]

@@ -143,3 +143,70 @@ def test_a_client_whose_marks_stop_coming_back_is_cut_off(tickets: StreamTickets
     assert session.handle(s.HubFrame(bytes(FRAME_BYTES))) == [
         s.ToHub(p.Ended(leg=LEG, reason="stream-lost")),
         s.Close(1008, "client stopped reading: 5020 ms sent and not played")]
+
+
+# --- blind transfer: the hub's Transfer redirects the call at Twilio to <Dial> the destination
+DIAL_NUMBER = ('<?xml version="1.0" encoding="UTF-8"?><Response><Dial callerId="+15550100">'
+               '<Number>+15550199</Number></Dial></Response>')
+
+
+def test_a_transfer_redirects_the_call_and_its_hangup_leaves_twilios_call_alone(tickets: StreamTickets) -> None:
+    session = answered(tickets)
+    assert session.handle(s.HubTransfer("tel:+15550199", CALLED)) == [s.RedirectAtTwilio(CALL, DIAL_NUMBER)]
+    assert session.handle(s.HubTransfer("tel:+15550199", CALLED)) == [s.ToHub(p.TransferResult(
+        leg=LEG, ok=False, code=491, reason="no answered call, or a transfer already under way"))]
+    assert session.handle(s.Redirected(True, 200, "redirected")) == [
+        s.ToHub(p.TransferResult(leg=LEG, ok=True, code=200, reason="redirected"))]
+    # The flow ends as transferred: the call is Twilio's, dialling; ending it there would cut it.
+    assert session.handle(s.HubHangup("transferred")) == [s.Close(1000, "")]
+    assert session.reason == "transferred"
+
+
+def test_twilios_stop_after_the_redirect_ends_the_call_as_transferred(tickets: StreamTickets) -> None:
+    session = answered(tickets)
+    session.handle(s.HubTransfer("sip:desk@pbx.example.com", None))
+    session.handle(s.Redirected(True, 200, "redirected"))
+    assert session.handle(twilio("stop")) == [s.ToHub(p.Ended(leg=LEG, reason="transferred")), s.Close(1000, "")]
+
+
+@pytest.mark.parametrize("ok", [True, False])
+def test_a_stop_before_twilios_api_answers_is_told_with_the_outcome(tickets: StreamTickets, ok: bool) -> None:
+    # Twilio may stop the stream it redirects before its API has answered; or the caller hung up.
+    session = answered(tickets)
+    assert session.handle(s.HubTransfer("sip:desk@pbx.example.com", None)) == [s.RedirectAtTwilio(
+        CALL, '<?xml version="1.0" encoding="UTF-8"?><Response><Dial><Sip>sip:desk@pbx.example.com</Sip>'
+              '</Dial></Response>')]
+    assert session.handle(twilio("stop")) == [s.Close(1000, "")]
+    reason = "transferred" if ok else "caller-hangup"
+    assert session.handle(s.Redirected(ok, 200 if ok else 400, "answer")) == [
+        s.ToHub(p.TransferResult(leg=LEG, ok=ok, code=200 if ok else 400, reason="answer")),
+        s.ToHub(p.Ended(leg=LEG, reason=reason))]
+    assert session.reason == reason
+
+
+def test_a_refused_redirect_leaves_the_call_with_us(tickets: StreamTickets) -> None:
+    session = answered(tickets)
+    session.handle(s.HubTransfer("tel:+15550199", None))
+    assert session.handle(s.Redirected(False, 400, "Twilio error 21220: call not in progress")) == [
+        s.ToHub(p.TransferResult(leg=LEG, ok=False, code=400, reason="Twilio error 21220: call not in progress"))]
+    # The flow's on_error goes on; its hang-up ends the phone call at Twilio as ever.
+    assert session.handle(s.HubHangup("flow-hangup")) == [s.EndAtTwilio(CALL), s.Close(1000, "")]
+
+
+@pytest.mark.parametrize(("to", "why"), [
+    ("tel:5550199", "5550199 is not an E.164 number (+ and up to 15 digits)"),
+    ("sips:desk@pbx.example.com", "Twilio dials numbers (E.164) and sip: URIs of up to 255 characters"),
+    ("sip:" + "d" * 252, "Twilio dials numbers (E.164) and sip: URIs of up to 255 characters"),
+])
+def test_a_destination_twilio_cannot_dial_fails_the_transfer_without_asking_twilio(
+        tickets: StreamTickets, to: str, why: str) -> None:
+    session = answered(tickets)
+    assert session.handle(s.HubTransfer(to, None)) == [s.ToHub(p.TransferResult(leg=LEG, ok=False, code=416,
+                                                                                reason=why))]
+    assert session.transferring is s.Transferring.NONE
+
+
+def test_a_caller_id_that_is_no_number_is_left_to_twilio(tickets: StreamTickets) -> None:
+    session = answered(tickets)
+    (redirect,) = session.handle(s.HubTransfer("tel:+15550199", "anonymous"))
+    assert redirect == s.RedirectAtTwilio(CALL, DIAL_NUMBER.replace(' callerId="+15550100"', ""))

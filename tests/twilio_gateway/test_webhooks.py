@@ -151,3 +151,28 @@ async def test_a_body_that_is_no_readable_form_gets_a_json_4xx_not_a_5xx(box: Bo
             assert response.status == status, content_type
             assert "error" in await response.json(), content_type
     assert box.statuses == []
+
+
+async def _post(box: Box, form: dict[str, str], headers: dict[str, str]) -> TwiML:
+    async with box.session.post(box.twilio.box_url + "/twilio/voice", data=form, headers=headers) as response:
+        assert response.status == 200
+        return TwiML.parse(await response.text())
+
+
+async def test_a_replayed_voice_webhook_opens_no_second_stream(box: Box, caplog: pytest.LogCaptureFixture) -> None:
+    # One signed request, captured, then sent again byte for byte: Twilio's signature has no date.
+    form = _form()
+    headers = signed_post_headers(TOKEN, box.twilio.public_url + "/twilio/voice", form)
+    first = await _post(box, form, headers)
+    # Twilio retrying (its answer lost) before the stream opened: the same ticket, nothing new.
+    assert (await _post(box, form, headers)).parameters == first.parameters
+    box.tickets.redeem(first.parameters["token"], form["CallSid"])  # the stream opened with it
+
+    with caplog.at_level(logging.WARNING):
+        replayed = await _post(box, form, headers)
+    assert replayed.text == '<?xml version="1.0" encoding="UTF-8"?><Response><Hangup /></Response>'
+    assert [(r.getMessage(), r.fields["call_sid"]) for r in caplog.records] == [  # type: ignore[attr-defined]
+        ("Twilio voice webhook for a call that had its stream: hung up", form["CallSid"])]
+    # Another call is answered as ever.
+    _, other = await box.twilio.voice(box.session, CALLER, NUMBER)
+    assert other.stream_url is not None and other.parameters["token"] != first.parameters["token"]
