@@ -74,9 +74,9 @@ def main(argv: list[str] | None = None) -> int:
         f"{plan.workers} SIP workers; in {workdir}")
     try:
         run = run_soak(plan, workdir, say=say)
-    finally:
-        if not args.keep:
-            shutil.rmtree(workdir, ignore_errors=True)
+    except BaseException:
+        say(f"kept {workdir} for a post-mortem")
+        raise
     report = report_of(run) | {
         "benchmark": "soak",
         "date": started.isoformat(timespec="seconds"),
@@ -86,8 +86,14 @@ def main(argv: list[str] | None = None) -> int:
         "code": code_version(("appliance", "sip")),
         "loadavg_before": loadavg_before,
         "loadavg_after": Path("/proc/loadavg").read_text().split()[:3],
-        "workdir": str(workdir) if args.keep else None,
+        "workdir": None,
     }
+    # A failed run keeps its logs: a worker's crash leaves its stack only in the appliance log.
+    if args.keep or report["failures"]:
+        report["workdir"] = str(workdir)
+        say(f"kept {workdir} (logs, database, recordings)")
+    else:
+        shutil.rmtree(workdir, ignore_errors=True)
     tag = "-quick" if args.quick else f"-{plan.calls}"
     save_and_print(report, "soak", tag, tables(report))
     if not args.no_doc:
