@@ -97,6 +97,11 @@ class PersonaJob:
                     "endpointing": {"min_delay": self.endpointing_s, "max_delay": 3.0},
                     "interruption": {"enabled": True, "min_duration": persona.interruption.min_duration,
                                      "min_words": persona.interruption.min_words},
+                    # The reply is generated from each final transcript while the turn's end is
+                    # still being confirmed, and dropped if the caller goes on. Its text only: a
+                    # turn held open (turns.py) would otherwise synthesise speech for nothing, and
+                    # espeak-ng's first sentence takes 1-6 ms (docs/BENCHMARKS.md).
+                    "preemptive_generation": {"enabled": True, "preemptive_tts": False},
                 },
                 max_tool_steps=3,
             )

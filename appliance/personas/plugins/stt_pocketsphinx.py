@@ -9,12 +9,17 @@ utterance decodes best (its whole cepstrum goes into the mean), but waiting for 
 flush to start decoding costs the caller ~100 ms per turn, so the stream decodes what was said
 as soon as a pause of 0.1 s begins (pocketsphinx's WebRTC VAD, cheap) and the flush finds the
 transcript made. Speech that resumes makes that guess stale; the flush then decodes again.
+
+The turn detector may ask for the words early (`transcribe_pending`): when the caller went on
+after a pause, livekit judges the turn on the words before the pause and flushes only after
+that judgement, which for words that are not a whole request is a wait (personas/turns.py).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import weakref
 from collections.abc import Callable
 
 import numpy as np
@@ -80,6 +85,7 @@ class PocketsphinxSTT(stt.STT):
         super().__init__(capabilities=stt.STTCapabilities(streaming=True, interim_results=False, manual_flush=True))
         self._grammar = grammar
         self._number_expected: Callable[[], bool] | None = None
+        self._streams: weakref.WeakSet[PocketsphinxStream] = weakref.WeakSet()
 
     def listen_for_numbers(self, number_expected: Callable[[], bool]) -> None:
         """Hear digits only whenever `number_expected()` is true (asked at each utterance)."""
@@ -111,7 +117,18 @@ class PocketsphinxSTT(stt.STT):
         conn_options: APIConnectOptions = DEFAULT_API_CONNECT_OPTIONS,
     ) -> PocketsphinxStream:
         _check_language(language)
-        return PocketsphinxStream(stt=self, conn_options=conn_options)
+        stream = PocketsphinxStream(stt=self, conn_options=conn_options)
+        self._streams.add(stream)
+        return stream
+
+    async def transcribe_pending(self) -> bool:
+        """Transcribe the caller's speech the open streams hold (as a flush would) now; whether
+        there was any. Its final transcript comes through the stream as usual."""
+        pending = [stream for stream in list(self._streams) if stream.pending]
+        # Shielded: livekit cancels the asking task when the caller speaks again, and a
+        # transcription cut off there would lose words the stream has already let go of.
+        await asyncio.shield(asyncio.gather(*(stream.flush_now() for stream in pending)))
+        return bool(pending)
 
     async def _recognize_impl(
         self,
@@ -198,6 +215,15 @@ class PocketsphinxStream(stt.RecognizeStream):
             pcm = bytes(self._pcm)
             self._guess = (self._voiced_end, asyncio.create_task(
                 asyncio.to_thread(self._engine.decode_with_cmn, pcm, self._cmn)))
+
+    @property
+    def pending(self) -> bool:
+        """The stream holds caller speech that no final transcript has given yet."""
+        return self._voiced_end is not None and not self._event_ch.closed
+
+    async def flush_now(self) -> None:
+        """What a flush does, without waiting for the flush's turn in the audio."""
+        await self._finish()
 
     async def _finish(self) -> None:
         guess, voiced_end = self._guess, self._voiced_end
