@@ -258,7 +258,9 @@ class PersonasConfig(_Model):
     # Every 100 ms here is 100 ms more before each answer. A pause inside a sentence is longer
     # than this; the persona's words-so-far check (`turns.incomplete_pause`, personas/turns.py)
     # keeps those turns open, so the silence can be short (docs/BENCHMARKS.md, "Persona turns").
-    endpointing_s: float = Field(0.1, ge=0.05, le=3.0,
+    # silero counts silence in 32 ms windows: 0.06 is two of them, and it reports the end of
+    # speech about 0.12 s after the speech (measured on tests/support/spoken_requests.py's audio).
+    endpointing_s: float = Field(0.06, ge=0.05, le=3.0,
                                  description="silence after which the caller's speech has ended (silero's); a turn "
                                  "whose words make a whole request ends there (the persona's turns.incomplete_pause "
                                  "and numbers.pause hold the others open)")

@@ -1,6 +1,6 @@
 """When a caller's turn ends: livekit-agents' turn-detector hook, asked once the words so far are in.
 
-The VAD reports the end of speech after a short silence (`personas.endpointing_s`, 0.1 s); a
+The VAD reports the end of speech after a short silence (`personas.endpointing_s`, 0.06 s); a
 turn ends there only when the caller's words make a whole request. Otherwise it stays open, and
 speech resuming in that time continues the same turn, its transcript appended:
 

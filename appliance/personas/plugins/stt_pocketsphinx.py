@@ -51,10 +51,14 @@ LANGUAGE = LanguageCode("en-US")
 VAD_FRAME_S = 0.02
 # An utterance is decoded from 0.1 s before its first voiced frame to 0.1 s after its last:
 # measured on calls' audio, wider margins make the grammar turn line noise into words
-# ("one it two three four"), and a pause of 0.1 s is where the early decode starts.
+# ("one it two three four").
 PREROLL_S = 0.1
 TAIL_S = 0.1
-PAUSE_FRAMES = round(TAIL_S / VAD_FRAME_S)
+# The early decode starts after 0.06 s of pause (its tail is that much): silero reports the end
+# of speech about 0.12 s after it with `personas.endpointing_s` 0.06 (0.06 s and two 32 ms
+# windows of its own lag, measured on the persona-turn corpus), and a whole-utterance decode
+# takes 55-72 ms (docs/BENCHMARKS.md), so the transcript is made by then.
+PAUSE_FRAMES = 3
 # WebRTC's VAD calls some near-silence voice (it settles for a while at the start); voice is
 # also louder than this, about -50 dBFS, below any speech a phone carries.
 VOICE_FLOOR_RMS = 100.0
