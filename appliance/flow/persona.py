@@ -111,9 +111,9 @@ class Turns(_Model):
 
     incomplete_pause: float = Field(1.0, ge=0, le=10, description="seconds the turn stays open after the end "
                                     "of speech when the caller's words so far are not a whole request (none of "
-                                    "the persona's phrases, or a last word such as 'to' or 'my' that leads into "
-                                    "more); speech in that time continues the turn (0: every turn ends at the end "
-                                    "of speech, numbers aside)")
+                                    "the persona's phrases word for word, or a last word such as 'to' or 'my' "
+                                    "that leads into more); speech in that time continues the turn (0: every "
+                                    "turn ends at the end of speech, numbers aside)")
 
 
 class Interruption(_Model):

@@ -213,12 +213,15 @@ class PersonaJob:
             return
         self._arm_silence()
         self._send(p.Transcript(leg=self.leg, role="caller", text=event.transcript))
-        self._turns += 1
-        if self.persona and self._turns > self.persona.limits.max_turns:
-            self._exit("failed", {"persona_error": "turn limit reached"}, "max_turns")
 
     def _on_item(self, event: Any) -> None:
         item = event.item
+        if getattr(item, "role", None) == "user":
+            # A turn is what livekit committed: a sentence said in parts, each part its own
+            # final transcript (turns.py holds them together), is one.
+            self._turns += 1
+            if self.persona and self._turns > self.persona.limits.max_turns:
+                self._exit("failed", {"persona_error": "turn limit reached"}, "max_turns")
         if getattr(item, "role", None) != "assistant":
             return
         text = item.text_content or ""

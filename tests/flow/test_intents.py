@@ -150,8 +150,10 @@ ORDER_DESK = ["check my order", "where is my order", "order status", "two", "tal
         ("where is my", False),  # three of the four words of a phrase: the very sentence that goes on
         ("check my order and", False),  # a whole phrase, then a word that leads into more
         ("I want to talk", False),  # "to" is not the phrase "two"
+        ("where is my it", False),  # a stray word after the fragment: still no phrase
         ("hello", False),  # none of the phrases
         ("my order is two", False),  # a number may go on
+        ("i one with to long", False),  # a digit is no request: misheard inside a fragment, it ends nothing
         ("", False),
     ],
 )
