@@ -255,9 +255,15 @@ class TransfersConfig(_Model):
 class PersonasConfig(_Model):
     workers: int = Field(1, ge=0, le=32, description="persona worker processes (0: no AI personas)")
     sessions_per_worker: int = Field(4, ge=1, le=32, description="persona calls one worker process holds")
-    # Every 100 ms here is 100 ms more before each answer; too little cuts in on callers who
-    # pause inside a sentence. 0.25 s keeps the voice-turn p50 under 500 ms (docs/BENCHMARKS.md).
-    endpointing_s: float = Field(0.25, ge=0.05, le=3.0, description="silence that ends the caller's turn")
+    # Every 100 ms here is 100 ms more before each answer. A pause inside a sentence is longer
+    # than this; the persona's words-so-far check (`turns.incomplete_pause`, personas/turns.py)
+    # keeps those turns open, so the silence can be short (docs/BENCHMARKS.md, "Persona turns").
+    # silero counts silence in 32 ms windows: 0.06 is two of them, and it reports the end of
+    # speech about 0.12 s after the speech (measured on tests/support/spoken_requests.py's audio).
+    endpointing_s: float = Field(0.06, ge=0.05, le=3.0,
+                                 description="silence after which the caller's speech has ended (silero's); a turn "
+                                 "whose words make a whole request ends there (the persona's turns.incomplete_pause "
+                                 "and numbers.pause hold the others open)")
 
 
 class RecordingFormat(StrEnum):

@@ -97,12 +97,12 @@ def energy(samples: np.ndarray) -> np.ndarray:
     return np.sqrt(np.mean(samples[: k * n].reshape(k, n) ** 2, axis=1)) if k else np.zeros(0)
 
 
-def sound_runs(rms: np.ndarray, min_s: float = 0.1) -> list[tuple[float, float]]:
-    """(start, end) in seconds of stretches of sound; quiet shorter than SPEECH_GAP_S joins them."""
+def sound_runs(rms: np.ndarray, min_s: float = 0.1, gap_s: float = SPEECH_GAP_S) -> list[tuple[float, float]]:
+    """(start, end) in seconds of stretches of sound; quiet shorter than `gap_s` joins them."""
     loud = np.flatnonzero(rms > LOUD_RMS)
     runs: list[list[int]] = []
     for i in loud:
-        if runs and i - runs[-1][1] <= SPEECH_GAP_S / FRAME_S:
+        if runs and i - runs[-1][1] <= gap_s / FRAME_S:
             runs[-1][1] = i
         else:
             runs.append([i, i])
@@ -148,12 +148,17 @@ def microphone(path: Path, turns: int) -> list[str]:
         start = int((FIRST_AT_S + k * PERIOD_S) * RATE) * 2
         pcm[start : start + len(speech)] = speech
         said.append(text)
+    write_microphone(path, bytes(pcm))
+    return said
+
+
+def write_microphone(path: Path, pcm: bytes) -> None:
+    """A caller's microphone file for baresip: 16 kHz s16le mono WAV."""
     with wave.open(str(path), "wb") as w:
         w.setnchannels(1)
         w.setsampwidth(2)
         w.setframerate(RATE)
-        w.writeframes(bytes(pcm))
-    return said
+        w.writeframes(pcm)
 
 
 # --- the appliance's processes ----------------------------------------------------------------
@@ -770,7 +775,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     report["offline"] = offline_parts()
     say(f"  {json.dumps(report['offline'])}")
     root = Path(tempfile.mkdtemp(prefix="sb-bench-personas-"))
-    with OrdersApi() as api:
+    with OrdersApi().http.in_thread() as api:
         flows = root / "flows"
         shutil.copytree(ROOT / "flows", flows)
         persona = flows / "personas" / "orders.yaml"
@@ -859,8 +864,6 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--calls", type=int, help="calls one after another in the step of 1 (default 3)")
     parser.add_argument("--turns", type=int, help="turns per call in the step of 1 (default 10)")
     parser.add_argument("--turns-concurrent", type=int, help="turns per call in the later steps (default 7)")
-    parser.add_argument("--persona-workers", type=int, default=2)
-    parser.add_argument("--sessions-per-worker", type=int, default=8)
     parser.add_argument("--endpointing", type=float, default=PersonasConfig().endpointing_s,
                         help=f"personas.endpointing_s (default {PersonasConfig().endpointing_s:g}, the appliance's)")
     parser.add_argument("--quick", action="store_true", help="1 call of 4 turns, then 2 at once: checks the benchmark")
@@ -868,13 +871,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                         help="keep ramping after a step fails (by default the ramp goes on past a step that only "
                              f"misses p95 {CAPACITY_P95_S:g} s, and stops at p95 > {2 * CAPACITY_P95_S:g} s "
                              "or unanswered turns)")
-    parser.add_argument("--no-doc", action="store_true", help="do not write docs/BENCHMARKS.md (default in --quick)")
-    parser.add_argument("--keep", action="store_true", help="keep the temp dir (appliance log, recordings, dumps)")
     parser.add_argument("--report", type=Path, help="only re-render docs/BENCHMARKS.md from this results file")
-    parser.add_argument("--tag", default="", help="suffix of the results file, for experiments (implies --no-doc)")
-    parser.add_argument("--quiet", type=float, default=30,
-                        help="before a step, wait until other work on the box is below this %% of a core (default 30)")
-    parser.add_argument("--quiet-wait", type=float, default=30, help="longest wait for a quiet box, s (default 30)")
+    add_run_options(parser)
     parser.add_argument("--retries", type=int,
                         help="rounds of calls run again, over the whole run, because other work on the box took more "
                              "than --quiet during them (default 2; 0 with --quick)")
@@ -885,13 +883,30 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     args.turns = args.turns or (4 if args.quick else 10)
     args.turns_concurrent = args.turns_concurrent or (4 if args.quick else 7)
     args.retries = args.retries if args.retries is not None else (0 if args.quick else 2)
+    check_run_options(parser, args)
+    return args
+
+
+def add_run_options(parser: argparse.ArgumentParser) -> None:
+    """The options of a persona benchmark's box and run (shared with bench/persona_turns.py)."""
+    parser.add_argument("--persona-workers", type=int, default=2)
+    parser.add_argument("--sessions-per-worker", type=int, default=8)
+    parser.add_argument("--no-doc", action="store_true", help="do not write docs/BENCHMARKS.md (default in --quick)")
+    parser.add_argument("--keep", action="store_true", help="keep the temp dir (appliance log, recordings, dumps)")
+    parser.add_argument("--tag", default="", help="suffix of the results file, for experiments (implies --no-doc)")
+    parser.add_argument("--quiet", type=float, default=30,
+                        help="before a step, wait until other work on the box is below this %% of a core (default 30)")
+    parser.add_argument("--quiet-wait", type=float, default=30, help="longest wait for a quiet box, s (default 30)")
+
+
+def check_run_options(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """SIP workers for the largest step, enough persona sessions for it, no doc from a check or an experiment."""
     args.sip_workers = max(1, -(-max(args.steps) // 4))
     if max(args.steps) > args.persona_workers * args.sessions_per_worker:
         parser.error(f"step {max(args.steps)} needs more persona sessions than "
                      f"{args.persona_workers} workers × {args.sessions_per_worker}")
     if args.quick or args.tag:
         args.no_doc = True
-    return args
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -65,6 +65,32 @@ def ends_in_digit(text: str) -> bool:
     return bool(said) and (said[-1] in DIGIT_WORDS or said[-1].isdigit())
 
 
+# Words a sentence goes on after ("I would like to …", "where is my …", "I want to talk …"):
+# words so far that end on one are not a whole request, whatever they hold.
+LEAD_INS = frozenset(("a", "about", "an", "and", "at", "for", "i", "in", "like", "my", "of", "on", "or", "speak",
+                      "talk", "the", "to", "want", "with", "would", "your"))
+
+
+def complete(text: str, phrases: list[str]) -> bool:
+    """Whether the caller's words so far make a whole request: they hold one of `phrases` (not
+    a number's) word for word and do not end on a lead-in word or a digit (a number may go on).
+    With no phrases (an open-vocabulary persona) only the last word decides.
+
+    Word for word, not by `match`'s share of words: the recogniser ends a fragment with a stray
+    word ("Where is my …" as "where is my it"), which shares three of the four words of "where
+    is my order" and would end the turn inside the caller's pause (measured on
+    bench/persona_turns.py's corpus). Homophones are not folded: "to" must not stand for the
+    phrase "two". A phrase of digits alone makes no request whole: a digit misheard inside a
+    fragment ("I want to ask about" as "i one with to long") would end the turn on it.
+    """
+    said = words(text)
+    if not said or said[-1] in LEAD_INS or ends_in_digit(text):
+        return False
+    joined = f" {' '.join(said)} "
+    wanted = [" ".join(w) for p in phrases if (w := words(p)) and not all(x in DIGIT_WORDS or x.isdigit() for x in w)]
+    return not wanted or any(f" {w} " in joined for w in wanted)
+
+
 def spoken_digits(text: str) -> str:
     """'one two three' or '1 2 3' → '123'; other words are ignored."""
     table = DIGIT_WORDS | HOMOPHONES

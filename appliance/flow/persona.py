@@ -104,6 +104,18 @@ class Numbers(_Model):
         return self
 
 
+class Turns(_Model):
+    """When the caller's turn ends. The VAD reports the end of their speech after the box's short
+    `personas.endpointing_s` of silence; words that make a whole request end the turn there, words
+    that do not ("I would like to", "where is my") keep it open for the rest of the sentence."""
+
+    incomplete_pause: float = Field(1.0, ge=0, le=10, description="seconds the turn stays open after the end "
+                                    "of speech when the caller's words so far are not a whole request (none of "
+                                    "the persona's phrases word for word, or a last word such as 'to' or 'my' "
+                                    "that leads into more); speech in that time continues the turn (0: every "
+                                    "turn ends at the end of speech, numbers aside)")
+
+
 class Interruption(_Model):
     # Telephone noise and "uh-huh" must not cut the persona off.
     min_duration: float = Field(0.5, ge=0, le=5)
@@ -123,6 +135,7 @@ class Persona(_Model):
     handoffs: list[str] = Field(default_factory=list, description="personas this one may hand the caller to")
     limits: Limits = Field(default_factory=Limits)
     interruption: Interruption = Field(default_factory=Interruption)
+    turns: Turns = Field(default_factory=Turns)
     numbers: Numbers = Field(default_factory=Numbers)
     fallback_prompt: str = "Sorry, I am having trouble. Let me get you some help."
 

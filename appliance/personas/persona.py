@@ -20,7 +20,7 @@ from appliance.flow.webhook import WebhookError, post_json
 from appliance.personas.plugins import build_llm, build_stt, build_tts
 from appliance.personas.plugins.llm_scripted import CONFIRM, ScriptedLLM
 from appliance.personas.plugins.stt_pocketsphinx import PocketsphinxSTT, grammar_for
-from appliance.personas.turns import NumberTurnDetector
+from appliance.personas.turns import PersonaTurnDetector
 
 
 class PersonaCall(Protocol):
@@ -48,6 +48,7 @@ def build_agent(persona: Persona, call: PersonaCall, chat_ctx: llm.ChatContext |
     if tts_spec["name"] == "espeak":
         tts_spec["options"] = {"voice": persona.voice, **tts_spec["options"]}
     tools = _builtin_tools(persona, call) + [_webhook_tool(t, call) for t in persona.tools]
+    turns = PersonaTurnDetector(request_phrases(persona) or [], persona.turns.incomplete_pause)
     agent = PersonaAgent(
         call,
         instructions=persona.instructions + _read_back_instructions(persona),
@@ -56,9 +57,11 @@ def build_agent(persona: Persona, call: PersonaCall, chat_ctx: llm.ChatContext |
         llm=build_llm(llm_spec),
         tts=build_tts(tts_spec),
         chat_ctx=chat_ctx,
-        # The pause inside a number read in groups must not end the caller's turn.
-        turn_handling={"turn_detection": NumberTurnDetector(), "endpointing": {"max_delay": persona.numbers.pause}},
+        # A pause inside a number read in groups, or inside a sentence, must not end the caller's turn.
+        turn_handling={"turn_detection": turns, "endpointing": {"max_delay": persona.numbers.pause}},
     )
+    if isinstance(agent.stt, PocketsphinxSTT):
+        turns.transcribe_pending = agent.stt.transcribe_pending
     _listen_for_numbers(persona, agent)
     return agent
 
@@ -108,12 +111,19 @@ def grammar_for_persona(persona: Persona) -> str | None:
     A persona on a real LLM gets open vocabulary (None), which pocketsphinx hears poorly;
     give it a hosted STT for that.
     """
+    phrases = request_phrases(persona)
+    return None if phrases is None else grammar_for(phrases, digits=True)
+
+
+def request_phrases(persona: Persona) -> list[str] | None:
+    """What a caller may say to a scripted persona (None: anything, for a real LLM): its
+    intents' phrases and, when it reads numbers back, the answers to that."""
     if persona.scripted is None:
         return None
     phrases = [phrase for intent in persona.scripted.intents.values() for phrase in intent.phrases]
     if persona.numbers.read_back:
         phrases += [phrase for answer in CONFIRM.values() for phrase in answer]
-    return grammar_for(phrases, digits=True)
+    return phrases
 
 
 def _scalar(variables: dict[str, Any]) -> dict[str, Any]:

@@ -97,6 +97,11 @@ class PersonaJob:
                     "endpointing": {"min_delay": self.endpointing_s, "max_delay": 3.0},
                     "interruption": {"enabled": True, "min_duration": persona.interruption.min_duration,
                                      "min_words": persona.interruption.min_words},
+                    # The reply is generated from each final transcript while the turn's end is
+                    # still being confirmed, and dropped if the caller goes on. Its text only: a
+                    # turn held open (turns.py) would otherwise synthesise speech for nothing, and
+                    # espeak-ng's first sentence takes 1-6 ms (docs/BENCHMARKS.md).
+                    "preemptive_generation": {"enabled": True, "preemptive_tts": False},
                 },
                 max_tool_steps=3,
             )
@@ -208,12 +213,15 @@ class PersonaJob:
             return
         self._arm_silence()
         self._send(p.Transcript(leg=self.leg, role="caller", text=event.transcript))
-        self._turns += 1
-        if self.persona and self._turns > self.persona.limits.max_turns:
-            self._exit("failed", {"persona_error": "turn limit reached"}, "max_turns")
 
     def _on_item(self, event: Any) -> None:
         item = event.item
+        if getattr(item, "role", None) == "user":
+            # A turn is what livekit committed: a sentence said in parts, each part its own
+            # final transcript (turns.py holds them together), is one.
+            self._turns += 1
+            if self.persona and self._turns > self.persona.limits.max_turns:
+                self._exit("failed", {"persona_error": "turn limit reached"}, "max_turns")
         if getattr(item, "role", None) != "assistant":
             return
         text = item.text_content or ""

@@ -137,6 +137,35 @@ def test_a_number_may_go_on_while_the_words_end_in_a_digit(said: str, unfinished
     assert intents.ends_in_digit(said) is unfinished
 
 
+ORDER_DESK = ["check my order", "where is my order", "order status", "two", "talk to someone"]
+
+
+@pytest.mark.parametrize(
+    "said, whole",
+    [
+        ("check my order", True),
+        ("I would like to check my order please", True),
+        ("where is my order", True),
+        ("I would like to", False),  # the sentence goes on
+        ("where is my", False),  # three of the four words of a phrase: the very sentence that goes on
+        ("check my order and", False),  # a whole phrase, then a word that leads into more
+        ("I want to talk", False),  # "to" is not the phrase "two"
+        ("where is my it", False),  # a stray word after the fragment: still no phrase
+        ("hello", False),  # none of the phrases
+        ("my order is two", False),  # a number may go on
+        ("i one with to long", False),  # a digit is no request: misheard inside a fragment, it ends nothing
+        ("", False),
+    ],
+)
+def test_a_request_is_whole_when_it_holds_a_phrase_and_does_not_lead_on(said: str, whole: bool):
+    assert intents.complete(said, ORDER_DESK) is whole
+
+
+def test_with_no_phrases_only_the_last_word_decides():
+    assert intents.complete("what are your opening hours", [])
+    assert not intents.complete("what are your", [])
+
+
 def test_every_grammar_the_shipped_flows_listen_with_is_accepted_by_pocketsphinx():
     grammars = {intents.grammar(MENU), intents.grammar(MENU, digits=True), intents.grammar({}, digits=True)}
     for loaded in load_dir(FLOWS, Config().webhooks.allowed).values():

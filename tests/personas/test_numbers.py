@@ -11,7 +11,7 @@ from livekit.agents import llm
 
 from appliance.flow.persona import Numbers
 from appliance.personas.plugins.llm_scripted import ScriptedLLM
-from appliance.personas.turns import NumberTurnDetector
+from appliance.personas.turns import PersonaTurnDetector
 
 DIGITS = ["zero", "oh", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
 SCRIPT = {
@@ -40,7 +40,7 @@ def script(read_back: int = 0) -> ScriptedLLM:
 
 
 async def test_the_turn_stays_open_while_the_callers_words_end_in_a_digit():
-    detector = NumberTurnDetector()
+    detector = PersonaTurnDetector()
     threshold = await detector.unlikely_threshold(None)
     assert threshold is not None
     assert await detector.predict_end_of_turn(conversation("my number is five five five")) < threshold
@@ -48,6 +48,24 @@ async def test_the_turn_stays_open_while_the_callers_words_end_in_a_digit():
     assert await detector.predict_end_of_turn(conversation("I want to talk to")) > threshold
     # the persona speaking last: nothing of the caller's is open
     assert await detector.predict_end_of_turn(conversation("five", "What is your order number?")) > threshold
+
+
+def test_words_that_are_not_a_whole_request_hold_the_turn_open_and_digits_are_left_to_the_number_pause():
+    detector = PersonaTurnDetector(["check my order", "opening hours"], incomplete_pause=1.0)
+    assert detector.holds_open("I would like to")
+    assert detector.holds_open("hello")
+    assert not detector.holds_open("I would like to check my order")
+    assert not detector.holds_open("")
+    # off: no phrases to judge by, or no pause to hold
+    assert not PersonaTurnDetector(None, incomplete_pause=1.0).holds_open("I would like to")
+    assert not PersonaTurnDetector(["check my order"], incomplete_pause=0).holds_open("I would like to")
+
+
+async def test_a_held_turn_ends_as_likely_over_once_the_pause_has_passed():
+    detector = PersonaTurnDetector(["check my order"], incomplete_pause=0.05)
+    threshold = await detector.unlikely_threshold(None)
+    assert threshold is not None
+    assert await detector.predict_end_of_turn(conversation("I would like to")) > threshold
 
 
 def test_after_asking_for_a_number_the_script_expects_one_and_then_no_longer():

@@ -11,6 +11,7 @@ import numpy as np
 from livekit import rtc
 from livekit.agents import AgentSession
 
+from appliance.config import PersonasConfig
 from appliance.flow.persona import Persona
 from appliance.personas.persona import build_agent
 from appliance.personas.plugins import build_vad
@@ -19,7 +20,7 @@ from tests.personas.speech import frames
 from tests.personas.test_session_voice import CallerAudio, InstantSpeaker
 from tests.support.spoken_numbers import SpokenNumber, line_audio, line_speech
 
-ENDPOINTING_S = 0.25  # the box's default (appliance.config: personas.endpointing_s)
+ENDPOINTING_S = PersonasConfig().endpointing_s  # the box's default
 DIGITS = ["zero", "oh", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
 PERSONA = {
     "name": "orders",

@@ -28,7 +28,7 @@ from appliance.speech.recognizer import Recognizer
 from appliance.speech.resample import resample
 
 __all__ = ["CODECS", "RATES", "VOICES", "Heard", "SpokenNumber", "corpus", "gather", "last_group_end", "line_audio",
-           "line_speech", "listen", "say_number"]
+           "line_phrases", "line_speech", "listen", "phrases_end", "say_number", "say_phrases"]
 
 # US, British, Caribbean and Scottish voices, two with female variants.
 VOICES = ("en-us", "en-gb", "en-us+f3", "en-gb-x-rp+f4", "en-029", "en-gb-scotland")
@@ -90,16 +90,23 @@ def _grouped(digits: str, rng: random.Random) -> tuple[str, ...]:
 
 def last_group_end(number: SpokenNumber) -> float:
     """Seconds from the start of `say_number`'s audio to the end of the number's last group."""
-    spoken = sum(len(_trimmed(_espeak(number.words(g), number.voice, number.rate))) for g in number.groups)
-    return LEAD_S + spoken / SAMPLE_RATE + sum(number.pauses)
+    return phrases_end([number.words(g) for g in number.groups], number.pauses, number.voice, number.rate)
+
+
+def phrases_end(phrases: list[str], pauses: tuple[float, ...], voice: str, rate: int) -> float:
+    """Seconds from the start of `say_phrases`'s audio to the end of its last phrase."""
+    spoken = sum(len(_trimmed(_espeak(p, voice, rate))) for p in phrases)
+    return LEAD_S + spoken / SAMPLE_RATE + sum(pauses)
 
 
 def say_number(number: SpokenNumber) -> np.ndarray:
     """16 kHz int16: line silence, each group with its pause, then the tail; a faint hiss throughout."""
-    return _said([number.words(group) for group in number.groups], number.pauses, number.voice, number.rate)
+    return say_phrases([number.words(group) for group in number.groups], number.pauses, number.voice, number.rate)
 
 
-def _said(phrases: list[str], pauses: tuple[float, ...], voice: str, rate: int) -> np.ndarray:
+def say_phrases(phrases: list[str], pauses: tuple[float, ...], voice: str, rate: int) -> np.ndarray:
+    """16 kHz int16: line silence, each phrase with the pause after it (the tail after the last),
+    a faint hiss throughout."""
     parts = [np.zeros(int(LEAD_S * SAMPLE_RATE), dtype=np.int16)]
     for i, phrase in enumerate(phrases):
         parts.append(_trimmed(_espeak(phrase, voice, rate)))
@@ -118,7 +125,14 @@ def line_audio(number: SpokenNumber, codec: str) -> bytes:
 
 def line_speech(text: str, codec: str, voice: str = "en-us", rate: int = 160) -> bytes:
     """A caller saying `text` as `line_audio` has them say a number: the same line and codec."""
-    return _through(_said([text], (), voice, rate), codec)
+    return line_phrases([text], (), codec, voice, rate)
+
+
+def line_phrases(phrases: list[str], pauses: tuple[float, ...], codec: str, voice: str = "en-us",
+                 rate: int = 160) -> bytes:
+    """A caller saying a sentence in parts, pausing after each but the last (`say_phrases`),
+    through `codec` and back."""
+    return _through(say_phrases(phrases, pauses, voice, rate), codec)
 
 
 def _through(pcm: np.ndarray, codec: str) -> bytes:

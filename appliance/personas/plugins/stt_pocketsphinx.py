@@ -9,12 +9,17 @@ utterance decodes best (its whole cepstrum goes into the mean), but waiting for 
 flush to start decoding costs the caller ~100 ms per turn, so the stream decodes what was said
 as soon as a pause of 0.1 s begins (pocketsphinx's WebRTC VAD, cheap) and the flush finds the
 transcript made. Speech that resumes makes that guess stale; the flush then decodes again.
+
+The turn detector may ask for the words early (`transcribe_pending`): when the caller went on
+after a pause, livekit judges the turn on the words before the pause and flushes only after
+that judgement, which for words that are not a whole request is a wait (personas/turns.py).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import weakref
 from collections.abc import Callable
 
 import numpy as np
@@ -46,10 +51,14 @@ LANGUAGE = LanguageCode("en-US")
 VAD_FRAME_S = 0.02
 # An utterance is decoded from 0.1 s before its first voiced frame to 0.1 s after its last:
 # measured on calls' audio, wider margins make the grammar turn line noise into words
-# ("one it two three four"), and a pause of 0.1 s is where the early decode starts.
+# ("one it two three four").
 PREROLL_S = 0.1
 TAIL_S = 0.1
-PAUSE_FRAMES = round(TAIL_S / VAD_FRAME_S)
+# The early decode starts after 0.06 s of pause (its tail is that much): silero reports the end
+# of speech about 0.12 s after it with `personas.endpointing_s` 0.06 (0.06 s and two 32 ms
+# windows of its own lag, measured on the persona-turn corpus), and a whole-utterance decode
+# takes 55-72 ms (docs/BENCHMARKS.md), so the transcript is made by then.
+PAUSE_FRAMES = 3
 # WebRTC's VAD calls some near-silence voice (it settles for a while at the start); voice is
 # also louder than this, about -50 dBFS, below any speech a phone carries.
 VOICE_FLOOR_RMS = 100.0
@@ -80,6 +89,7 @@ class PocketsphinxSTT(stt.STT):
         super().__init__(capabilities=stt.STTCapabilities(streaming=True, interim_results=False, manual_flush=True))
         self._grammar = grammar
         self._number_expected: Callable[[], bool] | None = None
+        self._streams: weakref.WeakSet[PocketsphinxStream] = weakref.WeakSet()
 
     def listen_for_numbers(self, number_expected: Callable[[], bool]) -> None:
         """Hear digits only whenever `number_expected()` is true (asked at each utterance)."""
@@ -111,7 +121,18 @@ class PocketsphinxSTT(stt.STT):
         conn_options: APIConnectOptions = DEFAULT_API_CONNECT_OPTIONS,
     ) -> PocketsphinxStream:
         _check_language(language)
-        return PocketsphinxStream(stt=self, conn_options=conn_options)
+        stream = PocketsphinxStream(stt=self, conn_options=conn_options)
+        self._streams.add(stream)
+        return stream
+
+    async def transcribe_pending(self) -> bool:
+        """Transcribe the caller's speech the open streams hold (as a flush would) now; whether
+        there was any. Its final transcript comes through the stream as usual."""
+        pending = [stream for stream in list(self._streams) if stream.pending]
+        # Shielded: livekit cancels the asking task when the caller speaks again, and a
+        # transcription cut off there would lose words the stream has already let go of.
+        await asyncio.shield(asyncio.gather(*(stream.flush_now() for stream in pending)))
+        return bool(pending)
 
     async def _recognize_impl(
         self,
@@ -198,6 +219,15 @@ class PocketsphinxStream(stt.RecognizeStream):
             pcm = bytes(self._pcm)
             self._guess = (self._voiced_end, asyncio.create_task(
                 asyncio.to_thread(self._engine.decode_with_cmn, pcm, self._cmn)))
+
+    @property
+    def pending(self) -> bool:
+        """The stream holds caller speech that no final transcript has given yet."""
+        return self._voiced_end is not None and not self._event_ch.closed
+
+    async def flush_now(self) -> None:
+        """What a flush does, without waiting for the flush's turn in the audio."""
+        await self._finish()
 
     async def _finish(self) -> None:
         guess, voiced_end = self._guess, self._voiced_end
