@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
+from tests.support import ports
 from tests.support.ports import free_port_block, release_port_block
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -59,3 +62,21 @@ def test_other_blocks_never_land_where_blocks_are_held() -> None:
         assert [p for p in (free_port_block(4) for _ in range(100)) if p + 4 > start] == []
     finally:
         release_port_block(start)
+
+
+def test_a_release_from_inside_a_pick_neither_waits_nor_is_lost() -> None:
+    """The garbage collector may run a block's finalizer (release_port_block) while this very
+    process holds the registry to pick a block: the release must not wait for that lock (a whole
+    test run hung so) and must still be written back."""
+    held = free_port_block(8, hold=True)
+    done = threading.Event()
+
+    def pick_that_releases() -> None:
+        with ports._lock, ports._registry():
+            release_port_block(held)
+        done.set()
+
+    threading.Thread(target=pick_that_releases, daemon=True).start()
+    assert done.wait(30), "release_port_block waited for the registry lock its own process held"
+    with ports._lock, ports._registry() as blocks:
+        assert not [b for b in blocks if b["pid"] == os.getpid() and b["start"] == held]

@@ -18,6 +18,7 @@ import os
 import secrets
 import socket
 import tempfile
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,9 @@ REGISTRY = Path(tempfile.gettempdir()) / "switchboard-test-ports.json"
 # Held blocks (an appliance's RTP block) stay until released or until their process is gone.
 KEEP_PER_PROCESS = 32
 LOWEST = 10000
+# One registry user at a time in this process; releases wait in `_pending` (see release_port_block).
+_lock = threading.Lock()
+_pending: list[int] = []
 
 
 def free_port_block(count: int, hold: bool = False) -> int:
@@ -45,7 +49,7 @@ def free_port_block(count: int, hold: bool = False) -> int:
     # no gap for a benchmark's thousands of RTP ports.
     middle = (LOWEST + _ephemeral_start()) // 2
     low, high = (middle, _ephemeral_start()) if hold else (LOWEST, middle)
-    with _registry() as blocks:
+    with _lock, _registry() as blocks:
         gaps = _gaps(low, high - count, count, blocks)
         room = sum(last - first + 1 for first, last in gaps)
         for _ in range(200 if room else 0):
@@ -61,9 +65,19 @@ def free_port_block(count: int, hold: bool = False) -> int:
 
 
 def release_port_block(start: int) -> None:
-    """This process no longer needs the block it was given at `start`."""
-    with _registry() as blocks:
-        blocks[:] = [b for b in blocks if not (b["pid"] == os.getpid() and b["start"] == start)]
+    """This process no longer needs the block it was given at `start`.
+
+    Never waits: it runs from finalizers, which the garbage collector may call inside
+    `free_port_block` itself, whose registry lock a wait here would never get (a whole test run
+    hung so). A release that cannot take the lock at once is written back by whoever holds it.
+    """
+    _pending.append(start)
+    if _lock.acquire(blocking=False):
+        try:
+            with _registry():
+                pass
+        finally:
+            _lock.release()
 
 
 def _gaps(low: int, high: int, count: int, blocks: list[dict[str, Any]]) -> list[tuple[int, int]]:
@@ -105,7 +119,8 @@ def _bindable(base: int, count: int) -> bool:
 
 @contextlib.contextmanager
 def _registry() -> Iterator[list[dict[str, Any]]]:
-    """The blocks of live processes, locked against every other test process until written back."""
+    """The blocks of live processes, locked against every other test process until written back
+    (with this process's pending releases applied); the caller holds `_lock`."""
     with open(os.open(REGISTRY, os.O_RDWR | os.O_CREAT, 0o666), "r+") as f:
         fcntl.flock(f, fcntl.LOCK_EX)
         try:
@@ -113,6 +128,9 @@ def _registry() -> Iterator[list[dict[str, Any]]]:
         except (ValueError, KeyError, TypeError):
             blocks = []  # a registry from another version of this file: start afresh
         yield blocks
+        while _pending:
+            start = _pending.pop()
+            blocks[:] = [b for b in blocks if not (b["pid"] == os.getpid() and b["start"] == start)]
         f.seek(0)
         f.truncate()
         f.write(json.dumps(blocks))
