@@ -102,12 +102,18 @@ def growth_table(report: dict[str, Any]) -> str:
     return "\n".join(rows)
 
 
+def quoted(line: str) -> str:
+    """A log line as the doc shows it: a native library's source path (pjsip's `../src/pj/…`)
+    is the library's, not a path of this repository, so it loses its `../`."""
+    return line.replace("../", "…/")
+
+
 def errors_block(report: dict[str, Any]) -> str:
     errors = report["error_lines"]
     if not errors["count"]:
         return "Error lines in the appliance log: none."
     known = "; ".join(f"{n} of them {name} (being fixed separately)" for name, n in errors["known"].items())
-    shown = "\n".join(f"    {line[:240]}" for line in errors["lines"][:10])
+    shown = "\n".join(f"    {quoted(line)[:240]}" for line in errors["lines"][:10])
     return f"Error lines in the appliance log: {errors['count']}{'; ' + known if known else ''}. The first:\n\n{shown}"
 
 
@@ -121,7 +127,7 @@ def markdown(report: dict[str, Any]) -> str:
     verdict = ("**Passed**: every call has exactly one record, closed as its kind must end, every recording plays "
                "and covers its call, and the log has no error line." if not failures else
                f"**Failed**: {len(failures)} problems. The first:\n\n" +
-               "\n".join(f"- {line[:300]}" for line in failures[:15]))
+               "\n".join(f"- {quoted(line)[:300]}" for line in failures[:15]))
     return f"""{DOC_BEGIN}
 ## Soak (`bench/soak.py`)
 
