@@ -13,12 +13,12 @@ import pjsua2 as pj
 
 from appliance.core.reasons import EndReason, sip_failure
 from appliance.observability.logging import log_extra
-from sip.events import DtmfReceived, TransferFinished
+from sip.events import DtmfReceived, RtpCounts, TransferFinished
 
 if TYPE_CHECKING:
     from sip.endpoint import PjThread
 
-__all__ = ["WorkerCall", "WorkerAccount", "DialAccount"]
+__all__ = ["WorkerCall", "WorkerAccount", "DialAccount", "rtp_counts"]
 
 # The endpoint's logger, as before these classes had their own module: the same lines, the same name.
 log = logging.getLogger("sip.endpoint")
@@ -77,6 +77,10 @@ class WorkerCall(pj.Call):
             if media.type == pj.PJMEDIA_TYPE_AUDIO and media.status == pj.PJSUA_CALL_MEDIA_ACTIVE:
                 self.thread.media_active(self.leg_id, self, media.index)
 
+    def onStreamDestroyed(self, prm: pj.OnStreamDestroyedParam) -> None:
+        # The stream's counters die with it (at hang-up, and at a re-INVITE that re-creates it).
+        self.thread.stream_done(self.leg_id, rtp_counts(self.getStreamStat(prm.streamIdx)))
+
     def onCallTransferStatus(self, prm: pj.OnCallTransferStatusParam) -> None:
         # NOTIFYs report the transferee's progress; only the final one decides.
         if prm.finalNotify or prm.statusCode >= 300:
@@ -89,6 +93,13 @@ class WorkerCall(pj.Call):
     def onDtmfDigit(self, prm: pj.OnDtmfDigitParam) -> None:
         method = "info" if prm.method == pj.PJSUA_DTMF_METHOD_SIP_INFO else "rfc4733"
         self.thread.emit(DtmfReceived(self.leg_id, prm.digit, method))
+
+
+def rtp_counts(stat: pj.StreamStat) -> RtpCounts:
+    rx, tx = stat.rtcp.rxStat, stat.rtcp.txStat
+    jitter = rx.jitterUsec
+    return RtpCounts(received=rx.pkt, lost=rx.loss, discarded=rx.discard, sent=tx.pkt,
+                     jitter_max_ms=round(jitter.max / 1000, 1) if jitter.n else 0.0)
 
 
 class WorkerAccount(pj.Account):

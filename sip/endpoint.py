@@ -31,7 +31,7 @@ from appliance.observability.logging import log_extra
 from sip.calls import DialAccount, WorkerAccount, WorkerCall
 from sip.credentials import DialAuth
 from sip.edge_config import EDGE_KEY_HEADER, outbound_hosts
-from sip.events import CallOffered, DialFailed, EventSink, LegAnswered, LegEnded, PjEvent, TransferFinished
+from sip.events import CallOffered, DialFailed, EventSink, LegAnswered, LegEnded, PjEvent, RtpCounts, TransferFinished
 from sip.media import CallMediaPort, audio_format
 from sip.rtp_ports import PortBlock
 
@@ -159,6 +159,7 @@ class Leg:
     answered: bool = False
     outbound: bool = False  # placed by us (a bridge transfer), not offered by a caller
     info: dict[str, Any] = field(default_factory=dict)
+    rtp: RtpCounts | None = None  # the counts of its streams destroyed so far
 
 
 
@@ -474,6 +475,11 @@ class PjThread(threading.Thread):
         # Only the deques cross threads: the port itself must die on this thread.
         self.emit(LegAnswered(leg_id, codec, port.received, port.playout, leg.outbound))
 
+    def stream_done(self, leg_id: int, counts: RtpCounts) -> None:
+        leg = self.legs.get(leg_id)
+        if leg is not None:
+            leg.rtp = counts if leg.rtp is None else leg.rtp + counts
+
     def forget(self, call: WorkerCall) -> None:
         """pjsua2 is done with `call` (DISCONNECTED): let the object go while its slot is still its own."""
         self._calls.discard(call)
@@ -491,6 +497,6 @@ class PjThread(threading.Thread):
         elif leg.outbound:
             # The far end of a leg we dialled is the destination, not the caller.
             ended = EndReason.DESTINATION_HANGUP if reason == EndReason.CALLER_HANGUP else reason
-            self.emit(LegEnded(leg_id, ended))
+            self.emit(LegEnded(leg_id, ended, leg.rtp))
         else:
-            self.emit(LegEnded(leg_id, reason))
+            self.emit(LegEnded(leg_id, reason, leg.rtp))

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 __all__ = [
     "CallOffered", "LegAnswered", "DialFailed", "DtmfReceived", "TransferFinished", "LegEnded", "PjEvent",
-    "EventSink",
+    "EventSink", "RtpCounts",
 ]
 
 
@@ -67,9 +67,26 @@ class TransferFinished:
 
 
 @dataclass(frozen=True)
+class RtpCounts:
+    """A leg's RTP over its call, from pjmedia's stream counters: the caller's side (received)
+    and ours (sent). A re-INVITE that re-creates the stream adds the new stream's counts."""
+
+    received: int = 0  # packets
+    lost: int = 0  # sequence numbers never received
+    discarded: int = 0  # received, but too late or too many for the jitter buffer
+    sent: int = 0
+    jitter_max_ms: float = 0.0
+
+    def __add__(self, other: RtpCounts) -> RtpCounts:
+        return RtpCounts(self.received + other.received, self.lost + other.lost, self.discarded + other.discarded,
+                         self.sent + other.sent, max(self.jitter_max_ms, other.jitter_max_ms))
+
+
+@dataclass(frozen=True)
 class LegEnded:
     leg: int
     reason: str  # an EndReason, or refused-NNN / sip-NNN
+    rtp: RtpCounts | None = None  # None: the leg never had media
 
 
 PjEvent = CallOffered | LegAnswered | DialFailed | DtmfReceived | TransferFinished | LegEnded

@@ -15,7 +15,7 @@ import logging
 import os
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
 from pydantic import BaseModel
@@ -96,7 +96,8 @@ class Worker:
         timer = self.offers.pop(event.leg, None)
         if timer:
             timer.cancel()
-        self.hub.send(p.Ended(leg=event.leg, reason=event.reason))
+        rtp = p.Rtp(**asdict(event.rtp)) if event.rtp else None
+        self.hub.send(p.Ended(leg=event.leg, reason=event.reason, rtp=rtp))
 
     def _offer_timeout(self, leg: int) -> None:
         self.offers.pop(leg, None)

@@ -72,6 +72,8 @@ class CallManager:
         self.storage = storage
         self.flows = flows
         self.calls: dict[str, Call] = {}
+        # Caller legs the hub hung up, by (worker, leg), until the worker's Ended brings their RTP counts.
+        self._hung_up: dict[tuple[int, int], str] = {}
         self._egress: set[asyncio.Task[None]] = set()  # flows' audio streams, until their calls end
         # The hub's one registry of connected workers (the participant server keeps it): where
         # bridge transfers place their outbound legs.
@@ -199,13 +201,26 @@ class CallManager:
             call.runner.dtmf(message.digit)
 
     def ended(self, worker: WorkerConnection, message: p.Ended) -> None:
+        hung_up = self._hung_up.pop((id(worker), message.leg), None)
         call = self._call(worker, message.leg)
+        call_id = call.id if call is not None else hung_up
+        if message.rtp is not None and call_id is not None:
+            leg = "destination" if call is not None and self._is_destination(call, worker, message.leg) else "caller"
+            self._rtp(call_id, leg, message.rtp)
         if call is not None and self._is_destination(call, worker, message.leg):
             self._destination_gone(call, "destination", message.reason)
             return
         worker.legs.pop(message.leg, None)
         if call is not None:
             self._end(call, message.reason)
+
+    def _rtp(self, call_id: str, leg: str, rtp: p.Rtp) -> None:
+        """A leg's RTP counts go with the call's events (after `ended` when the hub hung up): what
+        the recording's caller side is measured against, and the call's quality."""
+        self.storage.add_event(call_id, "rtp", {"leg": leg, **rtp.model_dump()})
+        for kind in ("received", "lost", "discarded", "sent"):
+            metrics.rtp_packets.labels(kind).inc(getattr(rtp, kind))
+        metrics.rtp_jitter.observe(rtp.jitter_max_ms / 1000)
 
     def worker_lost(self, worker: WorkerConnection) -> None:
         for leg in list(worker.legs):
@@ -217,6 +232,8 @@ class CallManager:
             else:
                 self._end(call, EndReason.WORKER_LOST)
         worker.legs.clear()
+        for key in [k for k in self._hung_up if k[0] == id(worker)]:
+            del self._hung_up[key]
 
     def dial_result(self, worker: WorkerConnection, message: p.DialResult) -> None:
         call = self._call(worker, message.leg)
@@ -340,7 +357,8 @@ class CallManager:
 
     def _hangup(self, call: Call, reason: str) -> None:
         call.leg.hangup(reason)
-        call.leg.worker.legs.pop(call.leg.leg, None)
+        if call.leg.worker.legs.pop(call.leg.leg, None) is not None and call.leg.worker.role == "sip":
+            self._hung_up[(id(call.leg.worker), call.leg.leg)] = call.id
         self._end(call, reason)
 
     def _end(self, call: Call, reason: str) -> None:

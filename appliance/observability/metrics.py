@@ -68,6 +68,20 @@ persona_turn = Histogram(
     buckets=(0.01, 0.025, 0.05, 0.1, 0.2, 0.35, 0.5, 0.75, 1.0, 2.0, 5.0),
     registry=REGISTRY,
 )
+rtp_packets = Counter(
+    "switchboard_rtp_packets_total",
+    "RTP packets of ended SIP legs: received from the far end, lost on the way, discarded by the jitter buffer, sent",
+    ["kind"],
+    registry=REGISTRY,
+)
+for _kind in ("received", "lost", "discarded", "sent"):
+    rtp_packets.labels(_kind)  # at 0 from the start: a rate over a series that appears late misses its first calls
+rtp_jitter = Histogram(
+    "switchboard_call_jitter_max_seconds",
+    "The worst interarrival jitter of the far end's RTP over each ended SIP leg",
+    buckets=(0.005, 0.01, 0.02, 0.03, 0.05, 0.1, 0.2),
+    registry=REGISTRY,
+)
 hub_tick_lag = Histogram(
     "switchboard_hub_tick_lag_seconds",
     "How late the room hub's 20 ms media tick ran",

@@ -117,10 +117,22 @@ class Dtmf(BaseModel):
     method: str = "rfc4733"
 
 
+class Rtp(BaseModel):
+    """A SIP leg's RTP over its call (pjmedia's counters): packets from the far end received,
+    lost on the way and discarded by the jitter buffer; packets sent; the far end's worst jitter."""
+
+    received: int = Field(ge=0)
+    lost: int = Field(ge=0)
+    discarded: int = Field(ge=0)
+    sent: int = Field(ge=0)
+    jitter_max_ms: float = Field(ge=0)
+
+
 class Ended(BaseModel):
     type: Literal["ended"] = "ended"
     leg: int
     reason: Reason
+    rtp: Rtp | None = None  # None: a leg without media, or not a SIP leg
 
 
 class Hangup(BaseModel):

@@ -39,9 +39,10 @@ def test_dtmf_1_takes_the_sales_branch_and_is_recorded(appliance, tmp_path: Path
     assert call["end_reason"] == "flow-hangup"
     assert call["flow"] == "default" and len(call["flow_version"]) == 12
     assert call["trunk"] == "test"
+    rtp = appliance.wait_event(call["id"], "rtp")["data"]
     events = appliance.call(call["id"])["events"]
     kinds = [e["kind"] for e in events]
-    assert kinds[:2] == ["offered", "answered"] and kinds[-1] == "ended"
+    assert kinds[:2] == ["offered", "answered"] and kinds[-2:] == ["ended", "rtp"]  # the flow hung up
     assert {"kind": "dtmf", "data": {"digit": "1", "method": "rfc4733"}} in [
         {"kind": e["kind"], "data": e["data"]} for e in events
     ]
@@ -57,6 +58,14 @@ def test_dtmf_1_takes_the_sales_branch_and_is_recorded(appliance, tmp_path: Path
     assert _rms(first_two_s) > 500
     # The caller is not on the right nor the box on the left: channels differ.
     assert not np.array_equal(left[: len(right)], right[: len(left)])
+
+    # Every packet of the caller's RTP (the worker's pjmedia counted them) is a frame of caller
+    # audio in the recording, where a frame no caller audio reached is exact zeros. There are
+    # more such frames than packets: pjmedia conceals a few after the packets stop.
+    assert kinds.count("rtp") == 1
+    assert rtp["leg"] == "caller" and rtp["lost"] == 0 and rtp["sent"] > 0
+    heard = int(np.count_nonzero(left[: len(left) // 320 * 320].reshape(-1, 320).any(axis=1)))
+    assert rtp["received"] > 100 and heard >= rtp["received"] - rtp["discarded"], (heard, rtp)
 
 
 def test_16_concurrent_calls_each_with_record_and_recording(appliance_factory, tmp_path: Path) -> None:

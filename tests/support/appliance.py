@@ -195,6 +195,14 @@ class ApplianceProcess:
 
         return wait_until(answered, f"{count} answered calls", timeout, interval=0.2, detail=self.log_tail)
 
+    def wait_event(self, call_id: str, kind: str, timeout: float = 10) -> dict[str, Any]:
+        """The call's first event of `kind`, once it is there (a leg's `rtp` comes after `ended`
+        when the hub hung up: the worker counts its packets as the BYE goes out)."""
+        def found() -> dict[str, Any] | None:
+            return next((e for e in self.call(call_id)["events"] if e["kind"] == kind), None)
+
+        return wait_until(found, f"a {kind} event of {call_id}", timeout, interval=0.2, detail=self.log_tail)
+
     def wait_calls_closed(self, count: int, timeout: float = 30) -> list[dict[str, Any]]:
         def closed() -> list[dict[str, Any]]:
             calls = self.calls()
