@@ -165,6 +165,12 @@ class Leg:
 
 
 
+def _connect(media: pj.AudioMedia, port: CallMediaPort) -> None:
+    """A call's audio into our media port, and the port's out to the call."""
+    media.startTransmit(port)
+    port.startTransmit(media)
+
+
 class PjThread(threading.Thread):
     def __init__(self, settings: EndpointSettings, on_event: EventSink):
         super().__init__(name=f"pjsua-{settings.name}", daemon=True)
@@ -466,7 +472,15 @@ class PjThread(threading.Thread):
 
     def media_active(self, leg_id: int, call: WorkerCall, index: int) -> None:
         leg = self.legs.get(leg_id)
-        if leg is None or leg.port is not None:
+        if leg is None:
+            return
+        media = call.getAudioMedia(index)
+        if leg.port is not None:
+            # Again, after a re-INVITE. One that changed the media (a caller's hold, a=sendonly, then
+            # its resume) got the call a new stream in a new bridge slot (pjsua_media.c,
+            # is_media_changed), connected to nothing: the caller was silent to the hub and heard
+            # nothing from then on. Connecting a pair that is connected already changes nothing.
+            _connect(media, leg.port)
             return
         if self._free_ports:
             port = self._free_ports.pop()
@@ -476,9 +490,7 @@ class PjThread(threading.Thread):
             port = CallMediaPort()
             port.createPort(f"port{len(self._all_ports)}", audio_format())
             self._all_ports.append(port)
-        media = call.getAudioMedia(index)
-        media.startTransmit(port)
-        port.startTransmit(media)
+        _connect(media, port)
         leg.port = port
         leg.answered = True
         codec = call.getStreamInfo(index).codecName
