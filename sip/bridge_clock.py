@@ -16,6 +16,7 @@ the bridge never runs while pjsua tears a call down (tests/sip/test_media_teardo
 from __future__ import annotations
 
 import ctypes
+import logging
 import math
 import time
 from pathlib import Path
@@ -23,8 +24,11 @@ from pathlib import Path
 import pjsua2 as pj
 
 from appliance.core.audio import FRAME_BYTES, FRAME_MS, SAMPLES_PER_FRAME
+from appliance.observability.logging import log_extra
 
 __all__ = ["BridgeClock"]
+
+log = logging.getLogger(__name__)
 
 # Late by more than this, the clock starts again from now rather than running every missed tick
 # at once (pjmedia's own clock does the same): a burst would only overflow the callers' jitter buffers.
@@ -76,6 +80,9 @@ class BridgeClock:
             return 0
         late = int((now - self._next) / self._period)
         if late >= MAX_CATCH_UP_TICKS:
+            # The pjsua2 thread was busy or starved that long: every call lost that much audio.
+            log.warning("bridge clock late; ticks skipped", extra=log_extra(
+                late_ms=round((now - self._next) * 1000), skipped=late))
             self.restarts += 1
             self._next = now
             late = 0
