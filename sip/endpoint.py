@@ -1,9 +1,11 @@
 """The pjsua2 endpoint of one worker, on the one thread that may touch pjsua2.
 
 Everything pjsua2 happens on `PjThread`: it owns the Endpoint, the account and every Call,
-and runs `libHandleEvents` in a loop. Other threads hand it work through `submit`, which
-also wakes it at once (a CRLF keep-alive to our own SIP port ends the poll early), and it
-reports call events (sip/events.py) through `on_event`, which the worker bridges to asyncio.
+and runs `libHandleEvents` in a loop, ticking the conference bridge between its rounds
+(sip/bridge_clock.py: pjmedia's own clock thread sent RTP while calls were torn down).
+Other threads hand it work through `submit`, which also wakes it at once (a CRLF keep-alive
+to our own SIP port ends the poll early), and it reports call events (sip/events.py) through
+`on_event`, which the worker bridges to asyncio.
 Its pjsua2 Call and Account subclasses, which turn pjsua2's callbacks into calls on it, are
 in sip/calls.py.
 """
@@ -28,6 +30,7 @@ import pjsua2 as pj
 from appliance.core.audio import FRAME_MS, SAMPLE_RATE
 from appliance.core.reasons import EndReason, refused
 from appliance.observability.logging import log_extra
+from sip.bridge_clock import BridgeClock
 from sip.calls import DialAccount, WorkerAccount, WorkerCall
 from sip.credentials import DialAuth
 from sip.edge_config import EDGE_KEY_HEADER, outbound_hosts
@@ -163,6 +166,12 @@ class Leg:
 
 
 
+def _connect(media: pj.AudioMedia, port: CallMediaPort) -> None:
+    """A call's audio into our media port, and the port's out to the call."""
+    media.startTransmit(port)
+    port.startTransmit(media)
+
+
 class PjThread(threading.Thread):
     def __init__(self, settings: EndpointSettings, on_event: EventSink):
         super().__init__(name=f"pjsua-{settings.name}", daemon=True)
@@ -220,7 +229,8 @@ class PjThread(threading.Thread):
         self._created.set()
         try:
             while self._running:
-                self.ep.libHandleEvents(self.settings.poll_ms)
+                self.ep.libHandleEvents(self.clock.wait_ms(self.settings.poll_ms))
+                self.clock.run_due()
                 while True:
                     try:
                         command = self._commands.get_nowait()
@@ -254,7 +264,6 @@ class PjThread(threading.Thread):
         med.audioFramePtime = FRAME_MS
         med.ecTailLen = 0  # no echo canceller: there is no loudspeaker next to a microphone here
         med.noVad = True
-        med.sndAutoCloseTime = -1  # with the null device, closing it would stop the bridge clock
         med.quality = MEDIA_QUALITY
         self.ep.libInit(cfg)
         tcfg = pj.TransportConfig()
@@ -263,7 +272,8 @@ class PjThread(threading.Thread):
         _wait_for_port(s.sip_port, s.name)
         self.ep.transportCreate(pj.PJSIP_TRANSPORT_UDP, tcfg)
         self.ep.libStart()
-        self.ep.audDevManager().setNullDev()
+        # No sound device, not even the null one, whose clock thread would tick the bridge: we do.
+        self.clock = BridgeClock(self.ep.audDevManager().setNoDev())
         for codec in self.ep.codecEnum2():
             self.ep.codecSetPriority(codec.codecId, 0)
         for codec, priority in CODEC_PRIORITIES.items():
@@ -308,11 +318,11 @@ class PjThread(threading.Thread):
                 pass
         self.legs.clear()
         # Let the bridge drop the hung-up calls, then the ports, before the library goes.
-        self.ep.libHandleEvents(100)
+        self._run_for(0.1)
         self._calls.clear()  # before libDestroy: a Call object deleted after it fails pjsua's asserts
         self._free_ports.clear()
         self._all_ports.clear()
-        self.ep.libHandleEvents(200)
+        self._run_for(0.2)
         for account in (self.account, self.dial_account):
             try:
                 if account is not None:
@@ -320,6 +330,13 @@ class PjThread(threading.Thread):
             except Exception:
                 pass
         self.ep.libDestroy()
+
+    def _run_for(self, seconds: float) -> None:
+        """SIP events and bridge ticks for `seconds`: the bridge removes ports only as it ticks."""
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            self.ep.libHandleEvents(self.clock.wait_ms(int((deadline - time.monotonic()) * 1000)))
+            self.clock.run_due()
 
     def emit(self, event: PjEvent) -> None:
         self.on_event(event)
@@ -456,7 +473,15 @@ class PjThread(threading.Thread):
 
     def media_active(self, leg_id: int, call: WorkerCall, index: int) -> None:
         leg = self.legs.get(leg_id)
-        if leg is None or leg.port is not None:
+        if leg is None:
+            return
+        media = call.getAudioMedia(index)
+        if leg.port is not None:
+            # Again, after a re-INVITE. One that changed the media (a caller's hold, a=sendonly, then
+            # its resume) got the call a new stream in a new bridge slot (pjsua_media.c,
+            # is_media_changed), connected to nothing: the caller was silent to the hub and heard
+            # nothing from then on. Connecting a pair that is connected already changes nothing.
+            _connect(media, leg.port)
             return
         if self._free_ports:
             port = self._free_ports.pop()
@@ -466,9 +491,7 @@ class PjThread(threading.Thread):
             port = CallMediaPort()
             port.createPort(f"port{len(self._all_ports)}", audio_format())
             self._all_ports.append(port)
-        media = call.getAudioMedia(index)
-        media.startTransmit(port)
-        port.startTransmit(media)
+        _connect(media, port)
         leg.port = port
         leg.answered = True
         codec = call.getStreamInfo(index).codecName
