@@ -122,8 +122,9 @@ def run_delay_ns(pid: int) -> tuple[int, int]:
 def worker_threads(app: ApplianceProcess) -> dict[tuple[int, int], tuple[str, int, int]]:
     """Every worker thread: (pid, tid) → (kind, CPU ticks, ns waiting for a CPU).
 
-    Kinds: `asyncio` (the worker's main thread), pjmedia's `clock` (conference bridge and
-    media port callbacks), `media` (RTP), and the rest by their names.
+    Kinds: `asyncio` (the worker's main thread), `pjsua` (SIP, and the conference bridge's ticks
+    with our media port callbacks: sip/bridge_clock.py), pjmedia's `media` (RTP in), and the rest
+    by their names.
     """
     out = {}
     for pid in app.child_pids():

@@ -43,7 +43,7 @@ def table(report: dict[str, Any]) -> str:
 
 
 def detail_table(report: dict[str, Any]) -> str:
-    kinds = ("clock", "asyncio", "media")
+    kinds = ("pjsua", "asyncio", "media")
     head = ("| N | hub thread CPU % / waiting % | worker threads CPU %: " + " / ".join(kinds) + " (waiting %) | "
             "ticks lost | caller audio missing % | recording short of call, max s | INVITE→200 max ms |")
     rows = [head, "|" + "---|" * (head.count("|") - 1)]
@@ -177,16 +177,17 @@ which it skips the missed ticks ("ticks lost"): nothing is played then, and the 
 keep those ticks as silence on the heard side, while the caller's side is written from the
 frames as they arrived (`appliance/recording/timeline.py`). "Waiting %" is the time a thread was runnable but had no CPU
 (`/proc/.../schedstat`), summed over the threads of that kind. The worker threads are
-pjmedia's `clock` (conference bridge, codec, resampling and our media port callbacks), the
-worker's `asyncio` loop (audio batches to and from the hub) and pjmedia's `media` (RTP).
+the pjsua2 thread `pjsua` (SIP, and the conference bridge's 20 ms ticks: codec, resampling, RTP
+out and our media port callbacks; sip/bridge_clock.py), the worker's `asyncio` loop (audio
+batches to and from the hub) and pjmedia's `media` (RTP in).
 Caller audio missing is the share of 20 ms frames in which the recording's caller channel is
 empty (no caller frame reached the hub for it); "recording short of call" is the largest
 difference between a recording's length and its call's (answer to hang-up in the database).
 
 Idle ({idle['seconds']:g} s, no calls, {st['workers']} workers): {idle['cpu']['appliance_total']}% of a core for the
 tree, **{idle['cpu_pct_per_worker']}% per worker** (main {idle['cpu'].get('main', {}).get('total')}%,
-workers {idle['cpu'].get('worker', {}).get('total')}% in all, of which pjmedia clock threads
-{_fmt(iw.get('clock', {}).get('cpu_pct'))}% and asyncio loops {_fmt(iw.get('asyncio', {}).get('cpu_pct'))}%;
+workers {idle['cpu'].get('worker', {}).get('total')}% in all, of which pjsua2 threads
+{_fmt(iw.get('pjsua', {}).get('cpu_pct'))}% and asyncio loops {_fmt(iw.get('asyncio', {}).get('cpu_pct'))}%;
 kamailio {idle['cpu'].get('kamailio', {}).get('total')}%); RSS {idle['rss_kb'] / 1024:.0f} MB
 ({idle['rss_mb_per_worker_process']} MB per worker process).
 
@@ -219,11 +220,11 @@ def analyse(report: dict[str, Any]) -> str:
         f"SIP workers {workers}%, the hub's main process {main}%, sipp {cpu.get('sipp', {}).get('total', 0.0)}%, "
         f"other work {heavy['other_load_pct']}%."
     )
-    clock = heavy["worker_threads"].get("clock", {})
-    if clock:
-        parts.append(f"Within the workers, pjmedia's clock threads took {clock.get('cpu_pct')}% "
-                     f"(the conference bridge, G.711 and 8↔16 kHz resampling, and the Python media port "
-                     f"callbacks, 100 per second per call).")
+    bridge = heavy["worker_threads"].get("pjsua", {})
+    if bridge:
+        parts.append(f"Within the workers, the pjsua2 threads took {bridge.get('cpu_pct')}% "
+                     f"(SIP, and the conference bridge's ticks: G.711 and 8↔16 kHz resampling, RTP out and the "
+                     f"Python media port callbacks, 100 per second per call).")
     if len(steps) >= 2:
         a, b = steps[0], heavy
         if b["calls"] > a["calls"]:

@@ -28,6 +28,7 @@ from typing import Any
 import pjsua2 as pj
 
 from appliance.core.audio import FRAME_MS, SAMPLE_RATE
+from appliance.core.processes import set_process_name
 from appliance.core.reasons import EndReason, refused
 from appliance.observability.logging import log_extra
 from sip.bridge_clock import BridgeClock
@@ -172,6 +173,9 @@ def _connect(media: pj.AudioMedia, port: CallMediaPort) -> None:
     port.startTransmit(media)
 
 
+# The OS name of the pjsua2 thread (bench/calls.py splits the workers' CPU by thread name).
+THREAD_NAME = "pjsua"
+
 class PjThread(threading.Thread):
     def __init__(self, settings: EndpointSettings, on_event: EventSink):
         super().__init__(name=f"pjsua-{settings.name}", daemon=True)
@@ -220,6 +224,7 @@ class PjThread(threading.Thread):
 
     # --- the pjsua2 thread
     def run(self) -> None:
+        set_process_name(THREAD_NAME)  # this thread's name in /proc (its CPU is the bridge's and SIP's)
         try:
             self._create()
         except BaseException as exc:
