@@ -27,7 +27,8 @@ def _wav(path: Path, seconds: float) -> str:
 
 def _menu_call(n: int, tmp_path: Path, seconds: float = 3.0) -> Record:
     return Record(f"CA{n}", "soak_menu", f"soak-menu-{n}@127.0.0.1", ANSWERED, ENDED, "flow-hangup",
-                  _wav(tmp_path / f"{n}.wav", seconds), steps=["menu", "sales", "done"], digits=["1"])
+                  _wav(tmp_path / f"{n}.wav", seconds), steps=["menu", "sales", "done"], digits=["1"],
+                  rtp_counted=True)
 
 
 def test_two_menu_calls_as_they_should_be_pass(tmp_path: Path) -> None:
@@ -45,14 +46,16 @@ def test_each_wrong_record_is_a_problem(tmp_path: Path) -> None:
         _menu_call(3, tmp_path),  # #3 again: two records of one call
         # #4: none at all
         replace(_menu_call(5, tmp_path), sip_call_id="stranger@127.0.0.1"),  # a record of no call placed
+        replace(_menu_call(6, tmp_path), rtp_counted=False),  # #6: its worker never counted its RTP
     ]
-    problems = check(records, {"menu": 4}, 0, (MENU,)).problems
+    problems = check(records, {"menu": 6}, 0, (MENU,)).problems
     assert any(p.startswith("menu #1 ") and "ended 'no-choice'" in p and "heard keys []" in p for p in problems)
     assert any(p.startswith("menu #2 ") and "recording lasts 2.20 s" in p for p in problems)
     assert any(p.startswith("menu #3: 2 records") for p in problems)
     assert any(p.startswith("menu #3 ") and "never closed" in p for p in problems)
     assert any(p.startswith("menu #4: 0 records") for p in problems)
     assert any("stranger@127.0.0.1" in p and "belongs to no call placed" in p for p in problems)
+    assert any(p.startswith("menu #6 ") and "no RTP counts" in p for p in problems)
 
 
 def test_a_recording_cut_short_on_disk_does_not_pass(tmp_path: Path) -> None:

@@ -46,6 +46,7 @@ class Record:
     steps: list[str] = field(default_factory=list)
     digits: list[str] = field(default_factory=list)
     transfer_answered: bool = False
+    rtp_counted: bool = False  # the caller leg's RTP counts reached the record (its `rtp` event)
     voicemails: list[tuple[str, float]] = field(default_factory=list)  # (path, seconds recorded)
 
     @property
@@ -61,7 +62,7 @@ def read_records(db_path: Path) -> list[Record]:
     db = sqlite_utils.Database(db_path)
     records = {row["id"]: Record(row["id"], row["flow"], None, row["answered_at"], row["ended_at"], row["end_reason"],
                                  row["recording_path"]) for row in db["calls"].rows}
-    wanted = ("offered", "step", "dtmf", "transfer_answered")
+    wanted = ("offered", "step", "dtmf", "transfer_answered", "rtp")
     for call_id, kind, data in db.execute(
             f"SELECT call_id, kind, data FROM call_events WHERE kind IN ({', '.join('?' * len(wanted))}) ORDER BY id",
             list(wanted)).fetchall():
@@ -75,6 +76,8 @@ def read_records(db_path: Path) -> list[Record]:
             record.steps.append(event["step"])
         elif kind == "dtmf":
             record.digits.append(event["digit"])
+        elif kind == "rtp":
+            record.rtp_counted = record.rtp_counted or event.get("leg") == "caller"
         else:
             record.transfer_answered = True
     for row in db["recordings"].rows_where("kind = ?", ["voicemail"]):
@@ -185,6 +188,8 @@ def _check_call(kind: Kind, record: Record, verdict: Verdict, where: str) -> Non
         problems.append("answered" if answered else "never answered")
     if record.flow != kind.flow:
         problems.append(f"ran flow {record.flow!r}, not {kind.flow!r}")
+    if answered and not record.rtp_counted:
+        problems.append("no RTP counts for its caller leg")
     missing = [s for s in kind.steps if s not in record.steps]
     if missing:
         problems.append(f"never entered steps {missing} (entered {record.steps})")
