@@ -7,7 +7,6 @@ from dataclasses import asdict
 from typing import Any
 
 from bench.common import write_doc_section
-from tests.support.soak.checks import known_error
 from tests.support.soak.mix import KINDS, PERSONA
 from tests.support.soak.run import CALLS_PER_WORKER, SoakRun
 
@@ -29,11 +28,6 @@ def report_of(run: SoakRun) -> dict[str, Any]:
     kinds["persona"] = {"number": PERSONA["number"], "flow": PERSONA["flow"], "expected": "caller-hangup",
                         "sipp_successful": established, "sipp_failed": len(run.persona) - established,
                         } | verdict["kinds"].get("persona", {})
-    known: dict[str, int] = {}
-    for line in run.errors:
-        name = known_error(line)
-        if name:
-            known[name] = known.get(name, 0) + 1
     growth, late = run.growth(), run.growth(late=True)
     return {
         "settings": {"calls": run.plan.calls, "rate_cps": run.plan.rate, "persona_calls": run.plan.persona_calls,
@@ -46,7 +40,7 @@ def report_of(run: SoakRun) -> dict[str, Any]:
         "recordings_checked": verdict.get("recordings_checked", 0),
         "voicemails_checked": verdict.get("voicemails_checked", 0),
         "failures": run.failures(),
-        "error_lines": {"count": len(run.errors), "known": known, "lines": run.errors[:ERROR_LINES_KEPT]},
+        "error_lines": {"count": len(run.errors), "lines": run.errors[:ERROR_LINES_KEPT]},
         "growth": {metric: [asdict(s) for s in slopes] for metric, slopes in growth.items()},
         "growth_late": {metric: [asdict(s) for s in slopes] for metric, slopes in late.items()},
         "retained": run.retained(),
@@ -112,9 +106,8 @@ def errors_block(report: dict[str, Any]) -> str:
     errors = report["error_lines"]
     if not errors["count"]:
         return "Error lines in the appliance log: none."
-    known = "; ".join(f"{n} of them {name} (being fixed separately)" for name, n in errors["known"].items())
     shown = "\n".join(f"    {quoted(line)[:240]}" for line in errors["lines"][:10])
-    return f"Error lines in the appliance log: {errors['count']}{'; ' + known if known else ''}. The first:\n\n{shown}"
+    return f"Error lines in the appliance log: {errors['count']}. The first:\n\n{shown}"
 
 
 def tables(report: dict[str, Any]) -> str:

@@ -8,7 +8,7 @@ import wave
 from dataclasses import replace
 from pathlib import Path
 
-from tests.support.soak.checks import Record, check, error_lines, known_error
+from tests.support.soak.checks import Record, check, error_lines
 from tests.support.soak.mix import KINDS
 from tests.support.soak.sampler import fit_slope
 
@@ -66,14 +66,14 @@ def test_a_recording_cut_short_on_disk_does_not_pass(tmp_path: Path) -> None:
     assert "ends early" in problem
 
 
-def test_error_lines_are_found_and_known_ones_named(tmp_path: Path) -> None:
+def test_error_lines_are_found(tmp_path: Path) -> None:
     log = tmp_path / "appliance.log"
     bind = {"level": "error", "msg": "RTP socket bind() at 0.0.0.0:21198 error: Address already in use"}
     log.write_text("\n".join([json.dumps({"level": "info", "msg": "call ended"}), json.dumps(bind),
                               "python: ../src/pj/ioqueue_common_abs.c:987: pj_ioqueue_sendto: Assertion failed.",
                               "Fatal Python error: Aborted", "08:36:26.613 os_core_unix.c !pjlib 2.15.1 initialized"]))
     lines = error_lines(log)
-    assert len(lines) == 3 and known_error(lines[0]) == "pjsua RTP bind (port reuse)"
+    assert len(lines) == 3 and "Address already in use" in lines[0]
     assert "pj_ioqueue_sendto" in lines[1] and lines[2] == "Fatal Python error: Aborted"
 
 

@@ -28,8 +28,6 @@ _CALL_ID = re.compile(r"soak-(?P<kind>[a-z_]+)-(?P<n>\d+)@")
 # Lines in the log that are not JSON (pjsua's start-up, a child's crash, a C assert) but still an error.
 _RAW_ERROR = re.compile(r"\b(ERROR|CRITICAL)\b|Traceback|Fatal Python error|Segmentation fault|Aborted"
                         r"|Assertion .*failed")
-# Error lines another change is fixing: still errors, but named in the report.
-KNOWN_ERRORS = {"pjsua RTP bind (port reuse)": re.compile(r"RTC?P socket bind\(\).*Address already in use")}
 
 
 @dataclass
@@ -263,8 +261,3 @@ def error_lines(log_path: Path) -> list[str]:
         elif _RAW_ERROR.search(line):
             lines.append(line)
     return lines
-
-
-def known_error(line: str) -> str | None:
-    """The name of a known error this line is (being fixed elsewhere), or None."""
-    return next((name for name, pattern in KNOWN_ERRORS.items() if pattern.search(line)), None)
