@@ -85,7 +85,7 @@ def loaded_section(loaded: dict[str, Any] | None) -> str:
         return ""
     st = loaded["settings"]
     rows = ["| N | failed | extra load, % of a core | other work % | hub stalls | ticks lost | "
-            "caller audio missing %, mean / max | of it after the caller's first packet, mean / max | "
+            "caller audio missing %, mean / max | from the caller's first frame on, mean / max | "
             "recording vs call, max s | INVITE→200 p50 / p95 ms |",
             "|---|---|---|---|---|---|---|---|---|---|"]
     for s in loaded["steps"]:
