@@ -269,12 +269,12 @@ def inspect_recording(path: str | None) -> dict[str, Any]:
     right = data[: frames * FRAME_SAMPLES, 1].astype(np.float64)
     empty = ~left.any(axis=1)
     missing = float(np.mean(empty))
-    # Frames before the caller's first RTP packet (the answer's round trip) were never sent: the
-    # share from then on is what the box lost of what arrived.
-    first = int(np.argmin(empty)) if not empty.all() else frames
-    missing_after_first = float(np.mean(empty[first:])) if first < frames else 1.0
+    # Frames before the caller's first RTP packet (the answer's round trip) and after its last (the
+    # tick its BYE ends) were never sent: the share between them is what the box lost of what arrived.
+    voiced = np.flatnonzero(~empty)
+    missing_inside = float(np.mean(empty[voiced[0]: voiced[-1] + 1])) if len(voiced) else 1.0
     greeting_rms = float(np.sqrt(np.mean(right[: 2 * 16000] ** 2))) if len(right) else 0.0
-    return {"seconds": round(seconds, 2), "caller_missing": missing, "caller_missing_after_first": missing_after_first,
+    return {"seconds": round(seconds, 2), "caller_missing": missing, "caller_missing_inside": missing_inside,
             "greeting_rms": round(greeting_rms, 1),
             "exists": True}
 
@@ -430,7 +430,7 @@ def check_records(calls: list[dict[str, Any]], n: int, duration: float, problems
     recordings = [inspect_recording(c.get("recording_path")) for c in calls]
     seconds = [r["seconds"] for r in recordings]
     missing = [r["caller_missing"] for r in recordings]
-    after_first = [r["caller_missing_after_first"] for r in recordings if "caller_missing_after_first" in r]
+    inside = [r["caller_missing_inside"] for r in recordings if "caller_missing_inside" in r]
     # As tests/calls does: a recording covers the call from answer to hang-up within 0.5 s.
     gaps = [abs(r["seconds"] - _answered_for(c)) for r, c in zip(recordings, calls, strict=True)]
     short = [s for s, gap in zip(seconds, gaps, strict=True) if gap > 0.5 or abs(s - duration) > 1.5]
@@ -451,9 +451,9 @@ def check_records(calls: list[dict[str, Any]], n: int, duration: float, problems
             "mean": _round(100 * statistics.mean(missing), 2) if missing else None,
             "max": _round(100 * max(missing), 2) if missing else None,
         },
-        "caller_missing_after_first_pct": {
-            "mean": _round(100 * statistics.mean(after_first), 2) if after_first else None,
-            "max": _round(100 * max(after_first), 2) if after_first else None,
+        "caller_missing_inside_pct": {
+            "mean": _round(100 * statistics.mean(inside), 2) if inside else None,
+            "max": _round(100 * max(inside), 2) if inside else None,
         },
         "greeting_rms_min": min((r.get("greeting_rms", 0.0) for r in recordings), default=None),
     }

@@ -85,13 +85,13 @@ def loaded_section(loaded: dict[str, Any] | None) -> str:
         return ""
     st = loaded["settings"]
     rows = ["| N | failed | extra load, % of a core | other work % | hub stalls | ticks lost | "
-            "caller audio missing %, mean / max | from the caller's first frame on, mean / max | "
+            "caller audio missing %, mean / max | between the caller's first and last frame, mean / max | "
             "recording vs call, max s | INVITE→200 p50 / p95 ms |",
             "|---|---|---|---|---|---|---|---|---|---|"]
     for s in loaded["steps"]:
         lag = s["tick_lag"]
         missing = s["records"].get("caller_missing_pct", {})
-        after = s["records"].get("caller_missing_after_first_pct", {})
+        after = s["records"].get("caller_missing_inside_pct", {})
         lost = lag["expected_ticks"] - lag["ticks"] if lag else None
         rows.append(f"| {s['calls']} | {s['sipp_failed']} | {_fmt(s.get('extra_load_pct'))} | "
                     f"{_fmt(s['other_load_pct'])} | {s['hub_stalls']} | {_fmt(lost)} | "
@@ -106,8 +106,8 @@ The same steps with a process beside the appliance busy-looping {100 * st['extra
 20 ms (`--extra-load {st['extra_load']:g}`), {loaded['date']}, code {loaded.get('code')}, command
 `{loaded['command']}`, raw results `{loaded.get('json_path', '')}`. The goal: caller audio missing
 ≤ 0.1 % and every recording within 0.1 s of its call. Missing is counted over the whole recording
-(from the answer) and again from the caller's first frame on: before it, the caller had sent
-nothing yet.
+(answer to hang-up) and again between the caller's first and last frame: before the first RTP
+packet and after the last (the tick its BYE ends) the caller sent nothing.
 
 {chr(10).join(rows)}
 """
