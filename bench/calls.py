@@ -258,13 +258,13 @@ def inspect_recording(path: str | None) -> dict[str, Any]:
     G.711 never decodes to an all-zero frame, so empty frames are frames the hub did not have.
     """
     if not path or not Path(path).exists():
-        return {"seconds": 0.0, "caller_missing": 1.0, "exists": False}
+        return {"seconds": 0.0, "caller_missing": 1.0, "caller_missing_inside": 1.0, "exists": False}
     with wave.open(path) as w:
         seconds = w.getnframes() / w.getframerate()
         data = np.frombuffer(w.readframes(w.getnframes()), dtype=np.int16).reshape(-1, w.getnchannels())
     frames = len(data) // FRAME_SAMPLES
     if frames == 0:
-        return {"seconds": seconds, "caller_missing": 1.0, "exists": True}
+        return {"seconds": seconds, "caller_missing": 1.0, "caller_missing_inside": 1.0, "exists": True}
     left = data[: frames * FRAME_SAMPLES, 0].reshape(frames, FRAME_SAMPLES)
     right = data[: frames * FRAME_SAMPLES, 1].astype(np.float64)
     empty = ~left.any(axis=1)
@@ -430,7 +430,7 @@ def check_records(calls: list[dict[str, Any]], n: int, duration: float, problems
     recordings = [inspect_recording(c.get("recording_path")) for c in calls]
     seconds = [r["seconds"] for r in recordings]
     missing = [r["caller_missing"] for r in recordings]
-    inside = [r["caller_missing_inside"] for r in recordings if "caller_missing_inside" in r]
+    inside = [r["caller_missing_inside"] for r in recordings]
     # As tests/calls does: a recording covers the call from answer to hang-up within 0.5 s.
     gaps = [abs(r["seconds"] - _answered_for(c)) for r, c in zip(recordings, calls, strict=True)]
     short = [s for s, gap in zip(seconds, gaps, strict=True) if gap > 0.5 or abs(s - duration) > 1.5]

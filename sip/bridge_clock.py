@@ -55,7 +55,7 @@ def _library() -> ctypes.CDLL:
 class BridgeClock:
     """Ticks pjsua's conference bridge: `run_due` on the pjsua2 thread, between libHandleEvents calls."""
 
-    def __init__(self, master_port: object, now: float | None = None):
+    def __init__(self, master_port: object):
         # AudDevManager.setNoDev()'s result: the bridge's own pjmedia_port, as SWIG's opaque pointer.
         self._port = ctypes.c_void_p(int(master_port))  # type: ignore[call-overload]
         self._get_frame = _library().pjmedia_port_get_frame
@@ -65,31 +65,27 @@ class BridgeClock:
         self._frame = _Frame()
         self._timestamp = 0
         self._period = FRAME_MS / 1000
-        self._next = time.monotonic() if now is None else now
-        self.restarts = 0  # times it fell more than MAX_CATCH_UP_TICKS behind
+        self._next = time.monotonic()
 
-    def wait_ms(self, limit_ms: int, now: float | None = None) -> int:
+    def wait_ms(self, limit_ms: int) -> int:
         """How long libHandleEvents may wait for SIP events before the next tick is due."""
-        now = time.monotonic() if now is None else now
-        return max(0, min(limit_ms, math.ceil((self._next - now) * 1000)))
+        return max(0, min(limit_ms, math.ceil((self._next - time.monotonic()) * 1000)))
 
-    def run_due(self, now: float | None = None) -> int:
-        """Run the ticks whose time has come; how many ran."""
-        now = time.monotonic() if now is None else now
+    def run_due(self) -> None:
+        """Run the ticks whose time has come."""
+        now = time.monotonic()
         if now < self._next:
-            return 0
+            return
         late = int((now - self._next) / self._period)
         if late >= MAX_CATCH_UP_TICKS:
             # The pjsua2 thread was busy or starved that long: every call lost that much audio.
             log.warning("bridge clock late; ticks skipped", extra=log_extra(
                 late_ms=round((now - self._next) * 1000), skipped=late))
-            self.restarts += 1
             self._next = now
             late = 0
         for _ in range(late + 1):
             self._tick()
             self._next += self._period
-        return late + 1
 
     def _tick(self) -> None:
         # The bridge's get_frame is its whole tick: queued connects and removals, every port's

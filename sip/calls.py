@@ -18,7 +18,7 @@ from sip.events import DtmfReceived, RtpCounts, TransferFinished
 if TYPE_CHECKING:
     from sip.endpoint import PjThread
 
-__all__ = ["WorkerCall", "WorkerAccount", "DialAccount", "rtp_counts"]
+__all__ = ["WorkerCall", "WorkerAccount", "DialAccount"]
 
 # The endpoint's logger, as before these classes had their own module: the same lines, the same name.
 log = logging.getLogger("sip.endpoint")
@@ -79,7 +79,7 @@ class WorkerCall(pj.Call):
 
     def onStreamDestroyed(self, prm: pj.OnStreamDestroyedParam) -> None:
         # The stream's counters die with it (at hang-up, and at a re-INVITE that re-creates it).
-        self.thread.stream_done(self.leg_id, rtp_counts(self.getStreamStat(prm.streamIdx)))
+        self.thread.stream_done(self.leg_id, _rtp_counts(self.getStreamStat(prm.streamIdx)))
 
     def onCallTransferStatus(self, prm: pj.OnCallTransferStatusParam) -> None:
         # NOTIFYs report the transferee's progress; only the final one decides.
@@ -95,7 +95,7 @@ class WorkerCall(pj.Call):
         self.thread.emit(DtmfReceived(self.leg_id, prm.digit, method))
 
 
-def rtp_counts(stat: pj.StreamStat) -> RtpCounts:
+def _rtp_counts(stat: pj.StreamStat) -> RtpCounts:
     rx, tx = stat.rtcp.rxStat, stat.rtcp.txStat
     jitter = rx.jitterUsec
     return RtpCounts(received=rx.pkt, lost=rx.loss, discarded=rx.discard, sent=tx.pkt,

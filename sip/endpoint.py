@@ -166,7 +166,6 @@ class Leg:
     rtp: RtpCounts | None = None  # the counts of its streams destroyed so far
 
 
-
 def _connect(media: pj.AudioMedia, port: CallMediaPort) -> None:
     """A call's audio into our media port, and the port's out to the call."""
     media.startTransmit(port)
@@ -175,6 +174,7 @@ def _connect(media: pj.AudioMedia, port: CallMediaPort) -> None:
 
 # The OS name of the pjsua2 thread (bench/calls.py splits the workers' CPU by thread name).
 THREAD_NAME = "pjsua"
+
 
 class PjThread(threading.Thread):
     def __init__(self, settings: EndpointSettings, on_event: EventSink):

@@ -1,9 +1,9 @@
 """The audio bridge between a pjsua2 call and its room: a media port fed and drained by queues.
 
 Frame callbacks run on the pjsua2 thread's bridge ticks (sip/bridge_clock.py), every 20 ms
-per call, so they only move bytes between the pjmedia frame and a deque. SWIG's ByteVector → bytes conversion costs
-~0.5 ms per frame; reading and writing the vector's storage through its data pointer
-costs ~2 µs, which is what makes a hundred calls per box affordable.
+per call, so they only move bytes between the pjmedia frame and a deque. SWIG's ByteVector →
+bytes conversion costs ~0.5 ms per frame; reading and writing the vector's storage through its
+data pointer costs ~2 µs, which is what makes a hundred calls per box affordable.
 """
 
 from __future__ import annotations
