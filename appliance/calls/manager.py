@@ -167,14 +167,14 @@ class CallManager:
             return "the call is not answered yet"
         if call.recorder.paused == paused:
             return f"the recording is {'paused' if paused else 'running'} already"
+        # The event says where in the file the silence begins or ends, for whoever audits it.
+        position = call.recorder.pause(paused)
         if paused:
-            self.storage.add_event(call.id, "recording_paused", {"by": by})
+            self.storage.add_event(call.id, "recording_paused", {"by": by, "recording_s": position})
             self.storage.mask(call.id, True)  # before the first key of the card number can arrive
-            call.recorder.paused = True
         else:
-            call.recorder.paused = False
             self.storage.mask(call.id, False)
-            self.storage.add_event(call.id, "recording_resumed", {"by": by})
+            self.storage.add_event(call.id, "recording_resumed", {"by": by, "recording_s": position})
         log.info("recording paused" if paused else "recording resumed", extra=log_extra(call_id=call.id, by=by))
         return None
 

@@ -52,9 +52,10 @@ class Recorder(Participant):
     def paused(self) -> bool:
         return self.audio.paused
 
-    @paused.setter
-    def paused(self, paused: bool) -> None:
-        self.audio.paused = paused
+    def pause(self, paused: bool) -> float:
+        """Pause or resume; the position in the file (s) from which both channels are silence,
+        or up to which they were."""
+        return self.audio.pause(paused)
 
     def _write(self, left: bytes, right: bytes) -> None:
         self._pending.append(interleave(left, right))

@@ -9,6 +9,11 @@ leg as each frame arrives, before that queue, and every tick the hub skipped is 
 silence on the heard side, since nothing was played to the caller then. Both sides advance at
 20 ms a frame, by the worker's clock and the hub's, so pairing them frame by frame keeps them
 aligned to within the leg's transport jitter.
+
+A pause (a card number is being read, PCI DSS) silences frames as they are taken, the caller's
+as they arrive and the heard side's as the hub plays them, not as they are paired: either side
+may hold a backlog when the pause ends, and a backlog must not carry the paused stretch's audio
+past the resume.
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ from collections import deque
 from collections.abc import Callable
 from itertools import repeat
 
-from appliance.core.audio import FRAME_BYTES, SILENCE
+from appliance.core.audio import FRAME_BYTES, FRAME_MS, SILENCE
 from appliance.rooms.room import Room, TickView
 
 __all__ = ["CallAudio", "Consumer", "MAX_SKEW_FRAMES"]
@@ -31,7 +36,7 @@ Consumer = Callable[[bytes, bytes], None]  # (caller frame, heard frame), 20 ms 
 
 class CallAudio:
     """Pairs the caller's frames with what the caller heard and hands each pair to its consumers
-    (the recorder, live taps). Paused (a card number is being read), every pair is silence."""
+    (the recorder, live taps)."""
 
     def __init__(self, room: Room, caller: str):
         self.room = room
@@ -42,12 +47,20 @@ class CallAudio:
         self._right: deque[bytes] = deque()
         self._leg = room.participants.get(caller)
         self._closed = False
+        self._emitted = 0
         if self._leg is not None and self._leg.track is not None:
             self._leg.track.arrivals.append(self._arrived)
         room.observers.append(self)
 
+    def pause(self, paused: bool) -> float:
+        """Silence both sides from now on, or stop silencing them. Returns the position in the
+        audio (s) from which both sides are silent, or up to which both were."""
+        self.paused = paused
+        left, right = self._emitted + len(self._left), self._emitted + len(self._right)
+        return (max(left, right) if paused else min(left, right)) * FRAME_MS / 1000
+
     def _arrived(self, frame: bytes) -> None:
-        if self._leg is not None and self._leg.muted:
+        if self.paused or (self._leg is not None and self._leg.muted):
             frame = SILENCE
         elif len(frame) != FRAME_BYTES:
             frame = (frame + SILENCE)[:FRAME_BYTES]
@@ -56,7 +69,7 @@ class CallAudio:
     def on_tick(self, view: TickView) -> None:
         if view.skipped:
             self._right.extend(repeat(SILENCE, view.skipped))
-        self._right.append(view.heard.get(self.caller) or SILENCE)
+        self._right.append(SILENCE if self.paused else (view.heard.get(self.caller) or SILENCE))
         self._pair()
 
     def _pair(self, final: bool = False) -> None:
@@ -68,8 +81,7 @@ class CallAudio:
                 self._emit(left.popleft(), SILENCE)
 
     def _emit(self, left: bytes, right: bytes) -> None:
-        if self.paused:
-            left = right = SILENCE
+        self._emitted += 1
         for consumer in self.consumers:
             consumer(left, right)
 

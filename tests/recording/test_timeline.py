@@ -86,14 +86,49 @@ def test_paused_audio_is_silence_on_both_sides():
     hub, room, mic = caller_room()
     audio = CallAudio(room, "caller")
     got = pairs(audio)
-    audio.paused = True
+    assert audio.pause(True) == 0.0
     mic.write_frame(frame(4))
     hub.tick()
-    audio.paused = False
+    assert audio.pause(False) == 0.02
     mic.write_frame(frame(5))
     hub.tick()
     assert got[0] == (SILENCE, SILENCE)
     assert got[1][0] == frame(5)
+
+
+def test_a_backlog_at_the_resume_carries_nothing_of_the_paused_stretch():
+    """The hub is late when the pause ends: caller frames said during the pause are still queued
+    for pairing, and heard frames played during it are queued while the caller's lag behind."""
+    hub, room, mic = caller_room()
+    room.participants["flow"].track.write(frame(7) * 20)  # type: ignore[union-attr]
+    audio = CallAudio(room, "caller")
+    got = pairs(audio)
+    mic.write_frame(frame(1))
+    hub.tick()
+    assert audio.pause(True) == 0.02
+    for n in range(2, 8):  # said while paused; the hub runs no tick meanwhile
+        mic.write_frame(frame(n))
+    assert audio.pause(False) == 0.02  # the heard side is silent only up to its next tick
+    mic.write_frame(frame(8))
+    for _ in range(7):
+        hub.tick()
+    assert [pair[0] for pair in got] == [frame(1)] + [SILENCE] * 6 + [frame(8)]
+    assert all(pair[1] == frame(7) for pair in got[1:])
+
+    # And the other way round: heard frames queue up waiting for a caller whose frames lag.
+    assert audio.pause(True) == 0.16
+    for _ in range(5):
+        hub.tick()
+    at = audio.pause(False)
+    assert at == 0.16  # nothing of the pause's stretch has been paired yet
+    for n in range(9, 16):
+        mic.write_frame(frame(n))
+    hub.tick()
+    hub.tick()
+    tail = got[8:]
+    assert [pair[1] for pair in tail[:5]] == [SILENCE] * 5
+    assert [pair[0] for pair in tail[:5]] == [frame(n) for n in range(9, 14)]  # said after the resume
+    assert tail[5][1] == frame(7)
 
 
 def test_the_recording_of_a_late_hub_lasts_as_long_as_the_call(tmp_path: Path):
