@@ -7,7 +7,8 @@ faint line hiss, each through PCMU (the box's μ-law path) and G.722 (ffmpeg's, 
 back. Each is heard as a flow's gather hears it: the real recogniser (pocketsphinx, the digits
 grammar, 100 ms at a time) and the real flow engine, timers run on the audio's own time, so the
 endpointing decision is the product's. Reported: numbers taken exactly right, overall and by
-codec, voice, rate and length; numbers taken before their last group ended (premature end of
+codec, voice, rate and length, and the same numbers said by flite's voices, which are built
+from recordings of human speakers; numbers taken before their last group ended (premature end of
 turn) and the wait after the last group, for several digit pauses (the recognition is the same
 for each, the engine is replayed); for comparison, the same audio heard against a
 persona's grammar (its phrases, fillers and digits) as the order desk heard it before its
@@ -29,6 +30,7 @@ import argparse
 import datetime as dt
 import importlib.metadata
 import re
+import subprocess
 import sys
 import time
 from collections import defaultdict
@@ -49,6 +51,7 @@ from bench.common import DOC, code_version, first_line, machine, pct, save_and_p
 from bench.digits_report import table, write_doc
 from tests.support.spoken_numbers import (
     CODECS,
+    HUMAN_VOICES,
     LISTEN_CHUNK_S,
     RATES,
     VOICES,
@@ -176,21 +179,16 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     orders = load_personas(ROOT / "flows" / "personas")["orders"]
     persona = grammar_for_persona(orders)
     assert persona is not None
-    numbers = corpus(args.count, args.seed)
-    rows = []
-    for i, number in enumerate(numbers):
-        for codec in CODECS:
-            rows.append(hear(number, codec, digits, persona))
-        if (i + 1) % 12 == 0 or i + 1 == len(numbers):
-            done = [r for r in rows if r["gather"][str(DIGIT_PAUSE_S)]["exact"]]
-            say(f"{i + 1}/{len(numbers)} numbers, {len(done)}/{len(rows)} exactly right so far")
+    rows = hear_corpus(corpus(args.count, args.seed), digits, persona)
     say("each digit alone, every voice, rate and codec")
     alone = hear_alone(digits)
+    say("the same numbers said by voices built from human recordings (flite)")
+    human = hear_corpus(corpus(args.count, args.seed, HUMAN_VOICES), digits, persona)
     return {
         "benchmark": "digits",
         "date": started_at.isoformat(timespec="seconds"),
         "command": " ".join(["python bench/digits.py", *args.argv]),
-        "machine": machine({"espeak-ng": _espeak_version(),
+        "machine": machine({"espeak-ng": _espeak_version(), "flite": _flite_version(),
                             "pocketsphinx": _version("pocketsphinx"), "av": _version("av")}),
         "code": code_version(("appliance",)),
         "settings": {"count": args.count, "seed": args.seed, "codecs": list(CODECS), "digit_pause_s": DIGIT_PAUSE_S,
@@ -199,12 +197,30 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "ceiling": ceiling(alone, rows),
         "rows": rows,
         "alone": alone,
+        "human_voices": {"voices": list(HUMAN_VOICES), "summary": summarise(human), "rows": human},
     }
+
+
+def hear_corpus(numbers: list[SpokenNumber], digits: str, persona: str) -> list[dict[str, Any]]:
+    rows = []
+    for i, number in enumerate(numbers):
+        for codec in CODECS:
+            rows.append(hear(number, codec, digits, persona))
+        if (i + 1) % 12 == 0 or i + 1 == len(numbers):
+            done = [r for r in rows if r["gather"][str(DIGIT_PAUSE_S)]["exact"]]
+            say(f"{i + 1}/{len(numbers)} numbers, {len(done)}/{len(rows)} exactly right so far")
+    return rows
 
 
 def _espeak_version() -> str:
     found = re.search(r"\d+\.\d+(\.\d+)?", first_line(["espeak-ng", "--version"]))
     return found.group(0) if found else "unknown"
+
+
+def _flite_version() -> str:
+    said = subprocess.run(["flite", "--version"], capture_output=True, text=True).stdout
+    found = re.search(r"flite-(\d+\.\d+)", said)
+    return found.group(1) if found else "unknown"
 
 
 def _version(package: str) -> str:

@@ -9,8 +9,9 @@ if command -v apt-get >/dev/null; then
   need=()
   # debootstrap, systemd-container and openssh-client: tests/deploy boots a fresh Debian box and
   # deploys ansible/site.yml to it over SSH. gdb and binutils: tests/sip/test_media_teardown.py holds a
-  # worker's thread inside pjmedia (tests/support/rtp_sender_hold.py).
-  for pkg in kamailio sip-tester baresip espeak-ng sox systemd chromium debootstrap systemd-container openssh-client gdb binutils; do
+  # worker's thread inside pjmedia (tests/support/rtp_sender_hold.py). flite: voices built from human
+  # recordings, for tests/speech/test_spoken_numbers.py.
+  for pkg in kamailio sip-tester baresip espeak-ng flite sox systemd chromium debootstrap systemd-container openssh-client gdb binutils; do
     dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
   done
   if [ ${#need[@]} -gt 0 ]; then

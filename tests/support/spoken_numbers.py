@@ -3,6 +3,10 @@ never depends on what was said before) in several voices and rates, pauses betwe
 groups, then through a phone codec (PCMU at 8 kHz or G.722 at 16 kHz) and back; and a flow's
 gather hearing them (the real recogniser and engine, on the audio's own time).
 
+A voice named `flite:<name>` is Debian flite's instead: its voices are built from recordings
+of human speakers (CMU ARCTIC), where espeak-ng's are formant synthesis, which the recogniser's
+model (trained on human speech) hears worse.
+
 Shared by tests and bench/digits.py, so the tests' handful and the benchmark's corpus are the
 same kind of audio, heard the same way.
 """
@@ -27,11 +31,13 @@ from appliance.flow.loader import parse
 from appliance.speech.recognizer import Recognizer
 from appliance.speech.resample import resample
 
-__all__ = ["CODECS", "RATES", "VOICES", "Heard", "SpokenNumber", "corpus", "gather", "last_group_end", "line_audio",
-           "line_phrases", "line_speech", "listen", "phrases_end", "say_number", "say_phrases"]
+__all__ = ["CODECS", "HUMAN_VOICES", "RATES", "VOICES", "Heard", "SpokenNumber", "corpus", "gather", "last_group_end",
+           "line_audio", "line_phrases", "line_speech", "listen", "phrases_end", "say_number", "say_phrases"]
 
 # US, British, Caribbean and Scottish voices, two with female variants.
 VOICES = ("en-us", "en-gb", "en-us+f3", "en-gb-x-rp+f4", "en-029", "en-gb-scotland")
+# flite's: US female, Scottish male, US male (clustergen), US male (diphones).
+HUMAN_VOICES = ("flite:slt", "flite:awb", "flite:rms", "flite:kal16")
 RATES = (130, 160, 190)  # words a minute: slow, espeak-ng's usual, brisk
 CODECS = ("pcmu", "g722")
 LEAD_S = 0.5  # line silence before the caller starts
@@ -58,7 +64,7 @@ class SpokenNumber:
         return " ".join("oh" if d == "0" and self.oh else _NAMES[d] for d in group)
 
 
-def corpus(count: int, seed: int = 15) -> list[SpokenNumber]:
+def corpus(count: int, seed: int = 15, voices: tuple[str, ...] = VOICES) -> list[SpokenNumber]:
     """`count` numbers of 3–10 digits, each voice and rate in turn, grouped 2–4 digits at a
     time (3-3-4 as a phone number is read) with 0.4–1.2 s between groups."""
     rng = random.Random(seed)
@@ -70,8 +76,8 @@ def corpus(count: int, seed: int = 15) -> list[SpokenNumber]:
         numbers.append(SpokenNumber(
             groups=groups,
             pauses=tuple(round(rng.uniform(0.4, 1.2), 2) for _ in groups[1:]),
-            voice=VOICES[i % len(VOICES)],
-            rate=RATES[(i // len(VOICES)) % len(RATES)],
+            voice=voices[i % len(voices)],
+            rate=RATES[(i // len(voices)) % len(RATES)],
             oh="0" in digits and rng.random() < 0.3,
         ))
     return numbers
@@ -95,7 +101,7 @@ def last_group_end(number: SpokenNumber) -> float:
 
 def phrases_end(phrases: list[str], pauses: tuple[float, ...], voice: str, rate: int) -> float:
     """Seconds from the start of `say_phrases`'s audio to the end of its last phrase."""
-    spoken = sum(len(_trimmed(_espeak(p, voice, rate))) for p in phrases)
+    spoken = sum(len(_trimmed(_synthesised(p, voice, rate))) for p in phrases)
     return LEAD_S + spoken / SAMPLE_RATE + sum(pauses)
 
 
@@ -109,7 +115,7 @@ def say_phrases(phrases: list[str], pauses: tuple[float, ...], voice: str, rate:
     a faint hiss throughout."""
     parts = [np.zeros(int(LEAD_S * SAMPLE_RATE), dtype=np.int16)]
     for i, phrase in enumerate(phrases):
-        parts.append(_trimmed(_espeak(phrase, voice, rate)))
+        parts.append(_trimmed(_synthesised(phrase, voice, rate)))
         pause = pauses[i] if i < len(pauses) else TAIL_S
         parts.append(np.zeros(int(pause * SAMPLE_RATE), dtype=np.int16))
     speech = np.concatenate(parts).astype(np.float64)
@@ -145,9 +151,14 @@ def _through(pcm: np.ndarray, codec: str) -> bytes:
 
 
 @lru_cache(maxsize=256)
-def _espeak(text: str, voice: str, rate: int) -> np.ndarray:
-    wav = subprocess.run(["espeak-ng", "-v", voice, "-s", str(rate), "--stdout", text],
-                         check=True, capture_output=True).stdout
+def _synthesised(text: str, voice: str, rate: int) -> np.ndarray:
+    if voice.startswith("flite:"):
+        # flite has no words-a-minute setting: its durations are stretched from its own 160-ish.
+        command = ["flite", "-voice", voice.removeprefix("flite:"), "--setf", f"duration_stretch={160 / rate:.3f}",
+                   "-t", text, "-o", "/dev/stdout"]
+    else:
+        command = ["espeak-ng", "-v", voice, "-s", str(rate), "--stdout", text]
+    wav = subprocess.run(command, check=True, capture_output=True).stdout
     with wave.open(io.BytesIO(wav)) as w:
         native = np.frombuffer(w.readframes(w.getnframes()), dtype=np.int16)
         return resample(native, w.getframerate(), SAMPLE_RATE)
