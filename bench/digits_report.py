@@ -120,14 +120,6 @@ grammar and against a grammar of exactly one digit.
 
 {ceilings(report["ceiling"])}
 
-**The same numbers said by voices built from recordings of human speakers** (Debian's flite:
-slt, awb, rms, kal16; the same groups, pauses, rates, line and codecs; flite's own ~0.2 s
-lead-in and 0.1 s tail stay in each group): {_cell(report["human_voices"]["summary"]["exact"])} exactly right.
-Not the goal's corpus; it shows how far the recogniser's misses above are espeak-ng's formant
-voices, which its model (trained on human speech) was never meant to hear.
-
-{human_breakdown(report)}
-
 "Numbers exactly right at that rate": the corpus's numbers, each digit taken as right as often as
 that digit is when said alone through that codec, the digits independent. With exactly one digit
 allowed, none can be inserted or dropped: what is still wrong is the acoustic model's alone. A
@@ -145,6 +137,14 @@ the utterance began after it; mode 2 (now) took the flite corpus from 75.0 / 53.
 starts on white or brown line noise up to -27 dBFS (modes 1 and 0 took brown noise at that level
 for speech). Padding the utterance with 0.06–0.3 s of the audio before its start did worse on
 both corpora.
+
+**The same numbers said by voices built from recordings of human speakers** (Debian's flite:
+slt, awb, rms, kal16; the same groups, pauses, rates, line and codecs; flite's own ~0.2 s
+lead-in and 0.1 s tail stay in each group): {_cell(report["human_voices"]["summary"]["exact"])} exactly right.
+Not the goal's corpus; it shows how far the recogniser's misses above are espeak-ng's formant
+voices, which its model (trained on human speech) was never meant to hear.
+
+{human_breakdown(report)}
 
 How it got here, on the tuning corpus (seed 99, 48 numbers × 2 codecs, the same kind of audio):
 the flow's listener fed the decoder 100 ms at a time, 2 % exactly right (and a pooled decoder

@@ -19,8 +19,10 @@ inside the sentence) taken for a whole request (want: none; each would be answer
 Every utterance is cut as the stream cuts it: 0.1 s before its first voiced frame to 0.1 s
 after its last.
 
-    python bench/turn_words.py            # 96 requests per codec (~6 min)
-    python bench/turn_words.py --quick    # 12 per codec: checks the benchmark
+    python bench/turn_words.py                 # 96 requests per codec (~6 min)
+    python bench/turn_words.py --quick         # 12 per codec: checks the benchmark
+    python bench/turn_words.py --voices flite  # said by flite's voices (from human recordings);
+                                               # its own results file, docs/BENCHMARKS.md untouched
 """
 
 from __future__ import annotations
@@ -47,7 +49,7 @@ from appliance.personas.persona import grammar_for_persona, request_phrases
 from appliance.personas.plugins.stt_pocketsphinx import PREROLL_S, TAIL_S, VAD_FRAME_S, VOICE_FLOOR_RMS, _bytes, _rms
 from appliance.speech import stt as speech_stt
 from bench.common import report_head, save_results, write_doc_section
-from tests.support.spoken_numbers import line_phrases
+from tests.support.spoken_numbers import HUMAN_VOICES, VOICES, line_phrases
 from tests.support.spoken_requests import SpokenRequest, corpus
 
 DOC_BEGIN, DOC_END = "<!-- bench/turn_words.py: begin -->", "<!-- bench/turn_words.py: end -->"
@@ -166,13 +168,15 @@ def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="12 requests per codec")
     parser.add_argument("--count", type=int, default=96, help="requests per codec")
+    parser.add_argument("--voices", choices=("espeak", "flite"), default="espeak",
+                        help="espeak-ng's voices (the corpus of issue 15), or flite's, built from human recordings")
     args = parser.parse_args(argv)
     count = 12 if args.quick else args.count
     report = report_head("turn_words", argv, dt.datetime.now(dt.UTC))
     persona = Persona.model_validate(yaml.safe_load(PERSONA.read_text()))
     phrases, grammar = request_phrases(persona) or [], grammar_for_persona(persona)
     assert grammar is not None, "the order desk is a scripted persona"
-    requests = corpus(count)
+    requests = corpus(count, voices=VOICES if args.voices == "espeak" else HUMAN_VOICES)
     report["rows"] = []
     for codec in CODECS:
         report["rows"].append({"codec": codec, "pronunciations": "dictionary",
@@ -180,9 +184,9 @@ def main(argv: list[str]) -> int:
         with non_rhotic_decoders():
             report["rows"].append({"codec": codec, "pronunciations": "dictionary + non-rhotic",
                                    **judge(requests, codec, grammar + NON_RHOTIC, phrases)})
-    save_results(report, "turn_words", "-quick" if args.quick else "")
+    save_results(report, "turn_words", ("-quick" if args.quick else "") + ("-flite" if args.voices == "flite" else ""))
     print(markdown(report))
-    if not args.quick:
+    if not args.quick and args.voices == "espeak":
         write_doc_section(markdown(report), DOC_BEGIN, DOC_END)
     return 0
 

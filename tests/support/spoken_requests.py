@@ -59,15 +59,15 @@ class SpokenRequest:
         return phrases_end(list(self.parts), self.pauses, self.voice, self.rate)
 
 
-def corpus(count: int, seed: int = 15) -> list[SpokenRequest]:
+def corpus(count: int, seed: int = 15, voices: tuple[str, ...] = VOICES) -> list[SpokenRequest]:
     """`count` requests: the sentences, voices and rates in turn, pauses drawn from 0.3–0.8 s."""
     rng = random.Random(seed)
     return [
         SpokenRequest(
             parts=SENTENCES[i % len(SENTENCES)],
             pauses=tuple(round(rng.uniform(0.3, 0.8), 2) for _ in SENTENCES[i % len(SENTENCES)][1:]),
-            voice=VOICES[i % len(VOICES)],
-            rate=RATES[(i // len(VOICES)) % len(RATES)],
+            voice=voices[i % len(voices)],
+            rate=RATES[(i // len(voices)) % len(RATES)],
         )
         for i in range(count)
     ]
