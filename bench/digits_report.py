@@ -177,8 +177,11 @@ the benchmark, not to callers).
 What limits it: pocketsphinx's only shipped acoustic model (16 kHz, trained on human speech)
 hears espeak-ng's formant voices poorly. Through G.722 most misses are "five" heard as "nine",
 "nine" as "one", "four" as "oh" and "seven" as "three one"; through PCMU, which cuts everything
-above 3.4 kHz, espeak-ng's /s/ (centred near 4.3 kHz) is gone and "six" and "seven" are almost
-never heard. Long numbers suffer most, one miss in ten digits spoils the number; a persona that
+above 3.4 kHz, most of /s/ is gone (espeak-ng's is centred near 4.3 kHz). What is left of it the
+model heard as /f/, if at all: since 2026-12-01 the digits grammar also takes "six" and "seven"
+said with /f/ (`PRONUNCIATIONS` in appliance/speech/stt.py; PCMU numbers exactly right 11.5 →
+22.9 % here, flite's 63.5 → 72.9 %, G.722 unchanged), and "six" is still the digit PCMU loses most.
+Long numbers suffer most, one miss in ten digits spoils the number; a persona that
 reads numbers back (`numbers.read_back`) lets the caller catch it. The corpus is synthetic (no human callers, accents,
 background noise, packet loss or jitter); the persona's endpointing uses the same rule
 (`appliance/personas/turns.py`, livekit's max_delay) but its segmentation is silero's, which
