@@ -109,7 +109,7 @@ DIGIT_LIKE_FILLERS = ("want", "to", "for")
 def grammar(intents: dict[str, list[str]], digits: bool = False) -> str:
     """JSGF accepting any run of the choices' words (plus common fillers, and digits); digits
     alone are the grammar named `digits`, which the decoder gives settings of its own
-    (`appliance.speech.stt.SEARCH_SETTINGS`)."""
+    and pronunciations (`appliance.speech.stt.SEARCH_SETTINGS`, `PRONUNCIATIONS`)."""
     phrase_words = {w for phrases in intents.values() for p in phrases for w in words(p) if not w.isdigit()}
     if digits and not phrase_words:
         # A digits-only gather hears digits only: "to" would steal "two".
